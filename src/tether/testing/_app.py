@@ -1,0 +1,365 @@
+"""The emulator's ASGI app: the three Responses endpoints, on Starlette.
+
+Every handler runs on the server thread's event loop. Generation tasks live in a task
+group owned by the app's lifespan; connections only read the event log of a run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import time
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from starlette.applications import Starlette
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ._ledger import Ledger, ResponseRecord
+from ._run import Run, generate
+from ._wire import error_body, request_echo
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncGenerator, Callable, Mapping
+
+    from starlette.requests import Request
+    from starlette.types import Receive, Scope, Send
+
+    from ._hold import Gate
+    from ._models import Model
+
+__all__ = ["EmulatorApp"]
+
+_JSON = "application/json"
+_SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+]
+
+
+def _json(obj: Any, status: int = 200) -> Response:
+    return Response(json.dumps(obj, separators=(",", ":")), status, media_type=_JSON)
+
+
+def _error(status: int, message: str | None = None, **kw: Any) -> Response:
+    return Response(error_body(status, message, **kw), status, media_type=_JSON)
+
+
+def _count_input_tokens(value: Any) -> int:
+    if isinstance(value, str):
+        return len(value.split())
+    if isinstance(value, list):
+        return sum(_count_input_tokens(item) for item in value)  # pyright: ignore[reportUnknownVariableType]
+    if isinstance(value, dict):
+        return _count_input_tokens(value.get("content", value.get("text", "")))  # pyright: ignore[reportUnknownMemberType, reportUnknownArgumentType]
+    return 0
+
+
+async def _until_disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+class EmulatorApp:
+    """The Starlette app and the server-side state behind it (internal)."""
+
+    def __init__(
+        self,
+        *,
+        models: Mapping[str, Model],
+        ledger: Ledger,
+        seed: int,
+        keepalive_every: float | None,
+        gates: Mapping[str, Gate],
+        on_ready: Callable[[asyncio.AbstractEventLoop], None],
+    ) -> None:
+        self.models = models
+        self.ledger = ledger
+        self.seed = seed
+        self.keepalive_every = keepalive_every
+        self.created_gate = gates["created"]
+        self.cancel_gate = gates["cancel"]
+        self._on_ready = on_ready
+        self._ids = random.Random(f"ids:{seed}")
+        self._create_counts: dict[str, int] = {}
+        self._response_counts: dict[str, int] = {}
+        self._runs: dict[str, Run] = {}
+        self._tg: anyio.abc.TaskGroup | None = None
+        self.closing = asyncio.Event()
+        routes = [
+            Route("/v1/responses", self.create, methods=["POST"]),
+            Route("/v1/responses/{response_id}", self.retrieve, methods=["GET"]),
+            Route("/v1/responses/{response_id}/cancel", self.cancel, methods=["POST"]),
+        ]
+        self.starlette = Starlette(
+            routes=routes,
+            lifespan=self._lifespan,
+            exception_handlers={404: self._not_found, 405: self._not_allowed},
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.starlette(scope, receive, send)
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, _app: Starlette) -> AsyncGenerator[None, None]:
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            self._on_ready(asyncio.get_running_loop())
+            yield
+            self.close()
+
+    def close(self) -> None:
+        """Stop every run and let every parked request go (the server is stopping)."""
+        self.closing.set()
+        self.created_gate.open_for_good()
+        self.cancel_gate.open_for_good()
+        for run in list(self._runs.values()):
+            run.shutdown()
+
+    async def _not_found(self, _request: Request, _exc: Exception) -> Response:
+        return _error(404, "Not found (emulated Responses API).")
+
+    async def _not_allowed(self, _request: Request, _exc: Exception) -> Response:
+        return _error(405, "Method not allowed (emulated Responses API).")
+
+    def _new_id(self, prefix: str) -> str:
+        return f"{prefix}_{self._ids.getrandbits(192):048x}"
+
+    # --- POST /v1/responses -----------------------------------------------------------
+
+    async def create(self, request: Request) -> Response:
+        self.ledger._request()  # pyright: ignore[reportPrivateUsage]
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            return _error(400, "We could not parse the JSON body of your request.")
+        if not isinstance(body, dict):
+            return _error(400, "The request body must be a JSON object.")
+        body_: dict[str, Any] = body  # pyright: ignore[reportUnknownVariableType]
+        model_name = body_.get("model")
+        if not isinstance(model_name, str):
+            return _error(400, "Missing required parameter: 'model'.", param="model")
+        if "input" not in body_:
+            return _error(400, "Missing required parameter: 'input'.", param="input")
+        model = self.models.get(model_name)
+        if model is None:
+            message = f"The model `{model_name}` does not exist or you do not have access to it."
+            return _error(400, message, param="model", code="model_not_found")
+        max_output_tokens = body_.get("max_output_tokens")
+        if max_output_tokens is not None and (
+            not isinstance(max_output_tokens, int) or max_output_tokens < 1
+        ):
+            return _error(400, "Invalid 'max_output_tokens'.", param="max_output_tokens")
+
+        faults = model.faults
+        attempt = self._create_counts.get(model_name, 0)
+        self._create_counts[model_name] = attempt + 1
+        if attempt < len(faults.fail_before_stream):
+            return _error(faults.fail_before_stream[attempt])
+
+        run = self._start(model_name, model, body_, max_output_tokens)
+        record = run.record
+        if record.stream:
+            return _EventStream(self, run, cursor=0)
+        if record.background:
+            await self._first(run.created.wait())
+            return _json(run.created_response or run.snapshot())
+        record.listeners += 1
+        try:
+            async with anyio.create_task_group() as tg:
+
+                async def watch() -> None:
+                    await _until_disconnected(request.receive)
+                    run.stop("disconnect")
+
+                tg.start_soon(watch)
+                await run.ended_event.wait()
+                tg.cancel_scope.cancel()
+        finally:
+            record.listeners -= 1
+            self.ledger._changed()  # pyright: ignore[reportPrivateUsage]
+        return _json(run.snapshot())
+
+    def _start(
+        self, model_name: str, model: Model, body: dict[str, Any], max_output_tokens: int | None
+    ) -> Run:
+        index = self._response_counts.get(model_name, 0)
+        self._response_counts[model_name] = index + 1
+        rng = random.Random(f"{self.seed}:{model_name}:{index}")
+        record = ResponseRecord(
+            id=self._new_id("resp"),
+            model=model_name,
+            background=bool(body.get("background")),
+            stream=bool(body.get("stream")),
+        )
+        keepalive = model.faults.keepalive_every
+        run = Run(
+            record=record,
+            model=model,
+            tokens=model.tokens(rng),
+            first_token_delay=model.first_token_delay(rng),
+            max_output_tokens=max_output_tokens,
+            echo=request_echo(body),
+            input_tokens=max(1, _count_input_tokens(body.get("input"))),
+            msg_id=self._new_id("msg"),
+            ledger=self.ledger,
+            keepalive_every=self.keepalive_every if keepalive is None else keepalive,
+        )
+        self._runs[record.id] = run
+        self.ledger._add(record)  # pyright: ignore[reportPrivateUsage]
+        assert self._tg is not None
+        if self.closing.is_set():
+            run.shutdown()
+        else:
+            self._tg.start_soon(generate, run, self.created_gate)
+        return run
+
+    async def _first(self, awaitable: Any) -> bool:
+        """Await `awaitable`; return False if the server started closing first."""
+        result = True
+        async with anyio.create_task_group() as tg:
+
+            async def on_close() -> None:
+                nonlocal result
+                await self.closing.wait()
+                result = False
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(on_close)
+            await awaitable
+            tg.cancel_scope.cancel()
+        return result
+
+    # --- GET /v1/responses/{id} -------------------------------------------------------
+
+    async def retrieve(self, request: Request) -> Response:
+        response_id = request.path_params["response_id"]
+        run = self._runs.get(response_id)
+        if run is None:
+            return _error(404, f"No response found with id '{response_id}'.", param="response_id")
+        params = request.query_params
+        if params.get("stream", "false").lower() != "true":
+            return _json(run.snapshot())
+        try:
+            starting_after = int(params.get("starting_after", "-1"))
+        except ValueError:
+            return _error(
+                400, "Invalid 'starting_after': expected an integer.", param="starting_after"
+            )
+        return _EventStream(self, run, cursor=max(0, starting_after + 1))
+
+    # --- POST /v1/responses/{id}/cancel -----------------------------------------------
+
+    async def cancel(self, request: Request) -> Response:
+        ledger = self.ledger
+        ledger._cancel_started()  # pyright: ignore[reportPrivateUsage]
+        try:
+            response_id = request.path_params["response_id"]
+            run = self._runs.get(response_id)
+            if run is not None:
+                record = run.record
+                record.cancel_calls += 1
+                if record.cancel_requested_at is None:
+                    record.cancel_requested_at = time.monotonic()
+            if self.cancel_gate.held:
+                await self._first(self.cancel_gate.wait())
+            if run is None:
+                return _error(
+                    404, f"No response found with id '{response_id}'.", param="response_id"
+                )
+            response = await self._cancel(request, run)
+            if response is None:  # the client gave up on a hanging cancel: nothing answered
+                return _error(503, "The cancel request was abandoned.")
+            run.record.cancel_statuses.append(response.status_code)
+            return response
+        finally:
+            ledger._cancel_finished()  # pyright: ignore[reportPrivateUsage]
+
+    async def _cancel(self, request: Request, run: Run) -> Response | None:
+        record = run.record
+        faults = run.model.faults
+        if not record.background:
+            return _error(400, "Only responses created with background=true can be cancelled.")
+        if faults.cancel_hangs:
+            if await self._first(_until_disconnected(request.receive)):
+                return None
+            return _error(503, "The emulator stopped while a cancel was hanging.")
+        if faults.cancel_delay:
+            await anyio.sleep(faults.cancel_delay)
+        if record.cancel_calls <= faults.cancel_failures:
+            return _error(500)
+        if record.status == "cancelled":
+            return _json(run.snapshot())
+        if not record.generating:
+            return _error(400, f"Cannot cancel a {record.status} response.")
+        run.stop("cancel")
+        return _json(run.snapshot())
+
+
+class _EventStream(Response):
+    """An SSE response that follows a run's event log from `cursor` until it ends."""
+
+    def __init__(self, app: EmulatorApp, run: Run, cursor: int) -> None:
+        super().__init__(status_code=200)
+        self._app = app
+        self._run = run
+        self._cursor = cursor
+        self._first = run.connections == 0
+        run.connections += 1
+        self._disconnected = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        run = self._run
+        record = run.record
+        await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
+        record.listeners += 1
+        run.ledger._changed()  # pyright: ignore[reportPrivateUsage]
+        cut = False
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._watch, receive, tg.cancel_scope)
+                cut = await self._pump(send)
+                tg.cancel_scope.cancel()
+        finally:
+            record.listeners -= 1
+            lost = cut or self._disconnected
+            if lost and not record.background and record.listeners == 0:
+                run.stop("disconnect")
+            run.ledger._changed()  # pyright: ignore[reportPrivateUsage]
+        if not lost:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        # When cut, return without finishing the chunked body: uvicorn closes the
+        # connection and the client sees an incomplete message.
+
+    async def _watch(self, receive: Receive, scope: anyio.CancelScope) -> None:
+        await _until_disconnected(receive)
+        self._disconnected = True
+        scope.cancel()
+
+    async def _pump(self, send: Send) -> bool:
+        """Send the log from the cursor on; True if the connection must be cut."""
+        run = self._run
+        frames = run.record.frames
+        closing = self._app.closing
+        drop_after = run.model.faults.drop_after if self._first else None
+        sent = 0
+        cursor = self._cursor
+        while True:
+            end = len(frames)
+            if cursor < end:
+                if drop_after is not None and sent + end - cursor >= drop_after:
+                    chunk = b"".join(frames[cursor : cursor + drop_after - sent])
+                    if chunk:
+                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    return True
+                chunk = frames[cursor] if end - cursor == 1 else b"".join(frames[cursor:end])
+                sent += end - cursor
+                cursor = end
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                continue
+            if run.ended or closing.is_set():
+                return False
+            await run.wait_changed()

@@ -1,0 +1,293 @@
+"""The emulator's ledger: what the server did, readable by tests while it runs.
+
+The server thread writes the records; tests read them from any thread and wait on
+them with [`ResponsesEmulator.wait_for`][tether.testing.ResponsesEmulator.wait_for],
+which is woken on every change, on asyncio or trio, without polling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Literal, Protocol, final
+
+import attrs
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+__all__ = ["Ledger", "ResponseRecord"]
+
+Status = Literal["queued", "in_progress", "completed", "failed", "incomplete", "cancelled"]
+
+
+@final
+@attrs.define(kw_only=True, eq=False)
+class ResponseRecord:
+    """What happened to one response on the emulated server.
+
+    The server thread updates the record as the response runs; reading a field from
+    another thread is safe (each one is a single atomic write). Times are
+    `time.monotonic()` seconds.
+
+    Example:
+        >>> def stopped_on_cancel(record: ResponseRecord) -> bool:
+        ...     return record.status == "cancelled" and record.stopped_by == "cancel"
+    """
+
+    id: str
+    """The response id (`resp_...`)."""
+
+    model: str
+    """The model name it was created with."""
+
+    background: bool
+    """Whether it was created with `background=true`."""
+
+    stream: bool
+    """Whether it was created with `stream=true`."""
+
+    status: Status = "queued"
+    """The current status, as `GET /v1/responses/{id}` reports it."""
+
+    tokens_generated: int = 0
+    """Output tokens generated so far."""
+
+    tokens_after_cancel: int = 0
+    """Output tokens generated after the first cancel request for it arrived."""
+
+    cancel_calls: int = 0
+    """Cancel requests received for it."""
+
+    cancel_statuses: list[int] = attrs.field(factory=list[int])
+    """The HTTP status of each cancel answered, in order."""
+
+    created_at: float = attrs.field(factory=time.monotonic)
+    """When the create request was accepted."""
+
+    cancel_requested_at: float | None = None
+    """When the first cancel request for it arrived."""
+
+    finished_at: float | None = None
+    """When it reached a final status."""
+
+    listeners: int = 0
+    """Clients currently connected to it (streams, and blocking non-stream requests)."""
+
+    created_sent: bool = False
+    """Whether `response.created` was emitted (False while held by `hold("created")`)."""
+
+    stopped_by: Literal["cancel", "disconnect"] | None = None
+    """What stopped it early: a cancel request, or its client disconnecting."""
+
+    frames: list[bytes] = attrs.field(factory=list[bytes], repr=False)
+    """The stored SSE frames, one per event (internal: read `events`)."""
+
+    @property
+    def generating(self) -> bool:
+        """True while the response is queued or in progress.
+
+        Example:
+            >>> ResponseRecord(id="resp_1", model="m", background=True, stream=True).generating
+            True
+        """
+        return self.status in ("queued", "in_progress")
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        """The stored events, decoded, in sequence order.
+
+        Example:
+            >>> ResponseRecord(id="resp_1", model="m", background=True, stream=True).events
+            []
+        """
+        frames = list(self.frames)
+        return [json.loads(f[f.index(b"\ndata: ") + 7 :]) for f in frames]
+
+
+class _Waiter(Protocol):
+    def wake(self) -> None: ...
+
+
+class _ThreadWaiter:
+    __slots__ = ("event",)
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+
+    def wake(self) -> None:
+        self.event.set()
+
+
+class _AsyncWaiter:
+    """Wakes one task on the caller's event loop (asyncio or trio) from any thread."""
+
+    __slots__ = ("_pending", "_schedule", "event")
+
+    def __init__(self) -> None:
+        import anyio
+
+        self.event = anyio.Event()
+        self._pending = False
+        self._schedule: Callable[[Callable[[], None]], object]
+        try:
+            self._schedule = asyncio.get_running_loop().call_soon_threadsafe
+        except RuntimeError:  # not asyncio: anyio's only other backend is trio
+            import trio
+
+            self._schedule = trio.lowlevel.current_trio_token().run_sync_soon
+
+    def wake(self) -> None:
+        if self._pending:
+            return
+        self._pending = True
+        # RuntimeError: the waiting loop has finished (trio.RunFinishedError is one too).
+        with contextlib.suppress(RuntimeError):
+            self._schedule(self.event.set)
+
+
+@final
+class Ledger:
+    """Every response the emulator created, and counters over all requests.
+
+    Written by the server thread, read by tests from any thread. Use
+    `ResponsesEmulator.wait_for` to wait for a condition on it.
+
+    Example:
+        >>> def no_orphans(ledger: Ledger) -> bool:
+        ...     return not ledger.orphans() and ledger.cancels_in_flight == 0
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._records: dict[str, ResponseRecord] = {}
+        self._waiters: list[_Waiter] = []
+        self.requests = 0
+        """POST /v1/responses requests received, rejected ones included."""
+        self.cancel_requests = 0
+        """Cancel requests received, for any id."""
+        self.cancels_in_flight = 0
+        """Cancel requests received and not answered yet."""
+        self.max_concurrent_cancels = 0
+        """The most cancel requests ever in flight at once."""
+
+    @property
+    def responses(self) -> list[ResponseRecord]:
+        """The records of every response created, in creation order.
+
+        Example:
+            >>> Ledger().responses
+            []
+        """
+        with self._lock:
+            return list(self._records.values())
+
+    def __getitem__(self, response_id: str) -> ResponseRecord:
+        """The record of one response.
+
+        Raises:
+            KeyError: No response has this id.
+
+        Example:
+            >>> "resp_x" in Ledger()
+            False
+        """
+        with self._lock:
+            return self._records[response_id]
+
+    def __contains__(self, response_id: object) -> bool:
+        with self._lock:
+            return response_id in self._records
+
+    def __iter__(self) -> Iterator[ResponseRecord]:
+        return iter(self.responses)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._records)
+
+    def orphans(self) -> list[ResponseRecord]:
+        """Responses still generating (queued or in progress) with no client listening.
+
+        Each one is compute the caller pays for and never reads: what tether prevents.
+
+        Example:
+            >>> Ledger().orphans()
+            []
+        """
+        return [r for r in self.responses if r.generating and r.listeners == 0]
+
+    # --- written by the server thread -------------------------------------------------
+
+    def _add(self, record: ResponseRecord) -> None:
+        with self._lock:
+            self._records[record.id] = record
+        self._changed()
+
+    def _cancel_started(self) -> None:
+        with self._lock:
+            self.cancel_requests += 1
+            self.cancels_in_flight += 1
+            self.max_concurrent_cancels = max(self.max_concurrent_cancels, self.cancels_in_flight)
+        self._changed()
+
+    def _cancel_finished(self) -> None:
+        with self._lock:
+            self.cancels_in_flight -= 1
+        self._changed()
+
+    def _request(self) -> None:
+        with self._lock:
+            self.requests += 1
+        self._changed()
+
+    def _changed(self) -> None:
+        if not self._waiters:
+            return
+        with self._lock:
+            waiters = list(self._waiters)
+        for waiter in waiters:
+            waiter.wake()
+
+    # --- waiting ----------------------------------------------------------------------
+
+    def _subscribe(self, waiter: _Waiter) -> None:
+        with self._lock:
+            self._waiters.append(waiter)
+
+    def _unsubscribe(self, waiter: _Waiter) -> None:
+        with self._lock:
+            self._waiters.remove(waiter)
+
+    async def _wait_for(self, predicate: Callable[[Ledger], bool], timeout: float) -> None:
+        import anyio
+
+        with anyio.fail_after(timeout):
+            while True:
+                waiter = _AsyncWaiter()
+                self._subscribe(waiter)
+                try:
+                    if predicate(self):
+                        return
+                    await waiter.event.wait()
+                finally:
+                    self._unsubscribe(waiter)
+
+    def _wait_for_sync(self, predicate: Callable[[Ledger], bool], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            waiter = _ThreadWaiter()
+            self._subscribe(waiter)
+            try:
+                if predicate(self):
+                    return
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not waiter.event.wait(remaining):
+                    if predicate(self):
+                        return
+                    raise TimeoutError(f"ledger condition not met within {timeout!r} s")
+            finally:
+                self._unsubscribe(waiter)

@@ -1,0 +1,294 @@
+"""One response on the emulated server: its event log, and the task that generates it.
+
+Runs on the server thread's event loop only. The generation task appends SSE frames
+to the record's log and wakes the connections that stream it; a cancel (or the
+disconnect of a non-background stream) cancels the task's scope, after which the
+log never grows again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.lowlevel
+
+from ._wire import delta_frame, event_frame, message_item, output_text_part, response_object
+
+if TYPE_CHECKING:
+    from ._hold import Gate
+    from ._ledger import Ledger, ResponseRecord
+    from ._models import Model
+
+__all__ = ["Run", "generate"]
+
+_BATCH = 64  # most deltas appended per wake-up when generation is behind schedule
+_TERMINAL = ("completed", "failed", "incomplete", "cancelled")
+_ITEM_STATUS = {"queued": "in_progress", "in_progress": "in_progress", "completed": "completed"}
+_FAILED_MESSAGE = "The model produced an error while generating the response (emulated)."
+
+
+class Run:
+    """The server-side state of one response (internal)."""
+
+    def __init__(
+        self,
+        *,
+        record: ResponseRecord,
+        model: Model,
+        tokens: list[str],
+        first_token_delay: float,
+        max_output_tokens: int | None,
+        echo: dict[str, Any],
+        input_tokens: int,
+        msg_id: str,
+        ledger: Ledger,
+        keepalive_every: float | None,
+    ) -> None:
+        self.record = record
+        self.model = model
+        self.tokens = tokens
+        self.first_token_delay = first_token_delay
+        self.max_output_tokens = max_output_tokens
+        self.echo = echo
+        self.input_tokens = input_tokens
+        self.msg_id = msg_id
+        self.ledger = ledger
+        self.keepalive_every = keepalive_every
+        self.created_at = int(time.time())
+        self.completed_at: int | None = None
+        self.phase = 0  # 1: message item added, 2: text part added
+        self.error: dict[str, Any] | None = None
+        self.created_response: dict[str, Any] | None = None
+        self.connections = 0
+        self.ended = False
+        self.scope: anyio.CancelScope | None = None
+        self.created = asyncio.Event()
+        self.ended_event = asyncio.Event()
+        self._changed = asyncio.Event()
+
+    # --- the event log ----------------------------------------------------------------
+
+    def emit(self, event_type: str, fields: dict[str, Any]) -> None:
+        if self.ended:  # the log of a stopped response never grows again
+            return
+        frames = self.record.frames
+        frames.append(event_frame(event_type, len(frames), fields))
+
+    def emit_response(self, event_type: str) -> None:
+        self.emit(event_type, {"response": self.snapshot()})
+
+    def notify(self) -> None:
+        """Wake the connections streaming this response, and the ledger's waiters."""
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+        self.ledger._changed()  # pyright: ignore[reportPrivateUsage]
+
+    async def wait_changed(self) -> None:
+        await self._changed.wait()
+
+    def end(self) -> None:
+        """No event will be appended any more: let the streams finish."""
+        if not self.ended:
+            self.ended = True
+            self.ended_event.set()
+            self.created.set()
+            self.notify()
+
+    def stop(self, reason: str) -> None:
+        """Stop generating now, because of a cancel or a disconnected client."""
+        record = self.record
+        if not record.generating:
+            return
+        record.status = "cancelled"
+        record.stopped_by = "cancel" if reason == "cancel" else "disconnect"
+        record.finished_at = time.monotonic()
+        if self.scope is not None:
+            self.scope.cancel()
+        self.end()
+
+    def shutdown(self) -> None:
+        """The server is stopping: stop generating, leave the status as it is."""
+        if self.scope is not None:
+            self.scope.cancel()
+        self.end()
+
+    def set_status(self, status: Any) -> None:
+        if self.ended:
+            return
+        record = self.record
+        record.status = status
+        if status in _TERMINAL:
+            record.finished_at = time.monotonic()
+
+    # --- the Response object ----------------------------------------------------------
+
+    @property
+    def text(self) -> str:
+        return "".join(self.tokens[: self.record.tokens_generated])
+
+    def snapshot(self) -> dict[str, Any]:
+        """The Response object as it stands now."""
+        record = self.record
+        status = record.status
+        output: list[dict[str, Any]] = []
+        if self.phase:
+            item_status = _ITEM_STATUS.get(status, "incomplete")
+            output.append(
+                message_item(self.msg_id, item_status, self.text if self.phase > 1 else None)
+            )
+        terminal = status in _TERMINAL
+        return response_object(
+            response_id=record.id,
+            created_at=self.created_at,
+            model=record.model,
+            status=status,
+            background=record.background,
+            echo=self.echo,
+            output=output,
+            usage=(self.input_tokens, record.tokens_generated) if terminal else None,
+            error=self.error if status == "failed" else None,
+            incomplete_reason="max_output_tokens" if status == "incomplete" else None,
+            completed_at=self.completed_at if status == "completed" else None,
+        )
+
+
+async def generate(run: Run, created_gate: Gate) -> None:
+    """Generate one response, from `response.created` to its final event.
+
+    Runs in the app's task group; `run.stop()` cancels it at any await.
+    """
+    with anyio.CancelScope() as scope:
+        run.scope = scope
+        try:
+            if run.ended:
+                return
+            period = run.keepalive_every
+            if period is None:
+                await _produce(run, created_gate)
+            else:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(_keepalive, run, period)
+                    await _produce(run, created_gate)
+                    tg.cancel_scope.cancel()
+        finally:
+            run.end()
+
+
+async def _keepalive(run: Run, period: float) -> None:
+    while True:
+        await anyio.sleep(period)
+        if run.record.created_sent:
+            run.emit("keepalive", {})
+            run.notify()
+
+
+async def _produce(run: Run, created_gate: Gate) -> None:
+    record = run.record
+    faults = run.model.faults
+    await created_gate.wait()
+    if faults.created_delay:
+        await anyio.sleep(faults.created_delay)
+    if run.ended:
+        return
+
+    if not record.background:
+        run.set_status("in_progress")
+    run.created_response = run.snapshot()
+    run.emit("response.created", {"response": run.created_response})
+    record.created_sent = True
+    run.created.set()
+    if record.background:
+        run.emit_response("response.queued")
+        run.set_status("in_progress")
+    run.emit_response("response.in_progress")
+    run.notify()
+
+    await anyio.sleep(run.first_token_delay)
+    if run.ended:
+        return
+    msg_id = run.msg_id
+    run.phase = 1
+    run.emit(
+        "response.output_item.added",
+        {"output_index": 0, "item": message_item(msg_id, "in_progress", None)},
+    )
+    run.phase = 2
+    part_fields = {"item_id": msg_id, "output_index": 0, "content_index": 0}
+    run.emit("response.content_part.added", {**part_fields, "part": output_text_part("")})
+    run.notify()
+
+    tokens = run.tokens
+    total = len(tokens)
+    cap = run.max_output_tokens
+    incomplete = cap is not None and cap < total
+    if cap is not None and incomplete:
+        total = cap
+    failing = faults.error_event is not None
+    if failing:
+        total = min(total, faults.error_after)
+    await _stream_tokens(run, total)
+    if run.ended:
+        return
+
+    if failing:
+        _fail(run)
+        return
+    text = run.text
+    item_status = "incomplete" if incomplete else "completed"
+    run.emit("response.output_text.done", {**part_fields, "text": text, "logprobs": []})
+    run.emit("response.content_part.done", {**part_fields, "part": output_text_part(text)})
+    run.set_status("incomplete" if incomplete else "completed")
+    run.emit(
+        "response.output_item.done",
+        {"output_index": 0, "item": message_item(msg_id, item_status, text)},
+    )
+    if incomplete:
+        run.emit_response("response.incomplete")
+    else:
+        run.completed_at = int(time.time())
+        run.emit_response("response.completed")
+    run.notify()
+
+
+async def _stream_tokens(run: Run, total: int) -> None:
+    record = run.record
+    frames = record.frames
+    tokens = run.tokens
+    msg_id = run.msg_id
+    rate = run.model.tokens_per_s
+    start = anyio.current_time()
+    done = 0
+    while done < total:
+        if run.ended:
+            # Stopped while this task was already scheduled to wake: anyio delivers a scope's
+            # cancellation on asyncio with call_soon, so one more step can run. Not a token more.
+            return
+        now = anyio.current_time()
+        due = min(total, int((now - start) * rate) + 1, done + _BATCH)
+        if due <= done:
+            await anyio.sleep(start + done / rate - now)
+            continue
+        for i in range(done, due):
+            frames.append(delta_frame(len(frames), msg_id, tokens[i]))
+        record.tokens_generated = due
+        if record.cancel_requested_at is not None:
+            record.tokens_after_cancel += due - done
+        done = due
+        run.notify()
+        await anyio.lowlevel.checkpoint()
+
+
+def _fail(run: Run) -> None:
+    shape = run.model.faults.error_event
+    error = {"code": "server_error", "message": _FAILED_MESSAGE}
+    if shape == "flat":
+        run.emit("error", {**error, "param": None})
+    else:
+        run.emit("error", {"error": {"type": "server_error", **error, "param": None}})
+    run.error = error
+    run.set_status("failed")
+    run.emit_response("response.failed")
+    run.notify()

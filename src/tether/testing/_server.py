@@ -1,0 +1,379 @@
+"""ResponsesEmulator: the emulated Responses API, served by uvicorn in a thread.
+
+The server thread runs its own asyncio loop whatever the caller runs (asyncio, trio,
+or plain threads); tests talk to it over real HTTP with the real `openai` client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import threading
+import warnings
+from typing import TYPE_CHECKING, Any, final
+
+import anyio
+
+from ._app import EmulatorApp
+from ._hold import Gate, Hold, HoldPoint
+from ._ledger import Ledger
+from ._models import Model, default_models
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, MutableMapping
+    from types import TracebackType
+
+    import openai
+
+__all__ = ["ResponsesEmulator", "serve"]
+
+_API_KEY = "sk-emulator"
+_START_TIMEOUT = 10.0
+_STOP_TIMEOUT = 10.0
+_DROPPED = "ASGI callable returned without completing response."
+
+
+class _DroppedConnectionFilter(logging.Filter):
+    """Silence uvicorn's error for connections the emulator cuts on purpose."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg != _DROPPED
+
+
+def _quiet_uvicorn() -> None:
+    logger = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, _DroppedConnectionFilter) for f in logger.filters):
+        logger.addFilter(_DroppedConnectionFilter())
+
+
+def _make_server(app: EmulatorApp, log_level: str) -> Any:
+    import uvicorn
+
+    class _Server(uvicorn.Server):
+        """Exits when told, instead of polling `should_exit` every 100 ms."""
+
+        stop_requested: asyncio.Event | None = None
+
+        async def main_loop(self) -> None:
+            assert self.stop_requested is not None
+            await self.stop_requested.wait()
+
+    config = uvicorn.Config(
+        app,
+        log_level=log_level,
+        access_log=False,
+        ws="none",
+        lifespan="on",
+        loop="asyncio",
+        http="h11",
+        server_header=False,
+        date_header=False,
+        timeout_graceful_shutdown=2,
+        log_config=None,
+    )
+    return _Server(config)
+
+
+@final
+class ResponsesEmulator:
+    """A local server that speaks the OpenAI Responses API, with simulated models.
+
+    It serves `POST /v1/responses` (streaming or not, background or not),
+    `GET /v1/responses/{id}` (with `stream=true&starting_after=N` to resume) and
+    `POST /v1/responses/{id}/cancel`, closely enough that the real `openai` client
+    cannot tell. Its [`Ledger`][tether.testing.Ledger] records what every response
+    did: tokens generated after a cancel arrived, orphans still generating with
+    nobody listening, cancels in flight.
+
+    Start it with `with` (sync) or `async with` (asyncio or trio); it binds an
+    ephemeral port on 127.0.0.1 and runs in a background thread until the block exits.
+
+    Args:
+        models: Simulated models by name (default: `default_models()`).
+        seed: Seeds the ids, the lorem text and the latency draws.
+        host: The interface to bind. Anything but a loopback address needs
+            `allow_remote=True`.
+        port: The port, 0 for an ephemeral one.
+        keepalive_every: Emit `keepalive` events at this period (seconds) in every
+            stream, unless a model's `Faults.keepalive_every` says otherwise.
+        allow_remote: Allow binding a non-loopback host (it warns).
+
+    Raises:
+        ValueError: A non-loopback host without `allow_remote=True`.
+
+    Example:
+        >>> with ResponsesEmulator(models={"fast": Model(ttft=0.0, length=3)}) as emu:
+        ...     response = emu.client().responses.create(model="fast", input="Hi")
+        >>> response.status, emu.ledger[response.id].tokens_generated
+        ('completed', 3)
+    """
+
+    def __init__(
+        self,
+        models: MutableMapping[str, Model] | None = None,
+        *,
+        seed: int = 0,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        keepalive_every: float | None = None,
+        allow_remote: bool = False,
+    ) -> None:
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            if not allow_remote:
+                raise ValueError(
+                    f"the emulator binds loopback only; host={host!r} needs allow_remote=True"
+                )
+            warnings.warn(
+                f"the Responses emulator is listening on {host!r}: anyone who can reach it "
+                "can use it",
+                UserWarning,
+                stacklevel=2,
+            )
+        self.models: MutableMapping[str, Model] = default_models() if models is None else models
+        """Simulated models by name: add or replace one at any time."""
+        self.ledger = Ledger()
+        """What the server did (see `Ledger`)."""
+        self.seed = seed
+        self.host = host
+        self.keepalive_every = keepalive_every
+        self._port = port
+        self._gates: dict[str, Gate] = {"created": Gate(), "cancel": Gate()}
+        self._thread: threading.Thread | None = None
+        self._server: Any = None
+        self._app: EmulatorApp | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+
+    # --- addresses and clients ------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        """The bound port (known once started).
+
+        Example:
+            >>> with ResponsesEmulator() as emu:
+            ...     assert emu.port > 0
+        """
+        return self._port
+
+    @property
+    def base_url(self) -> str:
+        """The API base URL, `http://127.0.0.1:PORT/v1`, for `openai.OpenAI(base_url=...)`.
+
+        Example:
+            >>> with ResponsesEmulator() as emu:
+            ...     assert emu.base_url.endswith("/v1")
+        """
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self._port}/v1"
+
+    def client(self, **kwargs: Any) -> openai.OpenAI:
+        """An `openai.OpenAI` client for this emulator; `kwargs` go to its constructor.
+
+        Example:
+            >>> with ResponsesEmulator() as emu:
+            ...     client = emu.client(max_retries=0)
+        """
+        import openai
+
+        kwargs.setdefault("api_key", _API_KEY)
+        return openai.OpenAI(base_url=self.base_url, **kwargs)
+
+    def async_client(self, **kwargs: Any) -> openai.AsyncOpenAI:
+        """An `openai.AsyncOpenAI` client for this emulator (asyncio or trio).
+
+        Example:
+            >>> with ResponsesEmulator() as emu:
+            ...     client = emu.async_client(max_retries=0)
+        """
+        import openai
+
+        kwargs.setdefault("api_key", _API_KEY)
+        return openai.AsyncOpenAI(base_url=self.base_url, **kwargs)
+
+    # --- waiting and holding ----------------------------------------------------------
+
+    async def wait_for(self, predicate: Callable[[Ledger], bool], timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        """Wait until `predicate(ledger)` is true, re-checking it on every ledger change.
+
+        Works on asyncio and trio, and is cancellable. Use it instead of sleeping.
+
+        Args:
+            predicate: Called with the ledger; must not block.
+            timeout: Seconds to wait at most.
+
+        Raises:
+            TimeoutError: The predicate was still false after `timeout` seconds.
+
+        Example:
+            >>> async def until_cancelled(emu: ResponsesEmulator, rid: str) -> None:
+            ...     await emu.wait_for(lambda ledger: ledger[rid].status == "cancelled")
+        """
+        await self.ledger._wait_for(predicate, timeout)  # pyright: ignore[reportPrivateUsage]
+
+    def wait_for_sync(self, predicate: Callable[[Ledger], bool], timeout: float = 10.0) -> None:
+        """`wait_for` for synchronous code: blocks the calling thread.
+
+        Raises:
+            TimeoutError: The predicate was still false after `timeout` seconds.
+
+        Example:
+            >>> def until_idle(emu: ResponsesEmulator) -> None:
+            ...     emu.wait_for_sync(lambda ledger: not ledger.orphans())
+        """
+        self.ledger._wait_for_sync(predicate, timeout)  # pyright: ignore[reportPrivateUsage]
+
+    def hold(self, point: HoldPoint) -> Hold:
+        """Park requests at `point` until the returned hold is released.
+
+        `"created"`: new responses are recorded in the ledger but send no
+        `response.created` (their `created_sent` stays False). `"cancel"`: cancel
+        requests wait (counted in `Ledger.cancels_in_flight`).
+
+        Raises:
+            ValueError: An unknown point.
+
+        Example:
+            >>> def many_cancels_at_once(emu: ResponsesEmulator) -> None:
+            ...     with emu.hold("cancel"):
+            ...         ...  # start the cancels, then wait_for cancels_in_flight == N
+        """
+        if point not in self._gates:
+            raise ValueError(f"point must be 'created' or 'cancel', got {point!r}")
+        return Hold(self._gates[point], point)
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start serving in a background thread; return once it accepts connections.
+
+        Example:
+            >>> emu = ResponsesEmulator()
+            >>> emu.start(); emu.stop()
+        """
+        if self._thread is not None:
+            raise RuntimeError("the emulator is already started")
+        _quiet_uvicorn()
+        for gate in self._gates.values():
+            gate.reopen()
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted sockets only when proto
+        # is TCP; with proto 0 every response after the first on a connection waits 40 ms
+        # (Nagle against delayed ACKs).
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self._port))
+        sock.listen(2048)
+        self._port = sock.getsockname()[1]
+        self._app = EmulatorApp(
+            models=self.models,
+            ledger=self.ledger,
+            seed=self.seed,
+            keepalive_every=self.keepalive_every,
+            gates=self._gates,
+            on_ready=self._on_ready,
+        )
+        self._server = _make_server(self._app, "warning")
+        self._ready.clear()
+        self._thread = threading.Thread(
+            target=self._serve, args=(sock,), name="tether-emulator", daemon=True
+        )
+        self._thread.start()
+        if not self._ready.wait(_START_TIMEOUT) or self._error is not None:
+            self.stop()
+            raise RuntimeError("the Responses emulator failed to start") from self._error
+
+    def _on_ready(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._server.stop_requested = asyncio.Event()
+        self._ready.set()
+
+    def _serve(self, sock: socket.socket) -> None:
+        try:
+            asyncio.run(self._server.serve(sockets=[sock]))
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+        finally:
+            sock.close()
+
+    def stop(self) -> None:
+        """Stop serving: end every stream and run, and join the server thread.
+
+        Example:
+            >>> emu = ResponsesEmulator()
+            >>> emu.start(); emu.stop()
+        """
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        loop, app, server = self._loop, self._app, self._server
+        if loop is not None and app is not None:
+
+            def shut() -> None:
+                app.close()
+                server.stop_requested.set()
+
+            with contextlib.suppress(RuntimeError):  # the loop already finished
+                loop.call_soon_threadsafe(shut)
+        thread.join(_STOP_TIMEOUT)
+        self._loop = None
+
+    def __enter__(self) -> ResponsesEmulator:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> ResponsesEmulator:
+        await anyio.to_thread.run_sync(self.start)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await anyio.to_thread.run_sync(self.stop)
+
+    def __repr__(self) -> str:
+        state = "running" if self._thread is not None else "stopped"
+        return f"<ResponsesEmulator {self.base_url} {state}, {len(self.ledger)} responses>"
+
+
+def serve(*, port: int = 8000, host: str = "127.0.0.1", seed: int = 0) -> None:
+    """Serve the emulator in the foreground until Ctrl-C, printing its base URL.
+
+    This is what `python -m tether.testing` and `tether emulator` run.
+
+    Args:
+        port: The port to bind (0 for an ephemeral one).
+        host: The interface; anything but loopback needs care (it warns).
+        seed: Seeds ids, text and latency draws.
+
+    Example:
+        >>> serve(port=8000)  # doctest: +SKIP
+        Responses emulator on http://127.0.0.1:8000/v1 (Ctrl-C to stop)
+    """
+    emu = ResponsesEmulator(
+        seed=seed, host=host, port=port, allow_remote=host not in ("127.0.0.1", "localhost", "::1")
+    )
+    with emu:
+        print(f"Responses emulator on {emu.base_url} (Ctrl-C to stop)", flush=True)
+        print("models: " + ", ".join(sorted(emu.models)), flush=True)
+        stop = threading.Event()
+        try:
+            while not stop.wait(3600):
+                pass
+        except KeyboardInterrupt:
+            print("stopping", flush=True)
