@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import openai
 import pytest
 from trio.testing import MockClock
+
+from tether.testing import Faults, Model, ResponsesEmulator
 
 
 @pytest.fixture(
@@ -25,3 +29,50 @@ def anyio_backend(request: pytest.FixtureRequest) -> Any:
             pytest.skip("virtual time needs trio's MockClock")
         return ("trio", {"clock": MockClock(autojump_threshold=0)})
     return request.param
+
+
+# --------------------------------------------------------------------- the emulator
+
+SLOW = Model(ttft=0.0, tokens_per_s=40.0, length=2000)
+"""Streams for about a minute: long enough that only tether stops it."""
+
+TEST_MODELS = {
+    "fast": Model(ttft=0.0, tokens_per_s=5000.0, length=20),
+    "slow": SLOW,
+    "flaky-cancel": Model(
+        ttft=0.0, tokens_per_s=40.0, length=2000, faults=Faults(cancel_failures=2)
+    ),
+    "hanging-cancel": Model(
+        ttft=0.0, tokens_per_s=40.0, length=2000, faults=Faults(cancel_hangs=True)
+    ),
+    "dropping": Model(ttft=0.0, tokens_per_s=2000.0, length=30, faults=Faults(drop_after=8)),
+    "silent": Model(ttft=120.0, tokens_per_s=40.0, length=20),
+    "trickle": Model(ttft=0.0, tokens_per_s=0.05, length=5),
+    "nested-error": Model(
+        ttft=0.0, tokens_per_s=2000.0, length=20, faults=Faults(error_event="nested", error_after=3)
+    ),
+    "flat-error": Model(
+        ttft=0.0, tokens_per_s=2000.0, length=20, faults=Faults(error_event="flat", error_after=3)
+    ),
+}
+
+
+@pytest.fixture
+def emulator() -> Iterator[ResponsesEmulator]:
+    """A fresh emulator with the test models above."""
+    with ResponsesEmulator(models=dict(TEST_MODELS), seed=1) as emu:
+        yield emu
+
+
+@pytest.fixture
+async def client(emulator: ResponsesEmulator) -> AsyncIterator[openai.AsyncOpenAI]:
+    """An ``AsyncOpenAI`` on the emulator; checks on exit that no connection is left checked out."""
+    async with emulator.async_client() as c:
+        yield c
+        assert requests_in_flight(c) == 0, "a connection was left checked out of the pool"
+
+
+def requests_in_flight(client: openai.AsyncOpenAI) -> int:
+    """Requests holding a connection of the client's pool (httpcore's own book-keeping)."""
+    pool = client._client._transport._pool  # type: ignore[attr-defined]
+    return len(pool._requests)

@@ -1,5 +1,72 @@
-"""tether: tie OpenAI Responses streams to structured-concurrency cancel scopes."""
+"""tether: tie OpenAI Responses streams to structured-concurrency cancel scopes.
+
+When a scope is cancelled, a deadline passes, your code raises or breaks, or a race is
+decided, every live response inside it is stopped **on the server**: the HTTP stream is
+closed, ``responses.cancel`` is awaited under a shield within a bounded grace, and the
+cancellation goes on. Nothing orphaned, nothing hangs, nothing swallowed.
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+import inspect
+
+from ._errors import (
+    DeadlineExceeded as DeadlineExceeded,
+)
+from ._errors import (
+    RaceFailed as RaceFailed,
+)
+from ._errors import (
+    ResponseNotCompleted as ResponseNotCompleted,
+)
+from ._errors import (
+    StallError as StallError,
+)
+from ._errors import (
+    TetherError as TetherError,
+)
+from ._guard import GuardedStream as GuardedStream
+from ._guard import guarded_stream as guarded_stream
+from ._guard import resume as resume
+from ._outcome import (
+    CancelReceipt as CancelReceipt,
+)
+from ._outcome import (
+    DetachedResponse as DetachedResponse,
+)
+from ._outcome import (
+    EndReason as EndReason,
+)
+from ._outcome import (
+    Outcome as Outcome,
+)
+from ._scope import Scope as Scope
+from ._scope import open_scope as open_scope
+
+__all__ = [
+    "CancelReceipt",
+    "DeadlineExceeded",
+    "DetachedResponse",
+    "EndReason",
+    "GuardedStream",
+    "Outcome",
+    "RaceFailed",
+    "ResponseNotCompleted",
+    "Scope",
+    "StallError",
+    "TetherError",
+    "guarded_stream",
+    "open_scope",
+    "resume",
+]
+
+
+def _claim_public_names() -> None:
+    """Public objects say they come from `tether`, not from the private module they live in."""
+    for name in __all__:
+        obj: object = globals()[name]
+        if isinstance(obj, type) or inspect.isfunction(obj):
+            obj.__module__ = __name__
+
+
+_claim_public_names()

@@ -1,0 +1,95 @@
+"""The one shielded cleanup path: cancel a background response on the server, within grace.
+
+Every part of tether that stops a response (the guarded stream, races, agents, the sync
+facade, the reaper) ends up here, so the retry policy, the 400/404 rules and the receipt are
+written once.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import anyio
+import openai
+import stamina
+
+from ._outcome import CancelReceipt
+
+if TYPE_CHECKING:
+    from openai import AsyncOpenAI
+
+__all__ = ["cancel_on_server", "log"]
+
+log = logging.getLogger("tether")
+
+# Backoff between cancel attempts: short, because the whole loop lives inside `grace`.
+_WAIT_INITIAL = 0.05
+_WAIT_MAX = 0.5
+_WAIT_JITTER = 0.05
+
+
+def _retryable(exc: Exception) -> bool:
+    """Connection errors, timeouts, 408, 409, 429 and 5xx are worth another try."""
+    if isinstance(exc, openai.APIConnectionError):
+        return True
+    if isinstance(exc, openai.APIStatusError):
+        code = exc.status_code
+        return code in (408, 409, 429) or code >= 500
+    return False
+
+
+async def _cancel_once(client: AsyncOpenAI, response_id: str) -> str:
+    try:
+        return (await client.responses.cancel(response_id)).status or "unknown"
+    except openai.BadRequestError:
+        # "Cannot cancel a completed response." (or it was never a background one):
+        # not an error; read back what it really is.
+        return (await client.responses.retrieve(response_id)).status or "unknown"
+
+
+async def cancel_on_server(
+    client: AsyncOpenAI, response_id: str, *, grace: float, confirm: bool = False
+) -> CancelReceipt:
+    """POST ``/responses/{id}/cancel`` under a shield, retrying transient failures within *grace*.
+
+    Never raises an ``Exception``: what went wrong is on the receipt (and logged).
+    Cancellation of the caller is deferred until the receipt is in or grace ran out.
+    """
+    quick = client.with_options(max_retries=0)  # our retries, our budget
+    started = anyio.current_time()
+    attempts = 0
+    status: str | None = None
+    error: str | None = None
+    with anyio.move_on_after(grace, shield=True) as budget:
+        try:
+            async for attempt in stamina.retry_context(
+                on=_retryable,
+                attempts=None,
+                timeout=None,
+                wait_initial=_WAIT_INITIAL,
+                wait_max=_WAIT_MAX,
+                wait_jitter=_WAIT_JITTER,
+            ):
+                with attempt:
+                    attempts += 1
+                    status = await _cancel_once(quick, response_id)
+            if confirm and status == "cancelled":
+                status = (await quick.responses.retrieve(response_id)).status or "unknown"
+        except openai.NotFoundError:
+            status = "gone"
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+    latency = anyio.current_time() - started
+    if budget.cancelled_caught:
+        error = f"no answer within grace={grace!r}s after {attempts} attempt(s)"
+    if error is not None:
+        log.warning("could not confirm the cancel of response %s: %s", response_id, error)
+    return CancelReceipt(
+        response_id=response_id,
+        kind="server",
+        status=status,
+        attempts=attempts,
+        latency=latency,
+        error=error,
+    )

@@ -1,0 +1,178 @@
+"""Scope: one client, one deadline, one grace, and every live response under them."""
+
+from __future__ import annotations
+
+import math
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, final
+
+import anyio
+
+from ._compat import check_async_client
+from ._errors import DeadlineExceeded
+from ._validate import check_positive, check_timeout
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncGenerator
+
+    from openai import AsyncOpenAI
+
+    from ._guard import GuardedStream
+    from ._outcome import Outcome
+
+__all__ = ["Scope", "open_scope"]
+
+DEFAULT_GRACE = 5.0
+DEFAULT_FIRST_EVENT_TIMEOUT = 10.0
+
+
+@final
+class Scope:
+    """The budget and the bookkeeping shared by every stream opened in it.
+
+    Made by [`open_scope`][tether.open_scope]; pass it to [`guarded_stream`][tether.guarded_stream],
+    [`race`][tether.race] and friends.
+
+    Example:
+        ```python
+        async with tether.open_scope(client, deadline=30) as scope:
+            print(f"{scope.remaining():.1f}s left")
+        ```
+    """
+
+    def __init__(
+        self,
+        client: AsyncOpenAI,
+        *,
+        grace: float = DEFAULT_GRACE,
+        first_event_timeout: float = DEFAULT_FIRST_EVENT_TIMEOUT,
+        max_concurrency: int | None = None,
+        confirm: bool = False,
+    ) -> None:
+        self.client: AsyncOpenAI = check_async_client(client)
+        """The SDK client every stream of this scope uses."""
+        self.grace: float = check_positive("grace", grace)
+        """Seconds each server-side cancel may take, retries included."""
+        self.first_event_timeout: float = check_positive("first_event_timeout", first_event_timeout)
+        """Seconds to wait for ``response.created`` (under a shield: see the cancel protocol)."""
+        self.confirm = confirm
+        """Re-read a cancelled response with ``retrieve`` to confirm its final status."""
+        if max_concurrency is not None and (
+            isinstance(max_concurrency, bool)
+            or not isinstance(max_concurrency, int)
+            or max_concurrency < 1
+        ):
+            raise ValueError(
+                f"max_concurrency must be an int >= 1 or None, got {max_concurrency!r}"
+            )
+        self.limiter: anyio.CapacityLimiter | None = (
+            anyio.CapacityLimiter(max_concurrency) if max_concurrency else None
+        )
+        """Bounds the streams open at once in this scope (``max_concurrency``), or ``None``."""
+        self._cancel_scope: anyio.CancelScope | None = None
+        self._deadline: float = math.inf
+        self._cancelled_explicitly = False
+        self._live: set[GuardedStream] = set()
+        self._outcomes: list[Outcome] = []
+
+    @property
+    def deadline(self) -> float:
+        """The absolute deadline, on ``anyio.current_time()``'s clock (``inf`` if none)."""
+        return self._deadline
+
+    def remaining(self) -> float:
+        """Seconds left before the deadline (``inf`` if there is none; never negative)."""
+        return max(0.0, self._deadline - anyio.current_time())
+
+    def cancel(self) -> None:
+        """Cancel everything running in the scope; each live response is cancelled on the server.
+
+        The ``async with open_scope(...)`` block then exits quietly (like
+        ``CancelScope.cancel()``), after the server-side cancels.
+        """
+        if self._cancel_scope is None:
+            raise RuntimeError("this scope is not open: use it as `async with open_scope(...)`")
+        self._cancelled_explicitly = True
+        self._cancel_scope.cancel("tether: scope cancelled")
+
+    @property
+    def cancel_called(self) -> bool:
+        """Whether the scope was cancelled (explicitly, or by its deadline)."""
+        return self._cancel_scope is not None and self._cancel_scope.cancel_called
+
+    @property
+    def live(self) -> tuple[GuardedStream, ...]:
+        """The guarded streams open right now."""
+        return tuple(self._live)
+
+    @property
+    def outcomes(self) -> tuple[Outcome, ...]:
+        """The outcome of every guarded stream that ended in this scope, in the order they ended."""
+        return tuple(self._outcomes)
+
+    def _enter(self, stream: GuardedStream) -> None:
+        self._live.add(stream)
+
+    def _leave(self, stream: GuardedStream, outcome: Outcome) -> None:
+        self._live.discard(stream)
+        self._outcomes.append(outcome)
+
+
+@asynccontextmanager
+async def open_scope(
+    client: AsyncOpenAI,
+    *,
+    deadline: float | None = None,
+    grace: float = DEFAULT_GRACE,
+    first_event_timeout: float = DEFAULT_FIRST_EVENT_TIMEOUT,
+    max_concurrency: int | None = None,
+    confirm: bool = False,
+) -> AsyncGenerator[Scope]:
+    """Open a scope: a deadline for everything inside, and a grace for each server-side cancel.
+
+    When the deadline runs out, every guarded stream inside is closed and its response
+    cancelled on the server (each within ``grace``), then the block raises
+    [`DeadlineExceeded`][tether.DeadlineExceeded], a ``TimeoutError``, like
+    ``anyio.fail_after``. An exception raised in the body propagates unchanged: the scope does
+    not wrap it in an ``ExceptionGroup``.
+
+    Args:
+        client: An ``openai.AsyncOpenAI`` (or ``AsyncAzureOpenAI``).
+        deadline: Seconds for the whole block, or ``None`` for no deadline.
+        grace: Seconds each server-side cancel may take, retries included.
+        first_event_timeout: Seconds to wait for ``response.created`` when opening a stream.
+        max_concurrency: At most this many guarded streams open at once in the scope.
+        confirm: Re-read every cancelled response to confirm its final status.
+
+    Returns:
+        An async context manager yielding the [`Scope`][tether.Scope].
+
+    Raises:
+        DeadlineExceeded: The deadline ran out (after every live response was cancelled).
+        TypeError: *client* is not an ``AsyncOpenAI``.
+        ValueError: A number is out of range (checked before anything is sent).
+
+    Example:
+        ```python
+        async with tether.open_scope(client, deadline=30, grace=5) as scope:
+            async with tether.guarded_stream(scope, model="gpt-5", input="Hi") as stream:
+                print(await stream.get_final_response())
+        ```
+
+    Added in version 0.1.
+    """
+    limit = check_timeout("deadline", deadline)
+    scope = Scope(
+        client,
+        grace=grace,
+        first_event_timeout=first_event_timeout,
+        max_concurrency=max_concurrency,
+        confirm=confirm,
+    )
+    with anyio.CancelScope() as cancel_scope:
+        if limit is not None:
+            scope._deadline = cancel_scope.deadline = anyio.current_time() + limit
+        scope._cancel_scope = cancel_scope
+        yield scope
+    if cancel_scope.cancelled_caught and limit is not None and not scope._cancelled_explicitly:
+        raise DeadlineExceeded(limit)
