@@ -100,6 +100,12 @@ async def _run_backend(emu: ResponsesEmulator, quick: bool) -> dict[str, dict[st
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, help="write the figures as JSON here")
+    parser.add_argument(
+        "--doc",
+        type=Path,
+        default=Path(__file__).resolve().parent.parent / "docs" / "benchmarks" / "emulator.md",
+        help="write the figures as a markdown table here (the docs' benchmarks page)",
+    )
     parser.add_argument("--quick", action="store_true", help="a tenth of the events (smoke)")
     args = parser.parse_args(argv)
 
@@ -127,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(figures, indent=2) + "\n")
         print(f"wrote {args.out}")
+    args.doc.parent.mkdir(parents=True, exist_ok=True)
+    args.doc.write_text(_markdown(figures, args.quick))
     failed = [
         (b, n)
         for b, results in figures["backends"].items()
@@ -137,6 +145,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"incomplete streams: {failed}, orphans: {orphans}", file=sys.stderr)
         return 1
     return 0
+
+
+def _markdown(figures: dict[str, Any], quick: bool) -> str:
+    backends = list(figures["backends"])
+    names = list(figures["backends"][backends[0]])
+    lines = [
+        f"Measured by `python benchmarks/bench_emulator.py{' --quick' if quick else ''}` "
+        f"(Python {figures['python']}, {figures['machine']}; server and clients in one process).",
+        "",
+        "| scenario | streams | " + " | ".join(f"{b} events/s" for b in backends) + " |",
+        "|---|---|" + "---|" * len(backends),
+    ]
+    for name in names:
+        first = figures["backends"][backends[0]][name]
+        cells = [f"{figures['backends'][b][name]['events_per_s']:,}" for b in backends]
+        lines.append(f"| {name} | {first['streams']} | " + " | ".join(cells) + " |")
+    lines += ["", f"Orphans left at the end: {figures['orphans_left']}.", ""]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ class Scope:
     """The budget and the bookkeeping shared by every stream opened in it.
 
     Made by [`open_scope`][tether.open_scope]; pass it to [`guarded_stream`][tether.guarded_stream],
-    [`race`][tether.race] and friends.
+    races and agents.
 
     Example:
         ```python

@@ -178,7 +178,7 @@ class Faults:
 class Model:
     """A simulated model: time to first token, token rate, length and text.
 
-    Args:
+    Attributes:
         ttft: Seconds from `response.in_progress` to the first output token.
         tokens_per_s: Output rate after the first token.
         length: Output tokens per response (ignored when `text` is given).
