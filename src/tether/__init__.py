@@ -28,6 +28,24 @@ from ._errors import (
 from ._guard import GuardedStream as GuardedStream
 from ._guard import guarded_stream as guarded_stream
 from ._guard import resume as resume
+from ._journal import (
+    Journal as Journal,
+)
+from ._journal import (
+    JournalEntry as JournalEntry,
+)
+from ._journal import (
+    ReapReport as ReapReport,
+)
+from ._journal import (
+    SqliteJournal as SqliteJournal,
+)
+from ._journal import (
+    default_journal_path as default_journal_path,
+)
+from ._journal import (
+    reap as reap,
+)
 from ._outcome import (
     CancelReceipt as CancelReceipt,
 )
@@ -49,14 +67,20 @@ __all__ = [
     "DetachedResponse",
     "EndReason",
     "GuardedStream",
+    "Journal",
+    "JournalEntry",
     "Outcome",
     "RaceFailed",
+    "ReapReport",
     "ResponseNotCompleted",
     "Scope",
+    "SqliteJournal",
     "StallError",
     "TetherError",
+    "default_journal_path",
     "guarded_stream",
     "open_scope",
+    "reap",
     "resume",
 ]
 

@@ -16,6 +16,7 @@ The protocol (DESIGN.md, "The cancel protocol"), in the order the code runs it:
 from __future__ import annotations
 
 import math
+import uuid
 from collections import deque
 from typing import TYPE_CHECKING, Any, final
 
@@ -127,6 +128,7 @@ class GuardedStream:
         self._receipt: CancelReceipt | None = None
         self._cleanup_error: str | None = None
         self._outcome: Outcome | None = None
+        self._intent: str | None = None  # this stream's journal entry, if the scope has one
         self._timed = first_token_timeout is not None or idle_timeout is not None
 
     # ------------------------------------------------------------------ state
@@ -200,7 +202,13 @@ class GuardedStream:
         shield = self._background and self._handle is None
         with anyio.CancelScope(shield=shield) as opening:
             opening.deadline = anyio.current_time() + timeout
+            journal = self._scope.journal
+            if journal is not None and self._background:
+                self._intent = uuid.uuid4().hex
+                await journal.intend(self._intent, model=self._model, base_url=str(client.base_url))
             if self._handle is not None:
+                if journal is not None:
+                    await journal.started(self._intent or "", self._handle.response_id)
                 self._sdk = await self._retrieve_stream()
                 return
             self._sdk = await client.responses.create(
@@ -214,6 +222,8 @@ class GuardedStream:
                 self._note(event)
                 self._pending.append(event)
             self._sdk_inner = sdk_inner_generator(self._sdk)
+            if journal is not None and self._intent is not None:
+                await journal.started(self._intent, self._response_id)
         if self._response_id is None and opening.cancelled_caught:
             self._stall = "first_event"
             raise StallError("first_event", timeout, None)
@@ -485,12 +495,32 @@ class GuardedStream:
                     self._receipt = CancelReceipt(
                         response_id=self._response_id, kind="disconnect", status=None
                     )
-        except Exception as exc:  # a bug or an unexpected SDK error: report, never raise
+            await self._forget()
+        except Exception as exc:  # a bug, the disk, an unexpected SDK error: report, never raise
             self._cleanup_error = f"{type(exc).__name__}: {exc}"
             log.warning("cleanup of response %s failed: %s", self._response_id, exc)
         finally:
             self._stopped = True
             self._stopping.set()
+
+    async def _forget(self) -> None:
+        """Remove the journal entry once the response is known to have stopped.
+
+        Kept (for ``tether reap``): a response whose cancel was not confirmed, and a request
+        whose ``response.created`` never came (the server may have started it).
+        """
+        journal = self._scope.journal
+        if journal is None or self._intent is None:
+            return
+        receipt = self._receipt
+        if (
+            self._finished is not None
+            or self._reason == "detached"
+            or (receipt is not None and receipt.stopped)
+            or (self._response_id is None and self._stall != "first_event")
+        ):
+            with anyio.CancelScope(shield=True):
+                await journal.finished(self._intent)
 
     async def _close(self) -> None:
         if self._sdk is None:

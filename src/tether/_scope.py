@@ -10,9 +10,11 @@ import anyio
 
 from ._compat import check_async_client
 from ._errors import DeadlineExceeded
+from ._journal import Journal, open_journal
 from ._validate import check_positive, check_timeout
 
 if TYPE_CHECKING:
+    import os
     from collections.abc import AsyncGenerator
 
     from openai import AsyncOpenAI
@@ -48,6 +50,7 @@ class Scope:
         first_event_timeout: float = DEFAULT_FIRST_EVENT_TIMEOUT,
         max_concurrency: int | None = None,
         confirm: bool = False,
+        journal: Journal | str | os.PathLike[str] | None = None,
     ) -> None:
         self.client: AsyncOpenAI = check_async_client(client)
         """The SDK client every stream of this scope uses."""
@@ -57,6 +60,8 @@ class Scope:
         """Seconds to wait for ``response.created`` (under a shield: see the cancel protocol)."""
         self.confirm = confirm
         """Re-read a cancelled response with ``retrieve`` to confirm its final status."""
+        self.journal: Journal | None = open_journal(journal)
+        """Where live background responses are recorded, for [`reap`][tether.reap] after a crash."""
         if max_concurrency is not None and (
             isinstance(max_concurrency, bool)
             or not isinstance(max_concurrency, int)
@@ -127,6 +132,7 @@ async def open_scope(
     first_event_timeout: float = DEFAULT_FIRST_EVENT_TIMEOUT,
     max_concurrency: int | None = None,
     confirm: bool = False,
+    journal: Journal | str | os.PathLike[str] | None = None,
 ) -> AsyncGenerator[Scope]:
     """Open a scope: a deadline for everything inside, and a grace for each server-side cancel.
 
@@ -143,6 +149,8 @@ async def open_scope(
         first_event_timeout: Seconds to wait for ``response.created`` when opening a stream.
         max_concurrency: At most this many guarded streams open at once in the scope.
         confirm: Re-read every cancelled response to confirm its final status.
+        journal: Record every live background response in this [`Journal`][tether.Journal]
+            (or SQLite file), so that [`reap`][tether.reap] can cancel what a crash left.
 
     Returns:
         An async context manager yielding the [`Scope`][tether.Scope].
@@ -168,6 +176,7 @@ async def open_scope(
         first_event_timeout=first_event_timeout,
         max_concurrency=max_concurrency,
         confirm=confirm,
+        journal=journal,
     )
     with anyio.CancelScope() as cancel_scope:
         if limit is not None:
