@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, final
 
 import anyio
@@ -123,8 +123,7 @@ class Scope:
         self._outcomes.append(outcome)
 
 
-@asynccontextmanager
-async def open_scope(
+def open_scope(
     client: AsyncOpenAI,
     *,
     deadline: float | None = None,
@@ -133,7 +132,7 @@ async def open_scope(
     max_concurrency: int | None = None,
     confirm: bool = False,
     journal: Journal | str | os.PathLike[str] | None = None,
-) -> AsyncGenerator[Scope]:
+) -> AbstractAsyncContextManager[Scope]:
     """Open a scope: a deadline for everything inside, and a grace for each server-side cancel.
 
     When the deadline runs out, every guarded stream inside is closed and its response
@@ -169,6 +168,7 @@ async def open_scope(
 
     Added in version 0.1.
     """
+    # Everything is checked here, when open_scope() is called: before any await or request.
     limit = check_timeout("deadline", deadline)
     scope = Scope(
         client,
@@ -178,6 +178,11 @@ async def open_scope(
         confirm=confirm,
         journal=journal,
     )
+    return _run_scope(scope, limit)
+
+
+@asynccontextmanager
+async def _run_scope(scope: Scope, limit: float | None) -> AsyncGenerator[Scope]:
     with anyio.CancelScope() as cancel_scope:
         if limit is not None:
             scope._deadline = cancel_scope.deadline = anyio.current_time() + limit

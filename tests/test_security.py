@@ -1,0 +1,152 @@
+"""Bad input never reaches the server; the API key never leaves the client."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import openai
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import tether
+from tether.testing import ResponsesEmulator
+
+SECRET = "sk-tether-test-secret-0123456789"
+
+# ------------------------------------------------------------------ bad input, by property
+
+
+@pytest.fixture(scope="module")
+def module_emulator() -> Iterator[ResponsesEmulator]:
+    """One emulator for the property tests (hypothesis reruns a test body, not its fixtures)."""
+    with ResponsesEmulator(seed=3) as emu:
+        yield emu
+
+
+def _valid_seconds(value: object) -> bool:
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value > 0
+    )
+
+
+anything = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(10**6), max_value=10**6),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=5),
+    st.lists(st.integers(), max_size=2),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    argument=st.sampled_from(["grace", "first_event_timeout", "deadline"]),
+    value=anything,
+)
+def test_open_scope_rejects_bad_numbers_naming_the_argument(
+    module_emulator: ResponsesEmulator, argument: str, value: Any
+) -> None:
+    before = module_emulator.ledger.requests
+    client = module_emulator.async_client()
+    optional = argument == "deadline"
+    if (optional and value is None) or _valid_seconds(value):
+        tether.open_scope(client, **{argument: value})
+    else:
+        with pytest.raises((ValueError, TypeError), match=argument) as caught:
+            tether.open_scope(client, **{argument: value})
+        assert repr(value) in str(caught.value)  # the message shows the value
+    assert module_emulator.ledger.requests == before
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    argument=st.sampled_from(
+        ["grace", "first_event_timeout", "first_token_timeout", "idle_timeout"]
+    ),
+    value=anything,
+)
+def test_guarded_stream_rejects_bad_numbers_naming_the_argument(
+    module_emulator: ResponsesEmulator, argument: str, value: Any
+) -> None:
+    before = module_emulator.ledger.requests
+    client = module_emulator.async_client()
+    if value is None or _valid_seconds(value):
+        tether.guarded_stream(client, model="gpt-5-nano", input="x", **{argument: value})
+    else:
+        with pytest.raises((ValueError, TypeError), match=argument):
+            tether.guarded_stream(client, model="gpt-5-nano", input="x", **{argument: value})
+    assert module_emulator.ledger.requests == before
+
+
+@settings(max_examples=60, deadline=None)
+@given(value=anything)
+def test_max_concurrency_accepts_only_positive_integers(
+    module_emulator: ResponsesEmulator, value: Any
+) -> None:
+    client = module_emulator.async_client()
+    valid = value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 1)
+    if valid:
+        tether.open_scope(client, max_concurrency=value)
+    else:
+        with pytest.raises(ValueError, match="max_concurrency"):
+            tether.open_scope(client, max_concurrency=value)
+
+
+@settings(max_examples=40, deadline=None)
+@given(client=st.one_of(st.none(), st.integers(), st.text(max_size=3), st.just(object())))
+def test_anything_but_an_async_client_is_refused(client: Any) -> None:
+    with pytest.raises(TypeError, match="AsyncOpenAI"):
+        tether.guarded_stream(client, model="m", input="x")
+    with pytest.raises(TypeError, match="AsyncOpenAI"):
+        tether.open_scope(client)
+
+
+# ------------------------------------------------------------------ the API key
+
+
+async def test_the_api_key_is_not_in_logs_reprs_or_errors(
+    emulator: ResponsesEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stream whose cancel fails logs a warning and records errors: none shows the key."""
+    caplog.set_level(logging.DEBUG, logger="tether")
+    async with emulator.async_client(api_key=SECRET) as client:
+        with pytest.raises(tether.StallError) as caught:
+            async with tether.open_scope(client, grace=0.2) as scope:
+                async with tether.guarded_stream(
+                    scope, model="hanging-cancel", input="hi", idle_timeout=1e-3
+                ) as stream:
+                    async for _ in stream:
+                        pass
+    texts = [
+        caplog.text,
+        repr(stream.outcome),
+        repr(stream.outcome.receipt),
+        str(caught.value),
+        repr(caught.value),
+        *getattr(caught.value, "__notes__", []),
+        repr(scope),
+        repr(stream),
+    ]
+    assert stream.outcome.cleanup_error is not None  # the failure path really ran
+    for text in texts:
+        assert SECRET not in text
+
+
+async def test_an_authentication_error_from_the_server_does_not_echo_the_key(
+    emulator: ResponsesEmulator,
+) -> None:
+    async with openai.AsyncOpenAI(
+        api_key=SECRET, base_url=emulator.base_url.replace("/v1", "/nowhere"), max_retries=0
+    ) as client:
+        with pytest.raises(openai.APIStatusError) as caught:
+            async with tether.guarded_stream(client, model="fast", input="hi"):
+                pass
+    assert SECRET not in str(caught.value)
