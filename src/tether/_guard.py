@@ -169,6 +169,7 @@ class GuardedStream:
     async def __aenter__(self) -> GuardedStream:
         if self._entered:
             raise RuntimeError("a guarded stream can be entered only once")
+        await checkpoint_if_cancelled()  # already cancelled: send nothing at all
         self._entered = True
         self._started = anyio.current_time()
         limiter = self._scope.limiter

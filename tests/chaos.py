@@ -1,0 +1,298 @@
+"""The chaos engine: seeded schedules of guarded streams, faults and triggers, and their verdict.
+
+Shared by the suite (``tests/test_soak.py``: small schedules, shrunk by hypothesis) and the
+soak (``benchmarks/soak.py``: 10,000 streams per backend). Every stream gets a fault and a
+trigger; after the run, the emulator's ledger and the client's pool must show the four
+promises kept: no orphan, no hang, no swallowed cancellation, no connection left checked out.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter
+from typing import Literal
+
+import anyio
+import attrs
+import openai
+
+import tether
+from tether.testing import Faults, Model, ResponsesEmulator
+
+Fault = Literal[
+    "none", "drop", "cancel_5xx", "cancel_hangs", "late_created", "429_first", "slow_cancel"
+]
+Trigger = Literal[
+    "complete",
+    "break",
+    "exception",
+    "explicit",
+    "move_on_after",
+    "fail_after",
+    "scope_deadline",
+    "scope_cancel",
+    "before_created",
+]
+FAULTS: tuple[Fault, ...] = (
+    "none",
+    "drop",
+    "cancel_5xx",
+    "cancel_hangs",
+    "late_created",
+    "429_first",
+    "slow_cancel",
+)
+TRIGGERS: tuple[Trigger, ...] = (
+    "complete",
+    "break",
+    "exception",
+    "explicit",
+    "move_on_after",
+    "fail_after",
+    "scope_deadline",
+    "scope_cancel",
+    "before_created",
+)
+GRACE = 1.0
+HANGING_GRACE = 0.2  # grace given to streams whose cancel hangs, to keep the run short
+RATE = 400.0  # tokens/s of every chaos model
+LENGTH = 60
+
+
+def chaos_models() -> dict[str, Model]:
+    """One emulator model per fault."""
+    faults: dict[Fault, Faults] = {
+        "none": Faults(),
+        "drop": Faults(drop_after=6),
+        "cancel_5xx": Faults(cancel_failures=2),
+        "cancel_hangs": Faults(cancel_hangs=True),
+        "late_created": Faults(created_delay=0.05),
+        "429_first": Faults(fail_before_stream=(429,)),
+        "slow_cancel": Faults(cancel_delay=0.05),
+    }
+    return {
+        f"chaos-{name}": Model(ttft=0.0, tokens_per_s=RATE, length=LENGTH, faults=fault)
+        for name, fault in faults.items()
+    }
+
+
+@attrs.frozen
+class Step:
+    """One stream of a schedule: what goes wrong, and how the caller stops reading."""
+
+    fault: Fault
+    trigger: Trigger
+    after: int  # output deltas read before the trigger (0..)
+
+
+def random_schedule(rng: random.Random, n: int) -> list[Step]:
+    return [Step(rng.choice(FAULTS), rng.choice(TRIGGERS), rng.randrange(0, 12)) for _ in range(n)]
+
+
+@attrs.define
+class Record:
+    step: Step
+    outcome: tether.Outcome | None = None
+    violation: str | None = None
+    cleanup: float = 0.0  # seconds from the trigger to the end of the guarded block
+
+
+class Boom(Exception):
+    """The body's own exception."""
+
+
+async def _read(stream: tether.GuardedStream, n: int) -> None:
+    seen = 0
+    if n == 0:
+        return
+    async for event in stream:
+        if event.type == "response.output_text.delta":
+            seen += 1
+            if seen >= n:
+                return
+
+
+async def run_step(client: openai.AsyncOpenAI, record: Record) -> None:
+    """Run one stream; record a violation of the promises, if any."""
+    step = record.step
+    model = f"chaos-{step.fault}"
+    grace = HANGING_GRACE if step.fault == "cancel_hangs" else GRACE
+    trigger = step.trigger
+    marks: dict[str, float] = {}
+    stream: tether.GuardedStream | None = None
+
+    def mark() -> None:
+        marks["trigger"] = anyio.current_time()
+
+    try:
+        if trigger in ("scope_deadline", "scope_cancel"):
+            try:
+                async with tether.open_scope(client, grace=grace, deadline=3600) as scope:
+                    async with tether.guarded_stream(scope, model=model, input="x") as stream:
+                        await _read(stream, step.after)
+                        mark()
+                        if trigger == "scope_cancel":
+                            scope.cancel()
+                        else:
+                            scope._cancel_scope.deadline = anyio.current_time()  # type: ignore[union-attr]
+                        await _read(stream, 10**6)
+                if trigger == "scope_deadline" and stream.outcome.status != "completed":
+                    record.violation = "scope deadline swallowed"
+            except tether.DeadlineExceeded:
+                if trigger != "scope_deadline":
+                    record.violation = "DeadlineExceeded without a deadline"
+        elif trigger == "move_on_after":
+            with anyio.move_on_after(3600) as cancel_scope:
+                async with tether.guarded_stream(client, model=model, input="x", grace=grace) as s:
+                    stream = s
+                    await _read(s, step.after)
+                    mark()
+                    cancel_scope.deadline = anyio.current_time()
+                    await _read(s, 10**6)
+            if not cancel_scope.cancelled_caught and s.outcome.status != "completed":
+                record.violation = "move_on_after did not see its cancellation"
+        elif trigger == "fail_after":
+            try:
+                with anyio.fail_after(3600) as cancel_scope:
+                    async with tether.guarded_stream(
+                        client, model=model, input="x", grace=grace
+                    ) as s:
+                        stream = s
+                        await _read(s, step.after)
+                        mark()
+                        cancel_scope.deadline = anyio.current_time()
+                        await _read(s, 10**6)
+                if s.outcome.status != "completed":
+                    record.violation = "fail_after did not raise TimeoutError"
+            except TimeoutError:
+                pass
+        elif trigger == "before_created":
+            # A deadline that lands while the request is in flight (under the open's shield).
+            guarded = tether.guarded_stream(client, model=model, input="x", grace=grace)
+            stream = guarded
+            mark()
+            with anyio.move_on_after(0.002) as cancel_scope:
+                async with guarded:
+                    await _read(guarded, 10**6)
+            if not cancel_scope.cancelled_caught and guarded.outcome.status != "completed":
+                record.violation = "a cancellation while opening was swallowed"
+        elif trigger == "exception":
+            boom = Boom()
+            try:
+                async with tether.guarded_stream(client, model=model, input="x", grace=grace) as s:
+                    stream = s
+                    await _read(s, step.after)
+                    mark()
+                    raise boom
+            except Boom as caught:
+                if caught is not boom:
+                    record.violation = "the body's exception was replaced"
+            else:  # pragma: no cover - would be a bug
+                record.violation = "the body's exception was swallowed"
+        else:  # complete, break, explicit
+            async with tether.guarded_stream(client, model=model, input="x", grace=grace) as s:
+                stream = s
+                if trigger == "complete":
+                    async for _ in s:
+                        pass
+                    mark()
+                else:
+                    await _read(s, step.after)
+                    mark()
+                    if trigger == "explicit":
+                        await s.cancel()
+    except openai.APIError as exc:  # e.g. a 429 that outlasted the SDK's retries: fine
+        record.violation = None if step.fault == "429_first" else f"unexpected {exc!r}"
+    if stream is not None and stream._outcome is not None:
+        record.outcome = stream.outcome
+        if "trigger" in marks:
+            record.cleanup = stream.outcome.ended_at - marks["trigger"]
+
+
+@attrs.frozen
+class Verdict:
+    """The soak's figures."""
+
+    streams: int
+    faults: dict[str, int]
+    triggers: dict[str, int]
+    violations: list[str]
+    orphans: int
+    orphans_excused: int  # responses whose cancel endpoint hung past grace (DESIGN.md's caveat)
+    hangs: int  # cleanups longer than grace + slack
+    p99_cleanup_over_grace: float
+    connections_checked_out: int
+
+    @property
+    def ok(self) -> bool:
+        return (
+            not self.violations
+            and not self.orphans
+            and not self.hangs
+            and not (self.connections_checked_out)
+        )
+
+
+def requests_in_flight(client: openai.AsyncOpenAI) -> int:
+    return len(client._client._transport._pool._requests)  # type: ignore[attr-defined]
+
+
+async def run_schedule(
+    emulator: ResponsesEmulator,
+    client: openai.AsyncOpenAI,
+    schedule: list[Step],
+    *,
+    concurrency: int = 50,
+    slack: float = 1.0,
+) -> Verdict:
+    """Run *schedule* (at most *concurrency* streams at once) and judge it."""
+    records = [Record(step) for step in schedule]
+    limiter = anyio.CapacityLimiter(concurrency)
+
+    async def one(record: Record) -> None:
+        async with limiter:
+            await run_step(client, record)
+
+    async with anyio.create_task_group() as tg:
+        for record in records:
+            tg.start_soon(one, record)
+
+    hanging = {
+        r.outcome.response_id
+        for r in records
+        if r.outcome is not None and r.step.fault == "cancel_hangs" and r.outcome.response_id
+    }
+    orphans = emulator.ledger.orphans()
+    excused = [o for o in orphans if o.id in hanging]
+    # Clean up what the hanging cancels left, so the next run starts clean.
+    async with emulator.async_client(max_retries=0) as other:
+        for orphan in excused:
+            await other.responses.cancel(orphan.id)
+
+    ratios = sorted(
+        r.cleanup / (HANGING_GRACE if r.step.fault == "cancel_hangs" else GRACE)
+        for r in records
+        if r.outcome is not None and r.step.trigger != "complete"
+    )
+    p99 = ratios[min(len(ratios) - 1, math.ceil(0.99 * len(ratios)) - 1)] if ratios else 0.0
+    hangs = [
+        r
+        for r in records
+        if r.cleanup > (HANGING_GRACE if r.step.fault == "cancel_hangs" else GRACE) + slack
+    ]
+    return Verdict(
+        streams=len(records),
+        faults=dict(Counter(r.step.fault for r in records)),
+        triggers=dict(Counter(r.step.trigger for r in records)),
+        violations=[f"{r.step}: {r.violation}" for r in records if r.violation],
+        orphans=len(orphans) - len(excused),
+        orphans_excused=len(excused),
+        hangs=len(hangs),
+        p99_cleanup_over_grace=p99,
+        connections_checked_out=requests_in_flight(client),
+    )
+
+
+def emulator_for_chaos(seed: int = 0) -> ResponsesEmulator:
+    return ResponsesEmulator(models=chaos_models(), seed=seed)
