@@ -7,9 +7,14 @@ from typing import Any
 
 import openai
 import pytest
+from hypothesis import settings
 from trio.testing import MockClock
 
 from tether.testing import Faults, Model, ResponsesEmulator
+
+# Property tests are deterministic (the same examples every run) and write nothing to disk.
+settings.register_profile("tether", database=None, derandomize=True)
+settings.load_profile("tether")
 
 
 @pytest.fixture(

@@ -66,7 +66,6 @@ async def test_the_journal_file_is_private_to_its_user(tmp_path: Path) -> None:
     journal = tether.SqliteJournal(tmp_path / "state" / "j.sqlite3")
     await journal.intend("x", model="m", base_url="http://127.0.0.1:1/v1")
     assert stat.S_IMODE(journal.path.stat().st_mode) == 0o600
-    journal.close()
 
 
 async def test_the_journal_never_stores_the_api_key(
@@ -78,7 +77,6 @@ async def test_the_journal_never_stores_the_api_key(
         async with tether.open_scope(client, journal=journal, grace=0.2) as scope:
             async with tether.guarded_stream(scope, model="hanging-cancel", input="hi"):
                 pass
-    journal.close()
     for path in tmp_path.iterdir():
         assert secret.encode() not in path.read_bytes(), path
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import string
 from collections.abc import Iterator
 from typing import Any
 
@@ -41,7 +42,7 @@ anything = st.one_of(
     st.booleans(),
     st.integers(min_value=-(10**6), max_value=10**6),
     st.floats(allow_nan=True, allow_infinity=True),
-    st.text(max_size=5),
+    st.text(alphabet=string.ascii_letters + string.digits + " .-", max_size=5),
     st.lists(st.integers(), max_size=2),
 )
 
@@ -101,7 +102,14 @@ def test_max_concurrency_accepts_only_positive_integers(
 
 
 @settings(max_examples=40, deadline=None)
-@given(client=st.one_of(st.none(), st.integers(), st.text(max_size=3), st.just(object())))
+@given(
+    client=st.one_of(
+        st.none(),
+        st.integers(),
+        st.text(alphabet=string.ascii_letters, max_size=3),
+        st.just(object()),
+    )
+)
 def test_anything_but_an_async_client_is_refused(client: Any) -> None:
     with pytest.raises(TypeError, match="AsyncOpenAI"):
         tether.guarded_stream(client, model="m", input="x")

@@ -142,28 +142,31 @@ class SqliteJournal:
     """
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
-        self.path = Path(path) if path is not None else default_journal_path()
+        self.path = Path(path).expanduser() if path is not None else default_journal_path()
         self._lock = threading.Lock()
-        self._db: sqlite3.Connection | None = None
+        self._ready = False
 
     def __repr__(self) -> str:
         return f"SqliteJournal({str(self.path)!r})"
 
-    def _connect(self) -> sqlite3.Connection:
-        if self._db is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            # Create the file 0600 before SQLite opens it: it names what you run, and where.
-            os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
-            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute(_SCHEMA)
-            self._db = db
-        return self._db
-
     def _run(self, sql: str, params: tuple[object, ...]) -> list[tuple[object, ...]]:
+        # One short-lived connection per operation: nothing to close, safe across fork, and
+        # several processes can share the file (WAL).
         with self._lock:
-            return self._connect().execute(sql, params).fetchall()
+            if not self._ready:
+                self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                # Create the file 0600 before SQLite opens it: it names what you run, and where.
+                os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
+            db = sqlite3.connect(self.path, isolation_level=None, timeout=10.0)
+            try:
+                if not self._ready:
+                    db.execute("PRAGMA journal_mode=WAL")
+                    db.execute(_SCHEMA)
+                    self._ready = True
+                db.execute("PRAGMA synchronous=NORMAL")
+                return db.execute(sql, params).fetchall()
+            finally:
+                db.close()
 
     async def _execute(self, sql: str, *params: object) -> list[tuple[object, ...]]:
         return await anyio.to_thread.run_sync(self._run, sql, params)
@@ -206,13 +209,6 @@ class SqliteJournal:
             )
             for intent, rid, model, base_url, pid, created in rows
         ]
-
-    def close(self) -> None:
-        """Close the database connection (reopened on next use)."""
-        with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
 
 
 def open_journal(journal: Journal | str | os.PathLike[str] | None) -> Journal | None:
