@@ -554,3 +554,37 @@ async def test_unknown_model_error_propagates_and_leaves_nothing(
         async with tether.guarded_stream(client, model="no-such-model", input="hi"):
             pass
     assert emulator.ledger.orphans() == []
+
+
+async def test_cancel_from_another_task_while_opening_waits_for_the_id(
+    emulator: ResponsesEmulator, client: openai.AsyncOpenAI
+) -> None:
+    """Regression: cancel() during __aenter__ used to return an empty receipt, no cancel sent."""
+    guarded = tether.guarded_stream(client, model="slow", input="hi")
+    receipts: list[tether.CancelReceipt] = []
+
+    async def opener() -> None:
+        async with guarded as stream:
+            async for _ in stream:  # ends once the other task cancelled
+                pass
+
+    async def stop_button() -> None:
+        receipts.append(await guarded.cancel())
+
+    with emulator.hold("created") as hold:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(opener)
+            await emulator.wait_for(lambda ledger: len(ledger.responses) == 1)
+            tg.start_soon(stop_button)
+            await anyio.wait_all_tasks_blocked()
+            hold.release()
+    assert receipts[0].status == "cancelled"
+    assert receipts[0].response_id == guarded.response_id
+    assert (await settled(emulator, guarded.response_id)).status == "cancelled"
+    assert guarded.outcome.reason == "explicit"
+
+
+async def test_cancel_before_entering_is_an_error(client: openai.AsyncOpenAI) -> None:
+    guarded = tether.guarded_stream(client, model="fast", input="hi")
+    with pytest.raises(RuntimeError, match="open stream"):
+        await guarded.cancel()

@@ -101,7 +101,7 @@ class DeadlineExceeded(TetherError, TimeoutError):
 
     def __init__(self, deadline: float) -> None:
         self.deadline = deadline
-        super().__init__(f"the scope's deadline of {deadline!r}s ran out")
+        super().__init__(f"the deadline of {deadline!r}s ran out")
 
 
 class ResponseNotCompleted(TetherError):

@@ -119,6 +119,7 @@ class GuardedStream:
         self._resumes = 0
         self._started = 0.0
         self._entered = False
+        self._opened: anyio.Event | None = None  # set once __aenter__ is done, either way
         self._exhausted = False
         # stopping
         self._reason: EndReason | None = None
@@ -171,6 +172,7 @@ class GuardedStream:
             raise RuntimeError("a guarded stream can be entered only once")
         await checkpoint_if_cancelled()  # already cancelled: send nothing at all
         self._entered = True
+        self._opened = anyio.Event()
         self._started = anyio.current_time()
         limiter = self._scope.limiter
         if limiter is not None:
@@ -185,6 +187,8 @@ class GuardedStream:
             await self._stop(self._reason_for(exc))
             self._finish(exc)
             raise
+        finally:
+            self._opened.set()
         return self
 
     async def __aexit__(
@@ -416,8 +420,7 @@ class GuardedStream:
                     print(receipt.status)  # "cancelled"
             ```
         """
-        if not self._entered:
-            raise RuntimeError("cancel() needs an open stream: call it inside `async with`")
+        await self._wait_opened("cancel")
         await self._stop("explicit")
         if self._receipt is not None:
             return self._receipt
@@ -441,12 +444,20 @@ class GuardedStream:
         """
         if not self._background:
             raise TetherError("only background responses can be detached (background=False)")
+        await self._wait_opened("detach")
         if self._response_id is None:
             raise RuntimeError("detach() needs an open stream: call it inside `async with`")
         await self._stop("detached")
         return DetachedResponse(
             response_id=self._response_id, last_sequence_number=self._yielded_seq
         )
+
+    async def _wait_opened(self, what: str) -> None:
+        """From another task, while ``__aenter__`` still waits for ``response.created``: wait
+        for the id (bounded by ``first_event_timeout``), so the cancel reaches the server."""
+        if self._opened is None:
+            raise RuntimeError(f"{what}() needs an open stream: call it inside `async with`")
+        await self._opened.wait()
 
     def _lose(self) -> None:
         """Mark this stream as the loser of a race, before its scope is cancelled."""
