@@ -10,58 +10,39 @@ from __future__ import annotations
 
 import inspect
 
-from ._errors import (
-    DeadlineExceeded as DeadlineExceeded,
-)
-from ._errors import (
-    RaceFailed as RaceFailed,
-)
-from ._errors import (
-    ResponseNotCompleted as ResponseNotCompleted,
-)
-from ._errors import (
-    StallError as StallError,
-)
-from ._errors import (
-    TetherError as TetherError,
-)
+from ._agent import AgentResult as AgentResult
+from ._agent import AgentTurn as AgentTurn
+from ._agent import StopReason as StopReason
+from ._agent import run_agent as run_agent
+from ._errors import DeadlineExceeded as DeadlineExceeded
+from ._errors import RaceFailed as RaceFailed
+from ._errors import ResponseNotCompleted as ResponseNotCompleted
+from ._errors import StallError as StallError
+from ._errors import TetherError as TetherError
 from ._guard import GuardedStream as GuardedStream
 from ._guard import guarded_stream as guarded_stream
 from ._guard import resume as resume
-from ._journal import (
-    Journal as Journal,
-)
-from ._journal import (
-    JournalEntry as JournalEntry,
-)
-from ._journal import (
-    ReapReport as ReapReport,
-)
-from ._journal import (
-    SqliteJournal as SqliteJournal,
-)
-from ._journal import (
-    default_journal_path as default_journal_path,
-)
-from ._journal import (
-    reap as reap,
-)
-from ._outcome import (
-    CancelReceipt as CancelReceipt,
-)
-from ._outcome import (
-    DetachedResponse as DetachedResponse,
-)
-from ._outcome import (
-    EndReason as EndReason,
-)
-from ._outcome import (
-    Outcome as Outcome,
-)
+from ._journal import Journal as Journal
+from ._journal import JournalEntry as JournalEntry
+from ._journal import ReapReport as ReapReport
+from ._journal import SqliteJournal as SqliteJournal
+from ._journal import default_journal_path as default_journal_path
+from ._journal import reap as reap
+from ._outcome import CancelReceipt as CancelReceipt
+from ._outcome import DetachedResponse as DetachedResponse
+from ._outcome import EndReason as EndReason
+from ._outcome import Outcome as Outcome
 from ._scope import Scope as Scope
 from ._scope import open_scope as open_scope
+from ._tools import AgentContext as AgentContext
+from ._tools import Tool as Tool
+from ._tools import ToolCall as ToolCall
+from ._tools import tool as tool
 
 __all__ = [
+    "AgentContext",
+    "AgentResult",
+    "AgentTurn",
     "CancelReceipt",
     "DeadlineExceeded",
     "DetachedResponse",
@@ -76,12 +57,17 @@ __all__ = [
     "Scope",
     "SqliteJournal",
     "StallError",
+    "StopReason",
     "TetherError",
+    "Tool",
+    "ToolCall",
     "default_journal_path",
     "guarded_stream",
     "open_scope",
     "reap",
     "resume",
+    "run_agent",
+    "tool",
 ]
 
 

@@ -21,20 +21,24 @@ from ._hold import Hold as Hold
 from ._ledger import Ledger as Ledger
 from ._ledger import ResponseRecord as ResponseRecord
 from ._models import Faults as Faults
+from ._models import FunctionCall as FunctionCall
 from ._models import Lognormal as Lognormal
 from ._models import Model as Model
+from ._models import Turn as Turn
 from ._models import default_models as default_models
 from ._server import ResponsesEmulator as ResponsesEmulator
 from ._server import serve as serve
 
 __all__ = [
     "Faults",
+    "FunctionCall",
     "Hold",
     "Ledger",
     "Lognormal",
     "Model",
     "ResponseRecord",
     "ResponsesEmulator",
+    "Turn",
     "default_models",
     "serve",
 ]

@@ -19,7 +19,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ._ledger import Ledger, ResponseRecord
-from ._run import Run, generate
+from ._models import split_tokens
+from ._run import Call, Run, generate
 from ._wire import error_body, request_echo
 
 if TYPE_CHECKING:
@@ -54,8 +55,28 @@ def _count_input_tokens(value: Any) -> int:
     if isinstance(value, list):
         return sum(_count_input_tokens(item) for item in value)  # pyright: ignore[reportUnknownVariableType]
     if isinstance(value, dict):
-        return _count_input_tokens(value.get("content", value.get("text", "")))  # pyright: ignore[reportUnknownMemberType, reportUnknownArgumentType]
+        return _count_input_tokens(value.get("content", value.get("text", value.get("output", ""))))  # pyright: ignore[reportUnknownMemberType, reportUnknownArgumentType]
     return 0
+
+
+def _output_text(output: Any) -> str:
+    """The text of a `function_call_output`'s output: a string, or a list of content parts."""
+    if isinstance(output, str):
+        return output
+    if isinstance(output, list):
+        return "".join(
+            str(part.get("text", ""))  # pyright: ignore[reportUnknownMemberType, reportUnknownArgumentType]
+            for part in output  # pyright: ignore[reportUnknownVariableType]
+            if isinstance(part, dict)
+        )
+    return json.dumps(output)
+
+
+def _input_items(body: dict[str, Any]) -> list[dict[str, Any]]:
+    items: Any = body.get("input")
+    if not isinstance(items, list):
+        return []
+    return [item for item in items if isinstance(item, dict)]  # pyright: ignore[reportUnknownVariableType]
 
 
 async def _until_disconnected(receive: Receive) -> None:
@@ -154,13 +175,18 @@ class EmulatorApp:
         ):
             return _error(400, "Invalid 'max_output_tokens'.", param="max_output_tokens")
 
+        follow_up = self._follow_up(body_)
+        if isinstance(follow_up, Response):
+            return follow_up
+
         faults = model.faults
         attempt = self._create_counts.get(model_name, 0)
         self._create_counts[model_name] = attempt + 1
         if attempt < len(faults.fail_before_stream):
             return _error(faults.fail_before_stream[attempt])
 
-        run = self._start(model_name, model, body_, max_output_tokens)
+        hops, outputs = follow_up
+        run = self._start(model_name, model, body_, max_output_tokens, hops, outputs)
         record = run.record
         if record.stream:
             return _EventStream(self, run, cursor=0)
@@ -183,8 +209,50 @@ class EmulatorApp:
             self.ledger._changed()  # pyright: ignore[reportPrivateUsage]
         return _json(run.snapshot())
 
+    def _follow_up(self, body: dict[str, Any]) -> tuple[int, list[str]] | Response:
+        """Check the function call outputs of a request, as the API does.
+
+        Every function call of the previous response (and every `function_call` item in the
+        input) needs a `function_call_output` with its `call_id`, and every output needs a
+        call: 400 otherwise. Returns the number of `previous_response_id` hops from the start
+        of the conversation, and the outputs, in input order.
+        """
+        previous_id = body.get("previous_response_id")
+        previous: Run | None = None
+        if previous_id is not None:
+            previous = self._runs.get(previous_id) if isinstance(previous_id, str) else None
+            if previous is None:
+                message = f"Previous response with id '{previous_id}' not found."
+                return _error(400, message, param="previous_response_id")
+        items = _input_items(body)
+        pending = [] if previous is None else [c.call_id for c in previous.calls if c.done]
+        pending += [item.get("call_id") for item in items if item.get("type") == "function_call"]
+        outputs: list[str] = []
+        answered: set[Any] = set()
+        for item in items:
+            if item.get("type") != "function_call_output":
+                continue
+            call_id = item.get("call_id")
+            if call_id not in pending:
+                message = f"No tool call found for function call output with call_id {call_id}."
+                return _error(400, message, param="input")
+            answered.add(call_id)
+            outputs.append(_output_text(item.get("output")))
+        for call_id in pending:
+            if call_id not in answered:
+                return _error(
+                    400, f"No tool output found for function call {call_id}.", param="input"
+                )
+        return (0 if previous is None else previous.hops + 1), outputs
+
     def _start(
-        self, model_name: str, model: Model, body: dict[str, Any], max_output_tokens: int | None
+        self,
+        model_name: str,
+        model: Model,
+        body: dict[str, Any],
+        max_output_tokens: int | None,
+        hops: int = 0,
+        outputs: list[str] | None = None,
     ) -> Run:
         index = self._response_counts.get(model_name, 0)
         self._response_counts[model_name] = index + 1
@@ -196,17 +264,32 @@ class EmulatorApp:
             stream=bool(body.get("stream")),
         )
         keepalive = model.faults.keepalive_every
+        turn = model.turn(hops)
+        scripted_calls = () if turn is None else turn.calls
+        text = None if turn is None else turn.message(outputs or [])
+        if text is not None:
+            tokens = split_tokens(text)
+        elif scripted_calls:
+            tokens = []
+        else:
+            tokens = model.tokens(rng)
         run = Run(
             record=record,
             model=model,
-            tokens=model.tokens(rng),
+            tokens=tokens,
             first_token_delay=model.first_token_delay(rng),
             max_output_tokens=max_output_tokens,
             echo=request_echo(body),
             input_tokens=max(1, _count_input_tokens(body.get("input"))),
             msg_id=self._new_id("msg"),
+            # after msg_id: ids drawn in the same order as before scripts existed
+            calls=[
+                Call(item_id=self._new_id("fc"), call_id=self._new_id("call"), call=call)
+                for call in scripted_calls
+            ],
             ledger=self.ledger,
             keepalive_every=self.keepalive_every if keepalive is None else keepalive,
+            hops=hops,
         )
         self._runs[record.id] = run
         self.ledger._add(record)  # pyright: ignore[reportPrivateUsage]

@@ -15,19 +15,50 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.lowlevel
 
-from ._wire import delta_frame, event_frame, message_item, output_text_part, response_object
+from ._wire import (
+    delta_frame,
+    event_frame,
+    function_call_item,
+    message_item,
+    output_text_part,
+    response_object,
+)
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ._hold import Gate
     from ._ledger import Ledger, ResponseRecord
-    from ._models import Model
+    from ._models import FunctionCall, Model
 
-__all__ = ["Run", "generate"]
+__all__ = ["Call", "Run", "generate"]
 
 _BATCH = 64  # most deltas appended per wake-up when generation is behind schedule
 _TERMINAL = ("completed", "failed", "incomplete", "cancelled")
 _ITEM_STATUS = {"queued": "in_progress", "in_progress": "in_progress", "completed": "completed"}
 _FAILED_MESSAGE = "The model produced an error while generating the response (emulated)."
+
+
+class Call:
+    """One scripted function call of a run, as streamed so far (internal)."""
+
+    __slots__ = ("call_id", "done", "item_id", "name", "streamed", "tokens")
+
+    def __init__(self, *, item_id: str, call_id: str, call: FunctionCall) -> None:
+        self.item_id = item_id
+        self.call_id = call_id
+        self.name = call.name
+        self.tokens = call.tokens()
+        self.streamed: int | None = None  # None until its item is added
+        self.done: str | None = None  # the item's final status, once done
+
+    @property
+    def arguments(self) -> str:
+        return "".join(self.tokens[: self.streamed or 0])
+
+    def item(self, response_status: str) -> dict[str, Any]:
+        status = self.done or _ITEM_STATUS.get(response_status, "incomplete")
+        return function_call_item(self.item_id, self.call_id, self.name, self.arguments, status)
 
 
 class Run:
@@ -46,6 +77,8 @@ class Run:
         msg_id: str,
         ledger: Ledger,
         keepalive_every: float | None,
+        calls: list[Call] | None = None,
+        hops: int = 0,
     ) -> None:
         self.record = record
         self.model = model
@@ -60,6 +93,10 @@ class Run:
         self.created_at = int(time.time())
         self.completed_at: int | None = None
         self.phase = 0  # 1: message item added, 2: text part added
+        self.calls: list[Call] = calls or []
+        self.hops = hops  # previous_response_id hops from the start of the conversation
+        self.has_message = bool(tokens) or not self.calls
+        self.message_status: str | None = None  # the message item's status, once done
         self.error: dict[str, Any] | None = None
         self.created_response: dict[str, Any] | None = None
         self.connections = 0
@@ -135,10 +172,11 @@ class Run:
         status = record.status
         output: list[dict[str, Any]] = []
         if self.phase:
-            item_status = _ITEM_STATUS.get(status, "incomplete")
+            item_status = self.message_status or _ITEM_STATUS.get(status, "incomplete")
             output.append(
                 message_item(self.msg_id, item_status, self.text if self.phase > 1 else None)
             )
+        output.extend(call.item(status) for call in self.calls if call.streamed is not None)
         terminal = status in _TERMINAL
         return response_object(
             response_id=record.id,
@@ -209,7 +247,46 @@ async def _produce(run: Run, created_gate: Gate) -> None:
     await anyio.sleep(run.first_token_delay)
     if run.ended:
         return
+
+    # A budget of output tokens over the whole output (message text, then call arguments):
+    # `max_output_tokens` ends the response incomplete, an error fault fails it.
+    total = len(run.tokens) + sum(len(call.tokens) for call in run.calls)
+    cap = run.max_output_tokens
+    incomplete = cap is not None and cap < total
+    left = cap if cap is not None and incomplete else total
+    failing = faults.error_event is not None
+    if failing:
+        left = min(left, faults.error_after)
+    index = 0
+    if run.has_message:
+        left = await _message(run, left)
+        if left is None:
+            return
+        index = 1
+    for call in run.calls:
+        if incomplete and not left:
+            break
+        left = await _function_call(run, call, index, left)
+        if left is None:
+            return
+        index += 1
+    if failing:
+        _fail(run)
+        return
+    if incomplete:
+        run.set_status("incomplete")
+        run.emit_response("response.incomplete")
+    else:
+        run.set_status("completed")
+        run.completed_at = int(time.time())
+        run.emit_response("response.completed")
+    run.notify()
+
+
+async def _message(run: Run, left: int) -> int | None:
+    """Stream the message item; the tokens left after it, or None when the response ended."""
     msg_id = run.msg_id
+    tokens = run.tokens
     run.phase = 1
     run.emit(
         "response.output_item.added",
@@ -219,46 +296,60 @@ async def _produce(run: Run, created_gate: Gate) -> None:
     part_fields = {"item_id": msg_id, "output_index": 0, "content_index": 0}
     run.emit("response.content_part.added", {**part_fields, "part": output_text_part("")})
     run.notify()
-
-    tokens = run.tokens
-    total = len(tokens)
-    cap = run.max_output_tokens
-    incomplete = cap is not None and cap < total
-    if cap is not None and incomplete:
-        total = cap
-    failing = faults.error_event is not None
-    if failing:
-        total = min(total, faults.error_after)
-    await _stream_tokens(run, total)
+    count = min(len(tokens), left)
+    await _stream(run, count, lambda seq, i: delta_frame(seq, msg_id, tokens[i]))
     if run.ended:
-        return
-
-    if failing:
+        return None
+    left -= count
+    if run.model.faults.error_event is not None and not left:
         _fail(run)
-        return
+        return None
     text = run.text
-    item_status = "incomplete" if incomplete else "completed"
+    item_status = "completed" if count == len(tokens) else "incomplete"
     run.emit("response.output_text.done", {**part_fields, "text": text, "logprobs": []})
     run.emit("response.content_part.done", {**part_fields, "part": output_text_part(text)})
-    run.set_status("incomplete" if incomplete else "completed")
+    run.message_status = item_status
     run.emit(
         "response.output_item.done",
         {"output_index": 0, "item": message_item(msg_id, item_status, text)},
     )
-    if incomplete:
-        run.emit_response("response.incomplete")
-    else:
-        run.completed_at = int(time.time())
-        run.emit_response("response.completed")
+    return left
+
+
+async def _function_call(run: Run, call: Call, index: int, left: int) -> int | None:
+    """Stream one function call item; the tokens left after it, or None when the run ended."""
+    fields = {"item_id": call.item_id, "output_index": index}
+    call.streamed = 0
+    run.emit("response.output_item.added", {"output_index": index, "item": call.item("queued")})
     run.notify()
+    tokens = call.tokens
+    count = min(len(tokens), left)
+
+    def frame(seq: int, i: int) -> bytes:
+        call.streamed = i + 1
+        return event_frame(
+            "response.function_call_arguments.delta", seq, {**fields, "delta": tokens[i]}
+        )
+
+    await _stream(run, count, frame)
+    if run.ended:
+        return None
+    left -= count
+    if run.model.faults.error_event is not None and not left:
+        _fail(run)
+        return None
+    run.emit("response.function_call_arguments.done", {**fields, "arguments": call.arguments})
+    call.done = "completed" if count == len(tokens) else "incomplete"
+    run.emit("response.output_item.done", {"output_index": index, "item": call.item("completed")})
+    return left
 
 
-async def _stream_tokens(run: Run, total: int) -> None:
+async def _stream(run: Run, total: int, frame: Callable[[int, int], bytes]) -> None:
+    """Append `total` delta frames at the model's rate; `frame(sequence_number, i)` makes one."""
     record = run.record
     frames = record.frames
-    tokens = run.tokens
-    msg_id = run.msg_id
     rate = run.model.tokens_per_s
+    base = record.tokens_generated
     start = anyio.current_time()
     done = 0
     while done < total:
@@ -272,8 +363,8 @@ async def _stream_tokens(run: Run, total: int) -> None:
             await anyio.sleep(start + done / rate - now)
             continue
         for i in range(done, due):
-            frames.append(delta_frame(len(frames), msg_id, tokens[i]))
-        record.tokens_generated = due
+            frames.append(frame(len(frames), i))
+        record.tokens_generated = base + due
         if record.cancel_requested_at is not None:
             record.tokens_after_cancel += due - done
         done = due

@@ -14,6 +14,7 @@ __all__ = [
     "delta_frame",
     "error_body",
     "event_frame",
+    "function_call_item",
     "message_item",
     "output_text_part",
     "response_object",
@@ -106,6 +107,25 @@ def message_item(item_id: str, status: str, text: str | None) -> dict[str, Any]:
         "status": status,
         "role": "assistant",
         "content": content,
+    }
+
+
+def function_call_item(
+    item_id: str, call_id: str, name: str, arguments: str, status: str
+) -> dict[str, Any]:
+    """A `function_call` output item (`ResponseFunctionToolCall`).
+
+    Example:
+        >>> function_call_item("fc_1", "call_1", "f", "{}", "completed")["type"]
+        'function_call'
+    """
+    return {
+        "id": item_id,
+        "type": "function_call",
+        "status": status,
+        "name": name,
+        "call_id": call_id,
+        "arguments": arguments,
     }
 
 

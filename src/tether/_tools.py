@@ -1,0 +1,455 @@
+"""Tools for agents: a function described once (name, docstring, JSON schema), then called.
+
+[`tool`][tether.tool] derives the JSON schema of a function's parameters from its signature
+with pydantic (a ``TypedDict`` built from the annotations, validated by a ``TypeAdapter``),
+so the arguments the model sends are validated by the very schema the model was given.
+[`run_agent`][tether.run_agent] calls the tools; a tool may ask for an
+[`AgentContext`][tether.AgentContext] to see the time left.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import re
+from typing import TYPE_CHECKING, Annotated, Any, Generic, TypeVar, cast, final, overload
+
+import anyio
+import attrs
+import pydantic
+import pydantic_core
+from typing_extensions import NotRequired, ParamSpec, TypedDict
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from openai.types.responses import FunctionToolParam
+
+    from ._scope import Scope
+
+__all__ = ["AgentContext", "Tool", "ToolCall", "tool"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # what the API accepts as a function name
+_SECTIONS = frozenset(
+    {"Args", "Arguments", "Parameters", "Params", "Returns", "Return", "Yields", "Raises"}
+    | {"Example", "Examples", "Note", "Notes", "Attributes", "Warning", "Warnings"}
+)
+_ARG_SECTIONS = frozenset({"Args", "Arguments", "Parameters", "Params"})
+_ARG_ENTRY = re.compile(r"^(\s+)\*{0,2}(\w+)\s*(?:\([^)]*\))?\s*:\s*(.*)$")
+
+
+@final
+@attrs.frozen(kw_only=True)
+class AgentContext:
+    """What a tool may know about the agent calling it: add a parameter annotated with it.
+
+    That parameter is filled in by [`run_agent`][tether.run_agent] and left out of the
+    JSON schema the model sees.
+
+    Example:
+        ```python
+        @tether.tool
+        async def search(query: str, ctx: tether.AgentContext) -> list[str]:
+            with anyio.move_on_after(ctx.remaining() / 2):  # leave time for an answer
+                return await index.search(query)
+            return []
+        ```
+    """
+
+    scope: Scope
+    """The scope the agent runs in."""
+    turn: int
+    """The turn that asked for this call (1 for the first response)."""
+    call_id: str
+    """The ``call_id`` the model gave this call."""
+    tool_name: str
+    """The name of the tool being called."""
+    deadline: float
+    """When the agent's budget ends (``anyio.current_time()`` clock; ``inf`` if none):
+    a tool still running then is cancelled."""
+
+    def remaining(self) -> float:
+        """Seconds before the agent's budget ends and running tools are cancelled (``inf`` if none)."""
+        return max(0.0, self.deadline - anyio.current_time())
+
+
+@final
+@attrs.frozen(kw_only=True)
+class ToolCall:
+    """One function call the model made, and what became of it.
+
+    Example:
+        ```python
+        for call in result.tool_calls:
+            print(call.name, call.arguments, call.output or call.error, f"{call.duration:.2f}s")
+        ```
+    """
+
+    name: str
+    """The function the model called."""
+    call_id: str
+    """The model's ``call_id`` for it."""
+    arguments: str
+    """The arguments, as the JSON string the model sent."""
+    output: str | None = None
+    """What was sent back to the model: the tool's result (a string, or JSON), or with
+    ``on_tool_error="report"`` the error as ``{"error": "..."}``; ``None`` if nothing was sent."""
+    error: str | None = None
+    """``"ExceptionType: message"`` if the tool raised (or its arguments did not validate)."""
+    exception: Exception | None = attrs.field(default=None, eq=False, repr=False)
+    """The exception the tool raised, if any."""
+    cancelled: bool = False
+    """Whether the call was cancelled before it returned (the deadline, a sibling's error, or
+    an enclosing cancel scope)."""
+    started_at: float = 0.0
+    """When the call started (``anyio.current_time()``)."""
+    ended_at: float = 0.0
+    """When it returned, raised or was cancelled."""
+
+    @property
+    def duration(self) -> float:
+        """Seconds the call ran."""
+        return self.ended_at - self.started_at
+
+
+@final
+class Tool(Generic[P, R]):
+    """A function the model may call, with its name, description and parameters' JSON schema.
+
+    Made by [`tool`][tether.tool]. Calling it calls the function, unchanged.
+
+    Example:
+        ```python
+        @tether.tool
+        def get_weather(city: str) -> str:
+            \"\"\"The current weather in a city.\"\"\"
+            return "18C, cloudy"
+
+        print(get_weather.name, get_weather.parameters["required"])  # get_weather ['city']
+        get_weather("Paris")  # still a plain function
+        ```
+    """
+
+    def __init__(
+        self,
+        fn: Callable[P, R],
+        *,
+        name: str,
+        description: str | None,
+        parameters: dict[str, Any],
+        strict: bool,
+        adapter: pydantic.TypeAdapter[dict[str, Any]],
+        context: str | None,
+        positional: tuple[str, ...],
+    ) -> None:
+        functools.update_wrapper(self, fn, updated=())  # its name and docstring, not its __dict__
+        self.fn: Callable[P, R] = fn
+        """The function itself."""
+        self.name = name
+        """The name the model calls it by."""
+        self.description = description
+        """What the model is told the tool does (the docstring's summary by default)."""
+        self.parameters = parameters
+        """The JSON schema of its arguments, as sent to the API."""
+        self.strict = strict
+        """Whether the API enforces the schema on the model's arguments (strict mode)."""
+        self._adapter = adapter
+        self._context = context
+        self._positional = positional
+        self._is_async = _is_async(fn)
+
+    @property
+    def param(self) -> FunctionToolParam:
+        """The tool as the Responses API takes it: an ``openai.types.responses.FunctionToolParam``."""
+        param: FunctionToolParam = {
+            "type": "function",
+            "name": self.name,
+            "parameters": self.parameters,
+            "strict": self.strict,
+        }
+        if self.description is not None:
+            param["description"] = self.description
+        return param
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.fn(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<tether.Tool {self.name!r} strict={self.strict}>"
+
+    async def _invoke(self, arguments: str, context: AgentContext) -> str:
+        """Validate the model's arguments, call the function, and encode its result.
+
+        Sync functions run in a worker thread that is never abandoned: a cancel waits for
+        them to return.
+        """
+        values = self._adapter.validate_json(arguments or "{}")
+        if self._context is not None:
+            values[self._context] = context
+        args: list[Any] = []
+        for name in self._positional:
+            if name not in values:
+                break
+            args.append(values.pop(name))
+        fn = cast("Callable[..., Any]", self.fn)
+        if self._is_async:
+            result = await fn(*args, **values)
+        else:
+            call = functools.partial(fn, *args, **values)
+            result = await anyio.to_thread.run_sync(call, abandon_on_cancel=False)
+            if inspect.isawaitable(result):  # a sync function that returns a coroutine
+                result = await result
+        if isinstance(result, str):
+            return result
+        return pydantic_core.to_json(result, fallback=str).decode()
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    if inspect.iscoroutinefunction(fn):
+        return True
+    call = getattr(type(fn), "__call__", None)  # noqa: B004 - a callable object's method
+    return call is not None and inspect.iscoroutinefunction(call)
+
+
+def _parse_docstring(doc: str | None) -> tuple[str | None, dict[str, str]]:
+    """A Google-style docstring's summary (the text before any section) and ``Args:`` entries."""
+    if not doc:
+        return None, {}
+    summary: list[str] = []
+    params: dict[str, str] = {}
+    section: str | None = None
+    indent: int | None = None
+    current: str | None = None
+    for line in inspect.cleandoc(doc).splitlines():
+        header = line.rstrip()
+        if header.endswith(":") and header[:-1] in _SECTIONS:
+            section, indent, current = header[:-1], None, None
+            continue
+        if section is None:
+            summary.append(line)
+            continue
+        if section not in _ARG_SECTIONS:
+            continue
+        entry = _ARG_ENTRY.match(line)
+        if entry is not None and (indent is None or len(entry.group(1)) == indent):
+            indent = len(entry.group(1))
+            current = name = entry.group(2)
+            params[name] = entry.group(3).strip()
+        elif current is not None and line.strip():
+            params[current] = f"{params[current]} {line.strip()}".strip()
+    text = "\n".join(summary).strip()
+    return text or None, params
+
+
+def _annotated(annotation: Any, field: dict[str, Any]) -> Any:
+    """``Annotated[annotation, Field(**field)]``, the function's own metadata winning."""
+    if not field:
+        return annotation
+    info = pydantic.Field(**field)
+    if getattr(annotation, "__metadata__", None) is not None:  # already Annotated[...]
+        base, *metadata = annotation.__origin__, *annotation.__metadata__
+        return Annotated[(base, info, *metadata)]  # pyright: ignore[reportInvalidTypeArguments]
+    return Annotated[annotation, info]
+
+
+_SCHEMA_MAPS = ("properties", "$defs", "definitions", "patternProperties")
+_SCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
+_SCHEMA_VALUES = ("items", "not", "additionalProperties")
+
+
+def _subschemas(node: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    found: list[tuple[str, dict[str, Any]]] = []
+    for key in _SCHEMA_MAPS:
+        mapping: dict[str, dict[str, Any]] = node.get(key) or {}
+        found.extend((f"{key}.{name}", sub) for name, sub in mapping.items())
+    for key in _SCHEMA_LISTS:
+        found.extend((f"{key}[{i}]", sub) for i, sub in enumerate(node.get(key) or ()))
+    for key in _SCHEMA_VALUES:
+        if isinstance(node.get(key), dict):
+            found.append((key, node[key]))
+    return found
+
+
+def _strict_problem(node: dict[str, Any], path: str = "parameters") -> str | None:
+    """Why this schema cannot be sent in strict mode, or None if it can."""
+    if not node:
+        return f"{path} has no type (annotate it)"
+    if node.get("type") == "object" or "properties" in node:
+        if isinstance(node.get("additionalProperties"), dict):
+            return f"{path} is an open mapping (strict mode needs fixed keys)"
+        missing = set(node.get("properties", {})) - set(node.get("required", ()))
+        if missing:
+            return (
+                f"{path} has optional keys {sorted(missing)} (strict mode needs every key required)"
+            )
+    for where, sub in _subschemas(node):
+        problem = _strict_problem(sub, f"{path}.{where}")
+        if problem is not None:
+            return problem
+    return None
+
+
+def _close_objects(node: dict[str, Any]) -> dict[str, Any]:
+    """A copy with ``additionalProperties: false`` on every object (strict mode needs it)."""
+    node = dict(node)
+    if node.get("type") == "object" and "additionalProperties" not in node:
+        node["additionalProperties"] = False
+    for key in _SCHEMA_MAPS:
+        if isinstance(node.get(key), dict):
+            node[key] = {k: _close_objects(v) for k, v in node[key].items()}
+    for key in _SCHEMA_LISTS:
+        if isinstance(node.get(key), list):
+            node[key] = [_close_objects(v) for v in node[key]]
+    for key in _SCHEMA_VALUES:
+        if isinstance(node.get(key), dict):
+            node[key] = _close_objects(node[key])
+    return node
+
+
+def _describe(
+    fn: Callable[..., Any], name: str | None, description: str | None, strict: bool | None
+) -> dict[str, Any]:
+    if not callable(fn):
+        raise TypeError(f"a tool must be a function, got {fn!r}")
+    tool_name = name if name is not None else getattr(fn, "__name__", None)
+    if not isinstance(tool_name, str) or not _NAME.match(tool_name):
+        raise ValueError(
+            f"a tool name must be 1-64 letters, digits, '_' or '-', got {tool_name!r}"
+            + ("" if name is not None else f" for {fn!r}: pass name=")
+        )
+    try:
+        signature = inspect.signature(fn, eval_str=True)
+    except (NameError, SyntaxError) as exc:
+        raise TypeError(f"cannot resolve the annotations of tool {tool_name!r}: {exc}") from exc
+    summary, docs = _parse_docstring(inspect.getdoc(fn))
+    fields: dict[str, Any] = {}
+    positional: list[str] = []
+    context: str | None = None
+    for param in signature.parameters.values():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            raise TypeError(
+                f"tool {tool_name!r} cannot take *{param.name} or **{param.name}: "
+                "the model calls it with named arguments"
+            )
+        if param.annotation is AgentContext:
+            context = param.name
+            continue
+        annotation = Any if param.annotation is param.empty else param.annotation
+        field: dict[str, Any] = {}
+        if param.name in docs:
+            field["description"] = docs[param.name]
+        if param.default is not param.empty:
+            field["default"] = param.default
+        annotation = _annotated(annotation, field)
+        fields[param.name] = annotation if param.default is param.empty else NotRequired[annotation]
+        if param.kind is param.POSITIONAL_ONLY:
+            positional.append(param.name)
+    arguments = TypedDict(tool_name, fields)  # type: ignore[misc]  # pyright: ignore[reportArgumentType]
+    arguments = pydantic.with_config(pydantic.ConfigDict(extra="forbid"))(arguments)
+    try:
+        adapter = pydantic.TypeAdapter[dict[str, Any]](arguments)  # pyright: ignore[reportArgumentType]
+        schema = adapter.json_schema()
+    except pydantic.PydanticUserError as exc:
+        raise TypeError(f"cannot derive a JSON schema for tool {tool_name!r}: {exc}") from exc
+    problem = _strict_problem(schema)
+    if strict and problem is not None:
+        raise ValueError(f"tool {tool_name!r} cannot be strict: {problem}")
+    use_strict = problem is None if strict is None else strict
+    return {
+        "name": tool_name,
+        "description": summary if description is None else description,
+        "parameters": _close_objects(schema) if use_strict else schema,
+        "strict": use_strict,
+        "adapter": adapter,
+        "context": context,
+        "positional": tuple(positional),
+    }
+
+
+@overload
+def tool(
+    fn: Callable[P, R],
+    /,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    strict: bool | None = None,
+) -> Tool[P, R]: ...
+@overload
+def tool(
+    fn: None = None,
+    /,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    strict: bool | None = None,
+) -> Callable[[Callable[P, R]], Tool[P, R]]: ...
+def tool(
+    fn: Callable[P, R] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    strict: bool | None = None,
+) -> Tool[P, R] | Callable[[Callable[P, R]], Tool[P, R]]:
+    """Describe a function once, for the model: name, description, and parameters' JSON schema.
+
+    The schema is derived from the signature by pydantic: annotations give the types
+    (``Annotated[int, pydantic.Field(ge=0)]``, pydantic models, ``Literal``... all work),
+    defaults make a parameter optional, and the docstring's ``Args:`` entries describe
+    the parameters. The model's arguments are validated against the same types before
+    the call; an invalid call is a tool error. A parameter annotated
+    [`AgentContext`][tether.AgentContext] is filled in by the agent and left out of the
+    schema. Async functions are awaited; sync ones run in a worker thread.
+
+    Args:
+        fn: The function (async or sync). Leave it out to use ``tool`` as a decorator
+            with options: ``@tether.tool(name="lookup")``.
+        name: The name the model calls it by (default: the function's ``__name__``).
+        description: What the tool does, for the model (default: the docstring's summary,
+            the text before ``Args:``).
+        strict: Have the API enforce the schema (strict mode). ``None`` (default): strict
+            whenever the schema allows it, i.e. every parameter is typed and has no default
+            (use ``x: int | None`` for an optional value in strict mode).
+
+    Returns:
+        A [`Tool`][tether.Tool], still callable like the function.
+
+    Raises:
+        TypeError: *fn* is not callable, takes ``*args``/``**kwargs``, or has annotations
+            that cannot be resolved.
+        ValueError: The name is not a valid API function name, or ``strict=True`` with a
+            schema strict mode cannot express.
+
+    Example:
+        ```python
+        @tether.tool
+        async def get_weather(city: str, units: Literal["C", "F"] = "C") -> str:
+            \"\"\"The current weather in a city.
+
+            Args:
+                city: The city, e.g. "Paris".
+                units: Celsius or Fahrenheit.
+            \"\"\"
+            return f"18{units}, cloudy"
+
+        lookup = tether.tool(db.lookup, name="lookup_order", description="Find an order.")
+        ```
+
+    Added in version 0.1.
+    """
+
+    def make(function: Callable[P, R]) -> Tool[P, R]:
+        if isinstance(function, Tool):
+            described = cast("Tool[P, R]", function)
+            if name is description is strict is None:
+                return described
+            function = described.fn
+        return Tool(function, **_describe(function, name, description, strict))
+
+    if fn is None:
+        return make
+    return make(fn)
