@@ -14,6 +14,7 @@ from ._agent import AgentResult as AgentResult
 from ._agent import AgentTurn as AgentTurn
 from ._agent import StopReason as StopReason
 from ._agent import run_agent as run_agent
+from ._errors import AttemptRejected as AttemptRejected
 from ._errors import DeadlineExceeded as DeadlineExceeded
 from ._errors import RaceFailed as RaceFailed
 from ._errors import ResponseNotCompleted as ResponseNotCompleted
@@ -22,16 +23,29 @@ from ._errors import TetherError as TetherError
 from ._guard import GuardedStream as GuardedStream
 from ._guard import guarded_stream as guarded_stream
 from ._guard import resume as resume
+from ._hedge import Adaptive as Adaptive
+from ._hedge import HedgeBudget as HedgeBudget
+from ._hedge import Trigger as Trigger
+from ._hedge import adaptive as adaptive
 from ._journal import Journal as Journal
 from ._journal import JournalEntry as JournalEntry
 from ._journal import ReapReport as ReapReport
 from ._journal import SqliteJournal as SqliteJournal
 from ._journal import default_journal_path as default_journal_path
 from ._journal import reap as reap
+from ._outcome import Attempt as Attempt
+from ._outcome import AttemptState as AttemptState
 from ._outcome import CancelReceipt as CancelReceipt
 from ._outcome import DetachedResponse as DetachedResponse
 from ._outcome import EndReason as EndReason
 from ._outcome import Outcome as Outcome
+from ._outcome import RaceResult as RaceResult
+from ._race import WinCondition as WinCondition
+from ._race import first_completed as first_completed
+from ._race import first_token as first_token
+from ._race import race as race
+from ._race_stream import RaceStream as RaceStream
+from ._race_stream import race_stream as race_stream
 from ._scope import Scope as Scope
 from ._scope import open_scope as open_scope
 from ._tools import AgentContext as AgentContext
@@ -40,18 +54,25 @@ from ._tools import ToolCall as ToolCall
 from ._tools import tool as tool
 
 __all__ = [
+    "Adaptive",
     "AgentContext",
     "AgentResult",
     "AgentTurn",
+    "Attempt",
+    "AttemptRejected",
+    "AttemptState",
     "CancelReceipt",
     "DeadlineExceeded",
     "DetachedResponse",
     "EndReason",
     "GuardedStream",
+    "HedgeBudget",
     "Journal",
     "JournalEntry",
     "Outcome",
     "RaceFailed",
+    "RaceResult",
+    "RaceStream",
     "ReapReport",
     "ResponseNotCompleted",
     "Scope",
@@ -61,9 +82,16 @@ __all__ = [
     "TetherError",
     "Tool",
     "ToolCall",
+    "Trigger",
+    "WinCondition",
+    "adaptive",
     "default_journal_path",
+    "first_completed",
+    "first_token",
     "guarded_stream",
     "open_scope",
+    "race",
+    "race_stream",
     "reap",
     "resume",
     "run_agent",

@@ -6,6 +6,7 @@ The hierarchy::
     ├── StallError (TetherError, TimeoutError)       a stream went silent for too long
     ├── DeadlineExceeded (TetherError, TimeoutError)  a scope's deadline ran out
     ├── ResponseNotCompleted (TetherError)            get_final_response() on a response that did not complete
+    ├── AttemptRejected (TetherError)                 a race's win predicate refused a completed response
     └── RaceFailed (TetherError, ExceptionGroup)      every attempt of a race failed
 
 tether never raises its own exception instead of yours: when the body of a guarded stream
@@ -29,7 +30,14 @@ if TYPE_CHECKING:
 
     from ._outcome import Outcome
 
-__all__ = ["DeadlineExceeded", "RaceFailed", "ResponseNotCompleted", "StallError", "TetherError"]
+__all__ = [
+    "AttemptRejected",
+    "DeadlineExceeded",
+    "RaceFailed",
+    "ResponseNotCompleted",
+    "StallError",
+    "TetherError",
+]
 
 StallKind = Literal["first_event", "first_token", "idle"]
 
@@ -160,3 +168,18 @@ class RaceFailed(ExceptionGroup[Exception], TetherError):  # pyright: ignore[rep
 
     def __reduce__(self) -> Any:  # pragma: no cover - pickling support
         return (RaceFailed, (self.message, list(self.exceptions), self.outcomes))
+
+
+class AttemptRejected(TetherError):
+    """An attempt completed, but its response did not satisfy the race's win predicate.
+
+    Example:
+        ```python
+        except tether.RaceFailed as failed:
+            rejected = [e for e in failed.exceptions if isinstance(e, AttemptRejected)]
+        ```
+    """
+
+    def __init__(self, response: Response, condition: str) -> None:
+        self.response = response
+        super().__init__(f"response {response.id} completed but {condition} rejected it")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import uuid
 from collections import deque
-from typing import TYPE_CHECKING, Any, final
+from typing import TYPE_CHECKING, Any, Protocol, final
 
 import anyio
 import openai
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from openai import AsyncOpenAI
     from openai.types.responses import Response, ResponseStreamEvent
 
-__all__ = ["GuardedStream", "guarded_stream", "resume"]
+__all__ = ["GuardedStream", "TextDeltas", "guarded_stream", "resume"]
 
 _LIFECYCLE = frozenset(
     {
@@ -375,7 +375,7 @@ class GuardedStream:
                 print(text, end="", flush=True)
             ```
         """
-        return _TextDeltas(self)
+        return TextDeltas(self)
 
     async def get_final_response(self) -> Response:
         """Read the stream to its end and return the final ``Response``.
@@ -571,14 +571,18 @@ class GuardedStream:
             add_note(f"tether: while stopping response {self._response_id}: {error}")
 
 
-@final
-class _TextDeltas:
-    """``stream.text_deltas()``: an iterator, not an async generator (nothing to finalise)."""
+class _Events(Protocol):
+    async def __anext__(self) -> ResponseStreamEvent: ...
 
-    def __init__(self, stream: GuardedStream) -> None:
+
+@final
+class TextDeltas:
+    """``text_deltas()`` of a stream: an iterator, not an async generator (nothing to finalise)."""
+
+    def __init__(self, stream: _Events) -> None:
         self._stream = stream
 
-    def __aiter__(self) -> _TextDeltas:
+    def __aiter__(self) -> TextDeltas:
         return self
 
     async def __anext__(self) -> str:

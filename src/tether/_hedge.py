@@ -340,9 +340,10 @@ async def launch_staggered(
     ``delay(k)`` is the stagger after attempt *k* (``None``: start the next one at once).
     Attempt *k + 1* starts when attempt *k* has failed (``trigger="failure"``), or when
     ``delay(k)`` seconds have passed since *k* started and no attempt is streaming
-    (``"silence"``, only if ``allow_hedge()`` grants it; when it refuses, only a failure of
-    *k* starts the next one). While some attempt is streaming no hedge starts: the classic
-    hedge backs up a silent request, not a slow one, and waits for a failure instead.
+    (``"silence"``, only if ``allow_hedge()`` grants it; when it refuses, it is asked again
+    after each further ``delay(k)`` of silence). While some attempt is streaming no hedge
+    starts: the classic hedge backs up a silent request, not a slow one, and waits for a
+    failure instead.
     Cancel the enclosing scope to stop launching (the race was decided).
     """
     trigger: Trigger = "primary"
@@ -364,5 +365,7 @@ async def launch_staggered(
                 if allow_hedge():
                     trigger = "silence"
                     break
-                deadline = math.inf  # out of budget: only a failure starts the next attempt
+                # Out of budget: ask again after another stagger (tokens come with other
+                # races), so what budget there is goes to the attempts that stay silent longest.
+                deadline = now + wait if wait > 0 else math.inf
             await signals.changed(math.inf if signals.streaming else deadline - now)

@@ -1,0 +1,283 @@
+"""Hedging: the staggered launcher (virtual time), the P² sketch, the budget, adaptive races."""
+
+from __future__ import annotations
+
+import math
+import random
+import statistics
+from typing import TYPE_CHECKING
+
+import anyio
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tether import first_token, race
+from tether._hedge import HedgeBudget, P2Quantile, Signals, Trigger, adaptive, launch_staggered
+from tether.testing import Faults, Model
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import openai
+
+    from tether.testing import ResponsesEmulator
+
+
+# ----------------------------------------------------- the launcher, in virtual time
+
+Started = list[tuple[int, Trigger, float]]
+
+
+async def launch(
+    count: int,
+    signals: Signals,
+    delay: float | None,
+    script: Callable[[Signals], object] | None = None,
+    allow_hedge: Callable[[], bool] = lambda: True,
+) -> Started:
+    """Run the launcher with fake attempts; *script* drives the signals meanwhile."""
+    started: Started = []
+
+    def start(index: int, trigger: Trigger) -> None:
+        started.append((index, trigger, anyio.current_time()))
+
+    async with anyio.create_task_group() as tg:
+        if script is not None:
+            tg.start_soon(script, signals)  # type: ignore[arg-type]
+        await launch_staggered(count, start, signals, lambda _: delay, allow_hedge)
+        tg.cancel_scope.cancel()
+    return started
+
+
+@pytest.mark.virtual_time
+async def test_hedge_starts_the_next_attempt_after_each_silent_stagger() -> None:
+    started = await launch(3, Signals(3), delay=1.5)
+    assert started == [(0, "primary", 0.0), (1, "silence", 1.5), (2, "silence", 3.0)]
+
+
+@pytest.mark.virtual_time
+async def test_no_stagger_starts_every_attempt_at_once() -> None:
+    started = await launch(3, Signals(3), delay=None)
+    assert started == [(0, "primary", 0.0), (1, "parallel", 0.0), (2, "parallel", 0.0)]
+
+
+@pytest.mark.virtual_time
+async def test_failure_starts_the_next_attempt_at_once() -> None:
+    async def script(signals: Signals) -> None:
+        await anyio.sleep(0.25)
+        signals.ended(0, failed=True)
+
+    started = await launch(2, Signals(2), delay=10.0, script=script)
+    assert started == [(0, "primary", 0.0), (1, "failure", 0.25)]
+
+
+@pytest.mark.virtual_time
+async def test_streaming_attempt_holds_back_hedges_until_it_fails() -> None:
+    async def script(signals: Signals) -> None:
+        await anyio.sleep(0.5)
+        signals.first_token(0)
+        await anyio.sleep(4.5)
+        signals.ended(0, failed=True)
+
+    started = await launch(2, Signals(2), delay=1.0, script=script)
+    assert started == [(0, "primary", 0.0), (1, "failure", 5.0)]
+
+
+@pytest.mark.virtual_time
+async def test_hedge_waits_for_a_streamer_to_stop_before_hedging_a_silent_attempt() -> None:
+    """Attempt 1 is silent past its stagger while 0 streams: 2 starts when 0 stops streaming."""
+
+    async def script(signals: Signals) -> None:
+        await anyio.sleep(1.2)
+        signals.first_token(0)  # 0 was silent (1 started at 1.0), now it streams
+        await anyio.sleep(2.0)
+        signals.ended(0, failed=True)
+
+    started = await launch(3, Signals(3), delay=1.0, script=script)
+    assert started == [(0, "primary", 0.0), (1, "silence", 1.0), (2, "silence", 3.2)]
+
+
+@pytest.mark.virtual_time
+async def test_refused_hedge_is_asked_again_after_each_stagger() -> None:
+    answers = iter([False, False, True])
+    asked: list[float] = []
+
+    def allow_hedge() -> bool:
+        asked.append(anyio.current_time())
+        return next(answers)
+
+    started = await launch(2, Signals(2), delay=1.0, allow_hedge=allow_hedge)
+    assert asked == [1.0, 2.0, 3.0]
+    assert started == [(0, "primary", 0.0), (1, "silence", 3.0)]
+
+
+@pytest.mark.virtual_time
+async def test_refused_hedge_still_starts_the_next_attempt_on_failure() -> None:
+    async def script(signals: Signals) -> None:
+        await anyio.sleep(7.5)
+        signals.ended(0, failed=True)
+
+    started = await launch(2, Signals(2), delay=1.0, script=script, allow_hedge=lambda: False)
+    assert started == [(0, "primary", 0.0), (1, "failure", 7.5)]
+
+
+# ----------------------------------------------------------------- the P² sketch
+
+
+def sample(distribution: str, rng: random.Random) -> float:
+    if distribution == "lognormal":
+        return rng.lognormvariate(math.log(0.05), 1.0)
+    if distribution == "exponential":
+        return rng.expovariate(10.0)
+    return rng.uniform(0.0, 1.0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    size=st.integers(300, 3000),
+    quantile=st.sampled_from([0.5, 0.9, 0.95]),
+    distribution=st.sampled_from(["lognormal", "exponential", "uniform"]),
+)
+def test_p2_estimate_lies_between_the_exact_neighbouring_quantiles(
+    seed: int, size: int, quantile: float, distribution: str
+) -> None:
+    """Within ``2 / sqrt(n)`` in rank of ``statistics.quantiles`` (its sampling noise is 0.3/sqrt(n))."""
+    rng = random.Random(seed)
+    data = [sample(distribution, rng) for _ in range(size)]
+    sketch = P2Quantile(quantile)
+    for x in data:
+        sketch.add(x)
+    tolerance = 2 / math.sqrt(size)
+    cuts = statistics.quantiles(data, n=1000, method="inclusive")  # cuts[i]: quantile (i+1)/1000
+    low = cuts[max(0, round((quantile - tolerance) * 1000) - 1)]
+    high = cuts[min(998, round((quantile + tolerance) * 1000) - 1)]
+    assert low <= sketch.value <= high
+
+
+def test_p2_estimate_converges_as_observations_accumulate() -> None:
+    rng = random.Random(7)
+    data = [rng.lognormvariate(math.log(0.05), 1.0) for _ in range(50_000)]
+    sketch = P2Quantile(0.9)
+    for x in data:
+        sketch.add(x)
+    exact = statistics.quantiles(data, n=10)[8]
+    assert sketch.value == pytest.approx(exact, rel=0.02)
+
+
+@given(st.lists(st.floats(0, 10), min_size=1, max_size=4))
+def test_p2_is_exact_before_five_observations(data: list[float]) -> None:
+    sketch = P2Quantile(0.5)
+    for x in data:
+        sketch.add(x)
+    assert sketch.value == pytest.approx(statistics.median(data))
+
+
+def test_p2_refuses_a_quantile_out_of_range() -> None:
+    with pytest.raises(ValueError, match=r"quantile.*1\.5"):
+        P2Quantile(1.5)
+
+
+# ------------------------------------------------------------------- the budget
+
+
+@given(
+    ratio=st.sampled_from([0.0, 0.01, 0.05, 0.1, 0.5]),
+    ops=st.lists(st.booleans(), max_size=500),
+)
+def test_budget_caps_hedges_at_the_ratio_of_primaries(ratio: float, ops: list[bool]) -> None:
+    """Whatever the mix of primaries (True) and hedge requests (False), hedges <= ratio x primaries."""
+    budget = HedgeBudget(ratio)
+    for is_primary in ops:
+        if is_primary:
+            budget.on_primary()
+        else:
+            budget.try_spend()
+        assert budget.hedges <= ratio * budget.primaries + 1e-9
+
+
+def test_budget_grants_one_hedge_per_twenty_primaries_at_five_percent() -> None:
+    budget = HedgeBudget(0.05)
+    granted = 0
+    for _ in range(200):
+        budget.on_primary()
+        granted += budget.try_spend()
+    assert granted == 10
+
+
+def test_budget_saves_at_most_max_tokens() -> None:
+    budget = HedgeBudget(0.5, max_tokens=3)
+    for _ in range(100):
+        budget.on_primary()
+    assert sum(budget.try_spend() for _ in range(10)) == 3
+
+
+# -------------------------------------------------------------------- adaptive
+
+
+def test_adaptive_uses_its_initial_stagger_until_enough_samples() -> None:
+    stagger = adaptive(quantile=0.9, min_samples=20, initial=2.0)
+    rng = random.Random(3)
+    for _ in range(19):
+        stagger.observe("m", rng.uniform(0.0, 0.1))
+    assert stagger.stagger_for("m") == 2.0
+    assert stagger.stagger_for("other") == 2.0
+    for _ in range(500):
+        stagger.observe("m", rng.uniform(0.0, 0.1))
+    assert stagger.stagger_for("m") == pytest.approx(0.09, abs=0.01)
+    assert stagger.samples("m") == 519
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "shown"),
+    [
+        ({"quantile": 1.0}, ValueError, "quantile"),
+        ({"quantile": "p90"}, TypeError, "quantile"),
+        ({"budget": -0.1}, ValueError, "budget"),
+        ({"min_samples": 2}, ValueError, "min_samples"),
+        ({"initial": -1}, ValueError, "initial"),
+    ],
+)
+def test_adaptive_refuses_bad_arguments(
+    kwargs: dict[str, object], error: type[Exception], shown: str
+) -> None:
+    with pytest.raises(error, match=shown):
+        adaptive(**kwargs)  # type: ignore[arg-type]
+
+
+async def test_adaptive_race_learns_each_models_time_to_first_token(
+    emulator: ResponsesEmulator, client: openai.AsyncOpenAI
+) -> None:
+    stagger = adaptive()
+    for _ in range(3):
+        await race(client, [{"model": "fast", "input": "hi"}] * 2, win=first_token, stagger=stagger)
+    assert stagger.samples("fast") == 3
+    assert stagger.throttle.primaries == 3
+    assert stagger.throttle.hedges == 0
+
+
+async def test_adaptive_race_out_of_budget_sends_no_hedge(
+    emulator: ResponsesEmulator, client: openai.AsyncOpenAI
+) -> None:
+    emulator.models["thinks"] = Model(ttft=0.2, tokens_per_s=5000.0, length=5)
+    stagger = adaptive(budget=0.0, initial=0.0)
+    result = await race(client, [{"model": "thinks", "input": "hi"}] * 2, stagger=stagger)
+    assert result.winner.index == 0
+    assert result.hedges == 0
+    assert emulator.ledger.requests == 1
+    assert stagger.throttle.refused == 1
+
+
+async def test_adaptive_race_out_of_budget_still_replaces_a_failed_attempt(
+    emulator: ResponsesEmulator, client: openai.AsyncOpenAI
+) -> None:
+    emulator.models["broken"] = Model(ttft=0.0, faults=Faults(fail_before_stream=(500,)))
+    stagger = adaptive(budget=0.0)
+    result = await race(
+        client.with_options(max_retries=0),
+        [{"model": "broken", "input": "hi"}, {"model": "fast", "input": "hi"}],
+        stagger=stagger,
+    )
+    assert result.winner.index == 1
+    assert result.winner.trigger == "failure"
