@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 
+from . import sync as sync
 from ._agent import AgentResult as AgentResult
 from ._agent import AgentTurn as AgentTurn
 from ._agent import StopReason as StopReason

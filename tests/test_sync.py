@@ -1,0 +1,757 @@
+"""tether.sync: the guarded stream for ``openai.OpenAI``, against the emulator's ledger.
+
+The first part ports the behaviours of openai-python PR #2916's tests (``response_id``,
+``cancel()``, the close guaranteed, a pool of one connection); the rest covers what the
+sync facade adds: early exits, Ctrl-C, deadlines, threads. Tests synchronise on the ledger
+(``wait_for_sync``) and on events, never on sleeps.
+"""
+
+from __future__ import annotations
+
+import _thread
+import contextlib
+import inspect
+import signal
+import sys
+import threading
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import httpx2
+import openai
+import pytest
+
+import tether
+import tether.sync
+from tether import first_token
+from tether._sync_client import async_twin
+from tether._sync_portal import PORTAL_THREAD_NAME
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    from tether.testing import ResponsesEmulator
+    from tether.testing._ledger import ResponseRecord
+
+WATCHDOG = 10.0
+"""Seconds a "does not hang" scenario may take before the test calls it a hang."""
+
+
+class Boom(Exception):
+    """The user's own exception."""
+
+
+@pytest.fixture
+def client(emulator: ResponsesEmulator) -> Iterator[openai.OpenAI]:
+    with emulator.client() as sync_client:
+        yield sync_client
+
+
+def read_deltas(stream: tether.sync.GuardedStream, n: int) -> None:
+    """Read until *n* output deltas arrived."""
+    seen = 0
+    for event in stream:
+        if event.type == "response.output_text.delta":
+            seen += 1
+            if seen >= n:
+                return
+
+
+def settled(emulator: ResponsesEmulator, response_id: str | None) -> ResponseRecord:
+    """Wait until the emulator stopped generating *response_id*, and return its record."""
+    assert response_id is not None
+    emulator.wait_for_sync(lambda ledger: not ledger[response_id].generating)
+    return emulator.ledger[response_id]
+
+
+def portal_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == PORTAL_THREAD_NAME]
+
+
+def in_thread(target: Callable[[], object]) -> threading.Thread:
+    """Start *target* in a thread (joined by the test: nothing here is detached)."""
+    thread = threading.Thread(target=target)
+    thread.start()
+    return thread
+
+
+def once_generating(emulator: ResponsesEmulator, tokens: int = 2) -> Callable[[Any], bool]:
+    """A ledger predicate: the first response has generated *tokens* tokens."""
+    return lambda ledger: bool(ledger.responses) and ledger.responses[0].tokens_generated >= tokens
+
+
+# ------------------------------------------------------- PR #2916: response_id
+
+
+def test_response_id_is_none_before_entering_and_known_inside(client: openai.OpenAI) -> None:
+    """The sync open waits for response.created: inside the block the id is always known."""
+    guarded = tether.sync.guarded_stream(client, model="fast", input="hi")
+    assert guarded.response_id is None
+    with guarded as stream:
+        assert stream.response_id is not None
+        assert stream.response_id.startswith("resp_")
+        first = next(stream)
+        assert first.type == "response.created"
+        assert first.response.id == stream.response_id
+        stream.get_final_response()
+
+
+# ------------------------------------------------------------ PR #2916: cancel()
+
+
+def test_cancel_calls_the_endpoint_with_the_response_id(
+    emulator: ResponsesEmulator, client: openai.OpenAI
+) -> None:
+    with tether.sync.guarded_stream(client, model="slow", input="hi") as stream:
+        read_deltas(stream, 1)
+        receipt = stream.cancel()
+    assert receipt.response_id == stream.response_id
+    assert receipt.kind == "server"
+    assert receipt.status == "cancelled"
+    assert emulator.ledger[stream.response_id].cancel_calls == 1
+    assert stream.outcome.reason == "explicit"
+
+
+def test_stream_is_closed_after_cancel(emulator: ResponsesEmulator, client: openai.OpenAI) -> None:
+    with tether.sync.guarded_stream(client, model="slow", input="hi") as stream:
+        read_deltas(stream, 1)
+        stream.cancel()
+        response_id = stream.response_id
+        assert response_id is not None
+        emulator.wait_for_sync(lambda ledger: ledger[response_id].listeners == 0)
+    assert emulator.ledger[response_id].status == "cancelled"
+
+
+def test_iteration_ends_after_cancel(client: openai.OpenAI) -> None:
+    with tether.sync.guarded_stream(client, model="slow", input="hi") as stream:
+        read_deltas(stream, 1)
+        stream.cancel()
+        assert list(stream) == []
+
+
+def test_stream_is_closed_even_when_the_cancel_hangs(
+    emulator: ResponsesEmulator, client: openai.OpenAI
+) -> None:
+    with tether.sync.guarded_stream(client, model="hanging-cancel", input="hi", grace=0.2) as s:
+        read_deltas(s, 1)
+        receipt = s.cancel()
+        response_id = s.response_id
+        assert response_id is not None
+        emulator.wait_for_sync(lambda ledger: ledger[response_id].listeners == 0)
+    assert receipt.status is None
+    assert receipt.error is not None
+    assert "grace" in receipt.error
+    assert s.outcome.cleanup_error is not None
+
+
+def test_failing_cancel_is_retried_then_confirmed(
+    emulator: ResponsesEmulator, client: openai.OpenAI
+) -> None:
+    with tether.sync.guarded_stream(client, model="flaky-cancel", input="hi") as stream:
+        read_deltas(stream, 1)
+        receipt = stream.cancel()
+    assert receipt.status == "cancelled"
+    assert receipt.attempts == 3
+    assert emulator.ledger[stream.response_id].cancel_statuses == [500, 500, 200]
+
+
+def test_cancel_twice_returns_the_same_receipt(
+    emulator: ResponsesEmulator, client: openai.OpenAI
+) -> None:
+    with tether.sync.guarded_stream(client, model="slow", input="hi") as stream:
+        first = stream.cancel()
+        second = stream.cancel()
+    assert first is second
+    assert stream.cancel() is first  # after the block too
+    assert emulator.ledger[stream.response_id].cancel_calls == 1
+
+
+def test_cancel_after_completion_sends_nothing(
+    emulator: ResponsesEmulator, client: openai.OpenAI
+) -> None:
+    with tether.sync.guarded_stream(client, model="fast", input="hi") as stream:
+        stream.get_final_response()
+        receipt = stream.cancel()
+    assert receipt.kind == "none"
+    assert receipt.status == "completed"
+    assert emulator.ledger[stream.response_id].cancel_calls == 0
+
+
+def test_cancel_before_entering_is_refused(client: openai.OpenAI) -> None:
+    guarded = tether.sync.guarded_stream(client, model="fast", input="hi")
+    with pytest.raises(RuntimeError, match="inside `with`"):
+        guarded.cancel()
+
+
+def test_pool_of_one_connection_does_not_deadlock(
+    emulator: ResponsesEmulator,
+) -> None:
+    """The mirrored async client keeps max_connections=1; the stream is closed before the cancel."""
+    paths: list[str] = []
+    http = httpx2.Client(
+        limits=httpx2.Limits(max_connections=1),
+        event_hooks={"request": [lambda request: paths.append(request.url.path)]},
+    )
+    outcomes: list[tether.Outcome] = []
+
+    def scenario() -> None:
+        with emulator.client(http_client=http) as client:
+            with tether.sync.guarded_stream(client, model="slow", input="hi") as stream:
+                read_deltas(stream, 1)
+            outcomes.append(stream.outcome)
+
+    watchdog = in_thread(scenario)
+    watchdog.join(WATCHDOG)
+    assert not watchdog.is_alive(), "deadlocked on a pool of one connection"
+    (outcome,) = outcomes
+    assert outcome.receipt is not None
+    assert outcome.receipt.status == "cancelled"
+    assert paths == ["/v1/responses", f"/v1/responses/{outcome.response_id}/cancel"]
+
+
+# ------------------------------------------------------------------ finishing
+
+
+def test_completed_stream_is_never_cancelled(
+    emulator: ResponsesEmulator, client: openai.OpenAI
+) -> None:
+    with tether.sync.guarded_stream(client, model="fast", input="hi") as stream:
+        for _ in stream:
+            pass
+    assert stream.outcome.reason == "completed"
+    assert stream.outcome.receipt is None
+    assert emulator.ledger[stream.response_id].cancel_calls == 0
+
+
+def test_text_deltas_spell_the_final_text(client: openai.OpenAI) -> None:
+    with tether.sync.guarded_stream(client, model="fast", input="hi") as stream:
+        text = "".join(stream.text_deltas())
+        response = stream.get_final_response()
+    assert text == response.output_text
+    assert response.status == "completed"
+
+
+def test_outcome_is_refused_until_the_block_exits(client: openai.OpenAI) -> None:
+    with tether.sync.guarded_stream(client, model="fast", input="hi") as stream:
+        with pytest.raises(RuntimeError, match="exited"):
+            _ = stream.outcome
+        stream.get_final_response()
+    assert stream.outcome.reason == "completed"
+
+
+# ---------------------------------------------------------------- early exits
+
+
+def test_break_cancels_the_response_on_the_server(
+    emulator: ResponsesEmulator, client: openai.OpenAI
+) -> None:
+    with tether.sync.guarded_stream(client, model="slow", input="hi") as stream:
+        read_deltas(stream, 3)
+    assert settled(emulator, stream.response_id).status == "cancelled"
+    assert stream.outcome.reason == "break"
+    assert emulator.ledger.orphans() == []
+
+
+def test_exception_in_the_body_propagates_unchanged_and_cancels(
+    emulator: ResponsesEmulator, client: openai.OpenAI
+) -> None:
+    boom = Boom("mine")
+    with pytest.raises(Boom) as caught:
+        with tether.sync.guarded_stream(client, model="slow", input="hi") as stream:
+            read_deltas(stream, 1)
+            raise boom
+    assert caught.value is boom
+    assert stream.outcome.reason == "exception"
+    assert settled(emulator, stream.response_id).status == "cancelled"
+
+
+def press_ctrl_c_with_interrupt_main() -> None:
+    _thread.interrupt_main()
+
+
+def press_ctrl_c_with_a_real_signal() -> None:
+    main = threading.main_thread().ident
+    assert main is not None
+    signal.pthread_kill(main, signal.SIGINT)
+
+
+@pytest.mark.parametrize(
+    "press_ctrl_c",
+    [
+        press_ctrl_c_with_interrupt_main,
+        pytest.param(
+            press_ctrl_c_with_a_real_signal,
+            marks=pytest.mark.skipif(sys.platform == "win32", reason="no pthread_kill"),
+        ),
+    ],
+)
+def test_ctrl_c_during_iteration_cancels_and_propagates(
+    emulator: ResponsesEmulator, client: openai.OpenAI, press_ctrl_c: Callable[[], None]
+) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("Ctrl-C is delivered to the main thread")
+
+    def user() -> None:
+        emulator.wait_for_sync(once_generating(emulator))
+        press_ctrl_c()
+
+    with pytest.raises(KeyboardInterrupt):
+        with tether.sync.guarded_stream(client, model="slow", input="hi") as stream:
+            presser = in_thread(user)
+            for _ in stream:  # the slow model streams for a minute: only Ctrl-C ends this
+                pass
+    presser.join()
+    assert stream.outcome.reason == "interrupted"
+    assert settled(emulator, stream.response_id).status == "cancelled"
+    assert portal_threads() == []
+
+
+def test_ctrl_c_while_opening_cancels_once_the_id_is_known(
+    emulator: ResponsesEmulator, client: openai.OpenAI
+) -> None:
+    """Ctrl-C before response.created: the open finishes under its shield, then cancels."""
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("Ctrl-C is delivered to the main thread")
+    delivered = threading.Event()
+
+    def on_sigint(signum: int, frame: object) -> None:
+        delivered.set()
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    body_ran = False
+    try:
+        with emulator.hold("created") as hold:
+
+            def user() -> None:
+                emulator.wait_for_sync(lambda ledger: len(ledger.responses) == 1)
+                _thread.interrupt_main()
+                delivered.wait(WATCHDOG)
+                hold.release()  # only now does the server send response.created
+
+            guarded = tether.sync.guarded_stream(client, model="slow", input="hi")
+            presser = in_thread(user)
+            with pytest.raises(KeyboardInterrupt):
+                with guarded:
+                    body_ran = True
+            presser.join()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert not body_ran
+    assert guarded.outcome.reason == "interrupted"
+    assert settled(emulator, guarded.response_id).status == "cancelled"
+    assert emulator.ledger.orphans() == []
+
+
+def test_deadline_during_iteration_raises_timeout_error_and_cancels(
+    emulator: ResponsesEmulator, client: openai.OpenAI
+) -> None:
+    with pytest.raises(tether.DeadlineExceeded) as caught:
+        with tether.sync.guarded_stream(client, model="slow", input="hi", deadline=0.3) as s:
+            for _ in s:
+                pass
+    assert isinstance(caught.value, TimeoutError)
+    assert s.outcome.reason == "deadline"
+    assert settled(emulator, s.response_id).status == "cancelled"
+
+
+def test_deadline_cancels_on_the_server_while_the_body_is_busy(
+    emulator: ResponsesEmulator, client: openai.OpenAI
+) -> None:
+    """The body runs its own blocking code: the response is cancelled at the deadline anyway."""
+    with pytest.raises(tether.DeadlineExceeded):
+        with tether.sync.guarded_stream(client, model="slow", input="hi", deadline=0.3) as s:
+            response_id = s.response_id
+            assert response_id is not None
+            emulator.wait_for_sync(lambda ledger: ledger[response_id].status == "cancelled")
+    assert s.outcome.reason == "deadline"
+
+
+def test_first_token_timeout_raises_stall_error_and_cancels(
+    emulator: ResponsesEmulator, client: openai.OpenAI
+) -> None:
+    with pytest.raises(tether.StallError) as caught:
+        with tether.sync.guarded_stream(
+            client, model="silent", input="hi", first_token_timeout=0.2
+        ) as stream:
+            for _ in stream:
+                pass
+    assert caught.value.kind == "first_token"
+    assert stream.outcome.reason == "stalled"
+    assert settled(emulator, stream.response_id).status == "cancelled"
+
+
+def test_error_event_raises_the_sdk_error(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.APIError):
+        with tether.sync.guarded_stream(client, model="nested-error", input="hi") as stream:
+            for _ in stream:
+                pass
+    assert stream.outcome.receipt is not None
+    assert stream.outcome.receipt.status == "failed"
+
+
+def test_unknown_model_error_propagates_and_leaves_nothing(
+    emulator: ResponsesEmulator, client: openai.OpenAI
+) -> None:
+    with pytest.raises(openai.BadRequestError):
+        with tether.sync.guarded_stream(client, model="no-such-model", input="hi"):
+            pass
+    assert emulator.ledger.orphans() == []
+    assert portal_threads() == []
+
+
+# -------------------------------------------------------------------- threads
+
+
+def test_cancel_from_another_thread_ends_the_iteration(
+    emulator: ResponsesEmulator, client: openai.OpenAI
+) -> None:
+    receipts: list[tether.CancelReceipt] = []
+    with tether.sync.guarded_stream(client, model="slow", input="hi") as stream:
+
+        def stop_button() -> None:
+            emulator.wait_for_sync(once_generating(emulator))
+            receipts.append(stream.cancel())
+
+        button = in_thread(stop_button)
+        for _ in stream:  # ends when the other thread cancels
+            pass
+        button.join()
+    assert receipts[0].status == "cancelled"
+    assert stream.outcome.reason == "explicit"
+    assert settled(emulator, stream.response_id).status == "cancelled"
+
+
+def test_cancel_from_another_thread_while_opening_waits_for_the_id_then_cancels(
+    emulator: ResponsesEmulator, client: openai.OpenAI
+) -> None:
+    """Whether the cancel reaches the loop before or after response.created, nothing is orphaned."""
+    guarded = tether.sync.guarded_stream(client, model="slow", input="hi")
+    receipts: list[tether.CancelReceipt] = []
+    with emulator.hold("created") as hold:
+
+        def stop_button() -> None:
+            emulator.wait_for_sync(lambda ledger: len(ledger.responses) == 1)  # no id yet
+            pressed = in_thread(lambda: receipts.append(guarded.cancel()))
+            hold.release()
+            pressed.join()
+
+        button = in_thread(stop_button)
+        with guarded as stream:
+            assert stream.response_id is not None
+            button.join()
+            assert [event.type for event in stream] in ([], ["response.created"])
+    assert receipts[0].status == "cancelled"
+    assert stream.outcome.reason == "explicit"
+    assert settled(emulator, stream.response_id).status == "cancelled"
+    assert emulator.ledger.orphans() == []
+
+
+def test_stream_works_from_a_thread_that_is_not_the_main_one(
+    emulator: ResponsesEmulator, client: openai.OpenAI
+) -> None:
+    outcomes: list[tether.Outcome] = []
+
+    def worker() -> None:
+        with tether.sync.guarded_stream(client, model="slow", input="hi") as stream:
+            read_deltas(stream, 2)
+        outcomes.append(stream.outcome)
+
+    thread = in_thread(worker)
+    thread.join(WATCHDOG)
+    assert not thread.is_alive()
+    (outcome,) = outcomes
+    assert outcome.reason == "break"
+    assert settled(emulator, outcome.response_id).status == "cancelled"
+
+
+@pytest.mark.parametrize("ending", ["completed", "break", "exception"])
+def test_no_thread_is_left_running_after_exit(client: openai.OpenAI, ending: str) -> None:
+    baseline = threading.active_count()
+    with pytest.raises(Boom) if ending == "exception" else contextlib.nullcontext():
+        with tether.sync.guarded_stream(
+            client, model="fast" if ending == "completed" else "slow", input="hi"
+        ) as stream:
+            assert len(portal_threads()) == 1
+            if ending == "completed":
+                stream.get_final_response()
+            else:
+                read_deltas(stream, 1)
+            if ending == "exception":
+                raise Boom
+    assert portal_threads() == []
+    assert threading.active_count() == baseline
+
+
+# ------------------------------------------------------------ detach, resume
+
+
+def test_detach_then_resume_continues_after_the_handle(
+    emulator: ResponsesEmulator, client: openai.OpenAI
+) -> None:
+    with tether.sync.guarded_stream(client, model="slow", input="hi") as stream:
+        read_deltas(stream, 2)
+        handle = stream.detach()
+    assert stream.outcome.reason == "detached"
+    assert emulator.ledger[handle.response_id].generating
+    assert handle.last_sequence_number is not None
+    with tether.sync.resume(client, handle) as resumed:
+        first = next(resumed)
+    assert first.sequence_number == handle.last_sequence_number + 1
+    assert resumed.outcome.reason == "break"
+    assert settled(emulator, handle.response_id).status == "cancelled"
+
+
+# ------------------------------------------------------------------ bad input
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "argument"),
+    [
+        ({"model": "fast", "input": "hi", "stream": False}, ValueError, "stream"),
+        ({"model": "fast", "input": "hi", "background": "yes"}, TypeError, "background"),
+        ({"model": "fast", "input": "hi", "grace": 0}, ValueError, "grace"),
+        ({"model": "fast", "input": "hi", "deadline": -5}, ValueError, "deadline"),
+        ({"model": "fast", "input": "hi", "deadline": "5"}, TypeError, "deadline"),
+        ({"model": "fast", "input": "hi", "idle_timeout": 0}, ValueError, "idle_timeout"),
+        ({"model": "fast", "input": "hi", "first_token_timeout": -1}, ValueError, "first_token"),
+        ({"input": "hi"}, TypeError, "model"),
+    ],
+)
+def test_bad_arguments_are_rejected_before_any_request(
+    emulator: ResponsesEmulator,
+    client: openai.OpenAI,
+    kwargs: dict[str, Any],
+    error: type[Exception],
+    argument: str,
+) -> None:
+    with pytest.raises(error, match=argument):
+        tether.sync.guarded_stream(client, **kwargs)
+    assert emulator.ledger.requests == 0
+
+
+def test_async_client_is_refused_with_a_pointer_to_tether_guarded_stream(
+    emulator: ResponsesEmulator,
+) -> None:
+    async_client = emulator.async_client()
+    with pytest.raises(TypeError, match=r"tether\.guarded_stream"):
+        tether.sync.guarded_stream(async_client, model="fast", input="hi")  # type: ignore[arg-type]
+    assert emulator.ledger.requests == 0
+    anyio.run(async_client.close)
+
+
+def test_entering_twice_is_refused(client: openai.OpenAI) -> None:
+    guarded = tether.sync.guarded_stream(client, model="fast", input="hi")
+    with guarded:
+        guarded.get_final_response()
+    with pytest.raises(RuntimeError, match="only once"):
+        guarded.__enter__()
+
+
+# --------------------------------------------------- the async twin of a client
+
+
+def test_async_twin_copies_the_client_settings(emulator: ResponsesEmulator) -> None:
+    sync_client = openai.OpenAI(
+        api_key="sk-settings",
+        organization="org-1",
+        project="proj-1",
+        base_url=emulator.base_url,
+        default_headers={"X-Trace": "t1"},
+        default_query={"tenant": "a"},
+        timeout=12.5,
+        max_retries=7,
+    )
+    twin = async_twin(sync_client)
+    assert isinstance(twin, openai.AsyncOpenAI)
+    assert (twin.api_key, twin.organization, twin.project) == ("sk-settings", "org-1", "proj-1")
+    assert twin.base_url == sync_client.base_url
+    assert (twin.timeout, twin.max_retries) == (12.5, 7)
+    assert twin.default_headers["X-Trace"] == "t1"
+    assert twin.default_query == {"tenant": "a"}
+    anyio.run(twin.close)
+    sync_client.close()
+
+
+def test_async_twin_of_azure_keeps_version_endpoint_and_deployment() -> None:
+    sync_client = openai.AzureOpenAI(
+        azure_ad_token_provider=lambda: "token",
+        api_version="2025-04-01-preview",
+        azure_endpoint="https://example.openai.azure.com",
+        azure_deployment="dep",
+    )
+    twin: Any = async_twin(sync_client)
+    assert isinstance(twin, openai.AsyncAzureOpenAI)
+    assert twin.base_url == sync_client.base_url
+    assert twin.default_query["api-version"] == "2025-04-01-preview"
+    assert twin._azure_deployment == "dep"
+    assert twin._azure_ad_token_provider is sync_client._azure_ad_token_provider
+    anyio.run(twin.close)
+    sync_client.close()
+
+
+def test_custom_transport_needs_an_async_http_client(emulator: ResponsesEmulator) -> None:
+    transport = httpx2.MockTransport(lambda request: httpx2.Response(500))
+    with emulator.client(http_client=httpx2.Client(transport=transport)) as sync_client:
+        with pytest.raises(TypeError, match="async_http_client"):
+            tether.sync.guarded_stream(sync_client, model="fast", input="hi")
+    assert emulator.ledger.requests == 0
+
+
+def test_async_http_client_carries_the_sync_credentials_and_is_closed(
+    emulator: ResponsesEmulator,
+) -> None:
+    """A callable api_key, headers and organization reach the server through the twin."""
+    seen: list[httpx2.Request] = []
+
+    async def record(request: httpx2.Request) -> None:
+        seen.append(request)
+
+    http = httpx2.AsyncClient(event_hooks={"request": [record]})
+    with emulator.client(
+        api_key=lambda: "sk-from-a-callable",
+        organization="org-1",
+        default_headers={"X-Trace": "t1"},
+    ) as sync_client:
+        with tether.sync.guarded_stream(
+            sync_client, model="fast", input="hi", async_http_client=http
+        ) as stream:
+            stream.get_final_response()
+    assert http.is_closed
+    headers = seen[0].headers
+    assert headers["authorization"] == "Bearer sk-from-a-callable"
+    assert headers["openai-organization"] == "org-1"
+    assert headers["x-trace"] == "t1"
+
+
+# ----------------------------------------------------------------------- race
+
+
+def req(model: str, **extra: Any) -> dict[str, Any]:
+    return {"model": model, "input": "hi", **extra}
+
+
+def no_orphans(emulator: ResponsesEmulator) -> None:
+    assert emulator.ledger.orphans() == []
+    assert all(not record.generating for record in emulator.ledger)
+
+
+def test_race_first_completed_wins_and_every_loser_is_cancelled_on_the_server(
+    emulator: ResponsesEmulator, client: openai.OpenAI
+) -> None:
+    result = tether.sync.race(client, [req("slow"), req("fast"), req("slow")])
+    assert result.winner.index == 1
+    assert result.winner.response is not None
+    assert result.winner.response.status == "completed"
+    assert [loser.index for loser in result.losers] == [0, 2]
+    for loser in result.losers:
+        assert loser.outcome is not None
+        assert loser.outcome.reason == "race_lost"
+        assert loser.receipt is not None
+        assert loser.receipt.status == "cancelled"
+    no_orphans(emulator)
+    assert portal_threads() == []
+
+
+def test_race_first_token_reads_the_winner_to_completion(client: openai.OpenAI) -> None:
+    result = tether.sync.race(client, [req("silent"), req("fast")], win=first_token, grace=1)
+    assert result.winner.index == 1
+    assert result.winner.response is not None
+    assert result.winner.response.status == "completed"
+
+
+def test_race_across_sync_clients_carries_each_client_over(
+    emulator: ResponsesEmulator, client: openai.OpenAI
+) -> None:
+    with emulator.client(max_retries=0) as other:
+        result = tether.sync.race(client, [req("slow"), req("fast", client=other)])
+    assert result.winner.index == 1
+    no_orphans(emulator)
+
+
+def test_race_deadline_raises_timeout_error_after_cancelling_every_attempt(
+    emulator: ResponsesEmulator, client: openai.OpenAI
+) -> None:
+    with pytest.raises(tether.DeadlineExceeded):
+        tether.sync.race(client, [req("slow"), req("slow")], deadline=0.3)
+    assert len(emulator.ledger.responses) == 2
+    assert all(record.status == "cancelled" for record in emulator.ledger)
+    no_orphans(emulator)
+
+
+def test_race_ctrl_c_cancels_every_attempt_and_propagates(
+    emulator: ResponsesEmulator, client: openai.OpenAI
+) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("Ctrl-C is delivered to the main thread")
+
+    def user() -> None:
+        emulator.wait_for_sync(
+            lambda ledger: (
+                len(ledger.responses) == 2
+                and all(record.tokens_generated >= 1 for record in ledger)
+            )
+        )
+        _thread.interrupt_main()
+
+    presser = in_thread(user)
+    with pytest.raises(KeyboardInterrupt):
+        tether.sync.race(client, [req("slow"), req("slow")])
+    presser.join()
+    assert all(record.status == "cancelled" for record in emulator.ledger)
+    no_orphans(emulator)
+    assert portal_threads() == []
+
+
+def test_race_with_every_attempt_failing_raises_race_failed(client: openai.OpenAI) -> None:
+    with pytest.raises(tether.RaceFailed) as caught:
+        tether.sync.race(client, [req("nested-error"), req("no-such-model")])
+    assert len(caught.value.exceptions) == 2
+
+
+@pytest.mark.parametrize(
+    ("requests", "kwargs", "error", "match"),
+    [
+        ([], {}, ValueError, "requests"),
+        ([req("fast")], {"stagger": -1}, ValueError, "stagger"),
+        ([req("fast")], {"deadline": 0}, ValueError, "deadline"),
+        ([req("fast")], {"max_concurrency": 0}, ValueError, "max_concurrency"),
+        ([req("fast", stream=True)], {}, ValueError, "stream"),
+        ("fast", {}, TypeError, "requests"),
+    ],
+)
+def test_race_rejects_bad_arguments_before_any_request(
+    emulator: ResponsesEmulator,
+    client: openai.OpenAI,
+    requests: Any,
+    kwargs: dict[str, Any],
+    error: type[Exception],
+    match: str,
+) -> None:
+    with pytest.raises(error, match=match):
+        tether.sync.race(client, requests, **kwargs)
+    assert emulator.ledger.requests == 0
+    assert portal_threads() == []
+
+
+def test_race_refuses_async_clients_with_a_pointer_to_tether_race(
+    emulator: ResponsesEmulator, client: openai.OpenAI
+) -> None:
+    async_client = emulator.async_client()
+    with pytest.raises(TypeError, match=r"tether\.race"):
+        tether.sync.race(async_client, [req("fast")])  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"requests\[1\]\['client'\].*tether\.race"):
+        tether.sync.race(client, [req("fast"), req("fast", client=async_client)])
+    assert emulator.ledger.requests == 0
+    anyio.run(async_client.close)
+
+
+# -------------------------------------------------------------- public names
+
+
+def test_public_names_belong_to_tether_sync_and_show_an_example() -> None:
+    assert sorted(tether.sync.__all__) == tether.sync.__all__
+    for name in tether.sync.__all__:
+        member = getattr(tether.sync, name)
+        assert member.__module__ == "tether.sync", name
+        assert "Example" in (inspect.getdoc(member) or ""), name
