@@ -1,0 +1,341 @@
+"""The ``tether`` command: watch a race live, its losers cancelled on the server.
+
+``tether demo`` races simulated models on the embedded emulator (no network, no key);
+``tether race`` races real models (or the emulator); ``tether emulator`` serves the
+emulator for your own tests. Needs the ``cli`` extra (rich): ``pip install "tether[cli]"``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import math
+import os
+import signal
+import sys
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import anyio
+import openai
+
+from ._errors import RaceFailed, TetherError
+from ._race import _prepare, _Race, _Slot, first_completed, first_token
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from anyio.abc import TaskStatus
+    from rich.console import Console
+    from rich.live import Live
+    from rich.table import Table
+
+    from ._outcome import CancelReceipt, RaceResult
+    from .testing import Model, ResponsesEmulator
+
+__all__ = ["demo_models", "main"]
+
+_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
+_STATES = {
+    "pending": "[dim]waiting[/]",
+    "queued": "[cyan]queued[/]",
+    "streaming": "[blue]streaming[/]",
+    "won": "[bold green]won[/]",
+    "lost": "[yellow]cancelled[/]",
+    "rejected": "[magenta]rejected[/]",
+    "failed": "[red]failed[/]",
+    "cancelled": "[yellow]cancelled[/]",
+    "skipped": "[dim]not sent[/]",
+}
+
+
+def demo_models() -> dict[str, Model]:
+    """Five simulated models with heavy-tailed time to first token: any of them may win.
+
+    Example:
+        ```python
+        with ResponsesEmulator(models=demo_models()) as emu:
+            ...
+        ```
+    """
+    from .testing import Lognormal, Model
+
+    return {
+        "gpt-5": Model(tokens_per_s=140.0, length=120, latency=Lognormal(median=0.3, sigma=0.9)),
+        "gpt-5-mini": Model(
+            tokens_per_s=160.0, length=100, latency=Lognormal(median=0.2, sigma=0.8)
+        ),
+        "gpt-5-nano": Model(
+            tokens_per_s=220.0, length=90, latency=Lognormal(median=0.15, sigma=1.1)
+        ),
+        "o4-mini": Model(tokens_per_s=260.0, length=80, latency=Lognormal(median=0.5, sigma=0.6)),
+        "gpt-5.4": Model(tokens_per_s=120.0, length=110, latency=Lognormal(median=0.25, sigma=1.0)),
+    }
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        """Bad arguments: one line, exit 1 (no usage dump, no traceback)."""
+        self.exit(1, f"{self.prog}: error: {message}\n")
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="tether", description="Race OpenAI responses; cancel the losers.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    demo = commands.add_parser("demo", help="race simulated models on the embedded emulator")
+    demo.add_argument("--models", type=int, default=4, choices=range(2, 6), metavar="N",
+                      help="how many models race (2-5, default 4)")  # fmt: skip
+    demo.add_argument("--seed", type=int, default=0, help="seeds the simulated latencies")
+    demo.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
+    run = commands.add_parser("race", help="race models on the API (or the emulator)")
+    run.add_argument("prompt", help="the input sent to every model")
+    run.add_argument("-m", "--model", action="append", required=True, dest="models",
+                     help="a model to race (repeat: -m gpt-5 -m gpt-5-mini)")  # fmt: skip
+    run.add_argument("--base-url", help="an OpenAI-compatible base URL")
+    run.add_argument("--stagger", type=_non_negative, help="hedge: start the next model after S s of silence")  # fmt: skip
+    run.add_argument("--win", choices=("first_completed", "first_token"), default="first_completed")
+    run.add_argument("--grace", type=float, default=5.0, help="seconds per server-side cancel")
+    run.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
+    emu = commands.add_parser("emulator", help="serve the Responses emulator until Ctrl-C")
+    emu.add_argument("--port", type=int, default=8000)
+    emu.add_argument("--host", default="127.0.0.1")
+    emu.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``tether`` command; returns the exit status.
+
+    Example:
+        ```bash
+        tether demo --models 5 --seed 3
+        tether race -m gpt-5 -m gpt-5-mini --win first_token "Explain hedging"
+        ```
+    """
+    try:
+        import rich.console
+
+        importlib.import_module("tether.testing")  # starlette, uvicorn: the embedded emulator
+    except ImportError as exc:
+        print(
+            f"tether: the command needs the cli extra ({exc.name} is missing): "
+            'pip install "tether[cli]"',
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a bad argument (1)
+        return exc.code if isinstance(exc.code, int) else 1
+    console = rich.console.Console(highlight=False)
+    try:
+        if args.command == "emulator":
+            from .testing import serve
+
+            serve(port=args.port, host=args.host, seed=args.seed)
+            return 0
+        if args.command == "demo":
+            return _demo(console, args)
+        return _race_command(console, args)
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        return _INTERRUPTED
+    except RaceFailed as failed:
+        reasons = "; ".join(_one_line(e) for e in failed.exceptions)
+        console.print(f"[red]tether: every attempt failed[/]: {reasons}", soft_wrap=True)
+        return 1
+    except (openai.OpenAIError, TetherError, OSError, ValueError, TypeError) as exc:
+        console.print(f"[red]tether: {type(exc).__name__}[/]: {_one_line(exc)}", soft_wrap=True)
+        return 1
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+# ------------------------------------------------------------------------ commands
+
+
+def _demo(console: Console, args: Any) -> int:
+    from .testing import ResponsesEmulator
+
+    models = dict(list(demo_models().items())[: args.models])
+    with ResponsesEmulator(models=models, seed=args.seed) as emu:
+        console.print(
+            f"Racing {len(models)} simulated models on the embedded Responses emulator "
+            f"({emu.base_url}): first to complete wins, the others are cancelled on the server."
+        )
+        requests = [{"model": name, "input": "Tell me about hedged requests."} for name in models]
+        result = anyio.run(_race_live, console, emu, None, requests, args, backend=args.backend)
+        if result is None:
+            return _INTERRUPTED
+        _summary(console, result, emu)
+    return 0
+
+
+def _race_command(console: Console, args: Any) -> int:
+    requests = [{"model": name, "input": args.prompt} for name in args.models]
+    if args.base_url or os.environ.get("OPENAI_API_KEY"):
+        where = args.base_url or "the OpenAI API"
+        console.print(f"Racing {len(requests)} models on {where}.")
+        return _race_on(console, None, args.base_url, requests, args)
+    from .testing import ResponsesEmulator, default_models
+
+    models = {**demo_models(), **default_models()}
+    unknown = [name for name in args.models if name not in models]
+    if unknown:
+        raise ValueError(f"unknown model {unknown[0]!r} on the emulator; known: {sorted(models)}")
+    with ResponsesEmulator(models=models) as emu:
+        console.print(f"No OPENAI_API_KEY and no --base-url: racing on the embedded emulator ({emu.base_url}).")  # fmt: skip
+        return _race_on(console, emu, emu.base_url, requests, args)
+
+
+def _race_on(
+    console: Console,
+    emu: ResponsesEmulator | None,
+    base_url: str | None,
+    requests: list[dict[str, Any]],
+    args: Any,
+) -> int:
+    result = anyio.run(_race_live, console, emu, base_url, requests, args, backend=args.backend)
+    if result is None:
+        return _INTERRUPTED
+    _summary(console, result, emu)
+    response = result.winner.response
+    if response is not None:
+        console.print(response.output_text, soft_wrap=True)
+    return 0
+
+
+async def _race_live(
+    console: Console,
+    emu: ResponsesEmulator | None,
+    base_url: str | None,
+    requests: list[dict[str, Any]],
+    args: Any,
+) -> RaceResult | None:
+    """Run the race under a live table; ``None`` if Ctrl-C stopped it (after the cancels)."""
+    from rich.live import Live
+
+    if emu is not None:
+        client = emu.async_client()
+    else:  # the key comes from the environment: never printed, never on the command line
+        key = os.environ.get("OPENAI_API_KEY") or "sk-no-key"
+        client = openai.AsyncOpenAI(api_key=key, base_url=base_url)
+    win = first_token if getattr(args, "win", None) == "first_token" else first_completed
+    stagger = getattr(args, "stagger", None)
+    grace = getattr(args, "grace", 5.0)
+    async with client:
+        engine = _prepare(client, requests, win, stagger, grace, None, keep_events=False)
+        interrupted = False
+        # auto_refresh=False: the event loop redraws it, no refresh thread of rich's own.
+        with Live(_table(engine), console=console, auto_refresh=False) as live:
+            async with anyio.create_task_group() as watchers:
+                race_scope = anyio.CancelScope()
+
+                async def on_interrupt(*, task_status: TaskStatus[None]) -> None:
+                    nonlocal interrupted
+                    with contextlib.ExitStack() as stack:
+                        try:
+                            signals = stack.enter_context(anyio.open_signal_receiver(signal.SIGINT))
+                        except NotImplementedError:  # Windows on asyncio: KeyboardInterrupt
+                            task_status.started()
+                            return
+                        task_status.started()
+                        async for _ in signals:
+                            interrupted = True
+                            race_scope.cancel()  # every attempt is cancelled on the server
+                            return
+
+                await watchers.start(on_interrupt)
+                watchers.start_soon(_refresh, live, engine)
+                with race_scope:
+                    async with anyio.create_task_group() as tg:
+                        engine.start(tg)
+                watchers.cancel_scope.cancel()
+            live.update(_table(engine), refresh=True)
+        if not console.is_terminal:
+            console.line()  # a live view printed once ends without a newline
+    if engine.crash is not None:
+        raise engine.crash
+    if interrupted:
+        receipts = [r for r in (_receipt(s) for s in engine.slots) if r is not None]
+        statuses = ", ".join(str(r.status or r.error) for r in receipts) or "none had started"
+        console.print(f"Interrupted: cancelled {len(receipts)} response(s) on the server ({statuses}).")  # fmt: skip
+        return None
+    return engine.result()
+
+
+async def _refresh(live: Live, engine: _Race) -> None:
+    while True:
+        live.update(_table(engine), refresh=True)
+        await anyio.sleep(0.05)
+
+
+def _table(engine: _Race) -> Table:
+    from rich.table import Table
+
+    now = anyio.current_time()
+    table = Table(title=f"race ({engine.win.name})", title_justify="left")
+    for column in ("#", "model", "state", "tokens", "elapsed", "cancel receipt"):
+        table.add_column(
+            column, justify="right" if column in ("#", "tokens", "elapsed") else "left"
+        )
+    for slot in engine.slots:
+        started = slot.started_at
+        elapsed = "" if started is None else f"{(slot.ended_at or now) - started:.2f}s"
+        receipt = _receipt(slot)
+        state = _STATES[slot.state]
+        if slot.state == "lost" and receipt is not None and receipt.status != "cancelled":
+            state = "[yellow]lost[/]"  # it finished before the cancel arrived
+        shown = "-"
+        if receipt is not None:
+            shown = f"{receipt.status or receipt.error} in {receipt.latency * 1000:.0f} ms"
+        elif slot.error is not None:
+            shown = _one_line(slot.error)[:60]
+        table.add_row(str(slot.index), slot.model or "?", state, str(slot.deltas), elapsed, shown)
+    return table
+
+
+def _receipt(slot: _Slot) -> CancelReceipt | None:
+    outcome = slot.stream._outcome
+    return None if outcome is None else outcome.receipt
+
+
+def _summary(console: Console, result: RaceResult, emu: ResponsesEmulator | None) -> None:
+    winner = result.winner
+    console.print(
+        f"[bold green]winner[/]: #{winner.index} {winner.model} in "
+        f"{result.decided_at - result.started_at:.2f}s; {len(result.losers)} loser(s) stopped, "
+        f"all confirmed {result.ended_at - result.decided_at:.3f}s after the decision"
+    )
+    if emu is None:
+        return
+    saved = after = 0
+    for loser in result.losers:
+        if loser.outcome is None or loser.outcome.response_id is None:
+            continue
+        record = emu.ledger[loser.outcome.response_id]
+        saved += max(0, emu.models[record.model].length - record.tokens_generated)
+        after += record.tokens_after_cancel
+    orphans = len(emu.ledger.orphans())
+    generating = sum(1 for record in emu.ledger if record.generating)
+    console.print(
+        f"tokens saved versus letting the losers run: {saved} "
+        f"({after} generated after the cancels arrived)"
+    )
+    console.print(
+        f"ledger: {len(emu.ledger)} responses, {orphans} orphans, {generating} still generating"
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
