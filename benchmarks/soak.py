@@ -104,7 +104,7 @@ async def soak(streams: int, round_size: int, seed: int, concurrency: int) -> di
 def render(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> str:
     backends = list(results)
     rows = [
-        ("streams", lambda r: f"{r['streams']:,}"),
+        ("steps (a guarded stream, or a race of 3)", lambda r: f"{r['streams']:,}"),
         ("orphans (cancel endpoint reachable)", lambda r: str(r["orphans"])),
         (
             "responses left by a hanging cancel (excused, then cleaned)",

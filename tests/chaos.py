@@ -33,6 +33,7 @@ Trigger = Literal[
     "scope_deadline",
     "scope_cancel",
     "before_created",
+    "race_lost",
 ]
 FAULTS: tuple[Fault, ...] = (
     "none",
@@ -53,6 +54,7 @@ TRIGGERS: tuple[Trigger, ...] = (
     "scope_deadline",
     "scope_cancel",
     "before_created",
+    "race_lost",
 )
 GRACE = 1.0
 HANGING_GRACE = 0.2  # grace given to streams whose cancel hangs, to keep the run short
@@ -71,10 +73,12 @@ def chaos_models() -> dict[str, Model]:
         "429_first": Faults(fail_before_stream=(429,)),
         "slow_cancel": Faults(cancel_delay=0.05),
     }
-    return {
+    models = {
         f"chaos-{name}": Model(ttft=0.0, tokens_per_s=RATE, length=LENGTH, faults=fault)
         for name, fault in faults.items()
     }
+    models["chaos-winner"] = Model(ttft=0.0, tokens_per_s=RATE, length=3)  # wins every race
+    return models
 
 
 @attrs.frozen
@@ -96,6 +100,7 @@ class Record:
     outcome: tether.Outcome | None = None
     violation: str | None = None
     cleanup: float = 0.0  # seconds from the trigger to the end of the guarded block
+    response_ids: list[str] = attrs.Factory(list)  # every response this step created
 
 
 class Boom(Exception):
@@ -177,6 +182,28 @@ async def run_step(client: openai.AsyncOpenAI, record: Record) -> None:
                     await _read(guarded, 10**6)
             if not cancel_scope.cancelled_caught and guarded.outcome.status != "completed":
                 record.violation = "a cancellation while opening was swallowed"
+        elif trigger == "race_lost":
+            # Two attempts with the fault against one that finishes first: both lose.
+            requests = [{"model": model, "input": "x"}] * 2 + [
+                {"model": "chaos-winner", "input": "x"}
+            ]
+            async with tether.open_scope(client, grace=grace) as scope:
+                mark()
+                result = await tether.race(scope, requests)
+            for loser in result.losers:
+                if loser.outcome is not None and loser.outcome.reason not in (
+                    "race_lost",
+                    "completed",
+                ):
+                    record.violation = f"a loser ended {loser.outcome.reason!r}"
+            record.outcome = result.winner.outcome
+            record.response_ids = [
+                a.outcome.response_id
+                for a in result.attempts
+                if a.outcome is not None and a.outcome.response_id
+            ]
+            record.cleanup = result.ended_at - result.decided_at
+            return
         elif trigger == "exception":
             boom = Boom()
             try:
@@ -206,6 +233,8 @@ async def run_step(client: openai.AsyncOpenAI, record: Record) -> None:
         record.violation = None if step.fault == "429_first" else f"unexpected {exc!r}"
     if stream is not None and stream._outcome is not None:
         record.outcome = stream.outcome
+        if stream.outcome.response_id:
+            record.response_ids = [stream.outcome.response_id]
         if "trigger" in marks:
             record.cleanup = stream.outcome.ended_at - marks["trigger"]
 
@@ -258,11 +287,7 @@ async def run_schedule(
         for record in records:
             tg.start_soon(one, record)
 
-    hanging = {
-        r.outcome.response_id
-        for r in records
-        if r.outcome is not None and r.step.fault == "cancel_hangs" and r.outcome.response_id
-    }
+    hanging = {rid for r in records if r.step.fault == "cancel_hangs" for rid in r.response_ids}
     orphans = emulator.ledger.orphans()
     excused = [o for o in orphans if o.id in hanging]
     # Clean up what the hanging cancels left, so the next run starts clean.
