@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import logging
 import math
 import os
 import signal
@@ -140,6 +141,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help (0) or a bad argument (1)
         return exc.code if isinstance(exc.code, int) else 1
     console = rich.console.Console(highlight=False)
+    # The table shows every receipt: keep retry and cancel warnings out of the live view.
+    loggers = [logging.getLogger(name) for name in ("stamina", "tether")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        return _dispatch(console, args)
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+def _dispatch(console: Console, args: Any) -> int:
     try:
         if args.command == "emulator":
             from .testing import serve
