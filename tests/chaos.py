@@ -251,6 +251,7 @@ class Verdict:
     orphans_excused: int  # responses whose cancel endpoint hung past grace (DESIGN.md's caveat)
     hangs: int  # cleanups longer than grace + slack
     p99_cleanup_over_grace: float
+    p99_seconds_past_grace: float  # scheduling slack: how long cleanups ran past their grace
     connections_checked_out: int
 
     @property
@@ -300,7 +301,14 @@ async def run_schedule(
         for r in records
         if r.outcome is not None and r.step.trigger != "complete"
     )
-    p99 = ratios[min(len(ratios) - 1, math.ceil(0.99 * len(ratios)) - 1)] if ratios else 0.0
+    p99 = _p99(ratios)
+    past = _p99(
+        sorted(
+            max(0.0, r.cleanup - (HANGING_GRACE if r.step.fault == "cancel_hangs" else GRACE))
+            for r in records
+            if r.outcome is not None and r.step.trigger != "complete"
+        )
+    )
     hangs = [
         r
         for r in records
@@ -315,8 +323,13 @@ async def run_schedule(
         orphans_excused=len(excused),
         hangs=len(hangs),
         p99_cleanup_over_grace=p99,
+        p99_seconds_past_grace=past,
         connections_checked_out=requests_in_flight(client),
     )
+
+
+def _p99(ordered: list[float]) -> float:
+    return ordered[min(len(ordered) - 1, math.ceil(0.99 * len(ordered)) - 1)] if ordered else 0.0
 
 
 def emulator_for_chaos(seed: int = 0) -> ResponsesEmulator:
