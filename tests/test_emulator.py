@@ -15,11 +15,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import anyio
-import httpx2
 import openai
 import pytest
 
 import tether.testing
+from tests._http import httpx2
+from tether._compat import STREAM_CONNECTION_ERRORS
 from tether.testing import Faults, Ledger, Lognormal, Model, ResponsesEmulator
 
 ENDLESS = Model(ttft=0.0, tokens_per_s=400.0, length=100_000)  # runs until stopped
@@ -155,7 +156,7 @@ async def test_resume_after_a_dropped_connection_completes_the_response(
         rid = ""
         with emu.client(max_retries=0) as client:
             stream = client.responses.create(model="drops", input="x", stream=True, background=True)
-            with pytest.raises(openai.APIConnectionError):
+            with pytest.raises(STREAM_CONNECTION_ERRORS):
                 for event in stream:
                     last = event.sequence_number
                     if event.type == "response.created":
@@ -181,7 +182,7 @@ async def test_dropped_background_stream_keeps_generating(emu: ResponsesEmulator
             stream = client.responses.create(
                 model="drops-endless", input="x", stream=True, background=True
             )
-            with pytest.raises(openai.APIConnectionError):
+            with pytest.raises(STREAM_CONNECTION_ERRORS):
                 for event in stream:
                     if event.type == "response.created":
                         rid = event.response.id

@@ -9,12 +9,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import httpx2
 import openai
 import pydantic
 import pytest
 from openai.types.responses import Response, ResponseStreamEvent
 
+from tests._http import httpx2
 from tether.testing import Faults, Model, ResponsesEmulator
 
 EVENTS = pydantic.TypeAdapter[Any](ResponseStreamEvent)

@@ -6,11 +6,11 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import httpx2
 import openai
 import pytest
 
 import tether
+from tests._http import httpx2
 from tests.conftest import requests_in_flight
 
 if TYPE_CHECKING:

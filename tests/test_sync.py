@@ -17,12 +17,12 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import httpx2
 import openai
 import pytest
 
 import tether
 import tether.sync
+from tests._http import httpx2
 from tether import first_token
 from tether._sync_client import async_twin
 from tether._sync_portal import PORTAL_THREAD_NAME
@@ -295,9 +295,11 @@ def test_ctrl_c_during_iteration_cancels_and_propagates(
         emulator.wait_for_sync(once_generating(emulator))
         press_ctrl_c()
 
+    # Made before the block: Ctrl-C may land before start() has even returned.
+    presser = threading.Thread(target=user)
     with pytest.raises(KeyboardInterrupt):
         with tether.sync.guarded_stream(client, model="slow", input="hi") as stream:
-            presser = in_thread(user)
+            presser.start()
             for _ in stream:  # the slow model streams for a minute: only Ctrl-C ends this
                 pass
     presser.join()

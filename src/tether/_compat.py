@@ -7,6 +7,7 @@ lives here, so the rest of tether is written against one surface.
 from __future__ import annotations
 
 import contextlib
+import importlib
 from typing import Any, Literal
 
 import openai
@@ -14,6 +15,7 @@ from openai import AsyncOpenAI, OpenAI
 
 __all__ = [
     "OPENAI_MAJOR",
+    "STREAM_CONNECTION_ERRORS",
     "aclose_sdk_stream",
     "cancel_cause",
     "check_async_client",
@@ -22,6 +24,18 @@ __all__ = [
 ]
 
 OPENAI_MAJOR = int(openai.__version__.split(".", 1)[0])
+
+
+def _stream_connection_errors() -> tuple[type[BaseException], ...]:
+    if OPENAI_MAJOR >= 3:
+        return (openai.APIConnectionError,)
+    # 2.x wraps transport errors of the request, not those raised while reading the stream.
+    transport_error: type[BaseException] = importlib.import_module("httpx").TransportError
+    return (openai.APIConnectionError, transport_error)
+
+
+STREAM_CONNECTION_ERRORS = _stream_connection_errors()
+"""What a lost connection raises while a stream is read, on the installed SDK."""
 _DRAIN_LIMIT = 10_000  # events still buffered after a close, at most
 
 

@@ -26,7 +26,13 @@ import stamina
 from anyio.lowlevel import checkpoint_if_cancelled
 
 from ._cancel import cancel_on_server, log
-from ._compat import aclose_sdk_stream, cancel_cause, check_async_client, sdk_inner_generator
+from ._compat import (
+    STREAM_CONNECTION_ERRORS,
+    aclose_sdk_stream,
+    cancel_cause,
+    check_async_client,
+    sdk_inner_generator,
+)
 from ._errors import ResponseNotCompleted, StallError, StallKind, TetherError
 from ._outcome import CancelReceipt, DetachedResponse, EndReason, Outcome
 from ._scope import Scope
@@ -283,7 +289,7 @@ class GuardedStream:
             except Exception as exc:
                 if self._stopping is not None:  # closed under us by cancel() or detach()
                     raise StopAsyncIteration from None
-                if isinstance(exc, openai.APIConnectionError) and await self._recover(True):
+                if isinstance(exc, STREAM_CONNECTION_ERRORS) and await self._recover(True):
                     continue
                 raise
             if self._sdk_inner is _UNKNOWN:

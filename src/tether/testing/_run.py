@@ -338,7 +338,9 @@ async def _function_call(run: Run, call: Call, index: int, left: int) -> int | N
     if run.model.faults.error_event is not None and not left:
         _fail(run)
         return None
-    run.emit("response.function_call_arguments.done", {**fields, "arguments": call.arguments})
+    # `name` is required by openai 2.x's event type; 3.x dropped it but accepts it.
+    done = {**fields, "name": call.name, "arguments": call.arguments}
+    run.emit("response.function_call_arguments.done", done)
     call.done = "completed" if count == len(tokens) else "incomplete"
     run.emit("response.output_item.done", {"output_index": index, "item": call.item("completed")})
     return left
