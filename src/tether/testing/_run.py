@@ -218,7 +218,9 @@ async def generate(run: Run, created_gate: Gate) -> None:
 async def _keepalive(run: Run, period: float) -> None:
     while True:
         await anyio.sleep(period)
-        if run.record.created_sent:
+        # Not once the response is finished: the cancel of this task may arrive one step late
+        # (anyio delivers it with call_soon on asyncio), after response.completed went out.
+        if run.record.created_sent and run.record.status not in _TERMINAL:
             run.emit("keepalive", {})
             run.notify()
 
