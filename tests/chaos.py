@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter
-from typing import Literal
+from typing import Literal, get_args
 
 import anyio
 import attrs
@@ -35,27 +35,8 @@ Trigger = Literal[
     "before_created",
     "race_lost",
 ]
-FAULTS: tuple[Fault, ...] = (
-    "none",
-    "drop",
-    "cancel_5xx",
-    "cancel_hangs",
-    "late_created",
-    "429_first",
-    "slow_cancel",
-)
-TRIGGERS: tuple[Trigger, ...] = (
-    "complete",
-    "break",
-    "exception",
-    "explicit",
-    "move_on_after",
-    "fail_after",
-    "scope_deadline",
-    "scope_cancel",
-    "before_created",
-    "race_lost",
-)
+FAULTS: tuple[Fault, ...] = get_args(Fault)
+TRIGGERS: tuple[Trigger, ...] = get_args(Trigger)
 GRACE = 1.0
 HANGING_GRACE = 0.2  # grace given to streams whose cancel hangs, to keep the run short
 RATE = 400.0  # tokens/s of every chaos model
