@@ -50,7 +50,8 @@ async def _wasted(emu: ResponsesEmulator, response_id: str, read: int) -> int:
     return emu.ledger[response_id].tokens_generated - read
 
 
-async def raw_break(emu: ResponsesEmulator, client: openai.AsyncOpenAI) -> tuple[int, float]:
+async def _read_raw(client: openai.AsyncOpenAI) -> tuple[Any, str, int]:
+    """The raw SDK stream, read until the client stops wanting more: (stream, id, deltas read)."""
     stream = await client.responses.create(
         model="slow-50ms", input="hi", stream=True, background=True
     )
@@ -63,23 +64,17 @@ async def raw_break(emu: ResponsesEmulator, client: openai.AsyncOpenAI) -> tuple
             read += 1
             if read >= STOP_AFTER:
                 break
+    return stream, response_id, read
+
+
+async def raw_break(emu: ResponsesEmulator, client: openai.AsyncOpenAI) -> tuple[int, float]:
+    stream, response_id, read = await _read_raw(client)
     await stream.close()  # closing the socket does not stop a background response
     return await _wasted(emu, response_id, read), float("nan")
 
 
 async def manual_cancel(emu: ResponsesEmulator, client: openai.AsyncOpenAI) -> tuple[int, float]:
-    stream = await client.responses.create(
-        model="slow-50ms", input="hi", stream=True, background=True
-    )
-    response_id = ""
-    read = 0
-    async for event in stream:
-        if event.type == "response.created":
-            response_id = event.response.id
-        if event.type == "response.output_text.delta":
-            read += 1
-            if read >= STOP_AFTER:
-                break
+    stream, response_id, read = await _read_raw(client)
     trigger = anyio.current_time()
     await stream.close()
     await client.responses.cancel(response_id)
