@@ -107,15 +107,21 @@ async def test_reap_cancels_what_a_sigkilled_process_left_running(
     assert all(receipt.status == "cancelled" for _, receipt in report.cancelled)
     assert emulator.ledger.orphans() == []
     assert await tether.SqliteJournal(path).entries() == []
+    assert (await tether.reap(client, path)).found == ()  # idempotent: nothing left to do
 
 
-async def test_reap_twice_finds_nothing_the_second_time(
-    tmp_path: Path, client: openai.AsyncOpenAI
-) -> None:
-    path = tmp_path / "j.sqlite3"
+async def leave_an_unconfirmed_entry(client: openai.AsyncOpenAI, path: Path) -> None:
+    """A stream whose cancel hangs past grace: its journal entry stays, for the reaper."""
     async with tether.open_scope(client, journal=path, grace=0.2) as scope:
         async with tether.guarded_stream(scope, model="hanging-cancel", input="hi"):
             pass
+
+
+async def test_reap_keeps_an_unconfirmed_entry_for_the_next_run(
+    tmp_path: Path, client: openai.AsyncOpenAI
+) -> None:
+    path = tmp_path / "j.sqlite3"
+    await leave_an_unconfirmed_entry(client, path)
     first = await tether.reap(client, path, grace=0.2, include_live=True)
     assert len(first.failed) == 1  # the cancel still hangs: kept for next time
     second = await tether.reap(client, path, grace=0.2, include_live=True)
@@ -126,9 +132,7 @@ async def test_reap_skips_entries_of_a_process_still_alive(
     tmp_path: Path, client: openai.AsyncOpenAI
 ) -> None:
     path = tmp_path / "j.sqlite3"
-    async with tether.open_scope(client, journal=path, grace=0.2) as scope:
-        async with tether.guarded_stream(scope, model="hanging-cancel", input="hi"):
-            pass
+    await leave_an_unconfirmed_entry(client, path)
     report = await tether.reap(client, path)
     assert len(report.skipped) == 1
     assert report.cancelled == ()
