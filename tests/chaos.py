@@ -212,7 +212,13 @@ async def run_step(client: openai.AsyncOpenAI, record: Record) -> None:
                         await s.cancel()
     except openai.APIError as exc:  # e.g. a 429 that outlasted the SDK's retries: fine
         record.violation = None if step.fault == "429_first" else f"unexpected {exc!r}"
-    if stream is not None and stream._outcome is not None:
+    outcome = None
+    if stream is not None:
+        try:
+            outcome = stream.outcome
+        except RuntimeError:  # never entered
+            outcome = None
+    if stream is not None and outcome is not None:
         record.outcome = stream.outcome
         if stream.outcome.response_id:
             record.response_ids = [stream.outcome.response_id]

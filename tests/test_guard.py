@@ -189,10 +189,10 @@ async def test_scope_cancel_exits_quietly_after_the_server_cancel(
     async with tether.open_scope(client) as scope:
         async with tether.guarded_stream(scope, model="slow", input="hi") as stream:
             await read_deltas(stream, 2)
-            assert scope.live == (stream,)
+            assert scope.live == 1
             scope.cancel()
             await read_deltas(stream, 100)
-    assert scope.live == ()
+    assert scope.live == 0
     assert stream.outcome.reason == "scope_cancelled"
     assert stream.outcome.receipt is not None
     assert stream.outcome.receipt.status == "cancelled"

@@ -70,7 +70,7 @@ async def test_max_concurrency_bounds_the_streams_open_at_once(
     async def one(scope: tether.Scope, gate: anyio.Event) -> None:
         nonlocal peak
         async with tether.guarded_stream(scope, model="slow", input="x"):
-            peak = max(peak, len(scope.live))
+            peak = max(peak, scope.live)
             await gate.wait()
 
     gate = anyio.Event()

@@ -21,9 +21,6 @@ from ._errors import RaceFailed as RaceFailed
 from ._errors import ResponseNotCompleted as ResponseNotCompleted
 from ._errors import StallError as StallError
 from ._errors import TetherError as TetherError
-from ._guard import GuardedStream as GuardedStream
-from ._guard import guarded_stream as guarded_stream
-from ._guard import resume as resume
 from ._hedge import Adaptive as Adaptive
 from ._hedge import HedgeBudget as HedgeBudget
 from ._hedge import Trigger as Trigger
@@ -49,6 +46,9 @@ from ._race_stream import RaceStream as RaceStream
 from ._race_stream import race_stream as race_stream
 from ._scope import Scope as Scope
 from ._scope import open_scope as open_scope
+from ._stream import GuardedStream as GuardedStream
+from ._stream import guarded_stream as guarded_stream
+from ._stream import resume as resume
 from ._tools import AgentContext as AgentContext
 from ._tools import Tool as Tool
 from ._tools import ToolCall as ToolCall

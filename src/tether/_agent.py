@@ -26,7 +26,8 @@ import attrs
 from anyio.lowlevel import checkpoint_if_cancelled
 
 from ._cancel import log
-from ._guard import _scope_of, guarded_stream
+from ._scope import as_scope
+from ._stream import build_guard
 from ._tools import AgentContext, Tool, ToolCall, tool
 
 if TYPE_CHECKING:
@@ -39,8 +40,8 @@ if TYPE_CHECKING:
         ResponseUsage,
     )
 
-    from ._guard import GuardedStream
     from ._outcome import Outcome
+    from ._protocol import ResponseGuard
     from ._scope import Scope
 
 __all__ = ["AgentResult", "AgentTurn", "StopReason", "run_agent"]
@@ -136,16 +137,11 @@ class _TurnState:
     started_at: float
     calls: list[ResponseFunctionToolCall] = attrs.Factory(list[Any])
     records: list[ToolCall | None] = attrs.Factory(list[Any])
-    stream: GuardedStream | None = None
+    stream: ResponseGuard | None = None
     response: Response | None = None
 
     def freeze(self) -> AgentTurn:
-        outcome = None
-        if self.stream is not None:
-            try:
-                outcome = self.stream.outcome
-            except RuntimeError:  # stopped before its stream was entered
-                outcome = None
+        outcome = None if self.stream is None else self.stream.outcome
         # No records: the calls were not run (the loop stopped first). A None record: the
         # call was cancelled before its task started.
         records = [
@@ -232,9 +228,9 @@ class _Agent:
         request = dict(self.request, input=turn_input)
         if previous is not None:
             request["previous_response_id"] = previous
-        turn.stream = guarded_stream(self.scope, **request)
+        turn.stream = build_guard(self.scope, **request)
         async with turn.stream as stream:
-            response = await stream.get_final_response()
+            response = await stream.read_to_end()
         turn.response = self.final = response
         if response.usage is not None:
             self.usage[0] += response.usage.input_tokens
@@ -407,7 +403,7 @@ async def run_agent(
 
     Added in version 0.1.
     """
-    the_scope = _scope_of(scope)
+    the_scope = as_scope(scope)
     if not isinstance(model, str) or not model:
         raise (ValueError if isinstance(model, str) else TypeError)(
             f"model must be a non-empty str, got {model!r}"

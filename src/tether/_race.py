@@ -2,7 +2,7 @@
 
 Every attempt is a [`guarded_stream`][tether.guarded_stream] opened in its own task, inside
 its own ``CancelScope``, all in one task group. When one wins, every other live attempt is
-marked lost (``GuardedStream._lose``) and its scope cancelled: each loser's own ``__aexit__``
+marked lost (``ResponseGuard.mark_lost``) and its scope cancelled: each loser's own ``__aexit__``
 runs the cancel protocol, so the losers are cancelled concurrently, each with its receipt,
 and the race returns once all are confirmed or their grace ran out. Attempt tasks never
 raise: failures are collected (``RaceFailed`` when nothing wins), a bug is re-raised as is
@@ -21,10 +21,10 @@ import attrs
 
 from ._compat import check_async_client
 from ._errors import AttemptRejected, RaceFailed, TetherError
-from ._guard import GuardedStream, guarded_stream
 from ._hedge import Adaptive, Signals, Trigger, launch_staggered
 from ._outcome import Attempt, RaceResult
 from ._scope import Scope
+from ._stream import build_guard
 from ._validate import check_positive
 
 if TYPE_CHECKING:
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from openai.types.responses import Response, ResponseStreamEvent
 
     from ._outcome import AttemptState
+    from ._protocol import ResponseGuard
 
 __all__ = ["WinCondition", "first_completed", "first_token", "race"]
 
@@ -85,10 +86,10 @@ _Stagger: TypeAlias = "float | Adaptive | None"
 class _Slot:
     """The live state of one attempt (internal; ``Attempt`` is its frozen record)."""
 
-    def __init__(self, index: int, stream: GuardedStream, keep_events: bool) -> None:
+    def __init__(self, index: int, stream: ResponseGuard, keep_events: bool) -> None:
         self.index = index
         self.stream = stream
-        self.model: str | None = stream._model
+        self.model: str | None = stream.model
         self.cancel_scope: anyio.CancelScope | None = None
         self.state: AttemptState = "pending"
         self.trigger: Trigger | None = None
@@ -105,7 +106,7 @@ class _Slot:
     @property
     def deltas(self) -> int:
         """Output deltas received so far (roughly, tokens)."""
-        return self.stream._deltas
+        return self.stream.deltas
 
     def record(self) -> Attempt:
         started = self.started_at
@@ -115,7 +116,7 @@ class _Slot:
             state=self.state,
             trigger=self.trigger,
             response=self.response,
-            outcome=self.stream._outcome,
+            outcome=self.stream.outcome,
             error=self.error,
             started_at=started,
             time_to_first_token=None
@@ -186,7 +187,7 @@ def _prepare(
         if grace is not None:
             kwargs.setdefault("grace", grace)
         try:
-            stream = guarded_stream(attempt_scope, **kwargs)
+            stream = build_guard(attempt_scope, **kwargs)
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"requests[{index}]: {exc}") from None
         slots.append(_Slot(index, stream, keep_events))
@@ -264,7 +265,7 @@ class _Race:
         finally:
             self._settle(slot)
 
-    async def _read(self, slot: _Slot, stream: GuardedStream) -> None:
+    async def _read(self, slot: _Slot, stream: ResponseGuard) -> None:
         events = slot.events
         at_token = self.win.decide_at == "first_token"
         async for event in stream:
@@ -281,7 +282,7 @@ class _Race:
                     self._decide(slot)
             if slot.lost:
                 return  # a late winner: leave, and __aexit__ cancels it as a race loser
-        slot.response = await stream.get_final_response()
+        slot.response = await stream.read_to_end()
         if self.winner is None:
             try:
                 accepted = self.win.accepts(slot.response)
@@ -309,7 +310,7 @@ class _Race:
         for other in self.slots:
             if other is not slot and other.state in ("queued", "streaming"):
                 other.lost = True
-                other.stream._lose()
+                other.stream.mark_lost()
                 if other.cancel_scope is not None:
                     other.cancel_scope.cancel()
         self.decision.set()
@@ -324,17 +325,9 @@ class _Race:
         """Book-keeping once an attempt task is over, however it ended."""
         stream = slot.stream
         slot.ended_at = anyio.current_time()
-        if (
-            slot.response is None
-            and stream._final is not None
-            and stream._finished
-            in (
-                "completed",
-                "incomplete",
-            )
-        ):
-            slot.response = stream._final
-        if slot.state == "skipped" or (stream._outcome is None and slot.error is None):
+        if slot.response is None and stream.final_response is not None:
+            slot.response = stream.final_response
+        if slot.state == "skipped" or (stream.outcome is None and slot.error is None):
             slot.state = "skipped"
         elif slot is self.winner:
             slot.state = "failed" if slot.error is not None else "won"

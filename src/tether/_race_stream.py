@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any, final
 import anyio
 
 from ._errors import RaceFailed
-from ._guard import TextDeltas
 from ._race import _prepare, _Race, _Slot, _Stagger, _Win, first_token
+from ._stream import TextDeltas
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping, Sequence
@@ -67,7 +67,7 @@ class RaceStream:
     @property
     def outcome(self) -> Outcome:
         """The winner's guarded-stream outcome, once the block has exited."""
-        return self._won().stream.outcome
+        return self._won().stream.require_outcome()
 
     @property
     def result(self) -> RaceResult:
@@ -112,7 +112,7 @@ class RaceStream:
         slot = self._won()
         if slot.release is not None:  # the winner is parked in its task while we read it
             stream = slot.stream
-            await stream._stop(stream._reason_for(exc))  # the one cleanup path (close, cancel)
+            await stream.stop(stream.reason_for(exc))  # the one cleanup path (close, cancel)
             slot.release.set()
         await self._close_group(exc)
         try:
@@ -173,7 +173,7 @@ class RaceStream:
         """
         async for _ in self:
             pass
-        return await self._won().stream.get_final_response()
+        return await self._won().stream.read_to_end()
 
 
 def race_stream(

@@ -19,10 +19,10 @@ if TYPE_CHECKING:
 
     from openai import AsyncOpenAI
 
-    from ._guard import GuardedStream
     from ._outcome import Outcome
+    from ._protocol import ResponseGuard
 
-__all__ = ["Scope", "open_scope"]
+__all__ = ["Scope", "as_scope", "open_scope"]
 
 DEFAULT_GRACE = 5.0
 DEFAULT_FIRST_EVENT_TIMEOUT = 10.0
@@ -77,7 +77,7 @@ class Scope:
         self._cancel_scope: anyio.CancelScope | None = None
         self._deadline: float = math.inf
         self._cancelled_explicitly = False
-        self._live: set[GuardedStream] = set()
+        self._live: set[ResponseGuard] = set()
         self._outcomes: list[Outcome] = []
 
     @property
@@ -106,21 +106,30 @@ class Scope:
         return self._cancel_scope is not None and self._cancel_scope.cancel_called
 
     @property
-    def live(self) -> tuple[GuardedStream, ...]:
-        """The guarded streams open right now."""
-        return tuple(self._live)
+    def live(self) -> int:
+        """How many guarded streams are open in this scope right now."""
+        return len(self._live)
 
     @property
     def outcomes(self) -> tuple[Outcome, ...]:
         """The outcome of every guarded stream that ended in this scope, in the order they ended."""
         return tuple(self._outcomes)
 
-    def _enter(self, stream: GuardedStream) -> None:
-        self._live.add(stream)
+    def track(self, guard: ResponseGuard) -> None:
+        """Count *guard* as live in this scope (called by the protocol as it opens)."""
+        self._live.add(guard)
 
-    def _leave(self, stream: GuardedStream, outcome: Outcome) -> None:
-        self._live.discard(stream)
+    def record(self, guard: ResponseGuard, outcome: Outcome) -> None:
+        """Record how *guard* ended (called by the protocol as it finishes)."""
+        self._live.discard(guard)
         self._outcomes.append(outcome)
+
+
+def as_scope(scope: Scope | AsyncOpenAI, argument: str = "scope") -> Scope:
+    """*scope* itself, or a fresh scope with no deadline for a bare ``AsyncOpenAI``."""
+    if isinstance(scope, Scope):
+        return scope
+    return Scope(check_async_client(scope, argument=argument))
 
 
 def open_scope(

@@ -1,7 +1,7 @@
 """The sync GuardedStream: the async one, driven through a blocking portal.
 
 Every method hands one coroutine to the portal's event loop and waits for it; the async
-[`GuardedStream`][tether.GuardedStream] does the work, its ``_stop`` stays the one cleanup
+[`GuardedStream`][tether.GuardedStream] does the work, its ``stop`` stays the one cleanup
 path. What this class adds is only what a thread needs: Ctrl-C while waiting (the open is
 aborted under its shield, then stopped as ``interrupted``), a deadline that stops the
 stream even while the body runs its own code, and a ``cancel()`` any thread may call.
@@ -30,8 +30,8 @@ if TYPE_CHECKING:
     from anyio.from_thread import BlockingPortal
     from openai.types.responses import Response, ResponseStreamEvent
 
-    from . import _guard
     from ._outcome import DetachedResponse, Outcome
+    from ._protocol import ResponseGuard
 
 __all__ = ["GuardedStream"]
 
@@ -66,7 +66,7 @@ class GuardedStream:
     """
 
     def __init__(
-        self, stream: _guard.GuardedStream, client: openai.AsyncOpenAI, deadline: float | None
+        self, stream: ResponseGuard, client: openai.AsyncOpenAI, deadline: float | None
     ) -> None:
         self._async = stream
         self._client = client
@@ -114,7 +114,7 @@ class GuardedStream:
         """
         if self._state != "closed":
             raise RuntimeError("the outcome is known once the `with` block has exited")
-        return self._async.outcome
+        return self._async.require_outcome()
 
     # -------------------------------------------------------------- lifecycle
 
@@ -185,7 +185,7 @@ class GuardedStream:
                 self._enter_scope = scope
                 if self._abort_requested:
                     scope.cancel()
-                await self._async.__aenter__()
+                await self._async.open()
                 return True
             if self._abort_requested:
                 return False
@@ -196,8 +196,7 @@ class GuardedStream:
 
     def _abort_open(self, exc: BaseException) -> None:
         # The open is shielded until the id is known (no orphan); the cancel lands right after.
-        if self._async._reason is None:
-            self._async._reason = self._async._reason_for(exc)  # "interrupted" for Ctrl-C
+        self._async.mark_reason(self._async.reason_for(exc))  # "interrupted" for Ctrl-C
         self._abort_requested = True
         if self._enter_scope is not None:
             self._enter_scope.cancel()
@@ -206,15 +205,13 @@ class GuardedStream:
         """Stop the stream when the deadline passes, even while the body runs its own code."""
         await anyio.sleep_until(self._deadline_at)
         self._expired = True
-        await self._async._stop("deadline")
+        await self._async.stop("deadline")
 
     def _stop_async(
         self, portal: BlockingPortal, exc: BaseException | None, tb: TracebackType | None
     ) -> KeyboardInterrupt | None:
         """Run the async ``__aexit__`` (the one cleanup path) with what ended the body."""
-        future = portal.start_task_soon(
-            self._async.__aexit__, None if exc is None else type(exc), exc, tb
-        )
+        future = portal.start_task_soon(self._async.close, exc)
         deferred = settle(future)
         future.result()
         return deferred
@@ -294,7 +291,7 @@ class GuardedStream:
             print(response.output_text, response.usage)
             ```
         """
-        return self._call(self._async.get_final_response)
+        return self._call(self._async.read_to_end)
 
     # --------------------------------------------------------------- stopping
 
@@ -340,7 +337,7 @@ class GuardedStream:
         return await self._async.cancel()
 
     def _settled_receipt(self) -> CancelReceipt:
-        receipt = self._async.outcome.receipt
+        receipt = self._async.require_outcome().receipt
         if receipt is not None:
             return receipt
         return CancelReceipt(response_id=self.response_id, kind="none", status=self.status)

@@ -358,7 +358,7 @@ def _table(engine: _Race) -> Table:
 
 
 def _receipt(slot: _Slot) -> CancelReceipt | None:
-    outcome = slot.stream._outcome
+    outcome = slot.stream.outcome
     return None if outcome is None else outcome.receipt
 
 

@@ -55,7 +55,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from . import _guard, _race
+from . import _race, _stream
 from ._scope import open_scope
 from ._sync_client import async_twin
 from ._sync_portal import run
@@ -140,7 +140,7 @@ def guarded_stream(
     """
     limit = check_timeout("deadline", deadline)
     twin = async_twin(client, http_client=async_http_client)
-    stream = _guard.guarded_stream(
+    stream = _stream.build_guard(
         twin,
         background=background,
         grace=grace,
@@ -189,7 +189,7 @@ def resume(
     """
     limit = check_timeout("deadline", deadline)
     twin = async_twin(client, http_client=async_http_client)
-    stream = _guard.resume(
+    stream = _stream.resume_guard(
         twin,
         handle,
         grace=grace,

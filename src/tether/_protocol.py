@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import uuid
 from collections import deque
-from typing import TYPE_CHECKING, Any, Protocol, final
+from typing import TYPE_CHECKING, Any, final
 
 import anyio
 import openai
@@ -30,22 +30,19 @@ from ._compat import (
     STREAM_CONNECTION_ERRORS,
     aclose_sdk_stream,
     cancel_cause,
-    check_async_client,
     sdk_inner_generator,
 )
 from ._errors import ResponseNotCompleted, StallError, StallKind, TetherError
 from ._outcome import CancelReceipt, DetachedResponse, EndReason, Outcome
-from ._scope import Scope
-from ._validate import check_positive, check_timeout
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
     from types import TracebackType
 
-    from openai import AsyncOpenAI
     from openai.types.responses import Response, ResponseStreamEvent
 
-__all__ = ["GuardedStream", "TextDeltas", "guarded_stream", "resume"]
+    from ._scope import Scope
+
+__all__ = ["ResponseGuard"]
 
 _LIFECYCLE = frozenset(
     {
@@ -62,32 +59,13 @@ _RESUME_ATTEMPTS = 5
 _UNKNOWN: Any = object()
 
 
-def _scope_of(scope: Scope | AsyncOpenAI) -> Scope:
-    if isinstance(scope, Scope):
-        return scope
-    return Scope(check_async_client(scope, argument="scope"))
-
-
 @final
-class GuardedStream:
-    """A Responses stream whose response cannot outlive the code that reads it.
+class ResponseGuard:
+    """The cancel protocol for one response: open, read, stop, finish (internal).
 
-    Made by [`guarded_stream`][tether.guarded_stream] or [`resume`][tether.resume]; use it
-    as an async context manager. Inside, iterate it for the SDK's own
-    ``ResponseStreamEvent`` objects. However the block is left before the response
-    finishes (a ``break``, an exception, a cancelled scope, a deadline, a stall, Ctrl-C,
-    ``cancel()``), the HTTP stream is closed and the response is cancelled on the server
-    within ``grace``; then whatever ended the block goes on. A response that finishes is
-    never cancelled.
-
-    Example:
-        ```python
-        async with tether.guarded_stream(scope, model="gpt-5", input="Hi") as stream:
-            print(stream.response_id)          # known before the body runs
-            async for text in stream.text_deltas():
-                print(text, end="")
-        print(stream.outcome.reason)           # "completed"
-        ```
+    One guard per response. The public [`GuardedStream`][tether.GuardedStream] is a thin
+    facade over it; races, agents, the sync facade and the CLI drive guards directly through
+    the plain-named methods below. Nothing outside this module touches its state.
     """
 
     def __init__(
@@ -161,19 +139,51 @@ class GuardedStream:
         return self._last_seq
 
     @property
-    def outcome(self) -> Outcome:
-        """How the stream ended; available once the ``async with`` block has exited.
+    def model(self) -> str | None:
+        """The model asked for (or reported by the server)."""
+        return self._model
 
-        Raises:
-            RuntimeError: The stream has not ended yet.
-        """
+    @property
+    def events(self) -> int:
+        """Events received so far."""
+        return self._events
+
+    @property
+    def deltas(self) -> int:
+        """Output deltas received so far (roughly, tokens seen)."""
+        return self._deltas
+
+    @property
+    def yielded_sequence_number(self) -> int | None:
+        """The ``sequence_number`` of the last event handed to the reader."""
+        return self._yielded_seq
+
+    @property
+    def final_response(self) -> Response | None:
+        """The final response, if it finished ``completed`` or ``incomplete``."""
+        if self._finished in ("completed", "incomplete"):
+            return self._final
+        return None
+
+    @property
+    def outcome(self) -> Outcome | None:
+        """How it ended, once finished (``None`` before)."""
+        return self._outcome
+
+    def require_outcome(self) -> Outcome:
+        """The outcome; a ``RuntimeError`` while the stream has not ended."""
         if self._outcome is None:
             raise RuntimeError("the outcome is known once the `async with` block has exited")
         return self._outcome
 
+    @property
+    def entered(self) -> bool:
+        """Whether ``open()`` was called."""
+        return self._entered
+
     # -------------------------------------------------------------- lifecycle
 
-    async def __aenter__(self) -> GuardedStream:
+    async def open(self) -> None:
         if self._entered:
             raise RuntimeError("a guarded stream can be entered only once")
         await checkpoint_if_cancelled()  # already cancelled: send nothing at all
@@ -183,18 +193,21 @@ class GuardedStream:
         limiter = self._scope.limiter
         if limiter is not None:
             await limiter.acquire_on_behalf_of(self)
-        self._scope._enter(self)
+        self._scope.track(self)
         try:
             await self._open()
             # A cancel that arrived while the open was shielded is delivered here, now that
             # the id is known: the body does not start, the response is cancelled.
             await checkpoint_if_cancelled()
         except BaseException as exc:
-            await self._stop(self._reason_for(exc))
+            await self.stop(self.reason_for(exc))
             self._finish(exc)
             raise
         finally:
             self._opened.set()
+
+    async def __aenter__(self) -> ResponseGuard:
+        await self.open()
         return self
 
     async def __aexit__(
@@ -203,7 +216,11 @@ class GuardedStream:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self._stop(self._reason_for(exc))
+        await self.close(exc)
+
+    async def close(self, exc: BaseException | None) -> None:
+        """Leave: stop (if not finished) and record the outcome. Never raises ``Exception``."""
+        await self.stop(self.reason_for(exc))
         self._finish(exc)
 
     async def _open(self) -> None:
@@ -248,7 +265,7 @@ class GuardedStream:
 
     # ---------------------------------------------------------------- reading
 
-    def __aiter__(self) -> GuardedStream:
+    def __aiter__(self) -> ResponseGuard:
         return self
 
     async def __anext__(self) -> ResponseStreamEvent:
@@ -372,32 +389,8 @@ class GuardedStream:
             return False
         return True
 
-    def text_deltas(self) -> AsyncIterator[str]:
-        """Iterate the output text as it arrives (the ``delta`` of ``response.output_text.delta``).
-
-        Example:
-            ```python
-            async for text in stream.text_deltas():
-                print(text, end="", flush=True)
-            ```
-        """
-        return TextDeltas(self)
-
-    async def get_final_response(self) -> Response:
-        """Read the stream to its end and return the final ``Response``.
-
-        Returns:
-            The response of the ``response.completed`` (or ``response.incomplete``) event.
-
-        Raises:
-            ResponseNotCompleted: The response failed, was cancelled, or the stream was stopped.
-
-        Example:
-            ```python
-            response = await stream.get_final_response()
-            print(response.output_text, response.usage)
-            ```
-        """
+    async def read_to_end(self) -> Response:
+        """Read to the end; the final response, or ``ResponseNotCompleted``."""
         async for _ in self:
             pass
         final = self._final
@@ -408,69 +401,42 @@ class GuardedStream:
     # --------------------------------------------------------------- stopping
 
     async def cancel(self) -> CancelReceipt:
-        """Stop now: close the stream and cancel the response on the server, within grace.
-
-        Safe to call from another task (a stop button, a watchdog) while this one iterates:
-        the reader is interrupted first and its iteration simply ends. Calling it again
-        returns the same receipt.
-
-        Returns:
-            The [`CancelReceipt`][tether.CancelReceipt]; ``kind="none"`` if the response had
-            already finished.
-
-        Example:
-            ```python
-            async for text in stream.text_deltas():
-                if "STOP" in text:
-                    receipt = await stream.cancel()
-                    print(receipt.status)  # "cancelled"
-            ```
-        """
-        await self._wait_opened("cancel")
-        await self._stop("explicit")
+        """Stop now (``explicit``); the receipt (``kind="none"`` if already finished)."""
+        await self.wait_opened("cancel")
+        await self.stop("explicit")
         if self._receipt is not None:
             return self._receipt
         return CancelReceipt(response_id=self._response_id, kind="none", status=self._status)
 
     async def detach(self) -> DetachedResponse:
-        """Leave the background response running on purpose, and get a handle to resume it.
-
-        The one sanctioned way for a response to outlive its scope: the HTTP stream is closed,
-        nothing is cancelled. Give the handle to [`resume`][tether.resume], here or in another
-        process.
-
-        Raises:
-            TetherError: The response is not a background one (it would stop on disconnect).
-
-        Example:
-            ```python
-            handle = await stream.detach()
-            store(attrs.asdict(handle))
-            ```
-        """
+        """Close the stream, cancel nothing; a handle to resume the background response."""
         if not self._background:
             raise TetherError("only background responses can be detached (background=False)")
-        await self._wait_opened("detach")
+        await self.wait_opened("detach")
         if self._response_id is None:
             raise RuntimeError("detach() needs an open stream: call it inside `async with`")
-        await self._stop("detached")
+        await self.stop("detached")
         return DetachedResponse(
             response_id=self._response_id, last_sequence_number=self._yielded_seq
         )
 
-    async def _wait_opened(self, what: str) -> None:
+    async def wait_opened(self, what: str) -> None:
         """From another task, while ``__aenter__`` still waits for ``response.created``: wait
         for the id (bounded by ``first_event_timeout``), so the cancel reaches the server."""
         if self._opened is None:
             raise RuntimeError(f"{what}() needs an open stream: call it inside `async with`")
         await self._opened.wait()
 
-    def _lose(self) -> None:
+    def mark_lost(self) -> None:
         """Mark this stream as the loser of a race, before its scope is cancelled."""
-        if self._reason is None:
-            self._reason = "race_lost"
+        self.mark_reason("race_lost")
 
-    def _reason_for(self, exc: BaseException | None) -> EndReason:
+    def mark_reason(self, reason: EndReason) -> None:
+        """Say why the stream will stop, before the cancellation that stops it arrives."""
+        if self._reason is None:
+            self._reason = reason
+
+    def reason_for(self, exc: BaseException | None) -> EndReason:
         if self._reason is not None:
             return self._reason
         if self._stall is not None:
@@ -487,7 +453,7 @@ class GuardedStream:
             return "interrupted"
         return "exception"
 
-    async def _stop(self, reason: EndReason) -> None:
+    async def stop(self, reason: EndReason) -> None:
         """Close the HTTP stream, then cancel on the server within grace. Runs once."""
         if self._stopping is not None:
             with anyio.CancelScope(shield=True):  # the first caller is bounded by grace
@@ -569,151 +535,9 @@ class GuardedStream:
             started_at=self._started,
             ended_at=anyio.current_time(),
         )
-        self._scope._leave(self, self._outcome)
+        self._scope.record(self, self._outcome)
         if self._scope.limiter is not None:
             self._scope.limiter.release_on_behalf_of(self)
         add_note = getattr(exc, "add_note", None) if isinstance(exc, Exception) else None
         if error is not None and add_note is not None:  # Python >= 3.11
             add_note(f"tether: while stopping response {self._response_id}: {error}")
-
-
-class _Events(Protocol):
-    async def __anext__(self) -> ResponseStreamEvent: ...
-
-
-@final
-class TextDeltas:
-    """``text_deltas()`` of a stream: an iterator, not an async generator (nothing to finalise)."""
-
-    def __init__(self, stream: _Events) -> None:
-        self._stream = stream
-
-    def __aiter__(self) -> TextDeltas:
-        return self
-
-    async def __anext__(self) -> str:
-        while True:
-            event = await self._stream.__anext__()
-            if event.type == "response.output_text.delta":
-                return event.delta
-
-
-def _stream_options(
-    scope: Scope,
-    grace: float | None,
-    first_event_timeout: float | None,
-    first_token_timeout: float | None,
-    idle_timeout: float | None,
-) -> dict[str, Any]:
-    return {
-        "grace": scope.grace if grace is None else check_positive("grace", grace),
-        "first_event_timeout": scope.first_event_timeout
-        if first_event_timeout is None
-        else check_positive("first_event_timeout", first_event_timeout),
-        "first_token_timeout": check_timeout("first_token_timeout", first_token_timeout),
-        "idle_timeout": check_timeout("idle_timeout", idle_timeout),
-    }
-
-
-def guarded_stream(
-    scope: Scope | AsyncOpenAI,
-    *,
-    background: bool = True,
-    grace: float | None = None,
-    first_event_timeout: float | None = None,
-    first_token_timeout: float | None = None,
-    idle_timeout: float | None = None,
-    **create_kwargs: Any,
-) -> GuardedStream:
-    """Stream a response that is cancelled on the server whenever you stop reading early.
-
-    Sends ``client.responses.create(stream=True, background=True, **create_kwargs)`` on
-    entry and waits for ``response.created``, so ``stream.response_id`` is known before your
-    code runs. On any early exit the stream is closed first (releasing its connection), the
-    response is cancelled on the server within ``grace``, and the exit goes on: exceptions
-    propagate unchanged, cancellations are not swallowed. See the cancel protocol in the docs.
-
-    Args:
-        scope: A [`Scope`][tether.Scope] from [`open_scope`][tether.open_scope] (its deadline and
-            grace apply), or an ``openai.AsyncOpenAI`` for a stream with no deadline.
-        background: Run the response in background mode, the only mode the server can cancel.
-            With ``False``, stopping early closes the connection (the server stops on disconnect)
-            and the receipt says ``kind="disconnect"``.
-        grace: Seconds the server-side cancel may take (default: the scope's).
-        first_event_timeout: Seconds to wait for ``response.created`` (default: the scope's).
-        first_token_timeout: Seconds from the request to the first output delta, or ``None``.
-        idle_timeout: Seconds without any event, or ``None``.
-        **create_kwargs: Passed to ``client.responses.create`` (``model``, ``input``, ...).
-
-    Returns:
-        A [`GuardedStream`][tether.GuardedStream], to use as ``async with``.
-
-    Raises:
-        StallError: A stall timeout fired (the response was cancelled first).
-        TypeError: A bad argument type, a sync client, or no ``model``.
-        ValueError: ``stream=`` given, or a timeout out of range. Checked before any request.
-
-    Example:
-        ```python
-        async with tether.guarded_stream(scope, model="gpt-5", input="Essay") as stream:
-            async for text in stream.text_deltas():
-                if enough(text):
-                    break                    # cancelled on the server, not just dropped
-        print(stream.outcome.receipt)
-        ```
-
-    Added in version 0.1.
-    """
-    the_scope = _scope_of(scope)
-    if "stream" in create_kwargs:
-        raise ValueError(
-            f"guarded_stream always streams: do not pass stream=, got stream={create_kwargs['stream']!r}"
-        )
-    if not isinstance(background, bool):
-        raise TypeError(f"background must be a bool, got {background!r}")
-    if "model" not in create_kwargs and "prompt" not in create_kwargs:
-        raise TypeError("guarded_stream() needs model=... (or prompt=...)")
-    options = _stream_options(
-        the_scope, grace, first_event_timeout, first_token_timeout, idle_timeout
-    )
-    return GuardedStream(
-        the_scope, request=create_kwargs, handle=None, background=background, **options
-    )
-
-
-def resume(
-    scope: Scope | AsyncOpenAI,
-    handle: DetachedResponse,
-    *,
-    grace: float | None = None,
-    first_event_timeout: float | None = None,
-    idle_timeout: float | None = None,
-) -> GuardedStream:
-    """Guard a background response again, from where a detached stream left it.
-
-    Streams ``GET /responses/{id}?stream=true&starting_after=N``: the events after the
-    handle's sequence number, then live ones. The resumed stream is guarded like any other.
-
-    Args:
-        scope: A [`Scope`][tether.Scope], or an ``openai.AsyncOpenAI``.
-        handle: What [`detach`][tether.GuardedStream.detach] returned.
-        grace: Seconds the server-side cancel may take (default: the scope's).
-        first_event_timeout: Seconds to wait for the stream to open (default: the scope's).
-        idle_timeout: Seconds without any event, or ``None``.
-
-    Returns:
-        A [`GuardedStream`][tether.GuardedStream], to use as ``async with``.
-
-    Example:
-        ```python
-        async with tether.resume(scope, handle) as stream:
-            response = await stream.get_final_response()
-        ```
-
-    Added in version 0.1.
-    """
-    the_scope = _scope_of(scope)
-    if not isinstance(handle, DetachedResponse):
-        raise TypeError(f"handle must be a tether.DetachedResponse, got {handle!r}")
-    options = _stream_options(the_scope, grace, first_event_timeout, None, idle_timeout)
-    return GuardedStream(the_scope, request=None, handle=handle, background=True, **options)
