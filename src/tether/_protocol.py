@@ -25,6 +25,7 @@ import openai
 import stamina
 from anyio.lowlevel import checkpoint_if_cancelled
 
+from . import observe
 from ._cancel import cancel_on_server, log
 from ._compat import (
     STREAM_CONNECTION_ERRORS,
@@ -115,6 +116,9 @@ class ResponseGuard:
         self._outcome: Outcome | None = None
         self._intent: str | None = None  # this stream's journal entry, if the scope has one
         self._timed = first_token_timeout is not None or idle_timeout is not None
+        self._key: str | None = None
+        self.node = observe.new_id()
+        """This stream's id in progress events."""
 
     # ------------------------------------------------------------------ state
 
@@ -188,6 +192,8 @@ class ResponseGuard:
             raise RuntimeError("a guarded stream can be entered only once")
         await checkpoint_if_cancelled()  # already cancelled: send nothing at all
         self._entered = True
+        if observe.watched():
+            self._announce()
         self._opened = anyio.Event()
         self._started = anyio.current_time()
         limiter = self._scope.limiter
@@ -217,6 +223,21 @@ class ResponseGuard:
         tb: TracebackType | None,
     ) -> None:
         await self.close(exc)
+
+    def _announce(self) -> None:
+        from ._stream import GuardedStream  # the facade, for observers' live views
+
+        observe.emit(
+            observe.StreamStarted(
+                id=self.node,
+                parent=observe.current_parent(),
+                model=self._model,
+                background=self._background,
+                key=self._key,
+                resumed=self._handle is not None,
+                stream=GuardedStream(self),
+            )
+        )
 
     async def close(self, exc: BaseException | None) -> None:
         """Leave: stop (if not finished) and record the outcome. Never raises ``Exception``."""
@@ -250,6 +271,8 @@ class ResponseGuard:
                 self._note(event)
                 self._pending.append(event)
             self._sdk_inner = sdk_inner_generator(self._sdk)
+            if observe.watched():
+                observe.emit(observe.StreamOpened(id=self.node, response_id=self._response_id))
             if journal is not None and self._intent is not None:
                 await journal.started(self._intent, self._response_id)
         if self._response_id is None and opening.cancelled_caught:
@@ -467,12 +490,21 @@ class ResponseGuard:
             await self._close()  # first: frees the connection, and ends another task's read
             if self._finished is None and self._response_id is not None and reason != "detached":
                 if self._background:
+                    watched = observe.watched()
+                    if watched:
+                        observe.emit(
+                            observe.CancelStarted(
+                                id=self.node, response_id=self._response_id, reason=self._reason
+                            )
+                        )
                     self._receipt = await cancel_on_server(
                         self._scope.client,
                         self._response_id,
                         grace=max(self._grace - (anyio.current_time() - started), 1e-3),
                         confirm=self._scope.confirm,
                     )
+                    if watched:
+                        observe.emit(observe.CancelEnded(id=self.node, receipt=self._receipt))
                     if self._receipt.status:
                         self._status = self._receipt.status
                 else:
@@ -536,6 +568,8 @@ class ResponseGuard:
             ended_at=anyio.current_time(),
         )
         self._scope.record(self, self._outcome)
+        if observe.watched():
+            observe.emit(observe.StreamEnded(id=self.node, outcome=self._outcome))
         if self._scope.limiter is not None:
             self._scope.limiter.release_on_behalf_of(self)
         add_note = getattr(exc, "add_note", None) if isinstance(exc, Exception) else None

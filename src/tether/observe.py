@@ -1,0 +1,275 @@
+"""Progress events: one hook for streams, races and agents (live views, tracing, dashboards).
+
+tether tells observers what happens as it happens: a stream starts, gets its id, is
+cancelled on the server, ends; a race starts attempts and decides; an agent runs turns and
+tools. The CLI's live view, the OpenTelemetry spans (``tether.otel``) and your own
+dashboards hang on this one mechanism.
+
+An observer is any callable taking one event. Register it for the whole process with
+[`add_observer`][tether.observe.add_observer], or for one block of code (and the tasks it
+starts) with [`observing`][tether.observe.observing]. Observers are called synchronously, in
+the task where the event happens, so they must be quick and must not block; an observer
+that raises is logged and otherwise ignored: it never breaks the stream it watches.
+With no observer registered, an event costs one check of an empty tuple.
+
+Every event carries an ``id`` (unique in the process) for the thing it is about and a
+``parent``: the id of the race attempt, agent turn or tool call it runs under, or ``None``.
+So a stream opened by a race's attempt has ``parent`` = that attempt's id, and an attempt's
+``parent`` is its race's id: a tree, whatever the backend and however the tasks nest.
+
+Example:
+    ```python
+    import tether.observe
+
+    def show(event):
+        if isinstance(event, tether.observe.StreamEnded):
+            print(event.outcome.reason, event.outcome.receipt)
+
+    with tether.observe.observing(show):
+        async with tether.guarded_stream(scope, model="m", input="hi") as stream:
+            ...
+    ```
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any, TypeAlias, final
+
+import attrs
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Generator
+
+    from ._outcome import CancelReceipt, Outcome
+
+__all__ = [
+    "CancelEnded",
+    "CancelStarted",
+    "Event",
+    "Observer",
+    "StreamEnded",
+    "StreamOpened",
+    "StreamStarted",
+    "add_observer",
+    "observing",
+    "remove_observer",
+]
+
+_log = logging.getLogger("tether")
+
+
+@final
+@attrs.frozen(kw_only=True)
+class StreamStarted:
+    """A guarded stream is about to send its request (or resume a detached response).
+
+    Example:
+        ```python
+        if isinstance(event, tether.observe.StreamStarted):
+            print(event.model, event.stream.response_id)  # None: not known yet
+        ```
+    """
+
+    id: int
+    """This stream's id in events (not the response's id)."""
+    parent: int | None
+    """The race attempt, agent turn... it runs under, if any."""
+    model: str | None
+    """The model asked for."""
+    background: bool
+    """Whether it runs in background mode."""
+    key: str | None
+    """The job key it was opened with, if any."""
+    resumed: bool
+    """Whether it resumes a detached response instead of creating one."""
+    stream: Any = attrs.field(eq=False, repr=False)
+    """The live [`GuardedStream`][tether.GuardedStream]: read ``response_id``, ``status``,
+    ``deltas`` as it goes (for a live view)."""
+
+
+@final
+@attrs.frozen(kw_only=True)
+class StreamOpened:
+    """``response.created`` arrived: the response has an id.
+
+    Example:
+        ```python
+        if isinstance(event, tether.observe.StreamOpened):
+            print("started", event.response_id)
+        ```
+    """
+
+    id: int
+    """The stream's id in events."""
+    response_id: str
+    """The response's id on the server."""
+
+
+@final
+@attrs.frozen(kw_only=True)
+class CancelStarted:
+    """The stream is being stopped early: its ``POST /responses/{id}/cancel`` is about to go.
+
+    Example:
+        ```python
+        if isinstance(event, tether.observe.CancelStarted):
+            print("cancelling", event.response_id, "because", event.reason)
+        ```
+    """
+
+    id: int
+    """The stream's id in events."""
+    response_id: str
+    """The response being cancelled."""
+    reason: str
+    """Why (an ``EndReason``: ``break``, ``deadline``, ``race_lost``...)."""
+
+
+@final
+@attrs.frozen(kw_only=True)
+class CancelEnded:
+    """The server-side cancel is over: confirmed, or given up on within grace.
+
+    Example:
+        ```python
+        if isinstance(event, tether.observe.CancelEnded) and not event.receipt.stopped:
+            alert(event.receipt)
+        ```
+    """
+
+    id: int
+    """The stream's id in events."""
+    receipt: CancelReceipt
+    """What the server said."""
+
+
+@final
+@attrs.frozen(kw_only=True)
+class StreamEnded:
+    """The guarded stream's block is over; its outcome is final.
+
+    Example:
+        ```python
+        if isinstance(event, tether.observe.StreamEnded):
+            print(event.outcome.reason, event.outcome.deltas)
+        ```
+    """
+
+    id: int
+    """The stream's id in events."""
+    outcome: Outcome
+    """How it ended."""
+
+
+Event: TypeAlias = Any
+"""Any progress event: the records of this module, and those of races and agents
+(``tether.races``, ``tether.agents``). Dispatch on their type."""
+
+Observer: TypeAlias = "Callable[[Event], object]"
+"""A callable taking one event; its return value is ignored."""
+
+_global: tuple[Observer, ...] = ()
+_local: ContextVar[tuple[Observer, ...]] = ContextVar("tether_observers", default=())
+_parent: ContextVar[int | None] = ContextVar("tether_observe_parent", default=None)
+_ids = itertools.count(1)
+
+
+def add_observer(observer: Observer) -> None:
+    """Call *observer* with every event in this process, from now on.
+
+    Args:
+        observer: A callable taking one event.
+
+    Raises:
+        TypeError: *observer* is not callable.
+
+    Example:
+        ```python
+        tether.observe.add_observer(print)
+        ```
+    """
+    global _global
+    if not callable(observer):
+        raise TypeError(f"observer must be callable, got {observer!r}")
+    _global = (*_global, observer)
+
+
+def remove_observer(observer: Observer) -> None:
+    """Stop calling an observer added with [`add_observer`][tether.observe.add_observer].
+
+    Raises:
+        ValueError: It was not added.
+
+    Example:
+        ```python
+        tether.observe.remove_observer(print)
+        ```
+    """
+    global _global
+    if observer not in _global:
+        raise ValueError(f"observer {observer!r} was not added")
+    index = _global.index(observer)
+    _global = _global[:index] + _global[index + 1 :]
+
+
+@contextlib.contextmanager
+def observing(observer: Observer) -> Generator[None]:
+    """Call *observer* with the events of this block, and of the tasks started inside it.
+
+    Scoped with a context variable: other tasks and threads do not see it.
+
+    Raises:
+        TypeError: *observer* is not callable.
+
+    Example:
+        ```python
+        events = []
+        with tether.observe.observing(events.append):
+            await tether.race(client, requests)
+        ```
+    """
+    if not callable(observer):
+        raise TypeError(f"observer must be callable, got {observer!r}")
+    token = _local.set((*_local.get(), observer))
+    try:
+        yield
+    finally:
+        _local.reset(token)
+
+
+def watched() -> bool:
+    """Whether any observer would see an event emitted here (skip building events if not)."""
+    return bool(_global) or bool(_local.get())
+
+
+def new_id() -> int:
+    """A fresh id for a stream, race, attempt, agent, turn or tool call."""
+    return next(_ids)
+
+
+def current_parent() -> int | None:
+    """The id the next stream, attempt or turn started in this task runs under."""
+    return _parent.get()
+
+
+@contextlib.contextmanager
+def parent(node: int) -> Generator[None]:
+    """Run a block (and the tasks it starts) under *node*: what it starts is *node*'s child."""
+    token = _parent.set(node)
+    try:
+        yield
+    finally:
+        _parent.reset(token)
+
+
+def emit(event: Event) -> None:
+    """Hand *event* to every observer; one that raises is logged, never propagated."""
+    for observer in (*_global, *_local.get()):
+        try:
+            observer(event)
+        except Exception:
+            _log.exception("tether observer %r failed on %r", observer, event)
