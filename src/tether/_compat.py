@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-from typing import Any, Literal
+import weakref
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any, Literal
 
 import openai
 from openai import AsyncOpenAI, OpenAI
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Generator
 
 __all__ = [
     "OPENAI_MAJOR",
@@ -19,7 +24,7 @@ __all__ = [
     "aclose_sdk_stream",
     "cancel_cause",
     "check_async_client",
-    "close_sdk_stream",
+    "on_request_sent",
     "sdk_inner_generator",
 ]
 
@@ -79,16 +84,6 @@ def sdk_inner_generator(stream: Any) -> Any:
     return None if frame is None else frame.f_locals.get("iterator")
 
 
-def close_sdk_stream(stream: Any) -> None:
-    """Close a sync SDK ``Stream`` (same on 2.x and 3.x)."""
-    iterator = getattr(stream, "_iterator", None)
-    close = getattr(iterator, "close", None)
-    if close is not None:
-        with contextlib.suppress(ValueError):  # "generator already executing"
-            close()
-    stream.close()
-
-
 def cancel_cause(exc: BaseException) -> Literal["deadline", "cancelled"]:
     """Tell a deadline from an explicit cancel, from the cancellation exception itself.
 
@@ -98,3 +93,63 @@ def cancel_cause(exc: BaseException) -> Literal["deadline", "cancelled"]:
     if getattr(exc, "source", None) == "deadline" or "deadline exceeded" in str(exc):
         return "deadline"
     return "cancelled"
+
+
+# -- knowing when a request has left ----------------------------------------------------------
+#
+# The open must not be shielded while a request only waits (for a pooled connection, say):
+# cancelled there, it is simply never sent. It must be shielded from the moment its headers
+# go out. The HTTP stack says when through httpcore's per-request ``trace`` extension; the
+# SDK gives no way to set request extensions, so a request hook on the client's HTTP client
+# (installed once per HTTP client) adds it to the requests of the task that asked for it.
+
+_on_sent: ContextVar[Callable[[], None] | None] = ContextVar("tether_on_sent", default=None)
+_hooked: weakref.WeakSet[Any] = weakref.WeakSet()
+_SENT = "send_request_headers.started"  # http11.… and http2.…
+
+
+async def _request_hook(request: Any) -> None:
+    callback = _on_sent.get()
+    if callback is None:
+        return
+    previous = request.extensions.get("trace")
+
+    async def trace(name: str, info: dict[str, Any]) -> None:
+        if name.endswith(_SENT):
+            callback()
+        if previous is not None:
+            result = previous(name, info)
+            if hasattr(result, "__await__"):
+                await result
+
+    request.extensions = {**request.extensions, "trace": trace}
+
+
+def _hook(client: AsyncOpenAI) -> bool:
+    http: Any = getattr(client, "_client", None)  # the SDK's HTTP client (no public accessor)
+    if http is None or not hasattr(http, "event_hooks"):
+        return False
+    if http not in _hooked:
+        hooks = dict(http.event_hooks)
+        hooks["request"] = [*hooks.get("request", []), _request_hook]
+        http.event_hooks = hooks
+        _hooked.add(http)
+    return True
+
+
+@contextlib.contextmanager
+def on_request_sent(client: AsyncOpenAI, callback: Callable[[], None]) -> Generator[None]:
+    """Call *callback* when a request made in this block starts sending its headers.
+
+    Where the client's HTTP stack cannot say (a custom transport), *callback* is called at
+    once: the request is then treated as sent from the start, the safe side.
+    """
+    if not _hook(client):
+        callback()
+        yield
+        return
+    token = _on_sent.set(callback)
+    try:
+        yield
+    finally:
+        _on_sent.reset(token)

@@ -31,8 +31,10 @@ from ._compat import (
     STREAM_CONNECTION_ERRORS,
     aclose_sdk_stream,
     cancel_cause,
+    on_request_sent,
     sdk_inner_generator,
 )
+from ._critical import run_critical
 from ._errors import ResponseNotCompleted, StallError, StallKind, TetherError
 from ._outcome import CancelReceipt, DetachedResponse, EndReason, Outcome
 
@@ -117,6 +119,10 @@ class ResponseGuard:
         self._intent: str | None = None  # this stream's journal entry, if the scope has one
         self._timed = first_token_timeout is not None or idle_timeout is not None
         self._key: str | None = None
+        self._opening: anyio.CancelScope | None = None
+        self._request_sent = False
+        self._abort_requested = False
+        self._holds_slot = False
         self.node = observe.new_id()
         """This stream's id in progress events."""
 
@@ -196,12 +202,10 @@ class ResponseGuard:
             self._announce()
         self._opened = anyio.Event()
         self._started = anyio.current_time()
-        limiter = self._scope.limiter
-        if limiter is not None:
-            await limiter.acquire_on_behalf_of(self)
-        self._scope.track(self)
         try:
-            await self._open()
+            # In a child task of its own, so that neither a native asyncio cancellation nor
+            # Ctrl-C can cut the open between "request sent" and "id known" (_critical.py).
+            await run_critical(self._open, abort=self._abort_open)
             # A cancel that arrived while the open was shielded is delivered here, now that
             # the id is known: the body does not start, the response is cancelled.
             await checkpoint_if_cancelled()
@@ -245,12 +249,26 @@ class ResponseGuard:
         self._finish(exc)
 
     async def _open(self) -> None:
+        """Queue for a slot, send the request, read up to ``response.created``.
+
+        Until the request leaves (the slot, the journal's intent, the wait for a pooled
+        connection) any cancellation simply aborts it: nothing was sent. From the moment its
+        headers go out (``_compat.on_request_sent``) the scope is shielded, so the id is
+        always learnt and a cancel can reach the server; ``first_event_timeout`` bounds that.
+        """
         client = self._scope.client
         timeout = self._first_event_timeout
-        # Shield only when the server would keep running an orphan: background creates.
-        shield = self._background and self._handle is None
-        with anyio.CancelScope(shield=shield) as opening:
-            opening.deadline = anyio.current_time() + timeout
+        with anyio.CancelScope() as opening:
+            self._opening = opening
+            if self._abort_requested:
+                opening.cancel()
+            limiter = self._scope.limiter
+            if limiter is not None:
+                await limiter.acquire_on_behalf_of(self)
+                self._holds_slot = True
+            self._scope.track(self)
+            self._started = anyio.current_time()  # timeouts count from the request
+            opening.deadline = self._started + timeout
             journal = self._scope.journal
             if journal is not None and self._background:
                 self._intent = uuid.uuid4().hex
@@ -260,9 +278,11 @@ class ResponseGuard:
                     await journal.started(self._intent or "", self._handle.response_id)
                 self._sdk = await self._retrieve_stream()
                 return
-            self._sdk = await client.responses.create(
-                stream=True, background=self._background, **self._request or {}
-            )
+            with on_request_sent(client, self._sent):
+                self._sdk = await client.responses.create(
+                    stream=True, background=self._background, **self._request or {}
+                )
+            self._sent()  # a client whose sending tether cannot see: from here on, at least
             while self._response_id is None:
                 try:
                     event = await self._sdk.__anext__()
@@ -275,9 +295,27 @@ class ResponseGuard:
                 observe.emit(observe.StreamOpened(id=self.node, response_id=self._response_id))
             if journal is not None and self._intent is not None:
                 await journal.started(self._intent, self._response_id)
-        if self._response_id is None and opening.cancelled_caught:
+        if self._sdk is None and opening.cancelled_caught:
+            if self._abort_requested:
+                return  # cancel() before the request left: nothing was sent, nothing to stop
+            await checkpoint_if_cancelled()  # an enclosing cancel is not a stall
+        if (self._response_id is None or self._sdk is None) and opening.cancelled_caught:
             self._stall = "first_event"
-            raise StallError("first_event", timeout, None)
+            raise StallError("first_event", timeout, self._response_id)
+
+    def _sent(self) -> None:
+        """The request's headers are leaving: from now on the open must learn the id."""
+        if not self._request_sent:
+            self._request_sent = True
+            if self._background and self._opening is not None:
+                self._opening.shield = True  # an orphan otherwise: see _open
+
+    def _abort_open(self) -> None:
+        """Give up the open if its request has not left yet (nothing sent, nothing to stop)."""
+        if not self._request_sent:
+            self._abort_requested = True
+            if self._opening is not None:
+                self._opening.cancel()
 
     async def _retrieve_stream(self) -> Any:
         assert self._response_id is not None
@@ -425,6 +463,8 @@ class ResponseGuard:
 
     async def cancel(self) -> CancelReceipt:
         """Stop now (``explicit``); the receipt (``kind="none"`` if already finished)."""
+        if self._opened is not None:
+            self.mark_reason("explicit")
         await self.wait_opened("cancel")
         await self.stop("explicit")
         if self._receipt is not None:
@@ -444,11 +484,15 @@ class ResponseGuard:
         )
 
     async def wait_opened(self, what: str) -> None:
-        """From another task, while ``__aenter__`` still waits for ``response.created``: wait
-        for the id (bounded by ``first_event_timeout``), so the cancel reaches the server."""
+        """From another task, while ``open()`` runs: a stream still queued (its request not
+        sent) gives up at once, sending nothing; one whose request left is waited for until
+        its id is known (bounded by ``first_event_timeout``), so the cancel reaches the server."""
         if self._opened is None:
             raise RuntimeError(f"{what}() needs an open stream: call it inside `async with`")
-        await self._opened.wait()
+        if not self._opened.is_set():
+            self._abort_open()
+        with anyio.CancelScope(shield=True):  # bounded by the open's own deadline
+            await self._opened.wait()
 
     def mark_lost(self) -> None:
         """Mark this stream as the loser of a race, before its scope is cancelled."""
@@ -570,7 +614,8 @@ class ResponseGuard:
         self._scope.record(self, self._outcome)
         if observe.watched():
             observe.emit(observe.StreamEnded(id=self.node, outcome=self._outcome))
-        if self._scope.limiter is not None:
+        if self._holds_slot and self._scope.limiter is not None:
+            self._holds_slot = False
             self._scope.limiter.release_on_behalf_of(self)
         add_note = getattr(exc, "add_note", None) if isinstance(exc, Exception) else None
         if error is not None and add_note is not None:  # Python >= 3.11

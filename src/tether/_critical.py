@@ -1,0 +1,110 @@
+"""The one seam for what anyio's shields cannot stop: native asyncio cancellation and Ctrl-C.
+
+Two parts of the cancel protocol must run to their end once started: the open, from the
+moment the request leaves until the response's id is known (else the server runs a
+response nobody can cancel), and the stop (close, then the server-side cancel within
+grace). ``CancelScope(shield=True)`` protects them from anyio's own cancellation, but not
+from
+
+- a **native asyncio cancellation**: ``asyncio.timeout()``, ``asyncio.wait_for()``, an
+  ``asyncio.TaskGroup`` whose sibling failed, a supervisor's ``task.cancel()``, and Ctrl-C
+  under ``asyncio.run``/``anyio.run`` (Python 3.11+ cancels the main task on SIGINT): all
+  call ``Task.cancel()``, which anyio cannot shield;
+- **Ctrl-C on trio**: ``KeyboardInterrupt`` is raised in the main task at its next
+  checkpoint, shielded or not.
+
+Both hit one task: the one running the code. So [`run_critical`][] runs the section in a
+child task of its own (structured: a task group bounds it), and the calling task only
+waits for it. If that wait is interrupted (an anyio cancellation, a native
+``CancelledError``, a ``KeyboardInterrupt``), the section is told (``abort``: the open
+gives up if its request has not left yet) and awaited to its end, which is bounded by the
+section's own deadline, and only then does the interruption go on, the very same exception
+object, so that ``asyncio.timeout`` still raises ``TimeoutError`` and ``Task.cancelling()``
+keeps its count (the cancel request is never ``uncancel``-ed here), and ``TaskGroup`` and
+``asyncio.run``'s Ctrl-C handling keep their semantics. On trio the child's code is
+KI-protected, so a SIGINT arriving while it runs is delivered to the main task's wait,
+not into the section.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+__all__ = ["run_critical"]
+
+
+class _Box:
+    __slots__ = ("error",)
+
+    def __init__(self) -> None:
+        self.error: BaseException | None = None
+
+
+async def _child(work: Callable[[], Awaitable[None]], box: _Box, done: anyio.Event) -> None:
+    try:
+        await work()
+    except BaseException as exc:  # handed to the waiting task, which re-raises it
+        box.error = exc
+    finally:
+        done.set()
+
+
+_ki_protected = False
+
+
+def _protect_on_trio() -> None:
+    """Mark the child's code KI-protected, once, when first running under trio."""
+    global _ki_protected
+    trio: Any = sys.modules.get("trio")  # never imported here: only used if already running
+    if _ki_protected or trio is None:
+        return
+    try:
+        trio.lowlevel.current_task()
+    except RuntimeError:  # not running under trio
+        return
+    trio.lowlevel.enable_ki_protection(_child)
+    _ki_protected = True
+
+
+async def run_critical(
+    work: Callable[[], Awaitable[None]], abort: Callable[[], None] | None = None
+) -> None:
+    """Run *work* to its end in a child task, even if this task is interrupted meanwhile.
+
+    Args:
+        work: The section; it must bound its own waits (deadlines, ``move_on_after``).
+        abort: Called once if this task is interrupted before *work* ends (e.g. give up a
+            request that has not left yet); *work* still runs to its end.
+
+    Raises:
+        BaseException: The interruption (first one, unchanged) if there was one, else
+            whatever *work* raised, unwrapped.
+    """
+    _protect_on_trio()
+    box = _Box()
+    done = anyio.Event()
+    interruption: BaseException | None = None
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_child, work, box, done)
+        try:
+            await done.wait()
+        except BaseException as exc:  # anyio or native cancellation, KeyboardInterrupt
+            interruption = exc
+            if abort is not None:
+                abort()
+            with anyio.CancelScope(shield=True):
+                while not done.is_set():
+                    try:
+                        await done.wait()
+                    except BaseException:
+                        continue
+    if interruption is not None:
+        raise interruption
+    if box.error is not None:
+        raise box.error
