@@ -8,6 +8,7 @@ written once.
 from __future__ import annotations
 
 import logging
+import weakref
 from typing import TYPE_CHECKING
 
 import anyio
@@ -48,6 +49,35 @@ async def _cancel_once(client: AsyncOpenAI, response_id: str) -> str:
         return (await client.responses.retrieve(response_id)).status or "unknown"
 
 
+_quick_clients: weakref.WeakKeyDictionary[AsyncOpenAI, AsyncOpenAI] = weakref.WeakKeyDictionary()
+_FINAL = frozenset({"completed", "failed", "incomplete", "cancelled"})
+
+
+def _quick(client: AsyncOpenAI) -> AsyncOpenAI:
+    """*client* with the SDK's own retries off (ours run within grace), made once per client.
+
+    ``with_options`` copies the client (and recomputes its platform headers): on the stop
+    path of every stream that costs more than the cancel POST itself.
+    """
+    quick = _quick_clients.get(client)
+    if quick is None:
+        quick = _quick_clients[client] = client.with_options(max_retries=0)
+    return quick
+
+
+async def _confirm(client: AsyncOpenAI, response_id: str) -> str:
+    """What the server finally reports. The API's cancel is best effort: a response it
+    answered ``cancelled`` may still be generating and may end ``completed``; read it back
+    until it is final (within the caller's grace)."""
+    wait = _WAIT_INITIAL
+    while True:
+        status = (await client.responses.retrieve(response_id)).status or "unknown"
+        if status in _FINAL or status == "unknown":
+            return status
+        await anyio.sleep(wait)
+        wait = min(wait * 2, _WAIT_MAX)
+
+
 async def cancel_on_server(
     client: AsyncOpenAI, response_id: str, *, grace: float, confirm: bool = False
 ) -> CancelReceipt:
@@ -55,27 +85,34 @@ async def cancel_on_server(
 
     Never raises an ``Exception``: what went wrong is on the receipt (and logged).
     Cancellation of the caller is deferred until the receipt is in or grace ran out.
+    The first attempt is sent straight away; only a retryable failure enters the retry loop.
     """
-    quick = client.with_options(max_retries=0)  # our retries, our budget
+    quick = _quick(client)
     started = anyio.current_time()
     attempts = 0
     status: str | None = None
     error: str | None = None
     with anyio.move_on_after(grace, shield=True) as budget:
         try:
-            async for attempt in stamina.retry_context(
-                on=_retryable,
-                attempts=None,
-                timeout=None,
-                wait_initial=_WAIT_INITIAL,
-                wait_max=_WAIT_MAX,
-                wait_jitter=_WAIT_JITTER,
-            ):
-                with attempt:
-                    attempts += 1
-                    status = await _cancel_once(quick, response_id)
+            try:
+                attempts = 1
+                status = await _cancel_once(quick, response_id)
+            except Exception as exc:
+                if not _retryable(exc):
+                    raise
+                async for attempt in stamina.retry_context(
+                    on=_retryable,
+                    attempts=None,
+                    timeout=None,
+                    wait_initial=_WAIT_INITIAL,
+                    wait_max=_WAIT_MAX,
+                    wait_jitter=_WAIT_JITTER,
+                ):
+                    with attempt:
+                        attempts += 1
+                        status = await _cancel_once(quick, response_id)
             if confirm and status == "cancelled":
-                status = (await quick.responses.retrieve(response_id)).status or "unknown"
+                status = await _confirm(quick, response_id)
         except openai.NotFoundError:
             status = "gone"
         except Exception as exc:

@@ -21,9 +21,10 @@ if TYPE_CHECKING:
 __all__ = [
     "OPENAI_MAJOR",
     "STREAM_CONNECTION_ERRORS",
-    "aclose_sdk_stream",
     "cancel_cause",
     "check_async_client",
+    "close_sdk_stream",
+    "drain_sdk_stream",
     "on_request_sent",
     "sdk_inner_generator",
 ]
@@ -56,16 +57,21 @@ def check_async_client(client: object, *, argument: str = "client") -> AsyncOpen
     raise TypeError(f"{argument} must be an openai.AsyncOpenAI, got {client!r}")
 
 
-async def aclose_sdk_stream(stream: Any, inner: Any = None) -> None:
-    """Close an SDK ``AsyncStream`` and finalise its chain of async generators.
+async def close_sdk_stream(stream: Any) -> None:
+    """Close an SDK ``AsyncStream``: releases its connection (``close()``: 2.x and 3.x)."""
+    with contextlib.suppress(Exception):  # the connection is dropped either way
+        await stream.close()
 
-    ``AsyncStream.close()`` (2.x and 3.x; ``aclose()`` is 3.x only) releases the connection but
-    leaves the SDK's nested generators (``__stream__`` -> ``_iter_events`` -> the decoder ->
-    httpx) suspended, to be garbage-collected half-run (trio warns about each). Reading on
-    after the close makes the closed transport raise through every layer, which finishes them
-    all; whatever was still buffered is discarded.
+
+async def drain_sdk_stream(stream: Any, inner: Any = None) -> None:
+    """Finalise a closed SDK stream's chain of async generators.
+
+    ``AsyncStream.close()`` releases the connection but leaves the SDK's nested generators
+    (``__stream__`` -> ``_iter_events`` -> the decoder -> httpx) suspended, to be
+    garbage-collected half-run (trio warns about each). Reading on after the close makes the
+    closed transport raise through every layer, which finishes them all; whatever was still
+    buffered is discarded. Bound it: on HTTP/2 a read after close can block.
     """
-    await stream.close()
     for iterator in (getattr(stream, "_iterator", None), inner):
         if iterator is None:
             continue

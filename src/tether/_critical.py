@@ -28,6 +28,7 @@ not into the section.
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
 __all__ = ["run_critical"]
+
+_log = logging.getLogger("tether")
 
 
 class _Box:
@@ -73,11 +76,12 @@ def _protect_on_trio() -> None:
 
 
 async def run_critical(
-    work: Callable[[], Awaitable[None]], abort: Callable[[], None] | None = None
+    what: str, work: Callable[[], Awaitable[None]], abort: Callable[[], None] | None = None
 ) -> None:
     """Run *work* to its end in a child task, even if this task is interrupted meanwhile.
 
     Args:
+        what: What the section does, for the log (``"open"``, ``"stop"``).
         work: The section; it must bound its own waits (deadlines, ``move_on_after``).
         abort: Called once if this task is interrupted before *work* ends (e.g. give up a
             request that has not left yet); *work* still runs to its end.
@@ -96,6 +100,7 @@ async def run_critical(
             await done.wait()
         except BaseException as exc:  # anyio or native cancellation, KeyboardInterrupt
             interruption = exc
+            _log.debug("interrupted by %r: finishing the %s first", exc, what)
             if abort is not None:
                 abort()
             with anyio.CancelScope(shield=True):

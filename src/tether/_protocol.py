@@ -29,8 +29,9 @@ from . import observe
 from ._cancel import cancel_on_server, log
 from ._compat import (
     STREAM_CONNECTION_ERRORS,
-    aclose_sdk_stream,
     cancel_cause,
+    close_sdk_stream,
+    drain_sdk_stream,
     on_request_sent,
     sdk_inner_generator,
 )
@@ -59,6 +60,8 @@ _LIFECYCLE = frozenset(
 )
 _FINISHED = frozenset({"completed", "failed", "incomplete", "cancelled"})
 _RESUME_ATTEMPTS = 5
+_DRAIN_TIME = 0.25  # seconds to finish the SDK's generators after a close, at most
+_JOURNAL_FLOOR = 0.05  # seconds a journal removal gets even when grace is spent
 _UNKNOWN: Any = object()
 
 
@@ -205,13 +208,15 @@ class ResponseGuard:
         try:
             # In a child task of its own, so that neither a native asyncio cancellation nor
             # Ctrl-C can cut the open between "request sent" and "id known" (_critical.py).
-            await run_critical(self._open, abort=self._abort_open)
+            await run_critical("open", self._open, abort=self._abort_open)
             # A cancel that arrived while the open was shielded is delivered here, now that
             # the id is known: the body does not start, the response is cancelled.
             await checkpoint_if_cancelled()
         except BaseException as exc:
-            await self.stop(self.reason_for(exc))
-            self._finish(exc)
+            try:
+                await self.stop(self.reason_for(exc))
+            finally:
+                self._finish(exc)
             raise
         finally:
             self._opened.set()
@@ -245,8 +250,10 @@ class ResponseGuard:
 
     async def close(self, exc: BaseException | None) -> None:
         """Leave: stop (if not finished) and record the outcome. Never raises ``Exception``."""
-        await self.stop(self.reason_for(exc))
-        self._finish(exc)
+        try:
+            await self.stop(self.reason_for(exc))
+        finally:
+            self._finish(exc)
 
     async def _open(self) -> None:
         """Queue for a slot, send the request, read up to ``response.created``.
@@ -425,7 +432,8 @@ class ResponseGuard:
         """
         if not self._background or self._response_id is None or self._resumes >= _RESUME_ATTEMPTS:
             return False
-        await aclose_sdk_stream(self._sdk, None if self._sdk_inner is _UNKNOWN else self._sdk_inner)
+        await close_sdk_stream(self._sdk)
+        await drain_sdk_stream(self._sdk, None if self._sdk_inner is _UNKNOWN else self._sdk_inner)
         self._sdk_inner = _UNKNOWN
         client = self._scope.client
         if not lost:
@@ -446,7 +454,8 @@ class ResponseGuard:
                 self._sdk = await self._retrieve_stream()
         self._resumes += 1
         if self._stopping is not None:  # stopped by another task meanwhile
-            await aclose_sdk_stream(self._sdk)
+            await close_sdk_stream(self._sdk)
+            await drain_sdk_stream(self._sdk)
             return False
         return True
 
@@ -521,7 +530,12 @@ class ResponseGuard:
         return "exception"
 
     async def stop(self, reason: EndReason) -> None:
-        """Close the HTTP stream, then cancel on the server within grace. Runs once."""
+        """The one way out: close the HTTP stream, then cancel on the server. Runs once.
+
+        The whole stop is bounded by ``grace`` (close, cancel with retries, journal) and runs
+        to its end even under a native asyncio cancellation or Ctrl-C (``run_critical``);
+        a second caller waits for the first one.
+        """
         if self._stopping is not None:
             with anyio.CancelScope(shield=True):  # the first caller is bounded by grace
                 await self._stopping.wait()
@@ -529,68 +543,89 @@ class ResponseGuard:
         self._stopping = anyio.Event()
         if self._reason is None:
             self._reason = reason
-        started = anyio.current_time()
         try:
-            await self._close()  # first: frees the connection, and ends another task's read
-            if self._finished is None and self._response_id is not None and reason != "detached":
-                if self._background:
-                    watched = observe.watched()
-                    if watched:
-                        observe.emit(
-                            observe.CancelStarted(
-                                id=self.node, response_id=self._response_id, reason=self._reason
-                            )
-                        )
-                    self._receipt = await cancel_on_server(
-                        self._scope.client,
-                        self._response_id,
-                        grace=max(self._grace - (anyio.current_time() - started), 1e-3),
-                        confirm=self._scope.confirm,
-                    )
-                    if watched:
-                        observe.emit(observe.CancelEnded(id=self.node, receipt=self._receipt))
-                    if self._receipt.status:
-                        self._status = self._receipt.status
-                else:
-                    self._receipt = CancelReceipt(
-                        response_id=self._response_id, kind="disconnect", status=None
-                    )
-            await self._forget()
-        except Exception as exc:  # a bug, the disk, an unexpected SDK error: report, never raise
-            self._cleanup_error = f"{type(exc).__name__}: {exc}"
-            log.warning("cleanup of response %s failed: %s", self._response_id, exc)
+            await run_critical("stop", self._stop_now)
         finally:
             self._stopped = True
             self._stopping.set()
 
-    async def _forget(self) -> None:
-        """Remove the journal entry once the response is known to have stopped.
+    async def _stop_now(self) -> None:
+        deadline = anyio.current_time() + self._grace
+        with anyio.CancelScope(shield=True, deadline=deadline):
+            try:
+                await self._stop_on_server(deadline)
+            except Exception as exc:  # a bug, an unexpected SDK error: report, never raise
+                self._cleanup_error = f"{type(exc).__name__}: {exc}"
+                log.warning("cleanup of response %s failed: %s", self._response_id, exc)
+            await self._forget(deadline)
 
-        Kept (for ``tether reap``): a response whose cancel was not confirmed, and a request
-        whose ``response.created`` never came (the server may have started it).
+    async def _stop_on_server(self, deadline: float) -> None:
+        sdk = self._sdk
+        if sdk is not None:
+            await close_sdk_stream(sdk)  # first: frees the connection, ends another task's read
+        if self._finished is None and self._response_id is not None and self._reason != "detached":
+            if self._background:
+                watched = observe.watched()
+                if watched:
+                    observe.emit(
+                        observe.CancelStarted(
+                            id=self.node, response_id=self._response_id, reason=self._reason or ""
+                        )
+                    )
+                self._receipt = await cancel_on_server(
+                    self._scope.client,
+                    self._response_id,
+                    grace=max(deadline - anyio.current_time(), 1e-3),
+                    confirm=self._scope.confirm,
+                )
+                if watched:
+                    observe.emit(observe.CancelEnded(id=self.node, receipt=self._receipt))
+                if self._receipt.status:
+                    self._status = self._receipt.status
+            else:
+                # The server stops a non-background response when its connection closes;
+                # what it last reported (in_progress) is no longer true, and nothing says more.
+                self._status = None
+                self._receipt = CancelReceipt(
+                    response_id=self._response_id, kind="disconnect", status=None
+                )
+        if sdk is not None:
+            # After the cancel: finish the SDK's half-run generators (bounded: on HTTP/2 a
+            # read after close may block instead of raising).
+            with anyio.move_on_after(min(_DRAIN_TIME, max(deadline - anyio.current_time(), 0))):
+                inner = None if self._sdk_inner is _UNKNOWN else self._sdk_inner
+                await drain_sdk_stream(sdk, inner)
+
+    async def _forget(self, deadline: float) -> None:
+        """Remove the journal entry once the response is known to have stopped, within grace.
+
+        Kept (for ``tether reap``): a response whose cancel was not confirmed, a request whose
+        ``response.created`` never came (the server may have started it), and an entry the
+        journal could not remove in time (the failure is on the outcome and in the log).
         """
         journal = self._scope.journal
         if journal is None or self._intent is None:
             return
         receipt = self._receipt
-        if (
+        if not (
             self._finished is not None
             or self._reason == "detached"
             or (receipt is not None and receipt.stopped)
             or (self._response_id is None and self._stall != "first_event")
         ):
-            with anyio.CancelScope(shield=True):
-                await journal.finished(self._intent)
-
-    async def _close(self) -> None:
-        if self._sdk is None:
             return
-        with anyio.move_on_after(self._grace, shield=True):
+        problem: str | None = None
+        with anyio.move_on_after(max(deadline - anyio.current_time(), _JOURNAL_FLOOR)) as bound:
             try:
-                inner = None if self._sdk_inner is _UNKNOWN else self._sdk_inner
-                await aclose_sdk_stream(self._sdk, inner)
-            except Exception as exc:  # the connection is dropped either way
-                log.debug("closing the stream of %s: %r", self._response_id, exc)
+                await journal.finished(self._intent)
+            except Exception as exc:
+                problem = f"{type(exc).__name__}: {exc}"
+        if bound.cancelled_caught:
+            problem = "no answer within grace"
+        if problem is not None:
+            message = f"journal: could not remove the entry of {self._response_id} ({problem}); it stays for reap"
+            self._cleanup_error = self._cleanup_error or message
+            log.warning("%s", message)
 
     def _finish(self, exc: BaseException | None) -> None:
         receipt = self._receipt

@@ -1,0 +1,201 @@
+"""The promise under what anyio's shields cannot stop: native asyncio cancellation and Ctrl-C.
+
+The asyncio tests use asyncio's own APIs (``asyncio.timeout``, ``TaskGroup``, ``Task.cancel``)
+and run on asyncio only; the Ctrl-C tests send a real SIGINT to a child process on both
+backends. Synchronised with the emulator's holds and ledger, never with sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+import openai
+import pytest
+from exceptiongroup import ExceptionGroup
+
+import tether
+from tests.test_guard import read_deltas, settled
+from tether.testing import ResponsesEmulator
+
+CHILD = Path(__file__).with_name("interrupt_child.py")
+
+needs_311 = pytest.mark.skipif(
+    sys.version_info < (3, 11), reason="asyncio.timeout, TaskGroup and cancelling() are 3.11+"
+)
+asyncio_only = pytest.mark.parametrize("anyio_backend", ["asyncio"])
+
+
+async def until_cancel_requested(task: asyncio.Task[Any]) -> None:
+    """Yield to the loop until a native cancellation of *task* has been requested."""
+    while task.cancelling() == 0:
+        await asyncio.sleep(0)
+
+
+@needs_311
+@asyncio_only
+async def test_asyncio_timeout_while_opening_cancels_on_the_server_and_raises_timeout_error(
+    emulator: ResponsesEmulator, client: openai.AsyncOpenAI
+) -> None:
+    guarded = tether.guarded_stream(client, model="slow", input="hi")
+    body_ran = False
+    timeouts: list[asyncio.Timeout] = []
+    tasks: list[asyncio.Task[Any]] = []
+    raised: list[BaseException] = []
+
+    async def opener() -> None:
+        nonlocal body_ran
+        tasks.append(asyncio.current_task())  # type: ignore[arg-type]
+        try:
+            async with asyncio.timeout(None) as timeout:
+                timeouts.append(timeout)
+                async with guarded:
+                    body_ran = True
+        except BaseException as exc:
+            raised.append(exc)
+
+    with emulator.hold("created") as hold:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(opener)
+            await emulator.wait_for(lambda ledger: len(ledger.responses) == 1)
+            timeouts[0].reschedule(asyncio.get_running_loop().time())  # fires now, natively
+            await until_cancel_requested(tasks[0])
+            hold.release()
+    assert not body_ran
+    assert [type(exc) for exc in raised] == [TimeoutError]
+    assert tasks[0].cancelling() == 0  # asyncio.timeout took its cancel request back
+    assert (await settled(emulator, guarded.response_id)).status == "cancelled"
+    assert guarded.outcome.receipt is not None
+    assert guarded.outcome.receipt.status == "cancelled"
+    assert emulator.ledger.orphans() == []
+
+
+@needs_311
+@asyncio_only
+async def test_asyncio_timeout_during_cleanup_lets_the_cancel_retries_finish(
+    emulator: ResponsesEmulator, client: openai.AsyncOpenAI
+) -> None:
+    timeouts: list[asyncio.Timeout] = []
+    tasks: list[asyncio.Task[Any]] = []
+    raised: list[BaseException] = []
+    streams: list[tether.GuardedStream] = []
+
+    async def reader() -> None:
+        tasks.append(asyncio.current_task())  # type: ignore[arg-type]
+        try:
+            async with asyncio.timeout(None) as timeout:
+                timeouts.append(timeout)
+                async with tether.guarded_stream(client, model="flaky-cancel", input="hi") as s:
+                    streams.append(s)
+                    await read_deltas(s, 1)
+        except BaseException as exc:
+            raised.append(exc)
+
+    with emulator.hold("cancel") as hold:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(reader)
+            await emulator.wait_for(lambda ledger: ledger.cancels_in_flight == 1)
+            timeouts[0].reschedule(asyncio.get_running_loop().time())  # mid-cleanup
+            await until_cancel_requested(tasks[0])
+            hold.release()
+    (stream,) = streams
+    assert [type(exc) for exc in raised] == [TimeoutError]
+    assert stream.outcome.receipt is not None
+    assert stream.outcome.receipt.status == "cancelled"
+    assert stream.outcome.receipt.attempts == 3  # two 500s, then the cancel: none cut off
+    assert emulator.ledger.orphans() == []
+
+
+@needs_311
+@asyncio_only
+async def test_task_group_sibling_failure_while_opening_cancels_on_the_server(
+    emulator: ResponsesEmulator, client: openai.AsyncOpenAI
+) -> None:
+    guarded = tether.guarded_stream(client, model="slow", input="hi")
+
+    class SiblingFailed(Exception):
+        pass
+
+    async def opener() -> None:
+        async with guarded:
+            pytest.fail("the body must not run")
+
+    async def sibling(hold: Any) -> None:
+        await emulator.wait_for(lambda ledger: len(ledger.responses) == 1)
+        asyncio.get_running_loop().call_soon(hold.release)  # after the cancel is requested
+        raise SiblingFailed
+
+    with emulator.hold("created") as hold, pytest.raises(ExceptionGroup) as caught:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(opener())
+            group.create_task(sibling(hold))
+    assert [type(exc) for exc in caught.value.exceptions] == [SiblingFailed]
+    assert (await settled(emulator, guarded.response_id)).status == "cancelled"
+    assert emulator.ledger.orphans() == []
+
+
+@needs_311
+@asyncio_only
+async def test_task_cancel_while_opening_cancels_on_the_server_and_the_task_ends_cancelled(
+    emulator: ResponsesEmulator, client: openai.AsyncOpenAI
+) -> None:
+    guarded = tether.guarded_stream(client, model="slow", input="hi")
+
+    async def opener() -> None:
+        async with guarded:
+            pytest.fail("the body must not run")
+
+    with emulator.hold("created") as hold:
+        task = asyncio.get_running_loop().create_task(opener())
+        await emulator.wait_for(lambda ledger: len(ledger.responses) == 1)
+        task.cancel()
+        await until_cancel_requested(task)
+        hold.release()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert task.cancelled()
+    assert (await settled(emulator, guarded.response_id)).status == "cancelled"
+    assert guarded.outcome.reason == "scope_cancelled"
+
+
+# --------------------------------------------------------------------- Ctrl-C while opening
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_sigint_while_opening_cancels_the_response_then_raises_keyboard_interrupt(
+    emulator: ResponsesEmulator, backend: str
+) -> None:
+    """A real SIGINT while waiting for ``response.created``: the id is awaited, the response
+    cancelled on the server, then KeyboardInterrupt goes on (the process exits with it)."""
+    if backend == "asyncio" and sys.version_info < (3, 11):
+        pytest.skip("asyncio turns SIGINT into a cancellation only from Python 3.11")
+    with emulator.hold("created") as hold:
+        child = subprocess.Popen(
+            [sys.executable, str(CHILD), emulator.base_url, backend],
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
+        )
+        try:
+            emulator.wait_for_sync(lambda ledger: len(ledger.responses) == 1)
+            child.send_signal(signal.SIGINT)
+            assert child.stderr is not None
+            for line in child.stderr:  # the child logs when the interruption reached tether
+                if "finishing the open first" in line:
+                    break
+            hold.release()
+            _, rest = child.communicate(timeout=30)
+        finally:
+            if child.poll() is None:
+                child.kill()
+    assert "KeyboardInterrupt" in rest
+    (record,) = emulator.ledger.responses
+    emulator.wait_for_sync(lambda ledger: not ledger[record.id].generating)
+    assert emulator.ledger[record.id].status == "cancelled"
+    assert emulator.ledger.orphans() == []
