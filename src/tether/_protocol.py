@@ -1,6 +1,6 @@
 """GuardedStream: a Responses stream bound to a scope, and the cancel protocol around it.
 
-The protocol (DESIGN.md, "The cancel protocol"), in the order the code runs it:
+The protocol (docs/design.md, "The cancel protocol"), in the order the code runs it:
 
 1. ``__aenter__`` sends the request and reads up to ``response.created`` under a shield
    bounded by ``first_event_timeout``: a cancel arriving meanwhile waits for the id, so the
