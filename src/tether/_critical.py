@@ -84,7 +84,8 @@ async def run_critical(
         what: What the section does, for the log (``"open"``, ``"stop"``).
         work: The section; it must bound its own waits (deadlines, ``move_on_after``).
         abort: Called once if this task is interrupted before *work* ends (e.g. give up a
-            request that has not left yet); *work* still runs to its end.
+            request that has not left yet); *work* still runs to its end. Without it, only
+            what anyio cannot shield (native cancellation, Ctrl-C) interrupts the wait.
 
     Raises:
         BaseException: The interruption (first one, unchanged) if there was one, else
@@ -97,7 +98,9 @@ async def run_critical(
     async with anyio.create_task_group() as tg:
         tg.start_soon(_child, work, box, done)
         try:
-            await done.wait()
+            # Without *abort* there is nothing to do early: anyio's cancellation waits too.
+            with anyio.CancelScope(shield=abort is None):
+                await done.wait()
         except BaseException as exc:  # anyio or native cancellation, KeyboardInterrupt
             interruption = exc
             _log.debug("interrupted by %r: finishing the %s first", exc, what)

@@ -302,11 +302,10 @@ class ResponseGuard:
                 observe.emit(observe.StreamOpened(id=self.node, response_id=self._response_id))
             if journal is not None and self._intent is not None:
                 await journal.started(self._intent, self._response_id)
-        if self._sdk is None and opening.cancelled_caught:
-            if self._abort_requested:
+        if (self._response_id is None or self._sdk is None) and opening.cancelled_caught:
+            if self._abort_requested and not self._request_sent:
                 return  # cancel() before the request left: nothing was sent, nothing to stop
             await checkpoint_if_cancelled()  # an enclosing cancel is not a stall
-        if (self._response_id is None or self._sdk is None) and opening.cancelled_caught:
             self._stall = "first_event"
             raise StallError("first_event", timeout, self._response_id)
 

@@ -58,6 +58,8 @@ class Scope:
         """Seconds each server-side cancel may take, retries included."""
         self.first_event_timeout: float = check_positive("first_event_timeout", first_event_timeout)
         """Seconds to wait for ``response.created`` (under a shield: see the cancel protocol)."""
+        if not isinstance(confirm, bool):
+            raise TypeError(f"confirm must be a bool, got {confirm!r}")
         self.confirm = confirm
         """Re-read a cancelled response with ``retrieve`` to confirm its final status."""
         self.journal: Journal | None = open_journal(journal)
@@ -97,7 +99,8 @@ class Scope:
         """
         if self._cancel_scope is None:
             raise RuntimeError("this scope is not open: use it as `async with open_scope(...)`")
-        self._cancelled_explicitly = True
+        if anyio.current_time() < self._deadline:  # a deadline already passed wins
+            self._cancelled_explicitly = True
         self._cancel_scope.cancel("tether: scope cancelled")
 
     @property

@@ -7,8 +7,13 @@ module is the API users hold: an async context manager over a
 
 from __future__ import annotations
 
+import functools
+import inspect
 from typing import TYPE_CHECKING, Any, Protocol, final
 
+import anyio
+
+from ._errors import DeadlineExceeded
 from ._outcome import DetachedResponse
 from ._protocol import ResponseGuard
 from ._scope import Scope, as_scope
@@ -23,7 +28,15 @@ if TYPE_CHECKING:
 
     from ._outcome import CancelReceipt, Outcome
 
-__all__ = ["GuardedStream", "TextDeltas", "build_guard", "guarded_stream", "resume", "resume_guard"]
+__all__ = [
+    "GuardedStream",
+    "TextDeltas",
+    "build_guard",
+    "check_request",
+    "guarded_stream",
+    "resume",
+    "resume_guard",
+]
 
 
 @final
@@ -48,10 +61,12 @@ class GuardedStream:
         ```
     """
 
-    __slots__ = ("_guard",)
+    __slots__ = ("_deadline", "_deadline_scope", "_guard")
 
-    def __init__(self, guard: ResponseGuard) -> None:
+    def __init__(self, guard: ResponseGuard, deadline: float | None = None) -> None:
         self._guard = guard
+        self._deadline = deadline
+        self._deadline_scope: anyio.CancelScope | None = None
 
     def __repr__(self) -> str:
         guard = self._guard
@@ -87,7 +102,15 @@ class GuardedStream:
         return self._guard.require_outcome()
 
     async def __aenter__(self) -> GuardedStream:
-        await self._guard.open()
+        if self._deadline is not None:
+            scope = self._deadline_scope = anyio.CancelScope()
+            scope.deadline = anyio.current_time() + self._deadline
+            scope.__enter__()
+        try:
+            await self._guard.open()
+        except BaseException as exc:
+            self._leave_deadline(exc)
+            raise
         return self
 
     async def __aexit__(
@@ -96,7 +119,23 @@ class GuardedStream:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self._guard.close(exc)
+        try:
+            await self._guard.close(exc)
+        except BaseException as late:  # an interruption re-raised after the stop
+            self._leave_deadline(late)
+            raise
+        self._leave_deadline(exc)
+
+    def _leave_deadline(self, exc: BaseException | None) -> None:
+        """Exit the ``deadline=`` scope; its own expiry becomes ``DeadlineExceeded``."""
+        scope, self._deadline_scope = self._deadline_scope, None
+        if scope is None:
+            return
+        caught = scope.__exit__(
+            None if exc is None else type(exc), exc, None if exc is None else exc.__traceback__
+        )
+        if caught or (exc is None and scope.cancelled_caught):
+            raise DeadlineExceeded(self._deadline or 0.0) from exc
 
     def __aiter__(self) -> AsyncIterator[ResponseStreamEvent]:
         return self._guard  # `async for` reads the guard directly: nothing added per event
@@ -218,6 +257,7 @@ def guarded_stream(
     first_event_timeout: float | None = None,
     first_token_timeout: float | None = None,
     idle_timeout: float | None = None,
+    deadline: float | None = None,
     **create_kwargs: Any,
 ) -> GuardedStream:
     """Stream a response that is cancelled on the server whenever you stop reading early.
@@ -238,6 +278,9 @@ def guarded_stream(
         first_event_timeout: Seconds to wait for ``response.created`` (default: the scope's).
         first_token_timeout: Seconds from the request to the first output delta, or ``None``.
         idle_timeout: Seconds without any event, or ``None``.
+        deadline: Seconds for this stream's whole block, or ``None``: when it runs out the
+            response is cancelled on the server, then ``DeadlineExceeded`` is raised (like
+            a scope's deadline, for one stream).
         **create_kwargs: Passed to ``client.responses.create`` (``model``, ``input``, ...).
 
     Returns:
@@ -259,6 +302,7 @@ def guarded_stream(
 
     Added in version 0.1.
     """
+    limit = check_timeout("deadline", deadline)
     return GuardedStream(
         build_guard(
             scope,
@@ -268,7 +312,8 @@ def guarded_stream(
             first_token_timeout=first_token_timeout,
             idle_timeout=idle_timeout,
             **create_kwargs,
-        )
+        ),
+        limit,
     )
 
 
@@ -290,14 +335,43 @@ def build_guard(
         )
     if not isinstance(background, bool):
         raise TypeError(f"background must be a bool, got {background!r}")
-    if "model" not in create_kwargs and "prompt" not in create_kwargs:
-        raise TypeError("guarded_stream() needs model=... (or prompt=...)")
+    check_request(create_kwargs)
     options = _stream_options(
         the_scope, grace, first_event_timeout, first_token_timeout, idle_timeout
     )
     return ResponseGuard(
         the_scope, request=create_kwargs, handle=None, background=background, **options
     )
+
+
+@functools.cache
+def _create_parameters() -> frozenset[str]:
+    """The keyword arguments ``AsyncOpenAI().responses.create`` takes, on the installed SDK."""
+    from openai.resources.responses import AsyncResponses
+
+    return frozenset(inspect.signature(AsyncResponses.create).parameters) - {"self"}
+
+
+def check_request(create_kwargs: dict[str, Any]) -> None:
+    """What can be checked before sending: known names, a model, something to answer.
+
+    Raises:
+        TypeError: An unknown keyword, a model that is not a string, no ``input``.
+    """
+    unknown = sorted(set(create_kwargs) - _create_parameters())
+    if unknown:
+        raise TypeError(
+            f"unexpected keyword argument(s) {', '.join(map(repr, unknown))}: neither a "
+            "guarded_stream option nor a responses.create parameter"
+        )
+    model = create_kwargs.get("model")
+    if "prompt" not in create_kwargs:
+        if not isinstance(model, str) or not model:
+            raise TypeError(f"model must be a non-empty str (or pass prompt=...), got {model!r}")
+        if "input" not in create_kwargs:
+            raise TypeError("guarded_stream() needs input=... (or prompt=...): got neither")
+    elif model is not None and (not isinstance(model, str) or not model):
+        raise TypeError(f"model must be a non-empty str, got {model!r}")
 
 
 def resume(
@@ -354,5 +428,7 @@ def resume_guard(
     the_scope = as_scope(scope)
     if not isinstance(handle, DetachedResponse):
         raise TypeError(f"handle must be a tether.DetachedResponse, got {handle!r}")
+    if not isinstance(handle.response_id, str) or not handle.response_id:  # pyright: ignore[reportUnnecessaryIsInstance]
+        raise ValueError(f"handle.response_id must be a response id, got {handle.response_id!r}")
     options = _stream_options(the_scope, grace, first_event_timeout, None, idle_timeout)
     return ResponseGuard(the_scope, request=None, handle=handle, background=True, **options)

@@ -11,7 +11,11 @@ def check_positive(name: str, value: object) -> float:
     """A finite number > 0 (bools refused), else ValueError/TypeError naming *name*."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number of seconds, got {value!r}")
-    if not math.isfinite(value) or value <= 0:
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an int too large for a float: 10**400
+        finite = False
+    if not finite or value <= 0:
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
     return float(value)
 
