@@ -546,3 +546,37 @@ def test_args_and_kwargs_cannot_be_described() -> None:
 
     with pytest.raises(TypeError, match=r"\*args"):
         tool(anything)
+
+
+# ------------------------------------------------- Ctrl-C and sys.exit() in a tool
+
+
+# On asyncio a KeyboardInterrupt or SystemExit in any task stops the event loop itself
+# (asyncio re-raises them out of the loop), so these are trio's: there a task group wraps them.
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_keyboard_interrupt_in_a_tool_propagates_as_itself(
+    emulator: ResponsesEmulator, client: openai.AsyncOpenAI
+) -> None:
+    """Regression: on trio a tool's KeyboardInterrupt came out wrapped in a group."""
+    emulator.models["ctrl-c"] = scripted(calls("interrupt"), ECHO)
+
+    async def interrupt() -> str:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        await run_agent(client, model="ctrl-c", input="go", tools=[interrupt])
+    no_orphans(emulator)
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_sys_exit_in_a_tool_keeps_its_exit_code(
+    emulator: ResponsesEmulator, client: openai.AsyncOpenAI
+) -> None:
+    emulator.models["exit"] = scripted(calls("leave"), ECHO)
+
+    async def leave() -> str:
+        raise SystemExit(3)
+
+    with pytest.raises(SystemExit) as caught:
+        await run_agent(client, model="exit", input="go", tools=[leave])
+    assert caught.value.code == 3

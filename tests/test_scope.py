@@ -94,3 +94,15 @@ async def test_confirm_rereads_the_cancelled_status(
             pass
     assert stream.outcome.receipt is not None
     assert stream.outcome.receipt.status == "cancelled"
+
+
+@pytest.mark.virtual_time
+async def test_scope_cancel_after_the_deadline_fired_still_raises_deadline_exceeded() -> None:
+    """A watchdog's ``finally: scope.cancel()`` must not swallow the deadline (as fail_after)."""
+    async with openai.AsyncOpenAI(api_key="unused", base_url="http://127.0.0.1:9/v1") as client:
+        with pytest.raises(tether.DeadlineExceeded):
+            async with tether.open_scope(client, deadline=5) as scope:
+                try:
+                    await anyio.sleep(10)
+                finally:
+                    scope.cancel()

@@ -32,6 +32,7 @@ def _valid_seconds(value: object) -> bool:
     return (
         isinstance(value, (int, float))
         and not isinstance(value, bool)
+        and (isinstance(value, float) or abs(value) < 2**1023)
         and math.isfinite(value)
         and value > 0
     )
@@ -41,6 +42,7 @@ anything = st.one_of(
     st.none(),
     st.booleans(),
     st.integers(min_value=-(10**6), max_value=10**6),
+    st.just(10**400),  # too large for a float: a ValueError, not an OverflowError
     st.floats(allow_nan=True, allow_infinity=True),
     st.text(alphabet=string.ascii_letters + string.digits + " .-", max_size=5),
     st.lists(st.integers(), max_size=2),
@@ -158,3 +160,33 @@ async def test_an_authentication_error_from_the_server_does_not_echo_the_key(
             async with tether.guarded_stream(client, model="fast", input="hi"):
                 pass
     assert SECRET not in str(caught.value)
+
+
+@pytest.mark.parametrize("value", ["no", 1, None])
+def test_open_scope_confirm_must_be_a_bool(module_emulator: ResponsesEmulator, value: Any) -> None:
+    with pytest.raises(TypeError, match=rf"confirm must be a bool, got {value!r}"):
+        tether.open_scope(module_emulator.async_client(), confirm=value)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"model": None, "input": "x"}, "model must be a non-empty str"),
+        ({"model": "", "input": "x"}, "model must be a non-empty str"),
+        ({"model": "m"}, "needs input="),
+        ({"model": "m", "input": "x", "dealine": 3}, "'dealine'"),
+    ],
+)
+def test_guarded_stream_checks_the_request_before_sending(
+    module_emulator: ResponsesEmulator, kwargs: dict[str, Any], match: str
+) -> None:
+    before = module_emulator.ledger.requests
+    with pytest.raises(TypeError, match=match):
+        tether.guarded_stream(module_emulator.async_client(), **kwargs)
+    assert module_emulator.ledger.requests == before
+
+
+def test_resume_refuses_a_handle_without_an_id(module_emulator: ResponsesEmulator) -> None:
+    handle = tether.DetachedResponse(response_id=None, last_sequence_number=None)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"handle\.response_id"):
+        tether.resume(module_emulator.async_client(), handle)

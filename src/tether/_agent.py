@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, final
 
@@ -26,9 +27,13 @@ import attrs
 from anyio.lowlevel import checkpoint_if_cancelled
 
 from ._cancel import log
+from ._errors import fatal_in
 from ._scope import as_scope
 from ._stream import build_guard
 from ._tools import AgentContext, Tool, ToolCall, tool
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
@@ -242,9 +247,15 @@ class _Agent:
         """Run a turn's calls concurrently; the error that stops the loop, if one does."""
         turn.records = [None] * len(turn.calls)
         failures: list[Exception] = []
-        async with anyio.create_task_group() as tg:
-            for slot, call in enumerate(turn.calls):
-                tg.start_soon(self._call, turn, slot, call, tg.cancel_scope, failures)
+        try:
+            async with anyio.create_task_group() as tg:
+                for slot, call in enumerate(turn.calls):
+                    tg.start_soon(self._call, turn, slot, call, tg.cancel_scope, failures)
+        except BaseExceptionGroup as group:
+            fatal = fatal_in(group)
+            if fatal is not None:
+                raise fatal from None  # Ctrl-C or sys.exit() in a tool: as itself
+            raise
         return failures[0] if failures else None
 
     async def _call(

@@ -20,7 +20,7 @@ import sys
 from typing import TYPE_CHECKING, Any, Literal
 
 if sys.version_info < (3, 11):  # pragma: no cover
-    from exceptiongroup import ExceptionGroup
+    from exceptiongroup import BaseExceptionGroup, ExceptionGroup
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -183,3 +183,23 @@ class AttemptRejected(TetherError):
     def __init__(self, response: Response, condition: str) -> None:
         self.response = response
         super().__init__(f"response {response.id} completed but {condition} rejected it")
+
+
+def fatal_in(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The first ``KeyboardInterrupt``/``SystemExit``-like exception in *group*, if any.
+
+    A task group wraps whatever its tasks raise; a Ctrl-C or ``sys.exit()`` in a tool or an
+    attempt must reach the caller as itself, or ``except KeyboardInterrupt`` misses it and
+    ``sys.exit(3)``'s code is lost.
+    """
+    import anyio
+
+    cancelled = anyio.get_cancelled_exc_class()
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            found = fatal_in(exc)  # pyright: ignore[reportUnknownArgumentType]
+            if found is not None:
+                return found
+        elif not isinstance(exc, (Exception, cancelled)):
+            return exc
+    return None
