@@ -396,12 +396,17 @@ async def test_a_root_stream_joins_the_current_trace(
 # -------------------------------------------------------------------------- races
 
 
+# The race's events, shaped as the race branch emits them (``tether.races``): their own
+# classes are not on this branch, and the observer dispatches on the type's name.
+
+
 @attrs.frozen(kw_only=True)
 class RaceStarted:
     id: int
     parent: int | None
     win: str
-    attempts: int
+    models: tuple[str | None, ...]
+    stagger: float | None
 
 
 @attrs.frozen(kw_only=True)
@@ -409,66 +414,110 @@ class AttemptStarted:
     id: int
     parent: int
     index: int
-    model: str
+    model: str | None
     trigger: str
+    at: float
+
+
+@attrs.frozen(kw_only=True)
+class RaceAttempt:
+    index: int
+    model: str | None
+    state: str
+    trigger: str | None
+    outcome: tether.Outcome | None
 
 
 @attrs.frozen(kw_only=True)
 class AttemptEnded:
     id: int
-    state: str
+    parent: int
+    attempt: RaceAttempt
 
 
 @attrs.frozen(kw_only=True)
 class RaceDecided:
     id: int
     winner: int
+    winner_id: int
+    at: float
 
 
 @attrs.frozen(kw_only=True)
 class RaceEnded:
     id: int
+    result: Any
+    error: BaseException | None = None
 
 
 async def test_race_events_make_a_race_span_with_attempts_and_their_streams(
     telemetry: Telemetry, client: openai.AsyncOpenAI
 ) -> None:
-    """Race events emitted here by hand (the race's own are not on this branch); the
-    attempts' streams are real, each run under its attempt's id in its own task."""
+    """The race events are emitted here by hand; the attempts' streams are real, each run
+    under its attempt's id in its own task: a loser (cancelled), a rejected one, a hedge
+    that wins."""
     race = observe.new_id()
-    loser, rejected, winner = observe.new_id(), observe.new_id(), observe.new_id()
-    observe.emit(RaceStarted(id=race, parent=None, win="first_completed", attempts=3))
+    nodes = [observe.new_id() for _ in range(3)]
+    plan = [
+        ("slow", "primary", "lost"),
+        ("fast", "failure", "rejected"),
+        ("fast", "silence", "won"),
+    ]
+    observe.emit(
+        RaceStarted(
+            id=race,
+            parent=None,
+            win="first_completed",
+            models=("slow", "fast", "fast"),
+            stagger=0.1,
+        )
+    )
     decided = anyio.Event()
     streams: dict[int, tether.GuardedStream] = {}
 
-    async def attempt(node: int, index: int, model: str, trigger: str) -> None:
-        observe.emit(
-            AttemptStarted(id=node, parent=race, index=index, model=model, trigger=trigger)
+    def ended(index: int) -> None:
+        model, trigger, state = plan[index]
+        record = RaceAttempt(
+            index=index, model=model, state=state, trigger=trigger, outcome=streams[index].outcome
         )
-        with observe.parent(node):
+        observe.emit(AttemptEnded(id=nodes[index], parent=race, attempt=record))
+
+    async def attempt(index: int) -> None:
+        model, trigger, _ = plan[index]
+        observe.emit(
+            AttemptStarted(
+                id=nodes[index], parent=race, index=index, model=model, trigger=trigger, at=0.0
+            )
+        )
+        with observe.parent(nodes[index]):
             async with tether.guarded_stream(client, model=model, input="hi") as stream:
                 streams[index] = stream
-                if node == loser:
+                if index == 0:
                     await read_deltas(stream, 1)
                     await decided.wait()
                     return  # the race is lost: leave, the stream is cancelled
                 await stream.get_final_response()
-        if node == winner:
-            observe.emit(RaceDecided(id=race, winner=index))
+        if index == 2:
+            observe.emit(RaceDecided(id=race, winner=2, winner_id=nodes[2], at=0.0))
             decided.set()
 
     async with anyio.create_task_group() as tg:
-        tg.start_soon(attempt, loser, 0, "slow", "primary")
-        await attempt(rejected, 1, "fast", "failure")
-        observe.emit(AttemptEnded(id=rejected, state="rejected"))
-        await attempt(winner, 2, "fast", "silence")
-    observe.emit(AttemptEnded(id=winner, state="won"))
-    observe.emit(AttemptEnded(id=loser, state="lost"))
-    observe.emit(RaceEnded(id=race))
+        tg.start_soon(attempt, 0)
+        await attempt(1)
+        ended(1)
+        await attempt(2)
+    ended(2)
+    ended(0)
+    observe.emit(RaceEnded(id=race, result=None))
 
     race_span = telemetry.span("tether.race")
     assert race_span.parent is None
-    assert attributes(race_span)["tether.race.winner"] == 2
+    assert attributes(race_span) == {
+        "tether.race.win": "first_completed",
+        "tether.race.attempts": 3,
+        "tether.race.stagger": 0.1,
+        "tether.race.winner": 2,
+    }
     assert [e.name for e in race_span.events] == ["tether.race.decided"]
     by_index = {
         attributes(s)["tether.attempt.index"]: s
@@ -476,24 +525,63 @@ async def test_race_events_make_a_race_span_with_attempts_and_their_streams(
         if s.name.startswith("tether.attempt")
     }
     assert sorted(by_index) == [0, 1, 2]
-    for index, (state, trigger) in enumerate(
-        [("lost", "primary"), ("rejected", "failure"), ("won", "silence")]
-    ):
+    for index, (model, trigger, state) in enumerate(plan):
         span = by_index[index]
         assert parent_of(span) == span_id(race_span)
         assert span.context.trace_id == race_span.context.trace_id  # type: ignore[union-attr]
-        assert attributes(span)["tether.attempt.state"] == state
-        assert attributes(span)["tether.attempt.trigger"] == trigger
-        assert attributes(span)["gen_ai.response.id"] == streams[index].response_id
+        assert attributes(span) == {
+            "gen_ai.system": "openai",
+            "gen_ai.request.model": model,
+            "gen_ai.response.id": streams[index].response_id,
+            "tether.attempt.index": index,
+            "tether.attempt.trigger": trigger,
+            "tether.attempt.hedge": trigger == "silence",
+            "tether.attempt.state": state,
+        }
         assert span.status.status_code is StatusCode.UNSET
         (stream_span,) = [s for s in telemetry.spans() if parent_of(s) == span_id(span)]
         assert attributes(stream_span)["gen_ai.response.id"] == streams[index].response_id
     loser_stream = next(s for s in telemetry.spans() if parent_of(s) == span_id(by_index[0]))
     assert parent_of(telemetry.span("tether.cancel")) == span_id(loser_stream)
-    ((started,),) = [telemetry.points("tether.hedges.started")]
-    ((won,),) = [telemetry.points("tether.hedges.won")]
+    (started,) = telemetry.points("tether.hedges.started")
+    (won,) = telemetry.points("tether.hedges.won")  # counted once, though three events say so
     assert (started.value, won.value) == (1, 1)
-    assert started.attributes["gen_ai.request.model"] == "fast"
+    assert dict(started.attributes) == {"gen_ai.request.model": "fast"}
+
+
+async def test_an_attempt_left_open_is_ended_with_its_race(telemetry: Telemetry) -> None:
+    """An attempt that started and then never sent its request has no ``AttemptEnded``: its
+    span ends with the race's, so no span stays open."""
+    race, attempt = observe.new_id(), observe.new_id()
+    observe.emit(
+        RaceStarted(id=race, parent=None, win="first_completed", models=("m",), stagger=None)
+    )
+    observe.emit(
+        AttemptStarted(id=attempt, parent=race, index=0, model="m", trigger="primary", at=0.0)
+    )
+    observe.emit(RaceEnded(id=race, result=None, error=None))
+    span = telemetry.span("tether.attempt 0")
+    assert attributes(span)["tether.abandoned"] is True
+    assert telemetry.span("tether.race").status.status_code is StatusCode.UNSET
+    assert (
+        tether.otel.instrument(
+            tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider
+        ).open_spans
+        == 0
+    )
+
+
+async def test_a_failed_race_is_an_error(telemetry: Telemetry) -> None:
+    race = observe.new_id()
+    observe.emit(
+        RaceStarted(id=race, parent=None, win="first_completed", models=("m",), stagger=None)
+    )
+    observe.emit(
+        RaceEnded(id=race, result=None, error=tether.RaceFailed("all failed", [Boom()], []))
+    )
+    span = telemetry.span("tether.race")
+    assert span.status.status_code is StatusCode.ERROR
+    assert attributes(span)["error.type"] == "RaceFailed"
 
 
 async def test_real_race_has_a_span_per_attempt_and_counts_the_winning_hedge(

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import threading
 from importlib import metadata
-from typing import TYPE_CHECKING, Any, final
+from typing import TYPE_CHECKING, Any, cast, final
 
 try:
     from opentelemetry import metrics, trace
@@ -84,6 +84,7 @@ class _Node:
 
     __slots__ = (
         "cancel",
+        "children",
         "context",
         "hedge_won",
         "kind",
@@ -101,6 +102,7 @@ class _Node:
         self.context: Context = trace.set_span_in_context(span)
         self.response_id: str | None = None
         self.cancel: Span | None = None  # a stream's live cancel span
+        self.children: list[int] = []  # the ids of the nodes started under this one
         self.hedge_won = False  # a race: the hedge that won it is counted
         self.trigger: str | None = None  # an attempt: why it was started
         self.model: str | None = None  # an attempt: its model
@@ -224,7 +226,24 @@ class OtelObserver:
             attributes=attributes,
         )
         node = self._nodes[event.id] = _Node(span, kind, parent)
+        if above is not None:
+            above.children.append(event.id)
         return node
+
+    def _end(self, node: _Node) -> None:
+        """End a race's, agent's, turn's or tool's span, and any child left open under it.
+
+        A child whose end event never came (an attempt that was started, then skipped) is
+        ended with its parent, marked ``tether.abandoned``, so no span is left open forever.
+        """
+        for child_id in node.children:
+            child = self._nodes.pop(child_id, None)
+            if child is not None:
+                child.span.set_attribute("tether.abandoned", True)
+                if child.cancel is not None:
+                    child.cancel.end()
+                self._end(child)
+        node.span.end()
 
     def _note_response(self, node: _Node, response_id: str) -> None:
         """A stream got its id: so did the attempt or turn it is the one stream of."""
@@ -347,9 +366,17 @@ class OtelObserver:
         win = getattr(event, "win", None)
         if win is not None:
             attributes["tether.race.win"] = str(win)
-        count = _first(event, int, "attempts", "count", "size")
+        models: object = getattr(event, "models", None)
+        count = (
+            len(cast("tuple[object, ...]", models))
+            if isinstance(models, tuple)
+            else _first(event, int, "attempts")
+        )
         if count is not None:
             attributes["tether.race.attempts"] = count
+        stagger = getattr(event, "stagger", None)
+        if isinstance(stagger, (int, float)) and not isinstance(stagger, bool):
+            attributes["tether.race.stagger"] = float(stagger)
         self._start(event, "tether.race", "race", attributes)
 
     def _attempt_started(self, event: Any) -> None:
@@ -389,10 +416,11 @@ class OtelObserver:
         if state == "failed":
             node.span.set_attribute("error.type", "attempt_failed")
             node.span.set_status(Status(StatusCode.ERROR, "the attempt failed"))
-        node.span.end()
+        self._end(node)
 
-    def _count_hedge_won(self, race: int | None, model: object) -> None:
-        node = None if race is None else self._nodes.get(race)
+    def _count_hedge_won(self, race: int | _Node | None, model: object) -> None:
+        """Count a hedge that won, once per race (whichever event says it first)."""
+        node = self._nodes.get(race) if isinstance(race, int) else race
         if node is not None:
             if node.hedge_won:
                 return
@@ -412,6 +440,10 @@ class OtelObserver:
             attributes["tether.race.winner"] = index
             node.span.set_attribute("tether.race.winner", index)
         node.span.add_event("tether.race.decided", attributes)
+        winner_id = _first(event, int, "winner_id")
+        attempt = None if winner_id is None else self._nodes.get(winner_id)
+        if attempt is not None and attempt.trigger == _HEDGE:
+            self._count_hedge_won(event.id, attempt.model)
 
     def _race_ended(self, event: Any) -> None:
         node = self._nodes.pop(event.id, None)
@@ -423,9 +455,8 @@ class OtelObserver:
             index = getattr(winner, "index", None)
             if isinstance(index, int):
                 node.span.set_attribute("tether.race.winner", index)
-            if getattr(winner, "trigger", None) == _HEDGE and not node.hedge_won:
-                node.hedge_won = True
-                self._hedges_won.add(1, _model_attributes(getattr(winner, "model", None)))
+            if getattr(winner, "trigger", None) == _HEDGE:
+                self._count_hedge_won(node, getattr(winner, "model", None))
         hedges = getattr(result, "hedges", None)
         if isinstance(hedges, int):
             node.span.set_attribute("tether.race.hedges", hedges)
@@ -433,7 +464,7 @@ class OtelObserver:
         if isinstance(error, Exception):
             node.span.set_attribute("error.type", type(error).__name__)
             node.span.set_status(Status(StatusCode.ERROR, type(error).__name__))
-        node.span.end()
+        self._end(node)
 
     # -------------------------------------------------------------------- agents
 
@@ -470,7 +501,7 @@ class OtelObserver:
         elif isinstance(exception, Exception):  # a cancellation or Ctrl-C is no error
             span.set_attribute("error.type", type(exception).__name__)
             span.set_status(Status(StatusCode.ERROR, type(exception).__name__))
-        span.end()
+        self._end(node)
 
     def _turn_started(self, event: Any) -> None:
         self._start(event, f"tether.turn {event.index}", "turn", {"tether.turn.index": event.index})
@@ -492,7 +523,7 @@ class OtelObserver:
         span.set_attribute("tether.turn.tool_calls", len(turn.tool_calls))
         if turn.outcome is not None:
             span.set_attribute("tether.end_reason", turn.outcome.reason)
-        span.end()
+        self._end(node)
 
     def _tool_started(self, event: Any) -> None:
         self._start(
@@ -518,7 +549,7 @@ class OtelObserver:
             kind = "tool_error" if call.exception is None else type(call.exception).__name__
             span.set_attribute("error.type", kind)
             span.set_status(Status(StatusCode.ERROR, call.error))
-        span.end()
+        self._end(node)
 
 
 def _receipt_attributes(span: Span, receipt: CancelReceipt) -> None:
