@@ -6,7 +6,7 @@ global tracer and meter providers your application configured (or the ones you p
 records through them. Without this module imported, tether imports no OpenTelemetry and
 its streams pay one check of an empty tuple per event.
 
-The spans are built from tether's [progress events][tether.observe], whose ``parent`` ids
+The spans are built from tether's progress events (``tether.observe``), whose ``parent`` ids
 make the tree: a stream's span is the child of its race attempt's or agent turn's span,
 whatever task or backend it runs in (no context variable is relied on). A span with no
 tether parent joins the trace that is current where it starts (your request's span).
@@ -21,8 +21,8 @@ tether parent joins the trace that is current where it starts (your request's sp
 | ``tether.turn {index}`` | internal | a turn's request | its tools returned |
 | ``execute_tool {name}`` | internal | a tool call starts | it returned, raised or was cancelled |
 
-No API key, request input, tool argument or output is ever recorded. See the
-[observability guide](../observability.md) for every attribute and metric.
+No API key, request input, tool argument or output is ever recorded. The observability
+guide lists every attribute and metric.
 
 Example:
     ```python
@@ -113,7 +113,7 @@ class OtelObserver:
     """The observer that turns tether's events into spans and metrics.
 
     [`instrument`][tether.otel.instrument] registers one for the whole process; make your
-    own to trace one block with [`observing`][tether.observe.observing]. It is quick (no
+    own to trace one block with ``tether.observe.observing``. It is quick (no
     I/O: the providers' processors export), never raises into tether, and keeps only the
     spans still open.
 
