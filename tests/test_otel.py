@@ -685,8 +685,10 @@ async def test_agent_deadline_ends_every_span_without_error(
 ) -> None:
     """The budget runs out during the turn's stream: the stream is cancelled, no span is
     left open, and a deadline is no error."""
-    async with tether.open_scope(client, deadline=0.5) as scope:
-        result = await tether.run_agent(scope, model="slow", input="hi", tools=[get_weather])
+    async with tether.open_scope(client, deadline=2.0, grace=1) as scope:
+        result = await tether.run_agent(
+            scope, model="slow", input="hi", tools=[get_weather], reserve=1.5
+        )
     assert result.stopped_by == "deadline"
     agent, turn = telemetry.span("invoke_agent"), telemetry.span("tether.turn 1")
     stream_span = telemetry.span("chat slow")
@@ -705,3 +707,72 @@ async def test_every_span_is_ended(telemetry: Telemetry, client: openai.AsyncOpe
         await read_deltas(stream, 1)
         assert observer.open_spans == 1
     assert observer.open_spans == 0
+
+
+async def test_agent_events_come_in_order_and_form_a_tree(
+    emulator: ResponsesEmulator, client: openai.AsyncOpenAI
+) -> None:
+    """The events the agent spans are built from (``tether.agents``), without OpenTelemetry."""
+    from tether.agents import (
+        AgentEnded,
+        AgentStarted,
+        ToolEnded,
+        ToolStarted,
+        TurnEnded,
+        TurnStarted,
+    )
+
+    emulator.models["weather"] = weather_model("get_weather")
+    events: list[Any] = []
+    with observe.observing(events.append):
+        result = await tether.run_agent(
+            client, model="weather", input="Paris?", tools=[get_weather]
+        )
+    kinds = [type(event).__name__ for event in events]
+    assert [k for k in kinds if not k.startswith(("Stream", "Cancel"))] == [
+        "AgentStarted",
+        "TurnStarted",
+        "ToolStarted",
+        "ToolEnded",
+        "TurnEnded",
+        "TurnStarted",
+        "TurnEnded",
+        "AgentEnded",
+    ]
+    agent, turn1, tool, _, _, turn2, _, end = [
+        e for e in events if not type(e).__name__.startswith(("Stream", "Cancel"))
+    ]
+    assert isinstance(agent, AgentStarted)
+    assert (agent.parent, agent.model, agent.tools) == (None, "weather", ("get_weather",))
+    assert isinstance(turn1, TurnStarted)
+    assert isinstance(turn2, TurnStarted)
+    assert (turn1.parent, turn1.index, turn2.parent, turn2.index) == (agent.id, 1, agent.id, 2)
+    assert isinstance(tool, ToolStarted)
+    assert (tool.parent, tool.name) == (turn1.id, "get_weather")
+    streams = [e for e in events if type(e).__name__ == "StreamStarted"]
+    assert [s.parent for s in streams] == [turn1.id, turn2.id]
+    (tool_end,) = [e for e in events if isinstance(e, ToolEnded)]
+    assert tool_end.call == result.tool_calls[0]
+    assert [e.turn for e in events if isinstance(e, TurnEnded)] == list(result.turns)
+    assert isinstance(end, AgentEnded)
+    assert (end.id, end.result, end.exception) == (agent.id, result, None)
+
+
+async def test_an_agent_that_raises_ends_its_span_with_the_exception(
+    telemetry: Telemetry, emulator: ResponsesEmulator, client: openai.AsyncOpenAI
+) -> None:
+    @tether.tool
+    async def explode(city: str) -> str:
+        """Raises."""
+        raise Boom(city)
+
+    emulator.models["weather"] = weather_model("explode")
+    with pytest.raises(Boom):
+        await tether.run_agent(
+            client, model="weather", input="Paris?", tools=[explode], on_tool_error="raise"
+        )
+    agent = telemetry.span("invoke_agent")
+    assert agent.status.status_code is StatusCode.ERROR
+    assert attributes(agent)["error.type"] == "Boom"
+    assert telemetry.span("tether.turn 1").end_time is not None
+    assert telemetry.span("execute_tool explode").status.status_code is StatusCode.ERROR

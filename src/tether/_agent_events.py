@@ -1,4 +1,4 @@
-"""Progress events of agents: a run, its turns, its tool calls (see [`tether.observe`][tether.observe]).
+"""Progress events of agents: a run, its turns, its tool calls (public in ``tether.agents``).
 
 [`run_agent`][tether.run_agent] emits them when an observer watches, in the
 ``tether.observe`` style: frozen records with an ``id`` and a ``parent``. The tree is
