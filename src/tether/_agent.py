@@ -26,6 +26,8 @@ import anyio
 import attrs
 from anyio.lowlevel import checkpoint_if_cancelled
 
+from . import observe
+from ._agent_events import AgentEnded, AgentStarted, ToolEnded, ToolStarted, TurnEnded, TurnStarted
 from ._cancel import log
 from ._errors import fatal_in
 from ._scope import as_scope
@@ -144,6 +146,7 @@ class _TurnState:
     records: list[ToolCall | None] = attrs.Factory(list[Any])
     stream: ResponseGuard | None = None
     response: Response | None = None
+    node: int = attrs.Factory(observe.new_id)  # this turn's id in progress events
 
     def freeze(self) -> AgentTurn:
         outcome = None if self.stream is None else self.stream.outcome
@@ -193,6 +196,7 @@ class _Agent:
         self.turns: list[AgentTurn] = []
         self.final: Response | None = None
         self.usage = [0, 0, 0]
+        self.node = observe.new_id()  # this run's id in progress events
 
     async def loop(self, first_input: Any, previous_response_id: str | None) -> StopReason:
         turn_input, previous = first_input, previous_response_id
@@ -201,8 +205,11 @@ class _Agent:
             index += 1
             await checkpoint_if_cancelled()  # a spent budget sends no request
             turn = _TurnState(index, anyio.current_time())
+            if observe.watched():
+                observe.emit(TurnStarted(id=turn.node, parent=self.node, index=index))
             try:
-                response = await self._stream(turn, turn_input, previous)
+                with observe.parent(turn.node):  # the turn's stream is its child
+                    response = await self._stream(turn, turn_input, previous)
                 if response.status == "incomplete":
                     return "incomplete"
                 turn.calls = [item for item in response.output if item.type == "function_call"]
@@ -219,6 +226,8 @@ class _Agent:
                     return "tool_error"
             finally:
                 self.turns.append(turn.freeze())
+                if observe.watched():
+                    observe.emit(TurnEnded(id=turn.node, turn=self.turns[-1]))
             turn_input = [
                 {
                     "type": "function_call_output",
@@ -266,6 +275,11 @@ class _Agent:
         siblings: anyio.CancelScope,
         failures: list[Exception],
     ) -> None:
+        node = observe.new_id()
+        if observe.watched():
+            observe.emit(
+                ToolStarted(id=node, parent=turn.node, name=call.name, call_id=call.call_id)
+            )
         record = ToolCall(
             name=call.name,
             call_id=call.call_id,
@@ -285,7 +299,8 @@ class _Agent:
                 raise LookupError(
                     f"there is no tool named {call.name!r}; the tools are {sorted(self.tools)}"
                 )
-            output = await found._invoke(call.arguments, context)
+            with observe.parent(node):  # what the tool streams is its child
+                output = await found._invoke(call.arguments, context)
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
             if self.on_tool_error == "report":
@@ -297,11 +312,17 @@ class _Agent:
                 failures.append(exc)
                 siblings.cancel()  # the loop ends: the other calls' results would be wasted
         except BaseException:
-            turn.records[slot] = attrs.evolve(record, cancelled=True, ended_at=anyio.current_time())
+            record = attrs.evolve(record, cancelled=True, ended_at=anyio.current_time())
+            turn.records[slot] = record
+            if observe.watched():
+                observe.emit(ToolEnded(id=node, call=record))
             raise
         else:
             record = attrs.evolve(record, output=output)
-        turn.records[slot] = attrs.evolve(record, ended_at=anyio.current_time())
+        record = attrs.evolve(record, ended_at=anyio.current_time())
+        turn.records[slot] = record
+        if observe.watched():
+            observe.emit(ToolEnded(id=node, call=record))
 
 
 def _check_count(name: str, value: object, *, optional: bool = False) -> int | None:
@@ -466,12 +487,27 @@ async def run_agent(
         deadline=min(budget, deadline),
     )
     stopped_by: StopReason = "deadline"
-    with anyio.CancelScope(deadline=budget) as loop_scope:
-        stopped_by = await agent.loop(input, previous)
+    if observe.watched():
+        observe.emit(
+            AgentStarted(
+                id=agent.node,
+                parent=observe.current_parent(),
+                model=model,
+                tools=tuple(registry),
+                max_turns=turns,
+            )
+        )
+    try:
+        with anyio.CancelScope(deadline=budget) as loop_scope, observe.parent(agent.node):
+            stopped_by = await agent.loop(input, previous)
+    except BaseException as exc:
+        if observe.watched():
+            observe.emit(AgentEnded(id=agent.node, result=None, exception=exc))
+        raise
     if loop_scope.cancelled_caught:  # our own deadline, and only ours (see the module doc)
         stopped_by = "deadline"
     final = agent.final
-    return AgentResult(
+    result = AgentResult(
         stopped_by=stopped_by,
         output_text="" if final is None else final.output_text,
         turns=tuple(agent.turns),
@@ -480,3 +516,6 @@ async def run_agent(
         output_tokens=agent.usage[1],
         total_tokens=agent.usage[2],
     )
+    if observe.watched():
+        observe.emit(AgentEnded(id=agent.node, result=result))
+    return result
