@@ -48,7 +48,8 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 def _load_app() -> Any:
     spec = importlib.util.spec_from_file_location("web_chat_app", APP)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
