@@ -14,8 +14,9 @@ How a block runs depends on what it is:
 - A block titled ``conftest.py`` is one of those project files (it runs with the tests).
 - A block fenced ``{.python test="skip" reason="..."}`` is skipped, with its reason.
 
-A ``print(...)`` followed by ``#> ...`` lines prints exactly those lines: the comment is
-checked (pytest-examples' print check, for those prints only).
+A ``print(...)`` followed by ``# prints: ...`` lines prints exactly those lines: the
+comment is checked (pytest-examples' print check, for those prints only; its own ``#>``
+marker would not survive ``ruff format``, which formats the docs' code too).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
-from pytest_examples import CodeExample, EvalExample, find_examples
+from pytest_examples import CodeExample, EvalExample, find_examples, run_code
 
 from tether.testing import ResponsesEmulator
 
@@ -42,6 +43,8 @@ DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 EXAMPLES = [example for path in DOCS for example in find_examples(path)]
 TESTING_MD = ROOT / "docs" / "testing.md"
 
+PRINTS = "# prints: "
+"""What the docs write after a print, where pytest-examples' print check writes ``#> ``."""
 _TEST_FUNCTION = re.compile(r"^(async )?def test_", re.MULTILINE)
 _TITLED = re.compile(r'^```(\w+) title="([^"]+)"\n(.*?)^```', re.MULTILINE | re.DOTALL)
 
@@ -106,6 +109,9 @@ def test_docs_example(
             return run(func, *args, backend=backend)
 
         monkeypatch.setattr(anyio, "run", run_on_the_tests_backend)
+    assert run_code.comment_prefix == "#> ", "pytest-examples changed: see PRINTS"
+    monkeypatch.setattr(run_code, "comment_prefix", PRINTS)
+    monkeypatch.setattr(run_code, "comment_prefix_re", re.compile(f"^ *{re.escape(PRINTS)}", re.M))
     checked = _checked_print_lines(example)
     eval_example.include_print = lambda file, frame, args: _is_checked(file, frame, checked)
     eval_example.run_print_check(example)
@@ -113,12 +119,12 @@ def test_docs_example(
 
 
 def _checked_print_lines(example: CodeExample) -> set[int]:
-    """The (1-based) lines of the prints followed by a ``#>`` comment."""
+    """The (1-based) lines of the prints followed by a ``# prints:`` comment."""
     lines = example.source.splitlines()
     return {
         number
         for number, (line, after) in enumerate(zip(lines, [*lines[1:], ""], strict=True), start=1)
-        if "print(" in line and after.strip().startswith("#>")
+        if "print(" in line and after.strip().startswith(PRINTS.strip())
     }
 
 

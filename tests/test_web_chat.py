@@ -106,8 +106,10 @@ def _ask(browser: webdriver.Chrome, url: str, emu: ResponsesEmulator) -> str:
     )
     response_id = emu.ledger.responses[-1].id
     WebDriverWait(browser, 30).until(
-        lambda b: b.find_element(By.ID, "answer").text.strip()
-        and not b.find_element(By.ID, "stop").get_attribute("disabled")
+        lambda b: (
+            b.find_element(By.ID, "answer").text.strip()
+            and not b.find_element(By.ID, "stop").get_attribute("disabled")
+        )
     )
     return response_id
 
