@@ -51,6 +51,7 @@ GRACE = 5.0
 """Seconds each server-side cancel may take (tether's bound on every stop path)."""
 
 
+# --8<-- [start:events]
 class EventStream:
     """An SSE response whose writer is cancelled as soon as the client disconnects.
 
@@ -95,10 +96,14 @@ class EventStream:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
+# --8<-- [end:events]
+
+
 async def page(request: Request) -> HTMLResponse:
     return HTMLResponse(PAGE.read_text("utf-8"))
 
 
+# --8<-- [start:handlers]
 async def chat(request: Request) -> EventStream:
     """``GET /chat?prompt=...``: the answer as server-sent events (start, delta..., end)."""
     state = request.app.state
@@ -130,6 +135,9 @@ async def stop(request: Request) -> JSONResponse:
         return JSONResponse({"error": "no such answer streaming"}, status_code=404)
     receipt = await stream.cancel()  # the /chat request's reading loop ends
     return JSONResponse({"status": receipt.status, "attempts": receipt.attempts})
+
+
+# --8<-- [end:handlers]
 
 
 def create_app(
