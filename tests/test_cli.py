@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +13,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tether.cli import main
+import tether
+from tether import Attempt, CancelReceipt, Outcome, RaceResult
+from tether.cli import _parser, _stopped, main
 
 if TYPE_CHECKING:
     from tether.testing import ResponsesEmulator
@@ -59,6 +63,7 @@ def test_race_with_first_token_and_stagger(
     assert code == 0, out
     assert "race (first_token)" in out
     assert "winner: #1 fast" in out
+    assert "its answer read to the end" in out  # the winner's read, apart from the cancels
 
 
 def test_race_without_key_or_base_url_uses_the_embedded_emulator(
@@ -113,15 +118,148 @@ def test_the_api_key_is_never_printed(
         ["race", "-m", "fast", "--win", "last", "hi"],
         ["demo", "--models", "9"],
         ["demo", "--backend", "curio"],
+        ["emulator", "--port", "-1"],
+        ["emulator", "--port", "70000"],
+        ["emulator", "--port", "http"],
+        ["emulator", "--host", "0.0.0.0", "--port", "0"],
+        ["race", "-m", "gpt-5", "--grace", "-1", "hi"],
+        ["race", "-m", "gpt-5", "--grace", "0", "hi"],
+        ["race", "-m", "gpt-5", "--grace", "nan", "hi"],
+        ["race", "-m", "gpt-5", "--grace", "soon", "hi"],
+        ["race", "-m", "gpt-5", "--stagger", "inf", "hi"],
+        ["race", "-m", "gpt-5", "--base-url", "notaurl", "hi"],
+        ["race", "-m", "gpt-5", "--base-url", "ftp://127.0.0.1/v1", "hi"],
+        ["race", "-m", "gpt-5", "--base-url", "http://", "hi"],
+        ["race", "-m", "gpt-5", "--base-url", "http://127.0.0.1:99999/v1", "hi"],
     ],
 )
-def test_bad_arguments_exit_1_with_one_line(
-    argv: list[str], capsys: pytest.CaptureFixture[str]
+def test_bad_arguments_exit_1_with_one_line_before_anything_runs(
+    argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Checked while parsing: no banner, no emulator started, no request sent."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("tether")
+    assert len(captured.err.strip().splitlines()) == 1
+    assert "Traceback" not in captured.err
+
+
+@pytest.mark.parametrize(
+    ("argv", "shown"),
+    [
+        (["emulator", "--port", "70000"], "--port: must be 0-65535"),
+        (["race", "-m", "gpt-5", "--grace", "-1", "hi"], "--grace: must be a finite number > 0"),
+        (["race", "-m", "m", "--base-url", "notaurl", "hi"], "--base-url: must be an http://"),
+        (["emulator", "--host", "0.0.0.0"], "--allow-remote"),
+    ],
+)
+def test_a_bad_argument_is_named_with_its_value(
+    argv: list[str], shown: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(argv) == 1
-    err = capsys.readouterr().err
-    assert err.startswith("tether")
-    assert len(err.strip().splitlines()) == 1
+    assert shown in capsys.readouterr().err
+
+
+def test_a_refused_connection_says_why_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """Not just the SDK's bare "Connection error.": the cause is on the same line."""
+    with socket.socket() as closed:  # bound, never listening: every connect is refused
+        closed.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{closed.getsockname()[1]}/v1"
+        code = main(["race", "-m", "gpt-5", "--base-url", url, "hi"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "every attempt failed: Connection error. (" in " ".join(out.split())
+    assert "Traceback" not in out
+
+
+def test_a_journal_that_is_not_a_database_is_one_line_and_exit_1(
+    tmp_path: Path, emulator: ResponsesEmulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    journal = tmp_path / "notes.txt"
+    journal.write_text("not a database\n" * 100)
+    code = main(["reap", "--journal", str(journal), "--base-url", emulator.base_url])
+    out = " ".join(capsys.readouterr().out.split())
+    assert code == 1
+    assert f"{journal} is not a usable journal" in out
+    assert "Traceback" not in out
+
+
+def test_version_is_the_installed_distributions(capsys: pytest.CaptureFixture[str]) -> None:
+    assert tether.__version__ == importlib.metadata.version("tether")
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"tether {tether.__version__}\n"
+
+
+def test_every_option_of_every_command_has_help() -> None:
+    parser = _parser()
+    commands = next(a for a in parser._actions if a.dest == "command")
+    for name, command in [("tether", parser), *commands.choices.items()]:
+        for action in command._actions:
+            assert action.help, f"{name}: {action.option_strings or action.dest} has no help"
+
+
+def _outcome(response_id: str, ended_at: float, status: str | None) -> Outcome:
+    receipt = None
+    if status is not None:
+        receipt = CancelReceipt(response_id=response_id, kind="server", status=status)
+    return Outcome(
+        response_id=response_id,
+        model="m",
+        background=True,
+        reason="race_lost" if status else "completed",
+        status=status or "completed",
+        events=3,
+        deltas=1,
+        last_sequence_number=2,
+        receipt=receipt,
+        started_at=0.0,
+        ended_at=ended_at,
+    )
+
+
+def _result(win: str, losers: list[tuple[float, str]], winner_ended_at: float) -> RaceResult:
+    winner = Attempt(
+        index=0,
+        model="m",
+        state="won",
+        trigger="parallel",
+        outcome=_outcome("resp_w", winner_ended_at, None),
+    )
+    lost = tuple(
+        Attempt(
+            index=i,
+            model="m",
+            state="lost",
+            trigger="parallel",
+            outcome=_outcome(f"resp_{i}", ended_at, status),
+        )
+        for i, (ended_at, status) in enumerate(losers, start=1)
+    )
+    return RaceResult(
+        winner=winner,
+        losers=lost,
+        attempts=(winner, *lost),
+        win=win,
+        started_at=0.0,
+        decided_at=10.0,
+        ended_at=max(winner_ended_at, *(e for e, _ in losers)),
+    )
+
+
+def test_the_summary_times_the_cancels_apart_from_the_winners_read() -> None:
+    """Regression: with first_token, "all confirmed 1.988s" was the winner read to its end."""
+    result = _result("first_token", [(10.020, "cancelled"), (10.035, "cancelled")], 11.988)
+    assert _stopped(result) == (
+        "2 loser(s) stopped, all confirmed 0.035s after the decision; "
+        "its answer read to the end 1.988s after it"
+    )
+
+
+def test_the_summary_says_how_many_cancels_were_not_confirmed() -> None:
+    result = _result("first_completed", [(10.5, "cancelled"), (15.0, "")], 10.0)
+    assert _stopped(result) == "2 loser(s) stopped, 1/2 confirmed 5.000s after the decision"
 
 
 def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
@@ -167,6 +305,34 @@ def test_ctrl_c_cancels_every_attempt_on_the_server_and_exits_130(
     assert "Interrupted: cancelled 2 response(s) on the server" in out
     assert [r.status for r in emulator.ledger] == ["cancelled", "cancelled"]
     assert emulator.ledger.orphans() == []
+
+
+def test_bad_input_in_a_real_process_is_one_line_and_no_traceback() -> None:
+    process = subprocess.run(
+        [sys.executable, "-m", "tether.cli", "emulator", "--port", "-1"],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=60,
+        check=False,
+    )
+    assert process.returncode == 1
+    assert process.stdout == ""
+    assert process.stderr == (
+        "tether emulator: error: argument --port: must be 0-65535 (0: any free port), got '-1'\n"
+    )
+
+
+def test_version_in_a_real_process() -> None:
+    process = subprocess.run(
+        [sys.executable, "-m", "tether.cli", "--version"],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=60,
+        check=True,
+    )
+    assert process.stdout == f"tether {importlib.metadata.version('tether')}\n"
 
 
 def test_emulator_command_serves_until_ctrl_c() -> None:

@@ -9,6 +9,7 @@ cancellation goes on. Nothing orphaned, nothing hangs, nothing swallowed.
 from __future__ import annotations
 
 import inspect
+from importlib import metadata as _metadata
 
 from . import sync as sync
 from ._agent import AgentResult as AgentResult
@@ -53,6 +54,12 @@ from ._tools import AgentContext as AgentContext
 from ._tools import Tool as Tool
 from ._tools import ToolCall as ToolCall
 from ._tools import tool as tool
+
+try:
+    __version__: str = _metadata.version("tether")
+    """The installed distribution's version (``importlib.metadata``), e.g. ``"0.1.0"``."""
+except _metadata.PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "Adaptive",

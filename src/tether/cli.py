@@ -14,7 +14,10 @@ import logging
 import math
 import os
 import signal
+import sqlite3
 import sys
+import urllib.parse
+import warnings
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import anyio
@@ -81,38 +84,98 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _non_negative(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value) or value < 0:
+    value = _number(text)
+    if value < 0:
         raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
     return value
 
 
+def _positive(text: str) -> float:
+    value = _number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return value
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 0-65535 (0: any free port), got {text!r}")
+    return value
+
+
+def _base_url(text: str) -> str:
+    """An http(s) URL with a host: anything else would only fail later as "Connection error"."""
+    try:
+        url = urllib.parse.urlsplit(text)
+        _ = url.port  # raises ValueError on a malformed port
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"is not a valid URL ({exc}), got {text!r}") from None
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise argparse.ArgumentTypeError(
+            f"must be an http:// or https:// URL with a host, "
+            f"like http://127.0.0.1:8000/v1, got {text!r}"
+        )
+    return text
+
+
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
 def _parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = _Parser(prog="tether", description="Race OpenAI responses; cancel the losers.")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser.add_argument("--version", action="version", version=f"tether {__version__}",
+                        help="print the installed version and exit")  # fmt: skip
+    commands = parser.add_subparsers(
+        dest="command", required=True, parser_class=_Parser, metavar="COMMAND", help="one of:"
+    )
     demo = commands.add_parser("demo", help="race simulated models on the embedded emulator")
     demo.add_argument("--models", type=int, default=4, choices=range(2, 6), metavar="N",
                       help="how many models race (2-5, default 4)")  # fmt: skip
-    demo.add_argument("--seed", type=int, default=0, help="seeds the simulated latencies")
-    demo.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
+    demo.add_argument("--seed", type=int, default=0, help="seeds the simulated latencies (default 0)")  # fmt: skip
+    demo.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio",
+                      help="the event loop to run on (default asyncio)")  # fmt: skip
     run = commands.add_parser("race", help="race models on the API (or the emulator)")
     run.add_argument("prompt", help="the input sent to every model")
     run.add_argument("-m", "--model", action="append", required=True, dest="models",
                      help="a model to race (repeat: -m gpt-5 -m gpt-5-mini)")  # fmt: skip
-    run.add_argument("--base-url", help="an OpenAI-compatible base URL")
+    run.add_argument("--base-url", type=_base_url,
+                     help="an OpenAI-compatible base URL, like http://127.0.0.1:8000/v1")  # fmt: skip
     run.add_argument("--stagger", type=_non_negative, help="hedge: start the next model after S s of silence")  # fmt: skip
-    run.add_argument("--win", choices=("first_completed", "first_token"), default="first_completed")
-    run.add_argument("--grace", type=float, default=5.0, help="seconds per server-side cancel")
-    run.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
+    run.add_argument("--win", choices=("first_completed", "first_token"), default="first_completed",
+                     help="what decides the race (default first_completed)")  # fmt: skip
+    run.add_argument("--grace", type=_positive, default=5.0,
+                     help="seconds per server-side cancel (default 5)")  # fmt: skip
+    run.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio",
+                     help="the event loop to run on (default asyncio)")  # fmt: skip
     reap = commands.add_parser("reap", help="cancel what crashed processes left running")
     reap.add_argument("--journal", help="the journal file (default: the per-user journal)")
     reap.add_argument("--base-url", help="the API the responses live on (default: OpenAI's)")
     reap.add_argument("--grace", type=float, default=5.0, help="seconds per server-side cancel")
     reap.add_argument("--include-live", action="store_true", help="also entries of live processes")
     emu = commands.add_parser("emulator", help="serve the Responses emulator until Ctrl-C")
-    emu.add_argument("--port", type=int, default=8000)
-    emu.add_argument("--host", default="127.0.0.1")
-    emu.add_argument("--seed", type=int, default=0)
+    emu.add_argument("--port", type=_port, default=8000,
+                     help="the port to bind, 0 for any free one (default 8000)")  # fmt: skip
+    emu.add_argument("--host", default="127.0.0.1",
+                     help="the interface to bind (default 127.0.0.1, loopback)")  # fmt: skip
+    emu.add_argument("--allow-remote", action="store_true",
+                     help="allow a non-loopback --host: the emulator has no authentication")  # fmt: skip
+    emu.add_argument("--seed", type=int, default=0, help="seeds ids, text and latencies (default 0)")  # fmt: skip
     return parser
 
 
@@ -140,6 +203,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as exc:  # --help (0) or a bad argument (1)
         return exc.code if isinstance(exc.code, int) else 1
+    if args.command == "emulator" and args.host not in _LOOPBACK and not args.allow_remote:
+        print(
+            f"tether: error: --host {args.host} is not a loopback address: the emulator has no "
+            "authentication, so anyone who can reach it can use it; add --allow-remote to bind it",
+            file=sys.stderr,
+        )
+        return 1
     console = rich.console.Console(highlight=False)
     # The table shows every receipt: keep retry and cancel warnings out of the live view.
     loggers = [logging.getLogger(name) for name in ("stamina", "tether")]
@@ -156,10 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _dispatch(console: Console, args: Any) -> int:
     try:
         if args.command == "emulator":
-            from .testing import serve
-
-            serve(port=args.port, host=args.host, seed=args.seed)
-            return 0
+            return _emulator(console, args)
         if args.command == "demo":
             return _demo(console, args)
         if args.command == "reap":
@@ -172,6 +239,10 @@ def _dispatch(console: Console, args: Any) -> int:
         reasons = "; ".join(_one_line(e) for e in failed.exceptions)
         console.print(f"[red]tether: every attempt failed[/]: {reasons}", soft_wrap=True)
         return 1
+    except sqlite3.Error as exc:  # a journal file that is not a SQLite database
+        where = getattr(args, "journal", None) or "the journal"
+        console.print(f"[red]tether: {where} is not a usable journal[/]: {exc}", soft_wrap=True)
+        return 1
     except (openai.OpenAIError, TetherError, OSError, ValueError, TypeError) as exc:
         console.print(f"[red]tether: {type(exc).__name__}[/]: {_one_line(exc)}", soft_wrap=True)
         return 1
@@ -179,10 +250,28 @@ def _dispatch(console: Console, args: Any) -> int:
 
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, openai.APIConnectionError) and exc.__cause__ is not None:
+        cause = " ".join(str(exc.__cause__).split()) or type(exc.__cause__).__name__
+        text = f"{text} ({cause})"  # say why: refused, unknown host, TLS...
     return text if len(text) <= 200 else text[:197] + "..."
 
 
 # ------------------------------------------------------------------------ commands
+
+
+def _emulator(console: Console, args: Any) -> int:
+    from .testing import serve
+
+    if args.host not in _LOOPBACK:  # allowed by --allow-remote: say it once, in one line
+        console.print(
+            f"[yellow]tether: warning[/]: the emulator listens on {args.host}, without "
+            "authentication: anyone who can reach it can use it",
+            soft_wrap=True,
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the same warning, with a source line
+        serve(port=args.port, host=args.host, seed=args.seed)
+    return 0
 
 
 def _demo(console: Console, args: Any) -> int:
@@ -366,8 +455,7 @@ def _summary(console: Console, result: RaceResult, emu: ResponsesEmulator | None
     winner = result.winner
     console.print(
         f"[bold green]winner[/]: #{winner.index} {winner.model} in "
-        f"{result.decided_at - result.started_at:.2f}s; {len(result.losers)} loser(s) stopped, "
-        f"all confirmed {result.ended_at - result.decided_at:.3f}s after the decision"
+        f"{result.decided_at - result.started_at:.2f}s; {_stopped(result)}"
     )
     if emu is None:
         return
@@ -387,6 +475,29 @@ def _summary(console: Console, result: RaceResult, emu: ResponsesEmulator | None
     console.print(
         f"ledger: {len(emu.ledger)} responses, {orphans} orphans, {generating} still generating"
     )
+
+
+def _stopped(result: RaceResult) -> str:
+    """The losers' stop and the winner's read, timed apart from the decision.
+
+    ``result.ended_at`` is when *every* attempt ended, the winner's read to its end
+    included: with ``first_token`` that is the winner's whole answer, not the cancels. The
+    cancels' time is the decision to the last lost attempt's confirmed stop (its guarded
+    stream's cleanup ended once the server answered its cancel, or grace ran out).
+    """
+    lost = [a.outcome for a in result.losers if a.state == "lost" and a.outcome is not None]
+    parts = [f"{len(result.losers)} loser(s) stopped"]
+    if lost:
+        last = max(outcome.ended_at for outcome in lost)
+        confirmed = sum(1 for o in lost if o.receipt is not None and o.receipt.stopped)
+        which = "all confirmed" if confirmed == len(lost) else f"{confirmed}/{len(lost)} confirmed"
+        parts[0] += f", {which} {max(last - result.decided_at, 0.0):.3f}s after the decision"
+    winner = result.winner.outcome
+    if result.win == first_token.name and winner is not None:  # decided before its answer
+        parts.append(
+            f"its answer read to the end {winner.ended_at - result.decided_at:.3f}s after it"
+        )
+    return "; ".join(parts)
 
 
 if __name__ == "__main__":
