@@ -10,7 +10,8 @@ import openai
 import pytest
 
 import tether
-from tether import AttemptRejected, RaceFailed, first_completed, first_token, race, race_stream
+from tether import AttemptRejected, RaceFailed, race, race_stream
+from tether.races import first_completed, first_token
 from tether.testing import Faults, Model
 
 if sys.version_info < (3, 11):

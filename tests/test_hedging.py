@@ -12,8 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tether import first_token, race
-from tether._hedge import HedgeBudget, P2Quantile, Signals, Trigger, adaptive, launch_staggered
+from tether import adaptive, race
+from tether._hedging import P2Quantile
+from tether._race import Progress, launch_staggered
+from tether.races import HedgeBudget, Trigger
 from tether.testing import Faults, Model
 
 if TYPE_CHECKING:
@@ -31,15 +33,15 @@ Started = list[tuple[int, Trigger, float]]
 
 async def launch(
     count: int,
-    signals: Signals,
+    signals: Progress,
     delay: float | None,
-    script: Callable[[Signals], object] | None = None,
+    script: Callable[[Progress], object] | None = None,
     allow_hedge: Callable[[], bool] = lambda: True,
 ) -> Started:
     """Run the launcher with fake attempts; *script* drives the signals meanwhile."""
     started: Started = []
 
-    def start(index: int, trigger: Trigger) -> None:
+    async def start(index: int, trigger: Trigger) -> None:
         started.append((index, trigger, anyio.current_time()))
 
     async with anyio.create_task_group() as tg:
@@ -52,35 +54,35 @@ async def launch(
 
 @pytest.mark.virtual_time
 async def test_hedge_starts_the_next_attempt_after_each_silent_stagger() -> None:
-    started = await launch(3, Signals(3), delay=1.5)
+    started = await launch(3, Progress(3), delay=1.5)
     assert started == [(0, "primary", 0.0), (1, "silence", 1.5), (2, "silence", 3.0)]
 
 
 @pytest.mark.virtual_time
 async def test_no_stagger_starts_every_attempt_at_once() -> None:
-    started = await launch(3, Signals(3), delay=None)
+    started = await launch(3, Progress(3), delay=None)
     assert started == [(0, "primary", 0.0), (1, "parallel", 0.0), (2, "parallel", 0.0)]
 
 
 @pytest.mark.virtual_time
 async def test_failure_starts_the_next_attempt_at_once() -> None:
-    async def script(signals: Signals) -> None:
+    async def script(signals: Progress) -> None:
         await anyio.sleep(0.25)
         signals.ended(0, failed=True)
 
-    started = await launch(2, Signals(2), delay=10.0, script=script)
+    started = await launch(2, Progress(2), delay=10.0, script=script)
     assert started == [(0, "primary", 0.0), (1, "failure", 0.25)]
 
 
 @pytest.mark.virtual_time
 async def test_streaming_attempt_holds_back_hedges_until_it_fails() -> None:
-    async def script(signals: Signals) -> None:
+    async def script(signals: Progress) -> None:
         await anyio.sleep(0.5)
         signals.first_token(0)
         await anyio.sleep(4.5)
         signals.ended(0, failed=True)
 
-    started = await launch(2, Signals(2), delay=1.0, script=script)
+    started = await launch(2, Progress(2), delay=1.0, script=script)
     assert started == [(0, "primary", 0.0), (1, "failure", 5.0)]
 
 
@@ -88,13 +90,13 @@ async def test_streaming_attempt_holds_back_hedges_until_it_fails() -> None:
 async def test_hedge_waits_for_a_streamer_to_stop_before_hedging_a_silent_attempt() -> None:
     """Attempt 1 is silent past its stagger while 0 streams: 2 starts when 0 stops streaming."""
 
-    async def script(signals: Signals) -> None:
+    async def script(signals: Progress) -> None:
         await anyio.sleep(1.2)
         signals.first_token(0)  # 0 was silent (1 started at 1.0), now it streams
         await anyio.sleep(2.0)
         signals.ended(0, failed=True)
 
-    started = await launch(3, Signals(3), delay=1.0, script=script)
+    started = await launch(3, Progress(3), delay=1.0, script=script)
     assert started == [(0, "primary", 0.0), (1, "silence", 1.0), (2, "silence", 3.2)]
 
 
@@ -107,18 +109,18 @@ async def test_refused_hedge_is_asked_again_after_each_stagger() -> None:
         asked.append(anyio.current_time())
         return next(answers)
 
-    started = await launch(2, Signals(2), delay=1.0, allow_hedge=allow_hedge)
+    started = await launch(2, Progress(2), delay=1.0, allow_hedge=allow_hedge)
     assert asked == [1.0, 2.0, 3.0]
     assert started == [(0, "primary", 0.0), (1, "silence", 3.0)]
 
 
 @pytest.mark.virtual_time
 async def test_refused_hedge_still_starts_the_next_attempt_on_failure() -> None:
-    async def script(signals: Signals) -> None:
+    async def script(signals: Progress) -> None:
         await anyio.sleep(7.5)
         signals.ended(0, failed=True)
 
-    started = await launch(2, Signals(2), delay=1.0, script=script, allow_hedge=lambda: False)
+    started = await launch(2, Progress(2), delay=1.0, script=script, allow_hedge=lambda: False)
     assert started == [(0, "primary", 0.0), (1, "failure", 7.5)]
 
 
@@ -251,7 +253,7 @@ async def test_adaptive_race_learns_each_models_time_to_first_token(
 ) -> None:
     stagger = adaptive()
     for _ in range(3):
-        await race(client, [{"model": "fast", "input": "hi"}] * 2, win=first_token, stagger=stagger)
+        await race(client, [{"model": "fast", "input": "hi"}] * 2, win="first_token", stagger=stagger)
     assert stagger.samples("fast") == 3
     assert stagger.throttle.primaries == 3
     assert stagger.throttle.hedges == 0
