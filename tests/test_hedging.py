@@ -239,6 +239,7 @@ def test_adaptive_uses_its_initial_stagger_until_enough_samples() -> None:
         ({"budget": -0.1}, ValueError, "budget"),
         ({"min_samples": 2}, ValueError, "min_samples"),
         ({"initial": -1}, ValueError, "initial"),
+        ({"key": "model"}, TypeError, "key must be a callable.*'model'"),
     ],
 )
 def test_adaptive_refuses_bad_arguments(
@@ -253,7 +254,9 @@ async def test_adaptive_race_learns_each_models_time_to_first_token(
 ) -> None:
     stagger = adaptive()
     for _ in range(3):
-        await race(client, [{"model": "fast", "input": "hi"}] * 2, win="first_token", stagger=stagger)
+        await race(
+            client, [{"model": "fast", "input": "hi"}] * 2, win="first_token", stagger=stagger
+        )
     assert stagger.samples("fast") == 3
     assert stagger.throttle.primaries == 3
     assert stagger.throttle.hedges == 0
@@ -283,3 +286,38 @@ async def test_adaptive_race_out_of_budget_still_replaces_a_failed_attempt(
     )
     assert result.winner.index == 1
     assert result.winner.trigger == "failure"
+
+
+def test_adaptive_defaults_hedge_at_the_p80_within_a_thirty_percent_budget() -> None:
+    """The defaults that met the tail goal (docs/benchmarks/race.md), not a starving budget."""
+    stagger = adaptive()
+    assert stagger.quantile == 0.8
+    assert stagger.throttle.ratio == 0.3
+    for _ in range(10):
+        stagger.throttle.on_primary()
+    assert sum(stagger.throttle.try_spend() for _ in range(5)) == 3
+
+
+def test_adaptive_learns_separately_in_each_bucket_of_its_key() -> None:
+    stagger = adaptive(key=lambda request: (request["model"], len(request["input"]) > 10))
+    short, long = {"model": "m", "input": "hi"}, {"model": "m", "input": "x" * 100}
+    assert stagger.bucket(short) == ("m", False)
+    for _ in range(30):
+        stagger.observe(stagger.bucket(short), 0.1)
+        stagger.observe(stagger.bucket(long), 1.0)
+    assert stagger.stagger_for(("m", False)) == pytest.approx(0.1)
+    assert stagger.stagger_for(("m", True)) == pytest.approx(1.0)
+    assert stagger.stagger_for("m") == stagger.initial  # nothing learned under the bare model
+
+
+async def test_adaptive_race_learns_in_the_bucket_its_key_picks(
+    emulator: ResponsesEmulator, client: openai.AsyncOpenAI
+) -> None:
+    stagger = adaptive(key=lambda request: request["input"])
+    for text in ("a", "a", "b"):
+        await race(
+            client, [{"model": "fast", "input": text}] * 2, win="first_token", stagger=stagger
+        )
+    assert stagger.samples("a") == 2
+    assert stagger.samples("b") == 1
+    assert stagger.samples("fast") == 0
