@@ -124,6 +124,18 @@ async def test_refused_hedge_still_starts_the_next_attempt_on_failure() -> None:
     assert started == [(0, "primary", 0.0), (1, "failure", 7.5)]
 
 
+@pytest.mark.virtual_time
+async def test_each_attempt_waits_its_own_stagger_after_a_failure_then_a_silence() -> None:
+    """Attempt 0 fails at 0.5 (1 starts at once); 1 stays silent its stagger (2 at 2.5)."""
+
+    async def script(progress: Progress) -> None:
+        await anyio.sleep(0.5)
+        progress.ended(0, failed=True)
+
+    started = await launch(3, Progress(3), delay=2.0, script=script)
+    assert started == [(0, "primary", 0.0), (1, "failure", 0.5), (2, "silence", 2.5)]
+
+
 # ----------------------------------------------------------------- the P² sketch
 
 

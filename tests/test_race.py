@@ -185,8 +185,9 @@ async def test_streaming_primary_starts_no_backup(
     emulator: ResponsesEmulator, client: openai.AsyncOpenAI
 ) -> None:
     """The classic hedge backs up a silent attempt, not a slow one that already streams."""
-    emulator.models["streams-slowly"] = Model(ttft=0.0, tokens_per_s=20.0, length=8)
-    result = await race(client, [req("streams-slowly"), req("fast")], stagger=0.05)
+    # It streams for 1.5 s, three staggers: its first token comes long before the first.
+    emulator.models["streams-slowly"] = Model(ttft=0.0, tokens_per_s=4.0, length=6)
+    result = await race(client, [req("streams-slowly"), req("fast")], stagger=0.5)
     assert result.winner.index == 0
     assert result.attempts[1].state == "skipped"
     assert emulator.ledger.requests == 1
