@@ -1,18 +1,21 @@
 """Races and hedges, in one run, on asyncio and trio, against the emulator.
 
 1. Cancelling the losers of a race: time from the decision to every loser confirmed
-   cancelled, for N = 100 losers relative to N = 1 (the real ``race`` path: 101 attempts,
-   one fast winner), versus a loop that cancels 100 guarded streams one after another.
-   Run with a 100 ms server-side cancel (a real API's cancel takes a network round trip and
-   more) and with an instant one (then what is measured is the emulator's and the client's
-   own per-request CPU, in one Python thread each).
+   cancelled (``RaceResult.losers_confirmed_at - decided_at``), for N = 100 losers relative
+   to N = 1 (the real ``race`` path: 101 attempts, one fast winner), versus a loop that
+   cancels 100 guarded streams one after another. Run with a 200 ms server-side cancel (a
+   real API's cancel takes a network round trip and more) and with an instant one (then
+   what is measured is the emulator's and the client's own per-request CPU, in one Python
+   thread each).
 2. Hedging under heavy tails: 500 requests on a model whose time to first token is
-   lognormal (median 50 ms, sigma 1.0), 25 in flight at a time; time to completion
-   (p50/p99/p99.9) unhedged, hedged with a fixed stagger at the model's p90 and p95, and
-   with ``tether.adaptive``; extra requests and extra output tokens from the ledger.
+   lognormal (median 100 ms, p99 2 s), 10 in flight at a time, ``win="first_token"``; time
+   to completion (p50/p99/p99.9) unhedged, hedged with fixed staggers, and with
+   ``tether.adaptive`` (its defaults, and the old ones); extra requests and extra output
+   tokens from the ledger.
 
 Run: ``python benchmarks/bench_race.py`` (writes ``docs/benchmarks/race.md``,
-``docs/benchmarks/hedging_cdf.png`` and ``benchmarks/results/race.json``).
+``docs/benchmarks/race_cancel.png``, ``docs/benchmarks/hedging_cdf.png`` and
+``benchmarks/results/race.json``).
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ from typing import Any
 import anyio
 import openai
 
-from tether import Adaptive, adaptive, first_token, guarded_stream, race
+from tether import adaptive, guarded_stream, race
+from tether.races import AdaptiveStagger
 from tether.testing import Faults, Lognormal, Model, ResponsesEmulator
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,9 +41,11 @@ LOSERS = 100
 ROUNDS = 3
 REQUESTS = 500
 IN_FLIGHT = 10
-MEDIAN, SIGMA = 0.05, 1.0
+MEDIAN, P99 = 0.1, 2.0
+SIGMA = math.log(P99 / MEDIAN) / 2.3263  # lognormal: p99 = median * exp(2.3263 sigma)
 LENGTH = 20
-Z = {0.75: 0.6745, 0.9: 1.2816, 0.95: 1.6449}
+CANCEL_DELAY = 0.2
+Z = {0.8: 0.8416, 0.9: 1.2816, 0.95: 1.6449}
 
 
 def cancel_models(delay: float) -> dict[str, Model]:
@@ -57,9 +63,7 @@ async def race_cleanup(client: openai.AsyncOpenAI, losers: int) -> float:
     requests = [{"model": "winner", "input": "x"}] + [{"model": "loser", "input": "x"}] * losers
     result = await race(client, requests, grace=30)
     assert all(loser.receipt and loser.receipt.status == "cancelled" for loser in result.losers)
-    return max(loser.outcome.ended_at for loser in result.losers if loser.outcome) - (
-        result.decided_at
-    )
+    return result.losers_confirmed_at - result.decided_at
 
 
 async def sequential_cleanup(client: openai.AsyncOpenAI, losers: int) -> float:
@@ -126,16 +130,19 @@ def tail_model() -> Model:
     return Model(tokens_per_s=2000.0, length=LENGTH, latency=Lognormal(median=MEDIAN, sigma=SIGMA))
 
 
-def contenders() -> dict[str, tuple[int, float | Adaptive | None]]:
-    fixed: dict[str, tuple[int, float | Adaptive | None]] = {}
-    for q in (0.75, 0.9, 0.95):
-        stagger = MEDIAN * math.exp(SIGMA * Z[q])
-        fixed[f"fixed stagger {stagger * 1e3:.0f} ms (p{q * 100:g})"] = (2, stagger)
+def contenders() -> dict[str, tuple[int, float | AdaptiveStagger | None]]:
+    def at(q: float) -> float:
+        return MEDIAN * math.exp(SIGMA * Z[q])
+
     return {
         "unhedged": (1, None),
-        **fixed,
-        "adaptive() (quantile=0.9, budget=0.05)": (2, adaptive()),
-        "adaptive(quantile=0.95, budget=0.1)": (2, adaptive(quantile=0.95, budget=0.1)),
+        f"2 attempts, fixed stagger {at(0.9) * 1e3:.0f} ms (p90)": (2, at(0.9)),
+        f"3 attempts, fixed stagger {at(0.8) * 1e3:.0f} ms (p80)": (3, at(0.8)),
+        "2 attempts, adaptive(0.9, budget=0.05) (old defaults)": (
+            2,
+            adaptive(quantile=0.9, budget=0.05),
+        ),
+        "3 attempts, adaptive() (defaults: 0.8, budget=0.3)": (3, adaptive()),
     }
 
 
@@ -148,7 +155,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def hedged_requests(
-    client: openai.AsyncOpenAI, attempts: int, stagger: float | Adaptive | None
+    client: openai.AsyncOpenAI, attempts: int, stagger: float | AdaptiveStagger | None
 ) -> list[float]:
     """Seconds from each race's start to its winner's completion, IN_FLIGHT races at a time."""
     times: list[float] = []
@@ -160,7 +167,7 @@ async def hedged_requests(
 
     async def worker() -> None:
         async for _ in receive:
-            result = await race(client, requests, win=first_token, stagger=stagger)
+            result = await race(client, requests, win="first_token", stagger=stagger)
             outcome = result.winner.outcome
             assert outcome is not None
             times.append(outcome.ended_at - result.started_at)
@@ -182,7 +189,7 @@ async def bench_hedge() -> dict[str, dict[str, Any]]:
                 sent = len(emu.ledger)
                 orphans = len(emu.ledger.orphans())
         learned = ""
-        if isinstance(stagger, Adaptive):
+        if isinstance(stagger, AdaptiveStagger):
             throttle = stagger.throttle
             learned = (
                 f"learned {stagger.stagger_for('tail') * 1e3:.0f} ms; "
@@ -206,7 +213,7 @@ async def bench_hedge() -> dict[str, dict[str, Any]]:
 
 async def run_backend() -> dict[str, Any]:
     return {
-        "cancel_100ms": await bench_cancel(0.1),
+        "cancel_200ms": await bench_cancel(CANCEL_DELAY),
         "cancel_instant": await bench_cancel(0.0),
         "hedging": await bench_hedge(),
     }
@@ -228,7 +235,10 @@ def render(results: dict[str, dict[str, Any]]) -> str:
         f"| server-side cancel takes | contender | {head} |",
         "|---|---|" + "---|" * len(backends),
     ]
-    for key, label in (("cancel_100ms", "100 ms"), ("cancel_instant", "~0 ms")):
+    for key, label in (
+        ("cancel_200ms", f"{CANCEL_DELAY * 1e3:.0f} ms"),
+        ("cancel_instant", "~0 ms"),
+    ):
         rows = [
             ("`race`, 1 loser", lambda r: f"{r['one_loser_ms']:.1f} ms"),
             (
@@ -255,9 +265,9 @@ def render(results: dict[str, dict[str, Any]]) -> str:
         "POSTs pay as well: the floor row.",
         "",
         f"**Hedging under heavy tails**: {REQUESTS} requests, {IN_FLIGHT} in flight, time to "
-        f"first token lognormal (median {MEDIAN * 1e3:.0f} ms, sigma {SIGMA}), "
-        f"{LENGTH} output tokens; `race(..., win=first_token)` with two attempts when hedged. "
-        "Time to completion of the winner; extra requests and output tokens from the ledger.",
+        f"first token lognormal (median {MEDIAN * 1e3:.0f} ms, p99 {P99:g} s: sigma "
+        f'{SIGMA:.2f}), {LENGTH} output tokens; `race(..., win="first_token")`. Time to '
+        "completion of the winner; extra requests and output tokens from the ledger.",
         "",
     ]
     for backend in backends:
@@ -276,39 +286,76 @@ def render(results: dict[str, dict[str, Any]]) -> str:
         notes = [f"{name}: {row['learned']}" for name, row in hedging.items() if row["learned"]]
         lines += [f"{backend}, adaptive: " + "; ".join(notes) + ".", ""]
     orphans = sum(
-        results[b][k]["orphans"] for b in backends for k in ("cancel_100ms", "cancel_instant")
+        results[b][k]["orphans"] for b in backends for k in ("cancel_200ms", "cancel_instant")
     ) + sum(row["orphans"] for b in backends for row in results[b]["hedging"].values())
     lines += [f"Orphans left on the emulator over the whole run: {orphans}.", ""]
     return "\n".join(lines)
 
 
-def plot(results: dict[str, dict[str, Any]], path: Path) -> None:
+def plot_cancel(results: dict[str, dict[str, Any]], path: Path) -> None:
+    """Question 1: 100 losers against 1, per contender and backend, with the goal line."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (cdf, tail) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    labels = [f"race, {LOSERS} losers", f"floor: {LOSERS} bare POSTs"]
+    keys = ["race_ratio", "bare_posts_ratio"]
+    width = 0.2
+    for b, backend in enumerate(results):
+        row = results[backend]["cancel_200ms"]
+        xs = [i + (b - 0.5) * width for i in range(len(keys))]
+        bars = ax.bar(xs, [row[k] for k in keys], width, label=f"{backend}")
+        ax.bar_label(bars, fmt="%.2f×", fontsize=8)
+    ax.axhline(1.0, color="grey", linewidth=0.8)
+    ax.axhline(1.2, color="red", linestyle=":", label="goal: 1.2×")
+    ax.set_xticks(range(len(keys)), labels)
+    ax.set_ylabel("decision → all confirmed, vs 1 loser (×)")
+    ax.set_title(
+        f"Cancelling {LOSERS} race losers (server-side cancel {CANCEL_DELAY * 1e3:.0f} ms)"
+    )
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+def plot_hedging(results: dict[str, dict[str, Any]], path: Path) -> None:
+    """Question 2: the tail of the time to completion, and p99 against extra requests."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (tail, trade) = plt.subplots(1, 2, figsize=(12, 4.6))
     styles = {"asyncio": "-", "trio": "--"}
+    markers = {"asyncio": "o", "trio": "s"}
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for backend, data in results.items():
         for color, (name, row) in zip(colors, data["hedging"].items(), strict=False):
             xs = sorted(row["times_ms"])
-            ys = [(i + 1) / len(xs) for i in range(len(xs))]
-            label = f"{name} ({backend})"
-            cdf.plot(xs, ys, styles[backend], color=color, label=label, linewidth=1.2)
-            tail.plot(xs, [1 - y + 1 / len(xs) for y in ys], styles[backend], color=color)
-    cdf.set_xscale("log")
-    cdf.set_xlabel("time to completion (ms)")
-    cdf.set_ylabel("fraction of requests")
-    cdf.set_title("CDF")
+            ys = [1 - i / len(xs) for i in range(len(xs))]
+            tail.plot(xs, ys, styles[backend], color=color, label=f"{name} ({backend})")
+            trade.scatter(
+                row["extra_requests"] * 100,
+                row["p99_ratio"],
+                color=color,
+                marker=markers[backend],
+                label=f"{name} ({backend})",
+            )
     tail.set_xscale("log")
     tail.set_yscale("log")
     tail.set_xlabel("time to completion (ms)")
-    tail.set_ylabel("fraction slower (1 - CDF)")
+    tail.set_ylabel("fraction of requests slower (1 - CDF)")
     tail.set_title("the tail")
-    cdf.legend(fontsize=6, loc="lower right")
-    fig.suptitle(f"Hedging a lognormal model (median {MEDIAN * 1e3:.0f} ms, sigma {SIGMA})")
+    tail.legend(fontsize=6, loc="lower left")
+    trade.axhline(0.4, color="red", linestyle=":", label="goal: p99 ≤ 0.4×")
+    trade.set_xlabel("extra requests (%)")
+    trade.set_ylabel("p99 vs unhedged (×)")
+    trade.set_title("what the p99 costs")
+    trade.legend(fontsize=6, loc="upper right")
+    fig.suptitle(f"Hedging a lognormal model (median {MEDIAN * 1e3:.0f} ms, p99 {P99:g} s)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -321,6 +368,9 @@ def main() -> None:
     parser.add_argument(
         "--plot", type=Path, default=ROOT / "docs" / "benchmarks" / "hedging_cdf.png"
     )
+    parser.add_argument(
+        "--cancel-plot", type=Path, default=ROOT / "docs" / "benchmarks" / "race_cancel.png"
+    )
     args = parser.parse_args()
     results = {backend: anyio.run(run_backend, backend=backend) for backend in ("asyncio", "trio")}
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -331,7 +381,8 @@ def main() -> None:
     args.out.write_text(json.dumps(summary, indent=2) + "\n")
     args.doc.parent.mkdir(parents=True, exist_ok=True)
     args.doc.write_text(render(results))
-    plot(results, args.plot)
+    plot_hedging(results, args.plot)
+    plot_cancel(results, args.cancel_plot)
     print(render(results))
 
 

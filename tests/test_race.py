@@ -10,7 +10,8 @@ import openai
 import pytest
 
 import tether
-from tether import AttemptRejected, RaceFailed, first_completed, first_token, race, race_stream
+from tether import AttemptRejected, RaceFailed, race, race_stream, races
+from tether.races import first_completed, first_token
 from tether.testing import Faults, Model
 
 if sys.version_info < (3, 11):
@@ -184,8 +185,9 @@ async def test_streaming_primary_starts_no_backup(
     emulator: ResponsesEmulator, client: openai.AsyncOpenAI
 ) -> None:
     """The classic hedge backs up a silent attempt, not a slow one that already streams."""
-    emulator.models["streams-slowly"] = Model(ttft=0.0, tokens_per_s=20.0, length=8)
-    result = await race(client, [req("streams-slowly"), req("fast")], stagger=0.05)
+    # It streams for 1.5 s, three staggers: its first token comes long before the first.
+    emulator.models["streams-slowly"] = Model(ttft=0.0, tokens_per_s=4.0, length=6)
+    result = await race(client, [req("streams-slowly"), req("fast")], stagger=0.5)
     assert result.winner.index == 0
     assert result.attempts[1].state == "skipped"
     assert emulator.ledger.requests == 1
@@ -469,3 +471,121 @@ async def test_max_concurrency_with_a_scope_is_refused(
         with pytest.raises(ValueError, match="open_scope"):
             await race(scope, [req("fast")], max_concurrency=2)
     assert emulator.ledger.requests == 0
+
+
+# ------------------------------------------------------------ concurrency slots
+
+
+async def test_attempts_take_concurrency_slots_in_request_order(
+    emulator: ResponsesEmulator, client: openai.AsyncOpenAI
+) -> None:
+    """With one slot, the server sees the attempts strictly in request order (both backends)."""
+    names = [f"m{i}" for i in range(8)]
+    for name in names:
+        emulator.models[name] = Model(ttft=0.0, tokens_per_s=5000.0, length=3)
+    with pytest.raises(RaceFailed):
+        await race(client, [req(n) for n in names], win=lambda r: False, max_concurrency=1)
+    assert [r.model for r in emulator.ledger] == names
+
+
+async def test_fast_first_attempt_is_not_queued_behind_later_ones(
+    emulator: ResponsesEmulator, client: openai.AsyncOpenAI
+) -> None:
+    """Regression: on trio, late attempts could take the slots first and the fast one waited."""
+    result = await race(client, [req("fast")] + [req("slow")] * 29, max_concurrency=2)
+    assert result.winner.index == 0
+    assert emulator.ledger.requests == 2  # the fast one and the next; the rest never sent
+    assert [a.state for a in result.attempts[2:]] == ["skipped"] * 28
+    no_orphans(emulator)
+
+
+# ------------------------------------------------------------------- journal
+
+
+async def test_attempt_with_its_own_client_is_journaled(
+    emulator: ResponsesEmulator, client: openai.AsyncOpenAI, tmp_path: Any
+) -> None:
+    """After a crash `tether reap` must see every attempt, including another client's."""
+    journal = tether.SqliteJournal(tmp_path / "journal.sqlite")
+    entries: list[tether.JournalEntry] = []
+    async with emulator.async_client() as other:
+        async with tether.open_scope(client, journal=journal) as scope:
+            with emulator.hold("created") as hold:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(race, scope, [req("slow"), req("fast", client=other)])
+                    await emulator.wait_for(lambda ledger: len(ledger) == 2)
+                    entries.extend(await journal.entries())
+                    tg.cancel_scope.cancel()
+                    hold.release()
+    assert sorted(entry.model or "" for entry in entries) == ["fast", "slow"]
+    assert await journal.entries() == []  # both cancelled and confirmed: forgotten
+    no_orphans(emulator)
+
+
+# ------------------------------------------------------------------ times
+
+
+async def test_losers_confirmed_and_winner_ended_are_reported_apart(
+    emulator: ResponsesEmulator, client: openai.AsyncOpenAI
+) -> None:
+    """A first_token winner finishes while its loser's cancel is held: two separate times."""
+    emulator.models["steady"] = Model(ttft=0.0, tokens_per_s=2000.0, length=20)
+    out: list[tether.RaceResult] = []
+
+    async def run() -> None:
+        out.append(await race(client, [req("silent"), req("steady")], win="first_token"))
+
+    with emulator.hold("cancel") as hold:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run)
+            await emulator.wait_for(
+                lambda ledger: (
+                    ledger.cancels_in_flight == 1
+                    and any(r.model == "steady" and r.status == "completed" for r in ledger)
+                )
+            )
+            hold.release()
+    (result,) = out
+    assert result.decided_at <= result.winner_ended_at < result.losers_confirmed_at
+    assert result.ended_at >= result.losers_confirmed_at
+    (loser,) = result.losers
+    assert loser.outcome is not None
+    assert result.losers_confirmed_at >= loser.outcome.ended_at
+
+
+async def test_race_without_losers_reports_them_confirmed_at_the_decision(
+    emulator: ResponsesEmulator, client: openai.AsyncOpenAI
+) -> None:
+    result = await race(client, [req("fast"), req("slow")], stagger=30)
+    assert result.losers == ()
+    assert result.losers_confirmed_at == result.decided_at
+
+
+# ------------------------------------------------------------ win as a string
+
+
+async def test_win_accepts_the_names_first_token_and_first_completed(
+    emulator: ResponsesEmulator, client: openai.AsyncOpenAI
+) -> None:
+    by_token = await race(client, [req("silent"), req("fast")], win="first_token")
+    assert by_token.win == "first_token"
+    assert by_token.winner.index == 1
+    by_completion = await race(client, [req("slow"), req("fast")], win="first_completed")
+    assert by_completion.win == "first_completed"
+    assert by_completion.winner.index == 1
+
+
+async def test_unknown_win_name_is_refused_before_any_request(
+    emulator: ResponsesEmulator, client: openai.AsyncOpenAI
+) -> None:
+    with pytest.raises(ValueError, match=r"win must be 'first_completed' or 'first_token'.*last"):
+        await race(client, [req("fast")], win="last")  # type: ignore[arg-type]
+    assert emulator.ledger.requests == 0
+
+
+async def test_win_condition_objects_live_in_tether_races(
+    emulator: ResponsesEmulator, client: openai.AsyncOpenAI
+) -> None:
+    result = await race(client, [req("fast")], win=races.first_token)
+    assert result.win == "first_token"
+    assert isinstance(races.first_completed, races.WinCondition)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 from importlib import metadata as _metadata
 
+from . import races as races
 from . import sync as sync
 from ._agent import AgentResult as AgentResult
 from ._agent import AgentTurn as AgentTurn
@@ -22,27 +23,27 @@ from ._errors import RaceFailed as RaceFailed
 from ._errors import ResponseNotCompleted as ResponseNotCompleted
 from ._errors import StallError as StallError
 from ._errors import TetherError as TetherError
-from ._hedge import Adaptive as Adaptive
-from ._hedge import HedgeBudget as HedgeBudget
-from ._hedge import Trigger as Trigger
-from ._hedge import adaptive as adaptive
+from ._hedging import AdaptiveStagger as Adaptive  # moving to tether.races.AdaptiveStagger
+from ._hedging import HedgeBudget as HedgeBudget
+from ._hedging import Trigger as Trigger
+from ._hedging import adaptive as adaptive
 from ._journal import Journal as Journal
 from ._journal import JournalEntry as JournalEntry
 from ._journal import ReapReport as ReapReport
 from ._journal import SqliteJournal as SqliteJournal
 from ._journal import default_journal_path as default_journal_path
 from ._journal import reap as reap
-from ._outcome import Attempt as Attempt
-from ._outcome import AttemptState as AttemptState
 from ._outcome import CancelReceipt as CancelReceipt
 from ._outcome import DetachedResponse as DetachedResponse
 from ._outcome import EndReason as EndReason
 from ._outcome import Outcome as Outcome
-from ._outcome import RaceResult as RaceResult
-from ._race import WinCondition as WinCondition
-from ._race import first_completed as first_completed
-from ._race import first_token as first_token
 from ._race import race as race
+from ._race_records import AttemptState as AttemptState
+from ._race_records import RaceAttempt as Attempt  # moving to tether.races.RaceAttempt
+from ._race_records import RaceResult as RaceResult
+from ._race_records import WinCondition as WinCondition
+from ._race_records import first_completed as first_completed
+from ._race_records import first_token as first_token
 from ._race_stream import RaceStream as RaceStream
 from ._race_stream import race_stream as race_stream
 from ._scope import Scope as Scope

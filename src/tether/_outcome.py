@@ -1,24 +1,22 @@
-"""The records tether reports: how a cancel went, and how a stream ended."""
+"""The records tether reports: how a cancel went, and how a stream ended.
+
+A race's records (``RaceAttempt``, ``RaceResult``) live in ``_race_records.py``.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal, final
+from typing import TYPE_CHECKING, Literal
 
 import attrs
 
 if TYPE_CHECKING:
-    from openai.types.responses import Response, ResponseUsage
-
-    from ._hedge import Trigger
+    from openai.types.responses import ResponseUsage
 
 __all__ = [
-    "Attempt",
-    "AttemptState",
     "CancelReceipt",
     "DetachedResponse",
     "EndReason",
     "Outcome",
-    "RaceResult",
 ]
 
 EndReason = Literal[
@@ -159,85 +157,3 @@ class Outcome:
     def duration(self) -> float:
         """Seconds from the request to the end of cleanup."""
         return self.ended_at - self.started_at
-
-
-AttemptState = Literal[
-    "pending", "queued", "streaming", "won", "lost", "rejected", "failed", "cancelled", "skipped"
-]
-"""Where an attempt is: ``pending`` (not started), ``queued`` (sent, no token yet), ``streaming``;
-then ``won``, ``lost`` (another attempt won: cancelled on the server, or finished too late),
-``rejected`` (completed, but the win condition said no), ``failed``, ``cancelled`` (the race
-itself was cancelled), or ``skipped`` (never sent: the race was decided first)."""
-
-
-@final
-@attrs.frozen(kw_only=True)
-class Attempt:
-    """One attempt of a race, as it ended.
-
-    Example:
-        ```python
-        for attempt in result.attempts:
-            print(attempt.index, attempt.model, attempt.state, attempt.receipt)
-        ```
-    """
-
-    index: int
-    """Its position in the ``requests`` given to the race."""
-    model: str | None
-    """The model it asked for."""
-    state: AttemptState
-    """How it ended."""
-    trigger: Trigger | None
-    """Why it was started (``primary``, ``parallel``, ``silence``, ``failure``), ``None`` if never."""
-    response: Response | None = attrs.field(default=None, eq=False)
-    """Its final response, when it completed (the winner's, in ``race``)."""
-    outcome: Outcome | None = None
-    """Its guarded stream's outcome; ``None`` if it never sent a request."""
-    error: Exception | None = attrs.field(default=None, eq=False)
-    """Why it failed (an ``AttemptRejected`` when the win predicate said no)."""
-    started_at: float | None = None
-    """When it started (``anyio.current_time()``)."""
-    time_to_first_token: float | None = None
-    """Seconds from its start to its first output token, if one came."""
-    elapsed: float | None = None
-    """Seconds from its start to the end of its cleanup."""
-
-    @property
-    def receipt(self) -> CancelReceipt | None:
-        """The server-side cancel receipt, when the attempt had to be stopped."""
-        return None if self.outcome is None else self.outcome.receipt
-
-
-@final
-@attrs.frozen(kw_only=True)
-class RaceResult:
-    """How a race went: the winner, every loser and its receipt, and when it was decided.
-
-    Example:
-        ```python
-        result = await tether.race(client, [a, b])
-        print(result.winner.response.output_text)
-        print([loser.receipt.status for loser in result.losers if loser.receipt])
-        ```
-    """
-
-    winner: Attempt
-    """The attempt that won."""
-    losers: tuple[Attempt, ...]
-    """Every other attempt that was started (lost, rejected or failed), in request order."""
-    attempts: tuple[Attempt, ...]
-    """All attempts, in request order (skipped ones included)."""
-    win: str
-    """The win condition's name."""
-    started_at: float
-    """When the race started (``anyio.current_time()``)."""
-    decided_at: float
-    """When the winner was decided."""
-    ended_at: float
-    """When every attempt had ended (losers confirmed cancelled, or out of grace)."""
-
-    @property
-    def hedges(self) -> int:
-        """Attempts started because the previous one stayed silent for ``stagger``."""
-        return sum(1 for a in self.attempts if a.trigger == "silence")

@@ -1,12 +1,19 @@
 """Races and hedges: several attempts at one answer, one winner, every loser cancelled on the server.
 
-Every attempt is a [`guarded_stream`][tether.guarded_stream] opened in its own task, inside
-its own ``CancelScope``, all in one task group. When one wins, every other live attempt is
-marked lost (``ResponseGuard.mark_lost``) and its scope cancelled: each loser's own ``__aexit__``
-runs the cancel protocol, so the losers are cancelled concurrently, each with its receipt,
-and the race returns once all are confirmed or their grace ran out. Attempt tasks never
-raise: failures are collected (``RaceFailed`` when nothing wins), a bug is re-raised as is
-once the group is closed, and cancellation propagates unchanged.
+The race is one staggered loop, trio's happy eyeballs (``_highlevel_open_tcp_stream.py``):
+in one task group, start attempt *k*, then wait until it fails, or until it has been silent
+for ``stagger`` seconds, before starting attempt *k + 1*. Each attempt is a guarded stream
+opened in its own task, inside its own ``CancelScope``. The first attempt to win marks every
+other live attempt lost (``ResponseGuard.mark_lost``) and cancels its scope: each loser then
+runs its guard's own stop path (close, then cancel on the server within grace), all of them
+concurrently, and the race returns once all are over. Attempt tasks never raise: failures
+are collected (``RaceFailed`` when nothing wins), a bug is re-raised as is once the group
+is closed, and cancellation propagates unchanged.
+
+Concurrency slots (``max_concurrency``) are taken in request order on both backends: the
+launcher starts attempt *k + 1* only once attempt *k* is in line for its slot (its task
+calls ``task_status.started()`` right before ``ResponseGuard.open``, which joins the
+limiter's FIFO queue before its first checkpoint).
 """
 
 from __future__ import annotations
@@ -14,109 +21,167 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias, final
+from typing import TYPE_CHECKING, Any, TypeAlias, final
 
 import anyio
-import attrs
 
+from . import observe
 from ._compat import check_async_client
 from ._errors import AttemptRejected, RaceFailed, TetherError
-from ._hedge import Adaptive, Signals, Trigger, launch_staggered
-from ._outcome import Attempt, RaceResult
+from ._hedging import AdaptiveStagger
+from ._race_records import (
+    AttemptEnded,
+    AttemptStarted,
+    RaceAttempt,
+    RaceDecided,
+    RaceEnded,
+    RaceResult,
+    RaceStarted,
+    Win,
+    WinCondition,
+    first_completed,
+    first_token,
+)
 from ._scope import Scope
 from ._stream import build_guard
 from ._validate import check_positive
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
-    from anyio.abc import TaskGroup
+    from anyio.abc import TaskGroup, TaskStatus
     from openai import AsyncOpenAI
     from openai.types.responses import Response, ResponseStreamEvent
 
-    from ._outcome import AttemptState
+    from ._hedging import Bucket, Trigger
     from ._protocol import ResponseGuard
+    from ._race_records import AttemptState
 
-__all__ = ["WinCondition", "first_completed", "first_token", "race"]
+__all__ = ["Contestant", "Progress", "Race", "Stagger", "launch_staggered", "prepare_race", "race"]
+
+Stagger: TypeAlias = "float | AdaptiveStagger | None"
+"""What ``stagger=`` accepts."""
+
+
+# ---------------------------------------------------------------- the staggered loop
 
 
 @final
-@attrs.frozen
-class WinCondition:
-    """When an attempt wins a race: at its first token, or on completion if a predicate agrees.
+class Progress:
+    """What the launcher watches: which attempts failed, which are streaming.
 
-    Use [`first_completed`][tether.first_completed] or [`first_token`][tether.first_token],
-    or pass a ``Callable[[Response], bool]`` as ``win=``: it becomes
-    ``WinCondition(name=fn.__name__, decide_at="completed", predicate=fn)``.
-
-    Example:
-        ```python
-        long_enough = tether.WinCondition("long_enough", "completed",
-                                          lambda r: len(r.output_text) > 200)
-        result = await tether.race(client, requests, win=long_enough)
-        ```
+    The attempt tasks report to it; ``changed`` wakes the launcher on every report (an Event
+    replaced on each one, so no wake-up is missed).
     """
 
-    name: str
-    """How the rule is shown (``first_completed``, ``first_token``, a predicate's name)."""
-    decide_at: Literal["first_token", "completed"]
-    """The moment an attempt may win."""
-    predicate: Callable[[Response], bool] | None = attrs.field(default=None, eq=False)
-    """For ``completed``: a completed response wins only if this says so."""
+    def __init__(self, count: int) -> None:
+        self.failed = [anyio.Event() for _ in range(count)]
+        """Per attempt: set once it failed (or was rejected)."""
+        self.streaming: set[int] = set()
+        """The attempts producing tokens right now."""
+        self._changed = anyio.Event()
 
-    def accepts(self, response: Response) -> bool:
-        """Whether *response*, completed, wins."""
-        return self.predicate is None or bool(self.predicate(response))
+    def first_token(self, index: int) -> None:
+        self.streaming.add(index)
+        self._notify()
 
-    def __str__(self) -> str:
-        return self.name
+    def ended(self, index: int, *, failed: bool) -> None:
+        self.streaming.discard(index)
+        if failed:
+            self.failed[index].set()
+        self._notify()
+
+    def _notify(self) -> None:
+        changed, self._changed = self._changed, anyio.Event()
+        changed.set()
+
+    async def changed(self, timeout: float) -> None:  # noqa: ASYNC109
+        """Return on the next report, or after *timeout* seconds."""
+        event = self._changed
+        with anyio.move_on_after(timeout):
+            await event.wait()
 
 
-first_completed = WinCondition("first_completed", "completed")
-"""The first attempt whose response completes wins (the default of ``race``)."""
-first_token = WinCondition("first_token", "first_token")
-"""The first attempt to produce an output token wins (the default of ``race_stream``)."""
+async def launch_staggered(
+    count: int,
+    start: Callable[[int, Trigger], Awaitable[object]],
+    progress: Progress,
+    stagger_after: Callable[[int], float | None],
+    may_hedge: Callable[[], bool],
+) -> None:
+    """Start attempts ``0..count-1`` in order, each when the previous one failed or stayed silent.
+
+    ``await start(k, trigger)`` starts attempt *k* and returns once it is in line (for a
+    concurrency slot): the attempts queue in request order. ``stagger_after(k)`` is the
+    stagger after attempt *k* (``None``: start the next one at once, ``parallel``).
+    Attempt *k + 1* starts when *k* has failed (``failure``), or when ``stagger_after(k)``
+    seconds have passed since *k* started and no attempt is streaming (``silence``, if
+    ``may_hedge()`` grants it; when it refuses, it is asked again after each further stagger
+    of silence: tokens come with other races). While some attempt streams no hedge starts:
+    a hedge backs up a silent request, not a slow one, and waits for a failure instead.
+    Cancel the enclosing scope to stop launching (the race was decided).
+    """
+    trigger: Trigger = "primary"
+    for k in range(count):
+        await start(k, trigger)
+        if k == count - 1:
+            return
+        stagger = stagger_after(k)
+        if stagger is None:
+            trigger = "parallel"
+            continue
+        deadline = anyio.current_time() + stagger
+        while True:
+            if progress.failed[k].is_set():
+                trigger = "failure"
+                break
+            now = anyio.current_time()
+            if not progress.streaming and now >= deadline:
+                if may_hedge():
+                    trigger = "silence"
+                    break
+                deadline = now + stagger if stagger > 0 else math.inf
+            await progress.changed(math.inf if progress.streaming else deadline - now)
 
 
-_Win: TypeAlias = "WinCondition | Callable[[Response], bool]"
-_Stagger: TypeAlias = "float | Adaptive | None"
+# ------------------------------------------------------------------------ the race
 
 
 @final
-class _Slot:
-    """The live state of one attempt (internal; ``Attempt`` is its frozen record)."""
+class Contestant:
+    """One attempt's live state (internal; ``RaceAttempt`` is its frozen record)."""
 
-    def __init__(self, index: int, stream: ResponseGuard, keep_events: bool) -> None:
+    def __init__(self, index: int, guard: ResponseGuard, bucket: Bucket, keep: bool) -> None:
         self.index = index
-        self.stream = stream
-        self.model: str | None = stream.model
-        self.cancel_scope: anyio.CancelScope | None = None
+        self.guard = guard
+        self.bucket = bucket
+        self.model: str | None = guard.model
+        self.node = observe.new_id()
+        """Its id in progress events."""
+        self.cancel_scope = anyio.CancelScope()
         self.state: AttemptState = "pending"
         self.trigger: Trigger | None = None
         self.lost = False
         self.rejected = False
-        self.events: deque[ResponseStreamEvent] | None = deque() if keep_events else None
+        self.events: deque[ResponseStreamEvent] | None = deque() if keep else None
+        """``race_stream``: what it produced before winning, to replay to the caller."""
         self.release: anyio.Event | None = None
+        """``race_stream`` with ``first_token``: set once the caller is done with the winner."""
         self.response: Response | None = None
         self.error: Exception | None = None
         self.started_at: float | None = None
         self.first_token_at: float | None = None
         self.ended_at: float | None = None
 
-    @property
-    def deltas(self) -> int:
-        """Output deltas received so far (roughly, tokens)."""
-        return self.stream.deltas
-
-    def record(self) -> Attempt:
+    def record(self) -> RaceAttempt:
         started = self.started_at
-        return Attempt(
+        return RaceAttempt(
             index=self.index,
             model=self.model,
             state=self.state,
             trigger=self.trigger,
             response=self.response,
-            outcome=self.stream.outcome,
+            outcome=self.guard.outcome,
             error=self.error,
             started_at=started,
             time_to_first_token=None
@@ -126,16 +191,43 @@ class _Slot:
         )
 
 
-def _prepare(
+def _win_condition(win: Win) -> WinCondition:
+    if isinstance(win, WinCondition):
+        return win
+    if win == "first_completed":
+        return first_completed
+    if win == "first_token":
+        return first_token
+    if isinstance(win, str):
+        raise ValueError(f"win must be 'first_completed' or 'first_token', got {win!r}")
+    if callable(win):
+        return WinCondition(getattr(win, "__name__", "predicate"), "completed", win)
+    raise TypeError(
+        "win must be 'first_completed', 'first_token', a WinCondition or a "
+        f"Callable[[Response], bool], got {win!r}"
+    )
+
+
+def _check_stagger(stagger: Stagger) -> Stagger:
+    if stagger is None or isinstance(stagger, AdaptiveStagger):
+        return stagger
+    if isinstance(stagger, bool) or not isinstance(stagger, (int, float)):
+        raise TypeError(f"stagger must be seconds, tether.adaptive(...) or None, got {stagger!r}")
+    if not math.isfinite(stagger) or stagger < 0:
+        raise ValueError(f"stagger must be a finite number >= 0, got {stagger!r}")
+    return float(stagger)
+
+
+def prepare_race(
     client_or_scope: Scope | AsyncOpenAI,
     requests: Sequence[Mapping[str, Any]],
-    win: _Win,
-    stagger: _Stagger,
+    win: Win,
+    stagger: Stagger,
     grace: float | None,
     max_concurrency: int | None,
     *,
-    keep_events: bool,
-) -> _Race:
+    handover: bool,
+) -> Race:
     """Check every argument and build every guarded stream: nothing is sent from here."""
     if isinstance(client_or_scope, Scope):
         if max_concurrency is not None:
@@ -153,23 +245,11 @@ def _prepare(
         raise TypeError(f"requests must be a sequence of dicts, got {requests!r}")
     if not requests:
         raise ValueError(f"requests must not be empty, got {requests!r}")
-    if isinstance(win, WinCondition):
-        condition = win
-    elif callable(win):
-        condition = WinCondition(getattr(win, "__name__", "predicate"), "completed", win)
-    else:
-        raise TypeError(f"win must be a WinCondition or a Callable[[Response], bool], got {win!r}")
-    if stagger is not None and not isinstance(stagger, Adaptive):
-        if isinstance(stagger, bool) or not isinstance(stagger, (int, float)):
-            raise TypeError(
-                f"stagger must be seconds, tether.adaptive(...) or None, got {stagger!r}"
-            )
-        if not math.isfinite(stagger) or stagger < 0:
-            raise ValueError(f"stagger must be a finite number >= 0, got {stagger!r}")
-        stagger = float(stagger)
+    condition = _win_condition(win)
+    stagger = _check_stagger(stagger)
     if grace is not None:
         grace = check_positive("grace", grace)
-    slots: list[_Slot] = []
+    contestants: list[Contestant] = []
     for index, request in enumerate(requests):
         if not isinstance(request, Mapping):
             raise TypeError(f"requests[{index}] must be a dict of create kwargs, got {request!r}")
@@ -182,198 +262,241 @@ def _prepare(
                 grace=scope.grace,
                 first_event_timeout=scope.first_event_timeout,
                 confirm=scope.confirm,
+                journal=scope.journal,  # journaled like the others: `tether reap` sees it
             )
             attempt_scope.limiter = scope.limiter  # one bound for the whole race
+        bucket = stagger.bucket(kwargs) if isinstance(stagger, AdaptiveStagger) else None
         if grace is not None:
             kwargs.setdefault("grace", grace)
         try:
-            stream = build_guard(attempt_scope, **kwargs)
+            guard = build_guard(attempt_scope, **kwargs)
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"requests[{index}]: {exc}") from None
-        slots.append(_Slot(index, stream, keep_events))
-    return _Race(slots, condition, stagger, handover=keep_events)
+        contestants.append(Contestant(index, guard, bucket, keep=handover))
+    return Race(contestants, condition, stagger, handover=handover)
 
 
 @final
-class _Race:
-    """The engine shared by ``race`` and ``race_stream`` (and the CLI's live view)."""
+class Race:
+    """The engine shared by ``race`` and ``race_stream`` (internal)."""
 
     def __init__(
-        self, slots: list[_Slot], win: WinCondition, stagger: _Stagger, *, handover: bool
+        self, contestants: list[Contestant], win: WinCondition, stagger: Stagger, *, handover: bool
     ) -> None:
-        self.slots = slots
+        self.contestants = contestants
         self.win = win
         self.stagger = stagger
         self.handover = handover  # race_stream: the winner's events go to the caller
-        self.winner: _Slot | None = None
+        self.node = observe.new_id()
+        """Its id in progress events."""
+        self.winner: Contestant | None = None
         self.crash: BaseException | None = None
-        self.started_at = self.decided_at = self.ended_at = 0.0
+        self.started_at = self.decided_at = 0.0
         self._ended = 0
 
     def start(self, tg: TaskGroup) -> None:
-        """Start the race in *tg*: the launcher, which starts the attempts."""
-        self._tg = tg
+        """Start the race in *tg*: the launcher, which starts the attempts in turn."""
         self.decision = anyio.Event()  # the winner is known, or nothing can win any more
-        self.signals = Signals(len(self.slots))
+        self.progress = Progress(len(self.contestants))
         self._launcher = anyio.CancelScope()
-        for slot in self.slots:
-            slot.cancel_scope = anyio.CancelScope()
+        self._group = tg.cancel_scope
         self.started_at = anyio.current_time()
-        if isinstance(self.stagger, Adaptive):
+        if isinstance(self.stagger, AdaptiveStagger):
             self.stagger.throttle.on_primary()
-        tg.start_soon(self._launch)
+        if observe.watched():
+            observe.emit(
+                RaceStarted(
+                    id=self.node,
+                    parent=observe.current_parent(),
+                    win=self.win.name,
+                    models=tuple(c.model for c in self.contestants),
+                    stagger=self.stagger if isinstance(self.stagger, float) else None,
+                )
+            )
+        tg.start_soon(self._launch, tg, name="tether race launcher")
 
-    async def _launch(self) -> None:
+    async def _launch(self, tg: TaskGroup) -> None:
+        async def start(index: int, trigger: Trigger) -> None:
+            contestant = self.contestants[index]
+            await tg.start(self._attempt, contestant, trigger, name=f"tether attempt {index}")
+
         with self._launcher:
             await launch_staggered(
-                len(self.slots), self._start_attempt, self.signals, self._delay, self._allow_hedge
+                len(self.contestants), start, self.progress, self._stagger_after, self._may_hedge
             )
 
-    def _delay(self, index: int) -> float | None:
-        if isinstance(self.stagger, Adaptive):
-            return self.stagger.stagger_for(self.slots[index].model)
+    def _stagger_after(self, index: int) -> float | None:
+        if isinstance(self.stagger, AdaptiveStagger):
+            return self.stagger.stagger_for(self.contestants[index].bucket)
         return self.stagger
 
-    def _allow_hedge(self) -> bool:
-        return not isinstance(self.stagger, Adaptive) or self.stagger.throttle.try_spend()
+    def _may_hedge(self) -> bool:
+        return not isinstance(self.stagger, AdaptiveStagger) or self.stagger.throttle.try_spend()
 
-    def _start_attempt(self, index: int, trigger: Trigger) -> None:
-        slot = self.slots[index]
-        slot.trigger = trigger
-        slot.state = "queued"
-        slot.started_at = anyio.current_time()
-        self._tg.start_soon(self._attempt, slot, name=f"tether race attempt {index}")
-
-    async def _attempt(self, slot: _Slot) -> None:
-        assert slot.cancel_scope is not None
-        if slot.lost or self.winner is not None or self.crash is not None:
-            slot.state = "skipped"  # decided before this task ran: send nothing
-            self._settle(slot)
+    async def _attempt(
+        self, contestant: Contestant, trigger: Trigger, *, task_status: TaskStatus[None]
+    ) -> None:
+        contestant.trigger = trigger
+        contestant.started_at = anyio.current_time()
+        if self.winner is not None or self.crash is not None:
+            contestant.state = "skipped"  # decided before this task ran: send nothing
+            task_status.started()
+            self._settle(contestant)
             return
+        contestant.state = "queued"
+        if observe.watched():
+            observe.emit(
+                AttemptStarted(
+                    id=contestant.node,
+                    parent=self.node,
+                    index=contestant.index,
+                    model=contestant.model,
+                    trigger=trigger,
+                    at=contestant.started_at,
+                )
+            )
+        # No checkpoint from here to the guard joining the limiter's queue: slots in order.
+        task_status.started()
         try:
-            with slot.cancel_scope:
+            with contestant.cancel_scope, observe.parent(contestant.node):
                 try:
-                    async with slot.stream as stream:
-                        await self._read(slot, stream)
+                    async with contestant.guard as guard:
+                        await self._read(contestant, guard)
                 except Exception as exc:
-                    slot.error = exc
+                    contestant.error = exc
         except BaseException as exc:
             if not isinstance(exc, anyio.get_cancelled_exc_class()):
                 self._fail_hard(exc)  # not the attempt's failure: re-raised by the race
                 return
             raise
         finally:
-            self._settle(slot)
+            self._settle(contestant)
 
-    async def _read(self, slot: _Slot, stream: ResponseGuard) -> None:
-        events = slot.events
+    async def _read(self, contestant: Contestant, guard: ResponseGuard) -> None:
+        events = contestant.events
         at_token = self.win.decide_at == "first_token"
-        async for event in stream:
+        async for event in guard:
             if events is not None:
                 events.append(event)
-            if slot.first_token_at is None and event.type.endswith(".delta"):
-                self._first_token(slot)
+            if contestant.first_token_at is None and event.type.endswith(".delta"):
+                self._first_token(contestant)
                 if at_token and self.winner is None:
                     if self.handover:  # the caller reads on from here, then lets us go
-                        release = slot.release = anyio.Event()
-                        self._decide(slot)
+                        release = contestant.release = anyio.Event()
+                        self._decide(contestant)
                         await release.wait()
                         return
-                    self._decide(slot)
-            if slot.lost:
-                return  # a late winner: leave, and __aexit__ cancels it as a race loser
-        slot.response = await stream.read_to_end()
+                    self._decide(contestant)
+            if contestant.lost:
+                return  # a late winner: leave, and the guard cancels it as a race loser
+        contestant.response = await guard.read_to_end()
         if self.winner is None:
             try:
-                accepted = self.win.accepts(slot.response)
+                accepted = self.win.accepts(contestant.response)
             except Exception as exc:  # the user's predicate: a bug, not an attempt failure
                 self._fail_hard(exc)
                 return
             if accepted:
-                self._decide(slot)
+                self._decide(contestant)
             else:
-                slot.rejected = True
-                slot.error = AttemptRejected(slot.response, self.win.name)
+                contestant.rejected = True
+                contestant.error = AttemptRejected(contestant.response, self.win.name)
 
-    def _first_token(self, slot: _Slot) -> None:
-        now = slot.first_token_at = anyio.current_time()
-        slot.state = "streaming"
-        self.signals.first_token(slot.index)
-        if isinstance(self.stagger, Adaptive) and slot.started_at is not None:
-            self.stagger.observe(slot.model, now - slot.started_at)
+    def _first_token(self, contestant: Contestant) -> None:
+        now = contestant.first_token_at = anyio.current_time()
+        contestant.state = "streaming"
+        self.progress.first_token(contestant.index)
+        if isinstance(self.stagger, AdaptiveStagger) and contestant.started_at is not None:
+            self.stagger.observe(contestant.bucket, now - contestant.started_at)
 
-    def _decide(self, slot: _Slot) -> None:
-        self.winner = slot
+    def _decide(self, winner: Contestant) -> None:
+        """*winner* won: stop launching, and cancel every other live attempt, with a reason."""
+        self.winner = winner
         self.decided_at = anyio.current_time()
-        slot.state = "won"
+        winner.state = "won"
         self._launcher.cancel()
-        for other in self.slots:
-            if other is not slot and other.state in ("queued", "streaming"):
+        for other in self.contestants:
+            if other is not winner and other.state in ("queued", "streaming"):
                 other.lost = True
-                other.stream.mark_lost()
-                if other.cancel_scope is not None:
-                    other.cancel_scope.cancel()
+                other.guard.mark_lost()
+                other.cancel_scope.cancel()
+        if observe.watched():
+            observe.emit(
+                RaceDecided(
+                    id=self.node, winner=winner.index, winner_id=winner.node, at=self.decided_at
+                )
+            )
         self.decision.set()
 
     def _fail_hard(self, exc: BaseException) -> None:
         if self.crash is None:
             self.crash = exc
-        self._tg.cancel_scope.cancel()
+        self._group.cancel()  # every attempt stops (on the server too); the race raises it
         self.decision.set()
 
-    def _settle(self, slot: _Slot) -> None:
+    def _settle(self, contestant: Contestant) -> None:
         """Book-keeping once an attempt task is over, however it ended."""
-        stream = slot.stream
-        slot.ended_at = anyio.current_time()
-        if slot.response is None and stream.final_response is not None:
-            slot.response = stream.final_response
-        if slot.state == "skipped" or (stream.outcome is None and slot.error is None):
-            slot.state = "skipped"
-        elif slot is self.winner:
-            slot.state = "failed" if slot.error is not None else "won"
-        elif slot.lost:
-            slot.state = "lost"
-            stagger = self.stagger
-            started = slot.started_at
+        guard = contestant.guard
+        contestant.ended_at = anyio.current_time()
+        if contestant.response is None and guard.final_response is not None:
+            contestant.response = guard.final_response
+        if contestant.state == "skipped" or (guard.outcome is None and contestant.error is None):
+            contestant.state = "skipped"
+        elif contestant is self.winner:
+            contestant.state = "failed" if contestant.error is not None else "won"
+        elif contestant.lost:
+            contestant.state = "lost"
+            started = contestant.started_at
             if (
-                isinstance(stagger, Adaptive)
-                and slot.first_token_at is None
+                isinstance(self.stagger, AdaptiveStagger)
+                and contestant.first_token_at is None
                 and started is not None
             ):
                 # Censored: it was still silent when cancelled. A lower bound beats no sample.
-                stagger.observe(slot.model, max(self.decided_at - started, 0.0))
-        elif slot.error is not None:
-            slot.state = "rejected" if slot.rejected else "failed"
+                self.stagger.observe(contestant.bucket, max(self.decided_at - started, 0.0))
+        elif contestant.error is not None:
+            contestant.state = "rejected" if contestant.rejected else "failed"
         else:
-            slot.state = "cancelled"
-        self.signals.ended(slot.index, failed=slot.state in ("failed", "rejected"))
+            contestant.state = "cancelled"
+        self.progress.ended(contestant.index, failed=contestant.state in ("failed", "rejected"))
+        if observe.watched() and contestant.state != "skipped":
+            observe.emit(
+                AttemptEnded(id=contestant.node, parent=self.node, attempt=contestant.record())
+            )
         self._ended += 1
-        if self._ended == len(self.slots):
+        if self._ended == len(self.contestants):
             self.decision.set()
 
     def result(self) -> RaceResult:
-        """The record of a decided race; ``RaceFailed`` if nothing won (or the winner failed)."""
-        self.ended_at = anyio.current_time()
-        for slot in self.slots:
-            if slot.state == "pending":
-                slot.state = "skipped"  # never started: the race was decided first
-        attempts = tuple(slot.record() for slot in self.slots)
+        """The record of the race, once its group is closed; raises what ended it otherwise.
+
+        Raises:
+            RaceFailed: Nothing won (or the ``first_token`` winner failed afterwards).
+        """
+        if self.crash is not None:
+            raise self.crash
+        ended_at = anyio.current_time()
+        for contestant in self.contestants:
+            if contestant.state == "pending":
+                contestant.state = "skipped"  # never started: the race was decided first
+        attempts = tuple(c.record() for c in self.contestants)
         winner = self.winner
         if winner is None or winner.state == "failed":
-            raise self.failure(attempts)
+            raise self._failure(attempts)
+        live_losers = [c.ended_at for c in self.contestants if c.lost and c.ended_at is not None]
         return RaceResult(
             winner=attempts[winner.index],
-            losers=tuple(
-                a for a in attempts if a.index != winner.index and a.state not in ("skipped",)
-            ),
+            losers=tuple(a for a in attempts if a.index != winner.index and a.state != "skipped"),
             attempts=attempts,
             win=self.win.name,
             started_at=self.started_at,
             decided_at=self.decided_at,
-            ended_at=self.ended_at,
+            losers_confirmed_at=max(live_losers, default=self.decided_at),
+            winner_ended_at=winner.ended_at if winner.ended_at is not None else ended_at,
+            ended_at=ended_at,
         )
 
-    def failure(self, attempts: tuple[Attempt, ...]) -> RaceFailed:
+    def _failure(self, attempts: tuple[RaceAttempt, ...]) -> RaceFailed:
         errors = [a.error for a in attempts if a.error is not None]
         outcomes = [a.outcome for a in attempts if a.outcome is not None]
         if self.winner is not None and self.winner.error is not None:
@@ -384,13 +507,18 @@ class _Race:
             errors = [TetherError("no attempt won and none reported an error")]
         return RaceFailed(message, errors, outcomes)
 
+    def ended(self, result: RaceResult | None, error: BaseException | None) -> None:
+        """Tell observers the race is over (``RaceEnded``)."""
+        if observe.watched():
+            observe.emit(RaceEnded(id=self.node, result=result, error=error))
+
 
 async def race(
     client_or_scope: Scope | AsyncOpenAI,
     requests: Sequence[Mapping[str, Any]],
     *,
-    win: _Win = first_completed,
-    stagger: _Stagger = None,
+    win: Win = first_completed,
+    stagger: Stagger = None,
     grace: float | None = None,
     max_concurrency: int | None = None,
 ) -> RaceResult:
@@ -401,27 +529,32 @@ async def race(
     concurrently, each with its own receipt; ``race`` returns once every loser is confirmed
     cancelled or its grace ran out. An attempt that completes after the decision is a loser
     too. An outer cancellation or deadline cancels every attempt on the server and propagates.
+    Progress events ([`tether.races`][tether.races]: ``RaceStarted``, ``AttemptStarted``...)
+    go to [`tether.observe`][tether.observe] observers.
 
     Args:
         client_or_scope: An ``openai.AsyncOpenAI``, or a [`Scope`][tether.Scope] (its grace,
-            first-event timeout and concurrency bound apply; its deadline bounds the race).
+            first-event timeout, concurrency bound and journal apply; its deadline bounds
+            the race).
         requests: ``responses.create`` kwargs, one dict per attempt; each may also carry
             ``client=`` (race providers) and any [`guarded_stream`][tether.guarded_stream]
             option (``grace=``, ``first_token_timeout=``...).
-        win: [`first_completed`][tether.first_completed] (default),
-            [`first_token`][tether.first_token] (the winner is then read to completion), or
-            a ``Callable[[Response], bool]``: a completed response it rejects is discarded
-            and the race goes on.
+        win: ``"first_completed"`` (default), ``"first_token"`` (the winner is then read to
+            completion), a [`WinCondition`][tether.races.WinCondition], or a
+            ``Callable[[Response], bool]``: a completed response it rejects is discarded and
+            the race goes on.
         stagger: ``None``: start every attempt at once. Seconds: hedge, starting attempt
             *k + 1* only when attempt *k* failed or stayed silent (no token) that long; once
             some attempt streams, no more start unless it fails. Or an
             [`adaptive`][tether.adaptive] stagger.
         grace: Seconds each loser's server-side cancel may take (default: the scope's).
-        max_concurrency: With a client: at most this many attempts in flight at once.
-            With a scope, pass it to ``open_scope`` instead (a ValueError here).
+        max_concurrency: With a client: at most this many attempts in flight at once; they
+            take their slots in request order. With a scope, pass it to ``open_scope``
+            instead (a ValueError here).
 
     Returns:
-        A [`RaceResult`][tether.RaceResult]; ``result.winner.response`` is the final response.
+        A [`RaceResult`][tether.races.RaceResult]; ``result.winner.response`` is the final
+        response.
 
     Raises:
         RaceFailed: No attempt won: every error (``AttemptRejected`` for a rejected one) and
@@ -441,11 +574,15 @@ async def race(
 
     Added in version 0.1.
     """
-    engine = _prepare(
-        client_or_scope, requests, win, stagger, grace, max_concurrency, keep_events=False
+    engine = prepare_race(
+        client_or_scope, requests, win, stagger, grace, max_concurrency, handover=False
     )
-    async with anyio.create_task_group() as tg:
-        engine.start(tg)
-    if engine.crash is not None:
-        raise engine.crash
-    return engine.result()
+    try:
+        async with anyio.create_task_group() as tg:
+            engine.start(tg)
+        result = engine.result()
+    except BaseException as exc:
+        engine.ended(None, exc)
+        raise
+    engine.ended(result, None)
+    return result

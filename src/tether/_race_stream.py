@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any, final
 
 import anyio
 
 from ._errors import RaceFailed
-from ._race import _prepare, _Race, _Slot, _Stagger, _Win, first_token
+from ._race import prepare_race
+from ._race_records import first_token
 from ._stream import TextDeltas
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping, Sequence
     from types import TracebackType
 
-    from anyio.abc import TaskGroup
     from openai import AsyncOpenAI
     from openai.types.responses import Response, ResponseStreamEvent
 
-    from ._outcome import Outcome, RaceResult
+    from ._outcome import Outcome
+    from ._race import Contestant, Race, Stagger
+    from ._race_records import RaceResult, Win
     from ._scope import Scope
 
 __all__ = ["RaceStream", "race_stream"]
@@ -43,10 +46,11 @@ class RaceStream:
         ```
     """
 
-    def __init__(self, engine: _Race) -> None:
+    def __init__(self, engine: Race) -> None:
         self._engine = engine
-        self._tg: TaskGroup | None = None
-        self._winner: _Slot | None = None
+        self._entered = False
+        self._attempts: contextlib.AsyncExitStack | None = None  # the race's task group
+        self._winner: Contestant | None = None
         self._result: RaceResult | None = None
 
     @property
@@ -62,12 +66,12 @@ class RaceStream:
     @property
     def response_id(self) -> str | None:
         """The winner's response id."""
-        return self._won().stream.response_id
+        return self._won().guard.response_id
 
     @property
     def outcome(self) -> Outcome:
         """The winner's guarded-stream outcome, once the block has exited."""
-        return self._won().stream.require_outcome()
+        return self._won().guard.require_outcome()
 
     @property
     def result(self) -> RaceResult:
@@ -80,28 +84,32 @@ class RaceStream:
             raise RuntimeError("the race's result is known once the `async with` block has exited")
         return self._result
 
-    def _won(self) -> _Slot:
+    def _won(self) -> Contestant:
         if self._winner is None:
             raise RuntimeError("the winner is known inside the `async with race_stream(...)` block")
         return self._winner
 
     async def __aenter__(self) -> RaceStream:
-        if self._tg is not None:
+        if self._entered:
             raise RuntimeError("a race stream can be entered only once")
+        self._entered = True
         engine = self._engine
-        tg = self._tg = anyio.create_task_group()
-        await tg.__aenter__()
         try:
-            engine.start(tg)
-            await engine.decision.wait()
+            async with contextlib.AsyncExitStack() as stack:
+                engine.start(await stack.enter_async_context(anyio.create_task_group()))
+                await engine.decision.wait()
+                winner = engine.winner
+                if engine.crash is None and winner is not None and winner.state != "failed":
+                    # A live winner: the attempts go on (the winner read by the body, the
+                    # losers cancelling) until the block exits.
+                    self._attempts = stack.pop_all()
+                    self._winner = winner
+                    return self
+            engine.result()  # every attempt is over and nothing won: raises RaceFailed
         except BaseException as exc:
-            await self._close_group(exc)
+            engine.ended(None, exc)
             raise
-        if engine.crash is not None or engine.winner is None or engine.winner.state == "failed":
-            await self._close_group(None)
-            engine.result()  # raises RaceFailed
-        self._winner = engine.winner
-        return self
+        raise AssertionError("unreachable: a race with no winner raises")  # pragma: no cover
 
     async def __aexit__(
         self,
@@ -109,35 +117,32 @@ class RaceStream:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        slot = self._won()
-        if slot.release is not None:  # the winner is parked in its task while we read it
-            stream = slot.stream
-            await stream.stop(stream.reason_for(exc))  # the one cleanup path (close, cancel)
-            slot.release.set()
-        await self._close_group(exc)
-        try:
-            self._result = self._engine.result()
-        except RaceFailed:  # never instead of the exception that ended the block
-            self._result = None
-
-    async def _close_group(self, exc: BaseException | None) -> None:
-        """Wait for every attempt (losers cancelling, in parallel), then raise what must be.
-
-        The caller's exception is never handed to the task group, which would wrap it in an
-        ExceptionGroup: it propagates by itself. A crash inside the race is raised instead.
-        """
-        assert self._tg is not None
+        winner = self._won()
         engine = self._engine
+        if winner.release is not None:  # the winner is parked in its task while we read it
+            guard = winner.guard
+            await guard.stop(guard.reason_for(exc))  # the one cleanup path (close, cancel)
+            winner.release.set()
+        attempts, self._attempts = self._attempts, None
+        assert attempts is not None
         try:
-            await self._tg.__aexit__(None, None, None)
+            # The caller's exception is not handed to the task group, which would wrap it in
+            # an ExceptionGroup: it propagates by itself once the attempts are over.
+            await attempts.aclose()
         except BaseException as raised:
-            cancelled = anyio.get_cancelled_exc_class()
-            if engine.crash is None and isinstance(raised, cancelled) and exc is not None:
-                return  # the caller's exception goes on; the cancellation is level-triggered
-            if engine.crash is None:
+            cancelled = isinstance(raised, anyio.get_cancelled_exc_class())
+            if engine.crash is None and not (cancelled and exc is not None):
+                engine.ended(None, raised)
                 raise
-        if engine.crash is not None:
-            raise engine.crash
+        try:
+            self._result = engine.result()
+        except RaceFailed as failed:  # never instead of the exception that ended the block
+            engine.ended(None, failed)
+            return
+        except BaseException as crash:  # a bug in the race (the predicate...): raised as is
+            engine.ended(None, crash)
+            raise
+        engine.ended(self._result, exc)
 
     def __aiter__(self) -> RaceStream:
         return self
@@ -146,7 +151,7 @@ class RaceStream:
         slot = self._won()
         if slot.events:
             return slot.events.popleft()
-        return await slot.stream.__anext__()
+        return await slot.guard.__anext__()
 
     def text_deltas(self) -> AsyncIterator[str]:
         """Iterate the winner's output text (``response.output_text.delta`` deltas).
@@ -173,15 +178,15 @@ class RaceStream:
         """
         async for _ in self:
             pass
-        return await self._won().stream.read_to_end()
+        return await self._won().guard.read_to_end()
 
 
 def race_stream(
     client_or_scope: Scope | AsyncOpenAI,
     requests: Sequence[Mapping[str, Any]],
     *,
-    win: _Win = first_token,
-    stagger: _Stagger = None,
+    win: Win = first_token,
+    stagger: Stagger = None,
     grace: float | None = None,
     max_concurrency: int | None = None,
 ) -> RaceStream:
@@ -197,14 +202,15 @@ def race_stream(
     Args:
         client_or_scope: An ``openai.AsyncOpenAI`` or a [`Scope`][tether.Scope].
         requests: ``responses.create`` kwargs, one dict per attempt (see ``race``).
-        win: [`first_token`][tether.first_token] (default), ``first_completed`` or a
-            predicate on the final response (the winner's events are then all replayed).
+        win: ``"first_token"`` (default), ``"first_completed"``, a
+            [`WinCondition`][tether.races.WinCondition] or a predicate on the final
+            response (with the last two, the winner's events are all replayed).
         stagger: ``None``, seconds, or [`adaptive`][tether.adaptive] (see ``race``).
         grace: Seconds each server-side cancel may take (default: the scope's).
         max_concurrency: With a client: at most this many attempts in flight at once.
 
     Returns:
-        A [`RaceStream`][tether.RaceStream], to use as ``async with``.
+        A [`RaceStream`][tether.races.RaceStream], to use as ``async with``.
 
     Raises:
         RaceFailed: (on entry) No attempt won.
@@ -221,5 +227,5 @@ def race_stream(
     Added in version 0.1.
     """
     return RaceStream(
-        _prepare(client_or_scope, requests, win, stagger, grace, max_concurrency, keep_events=True)
+        prepare_race(client_or_scope, requests, win, stagger, grace, max_concurrency, handover=True)
     )

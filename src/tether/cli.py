@@ -24,7 +24,6 @@ import anyio
 import openai
 
 from ._errors import RaceFailed, TetherError
-from ._race import _prepare, _Race, _Slot, first_completed, first_token
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -34,7 +33,9 @@ if TYPE_CHECKING:
     from rich.live import Live
     from rich.table import Table
 
-    from ._outcome import CancelReceipt, RaceResult
+    from ._outcome import CancelReceipt
+    from ._stream import GuardedStream
+    from .races import AttemptStarted, RaceAttempt, RaceResult
     from .testing import Model, ResponsesEmulator
 
 __all__ = ["demo_models", "main"]
@@ -366,19 +367,22 @@ async def _race_live(
     """Run the race under a live table; ``None`` if Ctrl-C stopped it (after the cancels)."""
     from rich.live import Live
 
+    from . import observe
+    from ._race import race
+
     if emu is not None:
         client = emu.async_client()
     else:  # the key comes from the environment: never printed, never on the command line
         key = os.environ.get("OPENAI_API_KEY") or "sk-no-key"
         client = openai.AsyncOpenAI(api_key=key, base_url=base_url)
-    win = first_token if getattr(args, "win", None) == "first_token" else first_completed
-    stagger = getattr(args, "stagger", None)
-    grace = getattr(args, "grace", 5.0)
+    win = "first_token" if getattr(args, "win", None) == "first_token" else "first_completed"
+    board = _Board(win, [request.get("model") for request in requests])
+    result: RaceResult | None = None
+    failure: Exception | None = None
     async with client:
-        engine = _prepare(client, requests, win, stagger, grace, None, keep_events=False)
         interrupted = False
         # auto_refresh=False: the event loop redraws it, no refresh thread of rich's own.
-        with Live(_table(engine), console=console, auto_refresh=False) as live:
+        with Live(_table(board), console=console, auto_refresh=False) as live:
             async with anyio.create_task_group() as watchers:
                 race_scope = anyio.CancelScope()
 
@@ -397,58 +401,101 @@ async def _race_live(
                             return
 
                 await watchers.start(on_interrupt)
-                watchers.start_soon(_refresh, live, engine)
-                with race_scope:
-                    async with anyio.create_task_group() as tg:
-                        engine.start(tg)
+                watchers.start_soon(_refresh, live, board)
+                with race_scope, observe.observing(board):
+                    try:
+                        result = await race(
+                            client,
+                            requests,
+                            win=win,
+                            stagger=getattr(args, "stagger", None),
+                            grace=getattr(args, "grace", 5.0),
+                        )
+                    except Exception as exc:  # raised below, not wrapped by the watchers' group
+                        failure = exc
                 watchers.cancel_scope.cancel()
-            live.update(_table(engine), refresh=True)
+            live.update(_table(board), refresh=True)
         if not console.is_terminal:
             console.line()  # a live view printed once ends without a newline
-    if engine.crash is not None:
-        raise engine.crash
+    if failure is not None:
+        raise failure
     if interrupted:
-        receipts = [r for r in (_receipt(s) for s in engine.slots) if r is not None]
+        receipts = [r for r in (_receipt(a) for a in board.ended.values()) if r is not None]
         statuses = ", ".join(str(r.status or r.error) for r in receipts) or "none had started"
         console.print(f"Interrupted: cancelled {len(receipts)} response(s) on the server ({statuses}).")  # fmt: skip
         return None
-    return engine.result()
+    return result
 
 
-async def _refresh(live: Live, engine: _Race) -> None:
+class _Board:
+    """The live view's state, built from the race's progress events only (``tether.races``)."""
+
+    def __init__(self, win: str, models: list[str | None]) -> None:
+        self.win = win
+        self.models = models
+        self.started: dict[int, AttemptStarted] = {}
+        self.ended: dict[int, RaceAttempt] = {}
+        self.streams: dict[int, GuardedStream] = {}  # by attempt index: the live stream
+        self.winner: int | None = None
+        self._index: dict[int, int] = {}  # attempt id -> index
+
+    def __call__(self, event: object) -> None:
+        from . import observe, races
+
+        if isinstance(event, races.AttemptStarted):
+            self.started[event.index] = event
+            self._index[event.id] = event.index
+        elif isinstance(event, observe.StreamStarted) and event.parent in self._index:
+            self.streams[self._index[event.parent]] = event.stream
+        elif isinstance(event, races.RaceDecided):
+            self.winner = event.winner
+        elif isinstance(event, races.AttemptEnded):
+            self.ended[event.attempt.index] = event.attempt
+
+
+async def _refresh(live: Live, board: _Board) -> None:
     while True:
-        live.update(_table(engine), refresh=True)
+        live.update(_table(board), refresh=True)
         await anyio.sleep(0.05)
 
 
-def _table(engine: _Race) -> Table:
+def _table(board: _Board) -> Table:
     from rich.table import Table
 
     now = anyio.current_time()
-    table = Table(title=f"race ({engine.win.name})", title_justify="left")
+    table = Table(title=f"race ({board.win})", title_justify="left")
     for column in ("#", "model", "state", "tokens", "elapsed", "cancel receipt"):
         table.add_column(
             column, justify="right" if column in ("#", "tokens", "elapsed") else "left"
         )
-    for slot in engine.slots:
-        started = slot.started_at
-        elapsed = "" if started is None else f"{(slot.ended_at or now) - started:.2f}s"
-        receipt = _receipt(slot)
-        state = _STATES[slot.state]
-        if slot.state == "lost" and receipt is not None and receipt.status != "cancelled":
-            state = "[yellow]lost[/]"  # it finished before the cancel arrived
-        shown = "-"
-        if receipt is not None:
-            shown = f"{receipt.status or receipt.error} in {receipt.latency * 1000:.0f} ms"
-        elif slot.error is not None:
-            shown = _one_line(slot.error)[:60]
-        table.add_row(str(slot.index), slot.model or "?", state, str(slot.deltas), elapsed, shown)
+    for index, model in enumerate(board.models):
+        started = board.started.get(index)
+        attempt = board.ended.get(index)
+        stream = board.streams.get(index)
+        elapsed, tokens, shown, state = "", "", "-", _STATES["pending"]
+        if attempt is not None:
+            state = _STATES[attempt.state]
+            receipt = _receipt(attempt)
+            if attempt.state == "lost" and receipt is not None and receipt.status != "cancelled":
+                state = "[yellow]lost[/]"  # it finished before the cancel arrived
+            if receipt is not None:
+                shown = f"{receipt.status or receipt.error} in {receipt.latency * 1000:.0f} ms"
+            elif attempt.error is not None:
+                shown = _one_line(attempt.error)[:60]
+            if attempt.elapsed is not None:
+                elapsed = f"{attempt.elapsed:.2f}s"
+            if attempt.outcome is not None:
+                tokens = str(attempt.outcome.deltas)
+        elif started is not None:
+            elapsed = f"{now - started.at:.2f}s"
+            live = stream is not None and stream.status == "in_progress"
+            state = _STATES["won" if board.winner == index else "streaming" if live else "queued"]
+        table.add_row(str(index), model or "?", state, tokens, elapsed, shown)
     return table
 
 
-def _receipt(slot: _Slot) -> CancelReceipt | None:
-    outcome = slot.stream.outcome
-    return None if outcome is None else outcome.receipt
+def _receipt(attempt: RaceAttempt) -> CancelReceipt | None:
+    return attempt.receipt
 
 
 def _summary(console: Console, result: RaceResult, emu: ResponsesEmulator | None) -> None:
@@ -478,25 +525,17 @@ def _summary(console: Console, result: RaceResult, emu: ResponsesEmulator | None
 
 
 def _stopped(result: RaceResult) -> str:
-    """The losers' stop and the winner's read, timed apart from the decision.
-
-    ``result.ended_at`` is when *every* attempt ended, the winner's read to its end
-    included: with ``first_token`` that is the winner's whole answer, not the cancels. The
-    cancels' time is the decision to the last lost attempt's confirmed stop (its guarded
-    stream's cleanup ended once the server answered its cancel, or grace ran out).
-    """
-    lost = [a.outcome for a in result.losers if a.state == "lost" and a.outcome is not None]
+    """The losers' stop and the winner's read, timed apart from the decision."""
+    lost = [a.receipt for a in result.losers if a.state == "lost"]
     parts = [f"{len(result.losers)} loser(s) stopped"]
     if lost:
-        last = max(outcome.ended_at for outcome in lost)
-        confirmed = sum(1 for o in lost if o.receipt is not None and o.receipt.stopped)
+        confirmed = sum(1 for receipt in lost if receipt is not None and receipt.stopped)
         which = "all confirmed" if confirmed == len(lost) else f"{confirmed}/{len(lost)} confirmed"
-        parts[0] += f", {which} {max(last - result.decided_at, 0.0):.3f}s after the decision"
-    winner = result.winner.outcome
-    if result.win == first_token.name and winner is not None:  # decided before its answer
-        parts.append(
-            f"its answer read to the end {winner.ended_at - result.decided_at:.3f}s after it"
-        )
+        took = max(result.losers_confirmed_at - result.decided_at, 0.0)
+        parts[0] += f", {which} {took:.3f}s after the decision"
+    if result.win == "first_token":  # decided before its answer: read on after the decision
+        took = max(result.winner_ended_at - result.decided_at, 0.0)
+        parts.append(f"its answer read to the end {took:.3f}s after it")
     return "; ".join(parts)
 
 

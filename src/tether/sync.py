@@ -69,9 +69,9 @@ if TYPE_CHECKING:
     from openai import DefaultAsyncHttpxClient
     from openai.types.responses import Response
 
-    from ._hedge import Adaptive
-    from ._outcome import DetachedResponse, RaceResult
-    from ._race import WinCondition
+    from ._hedging import AdaptiveStagger as Adaptive
+    from ._outcome import DetachedResponse
+    from ._race_records import RaceResult, WinCondition
 
 __all__ = ["GuardedStream", "guarded_stream", "race", "resume"]
 

@@ -12,8 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tether import first_token, race
-from tether._hedge import HedgeBudget, P2Quantile, Signals, Trigger, adaptive, launch_staggered
+from tether import adaptive, race
+from tether._hedging import P2Quantile
+from tether._race import Progress, launch_staggered
+from tether.races import HedgeBudget, Trigger
 from tether.testing import Faults, Model
 
 if TYPE_CHECKING:
@@ -31,15 +33,15 @@ Started = list[tuple[int, Trigger, float]]
 
 async def launch(
     count: int,
-    signals: Signals,
+    signals: Progress,
     delay: float | None,
-    script: Callable[[Signals], object] | None = None,
+    script: Callable[[Progress], object] | None = None,
     allow_hedge: Callable[[], bool] = lambda: True,
 ) -> Started:
     """Run the launcher with fake attempts; *script* drives the signals meanwhile."""
     started: Started = []
 
-    def start(index: int, trigger: Trigger) -> None:
+    async def start(index: int, trigger: Trigger) -> None:
         started.append((index, trigger, anyio.current_time()))
 
     async with anyio.create_task_group() as tg:
@@ -52,35 +54,35 @@ async def launch(
 
 @pytest.mark.virtual_time
 async def test_hedge_starts_the_next_attempt_after_each_silent_stagger() -> None:
-    started = await launch(3, Signals(3), delay=1.5)
+    started = await launch(3, Progress(3), delay=1.5)
     assert started == [(0, "primary", 0.0), (1, "silence", 1.5), (2, "silence", 3.0)]
 
 
 @pytest.mark.virtual_time
 async def test_no_stagger_starts_every_attempt_at_once() -> None:
-    started = await launch(3, Signals(3), delay=None)
+    started = await launch(3, Progress(3), delay=None)
     assert started == [(0, "primary", 0.0), (1, "parallel", 0.0), (2, "parallel", 0.0)]
 
 
 @pytest.mark.virtual_time
 async def test_failure_starts_the_next_attempt_at_once() -> None:
-    async def script(signals: Signals) -> None:
+    async def script(signals: Progress) -> None:
         await anyio.sleep(0.25)
         signals.ended(0, failed=True)
 
-    started = await launch(2, Signals(2), delay=10.0, script=script)
+    started = await launch(2, Progress(2), delay=10.0, script=script)
     assert started == [(0, "primary", 0.0), (1, "failure", 0.25)]
 
 
 @pytest.mark.virtual_time
 async def test_streaming_attempt_holds_back_hedges_until_it_fails() -> None:
-    async def script(signals: Signals) -> None:
+    async def script(signals: Progress) -> None:
         await anyio.sleep(0.5)
         signals.first_token(0)
         await anyio.sleep(4.5)
         signals.ended(0, failed=True)
 
-    started = await launch(2, Signals(2), delay=1.0, script=script)
+    started = await launch(2, Progress(2), delay=1.0, script=script)
     assert started == [(0, "primary", 0.0), (1, "failure", 5.0)]
 
 
@@ -88,13 +90,13 @@ async def test_streaming_attempt_holds_back_hedges_until_it_fails() -> None:
 async def test_hedge_waits_for_a_streamer_to_stop_before_hedging_a_silent_attempt() -> None:
     """Attempt 1 is silent past its stagger while 0 streams: 2 starts when 0 stops streaming."""
 
-    async def script(signals: Signals) -> None:
+    async def script(signals: Progress) -> None:
         await anyio.sleep(1.2)
         signals.first_token(0)  # 0 was silent (1 started at 1.0), now it streams
         await anyio.sleep(2.0)
         signals.ended(0, failed=True)
 
-    started = await launch(3, Signals(3), delay=1.0, script=script)
+    started = await launch(3, Progress(3), delay=1.0, script=script)
     assert started == [(0, "primary", 0.0), (1, "silence", 1.0), (2, "silence", 3.2)]
 
 
@@ -107,19 +109,31 @@ async def test_refused_hedge_is_asked_again_after_each_stagger() -> None:
         asked.append(anyio.current_time())
         return next(answers)
 
-    started = await launch(2, Signals(2), delay=1.0, allow_hedge=allow_hedge)
+    started = await launch(2, Progress(2), delay=1.0, allow_hedge=allow_hedge)
     assert asked == [1.0, 2.0, 3.0]
     assert started == [(0, "primary", 0.0), (1, "silence", 3.0)]
 
 
 @pytest.mark.virtual_time
 async def test_refused_hedge_still_starts_the_next_attempt_on_failure() -> None:
-    async def script(signals: Signals) -> None:
+    async def script(signals: Progress) -> None:
         await anyio.sleep(7.5)
         signals.ended(0, failed=True)
 
-    started = await launch(2, Signals(2), delay=1.0, script=script, allow_hedge=lambda: False)
+    started = await launch(2, Progress(2), delay=1.0, script=script, allow_hedge=lambda: False)
     assert started == [(0, "primary", 0.0), (1, "failure", 7.5)]
+
+
+@pytest.mark.virtual_time
+async def test_each_attempt_waits_its_own_stagger_after_a_failure_then_a_silence() -> None:
+    """Attempt 0 fails at 0.5 (1 starts at once); 1 stays silent its stagger (2 at 2.5)."""
+
+    async def script(progress: Progress) -> None:
+        await anyio.sleep(0.5)
+        progress.ended(0, failed=True)
+
+    started = await launch(3, Progress(3), delay=2.0, script=script)
+    assert started == [(0, "primary", 0.0), (1, "failure", 0.5), (2, "silence", 2.5)]
 
 
 # ----------------------------------------------------------------- the P² sketch
@@ -237,6 +251,7 @@ def test_adaptive_uses_its_initial_stagger_until_enough_samples() -> None:
         ({"budget": -0.1}, ValueError, "budget"),
         ({"min_samples": 2}, ValueError, "min_samples"),
         ({"initial": -1}, ValueError, "initial"),
+        ({"key": "model"}, TypeError, "key must be a callable.*'model'"),
     ],
 )
 def test_adaptive_refuses_bad_arguments(
@@ -251,7 +266,9 @@ async def test_adaptive_race_learns_each_models_time_to_first_token(
 ) -> None:
     stagger = adaptive()
     for _ in range(3):
-        await race(client, [{"model": "fast", "input": "hi"}] * 2, win=first_token, stagger=stagger)
+        await race(
+            client, [{"model": "fast", "input": "hi"}] * 2, win="first_token", stagger=stagger
+        )
     assert stagger.samples("fast") == 3
     assert stagger.throttle.primaries == 3
     assert stagger.throttle.hedges == 0
@@ -281,3 +298,38 @@ async def test_adaptive_race_out_of_budget_still_replaces_a_failed_attempt(
     )
     assert result.winner.index == 1
     assert result.winner.trigger == "failure"
+
+
+def test_adaptive_defaults_hedge_at_the_p80_within_a_thirty_percent_budget() -> None:
+    """The defaults that met the tail goal (docs/benchmarks/race.md), not a starving budget."""
+    stagger = adaptive()
+    assert stagger.quantile == 0.8
+    assert stagger.throttle.ratio == 0.3
+    for _ in range(10):
+        stagger.throttle.on_primary()
+    assert sum(stagger.throttle.try_spend() for _ in range(5)) == 3
+
+
+def test_adaptive_learns_separately_in_each_bucket_of_its_key() -> None:
+    stagger = adaptive(key=lambda request: (request["model"], len(request["input"]) > 10))
+    short, long = {"model": "m", "input": "hi"}, {"model": "m", "input": "x" * 100}
+    assert stagger.bucket(short) == ("m", False)
+    for _ in range(30):
+        stagger.observe(stagger.bucket(short), 0.1)
+        stagger.observe(stagger.bucket(long), 1.0)
+    assert stagger.stagger_for(("m", False)) == pytest.approx(0.1)
+    assert stagger.stagger_for(("m", True)) == pytest.approx(1.0)
+    assert stagger.stagger_for("m") == stagger.initial  # nothing learned under the bare model
+
+
+async def test_adaptive_race_learns_in_the_bucket_its_key_picks(
+    emulator: ResponsesEmulator, client: openai.AsyncOpenAI
+) -> None:
+    stagger = adaptive(key=lambda request: request["input"])
+    for text in ("a", "a", "b"):
+        await race(
+            client, [{"model": "fast", "input": text}] * 2, win="first_token", stagger=stagger
+        )
+    assert stagger.samples("a") == 2
+    assert stagger.samples("b") == 1
+    assert stagger.samples("fast") == 0
