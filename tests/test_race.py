@@ -69,9 +69,12 @@ async def test_losers_are_cancelled_concurrently(
         result = await race(client, [req("fast")] + [req("slow")] * losers)
         results.extend(loser.outcome for loser in result.losers if loser.outcome)
 
-    with emulator.hold("cancel") as hold:
+    with emulator.hold("cancel") as hold, emulator.hold("created") as created:
         async with anyio.create_task_group() as tg:
             tg.start_soon(run)
+            # Every attempt is sent before the fast one can win: none is skipped.
+            await emulator.wait_for(lambda ledger: len(ledger.responses) == losers + 1)
+            created.release()
             await emulator.wait_for(lambda ledger: ledger.cancels_in_flight == losers)
             hold.release()
     assert emulator.ledger.max_concurrent_cancels == losers

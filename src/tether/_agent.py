@@ -300,7 +300,7 @@ class _Agent:
                     f"there is no tool named {call.name!r}; the tools are {sorted(self.tools)}"
                 )
             with observe.parent(node):  # what the tool streams is its child
-                output = await found._invoke(call.arguments, context)
+                output = await found.invoke(call.arguments, context)
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
             if self.on_tool_error == "report":

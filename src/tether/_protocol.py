@@ -190,6 +190,11 @@ class ResponseGuard:
         return self._outcome
 
     @property
+    def exhausted(self) -> bool:
+        """Whether the stream's events were read to their end."""
+        return self._exhausted
+
+    @property
     def entered(self) -> bool:
         """Whether ``open()`` was called."""
         return self._entered

@@ -118,6 +118,17 @@ class Scope:
         """The outcome of every guarded stream that ended in this scope, in the order they ended."""
         return tuple(self._outcomes)
 
+    @asynccontextmanager
+    async def run(self, limit: float | None) -> AsyncGenerator[Scope]:
+        """Open the scope with *limit* seconds (or none): what ``open_scope`` returns."""
+        with anyio.CancelScope() as cancel_scope:
+            if limit is not None:
+                self._deadline = cancel_scope.deadline = anyio.current_time() + limit
+            self._cancel_scope = cancel_scope
+            yield self
+        if cancel_scope.cancelled_caught and limit is not None and not self._cancelled_explicitly:
+            raise DeadlineExceeded(limit)
+
     def track(self, guard: ResponseGuard) -> None:
         """Count *guard* as live in this scope (called by the protocol as it opens)."""
         self._live.add(guard)
@@ -190,15 +201,4 @@ def open_scope(
         confirm=confirm,
         journal=journal,
     )
-    return _run_scope(scope, limit)
-
-
-@asynccontextmanager
-async def _run_scope(scope: Scope, limit: float | None) -> AsyncGenerator[Scope]:
-    with anyio.CancelScope() as cancel_scope:
-        if limit is not None:
-            scope._deadline = cancel_scope.deadline = anyio.current_time() + limit
-        scope._cancel_scope = cancel_scope
-        yield scope
-    if cancel_scope.cancelled_caught and limit is not None and not scope._cancelled_explicitly:
-        raise DeadlineExceeded(limit)
+    return scope.run(limit)

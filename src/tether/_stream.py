@@ -137,10 +137,38 @@ class GuardedStream:
         if caught or (exc is None and scope.cancelled_caught):
             raise DeadlineExceeded(self._deadline or 0.0) from exc
 
+    @property
+    def model(self) -> str | None:
+        """The model asked for."""
+        return self._guard.model
+
+    @property
+    def deltas(self) -> int:
+        """Output deltas received so far (roughly, tokens seen): a live count."""
+        return self._guard.deltas
+
+    def _check_readable(self, what: str) -> None:
+        """Reading on after a ``break`` continues (the iterator protocol, as the SDK's own
+        stream); after the end, or after the block, there is nothing to read: an error."""
+        if self._guard.outcome is not None:
+            raise RuntimeError(
+                f"{what} after the stream's `async with` block exited: read it inside the block"
+            )
+        if self._guard.exhausted:
+            raise RuntimeError(
+                f"{what} again after the stream ended: its events were read once "
+                "(the final response is get_final_response())"
+            )
+
     def __aiter__(self) -> AsyncIterator[ResponseStreamEvent]:
+        self._check_readable("iterating the stream")
         return self._guard  # `async for` reads the guard directly: nothing added per event
 
     async def __anext__(self) -> ResponseStreamEvent:
+        if self._guard.outcome is not None:
+            raise RuntimeError(
+                "reading the stream after its `async with` block exited: read it inside the block"
+            )
         return await self._guard.__anext__()
 
     def text_deltas(self) -> AsyncIterator[str]:
@@ -152,6 +180,7 @@ class GuardedStream:
                 print(text, end="", flush=True)
             ```
         """
+        self._check_readable("text_deltas()")
         return TextDeltas(self._guard)
 
     async def get_final_response(self) -> Response:
@@ -208,6 +237,11 @@ class GuardedStream:
             store(attrs.asdict(handle))
             ```
         """
+        if self._guard.outcome is not None:
+            raise RuntimeError(
+                "detach() after the stream's `async with` block exited: the response was "
+                "already stopped; detach inside the block"
+            )
         return await self._guard.detach()
 
 

@@ -180,7 +180,7 @@ class Tool(Generic[P, R]):
     def __repr__(self) -> str:
         return f"<tether.Tool {self.name!r} strict={self.strict}>"
 
-    async def _invoke(self, arguments: str, context: AgentContext) -> str:
+    async def invoke(self, arguments: str, context: AgentContext) -> str:
         """Validate the model's arguments, call the function, and encode its result.
 
         Sync functions run in a worker thread that is never abandoned: a cancel waits for
