@@ -160,6 +160,8 @@ class ResponsesEmulator:
                 UserWarning,
                 stacklevel=2,
             )
+        if http2:
+            _require_http2()
         self.models: MutableMapping[str, Model] = default_models() if models is None else models
         """Simulated models by name: add or replace one at any time."""
         self.ledger = Ledger()
@@ -425,6 +427,12 @@ class ResponsesEmulator:
     def __repr__(self) -> str:
         state = "running" if self._thread is not None else "stopped"
         return f"<ResponsesEmulator {self.base_url} {state}, {len(self.ledger)} responses>"
+
+
+def _require_http2() -> None:
+    from ._extra import require
+
+    require("hypercorn", "h2", what="ResponsesEmulator(http2=True)")
 
 
 def _no_http_client(kwargs: dict[str, Any]) -> None:
