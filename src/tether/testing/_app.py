@@ -47,9 +47,10 @@ _SSE_HEADERS = [
     (b"cache-control", b"no-cache"),
 ]
 _ABANDONED_AFTER = 2.0
-"""On HTTP/2, seconds a stream may stay blocked (its client reads nothing) after its
-response ended, before the server resets it: the client's HTTP stack may never send
-RST_STREAM for a stream it closed early, which would keep its slot taken for good."""
+"""On HTTP/2, seconds a stream may stay blocked (its client reads nothing, its flow-control
+window is shut) after its response ended, before the server resets it. A client's HTTP
+stack may never send RST_STREAM for a stream it closed early (httpcore's h2 does not):
+such a stream would keep its slot for good, and after 100 the connection takes no more."""
 
 
 def _json(obj: Any, status: int = 200) -> Response:
@@ -539,8 +540,6 @@ class _EventStream(Response):
         self._cursor = cursor
         self._first = run.connections == 0
         run.connections += 1
-        self._disconnected = False
-        self._abandoned = False
         # None: send the log as stored; else add or strip `obfuscation` where it differs.
         self._obfuscate = None if obfuscate is None or obfuscate == run.obfuscate else obfuscate
 
@@ -550,28 +549,29 @@ class _EventStream(Response):
         await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
         record.listeners += 1
         run.ledger._changed()  # pyright: ignore[reportPrivateUsage]
-        cut = False
+        finished = False
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._watch, receive, tg.cancel_scope)
                 if scope.get("http_version") == "2":
                     tg.start_soon(self._watch_abandoned, tg.cancel_scope)
-                cut = await self._pump(send)
+                if not await self._pump(send):
+                    # The end of the body, under the watchers too: on HTTP/2 it waits until
+                    # the client has read everything, which an abandoned stream never does.
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+                    finished = True
                 tg.cancel_scope.cancel()
         finally:
             record.listeners -= 1
-            lost = cut or self._disconnected or self._abandoned
-            if lost and not record.background and record.listeners == 0:
+            if not finished and not record.background and record.listeners == 0:
                 run.stop("disconnect")
             run.ledger._changed()  # pyright: ignore[reportPrivateUsage]
-        if not lost:
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        # When cut, return without finishing the chunked body: uvicorn closes the
-        # connection and the client sees an incomplete message.
+        # Unfinished (cut, disconnected, abandoned): return without finishing the body.
+        # uvicorn closes the HTTP/1.1 connection, and the client sees an incomplete
+        # message; on HTTP/2 hypercorn resets the stream (see _h2.py).
 
     async def _watch(self, receive: Receive, scope: anyio.CancelScope) -> None:
         await _until_disconnected(receive)
-        self._disconnected = True
         scope.cancel()
 
     async def _watch_abandoned(self, scope: anyio.CancelScope) -> None:
@@ -584,7 +584,6 @@ class _EventStream(Response):
         """
         await self._run.ended_event.wait()
         await anyio.sleep(_ABANDONED_AFTER)
-        self._abandoned = True
         scope.cancel()
 
     def _chunk(self, frames: list[bytes], start: int, end: int) -> bytes:

@@ -82,9 +82,9 @@ async def _serve_hypercorn(app: EmulatorApp, sock: socket.socket, stop: asyncio.
     import hypercorn.asyncio
     import hypercorn.config
 
-    from ._h2 import install_stream_reset
+    from ._h2 import install_h2_fixes
 
-    install_stream_reset()
+    install_h2_fixes()
     config = hypercorn.config.Config()
     # hypercorn adopts the descriptor (socket.socket(fileno=...)) and closes it when it stops.
     config.bind = [f"fd://{sock.detach()}"]
