@@ -198,7 +198,7 @@ async def test_h2_100_abandoned_running_streams_exhaust_the_connection() -> None
         async with emu.async_client(max_retries=0) as client:
             for _ in range(100):
                 await open_and_abandon(client, emu, model="slow", background=True)
-            assert sum(record.listeners for record in emu.ledger) == 100
+            await emu.wait_for(lambda ledger: sum(r.listeners for r in ledger) == 100)
             with pytest.raises(openai.APIConnectionError):
                 await client.responses.create(model="fast", input="x")
         async with emu.async_client(max_retries=0) as other:
