@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -239,9 +240,13 @@ class EmulatorApp:
     # --- POST /v1/responses -----------------------------------------------------------
 
     async def create(self, request: Request) -> Response:
+        try:
+            raw = await request.body()
+        except ClientDisconnect:  # closed before its whole body: not a request, nobody to answer
+            return Response(status_code=400)
         self.ledger._request()  # pyright: ignore[reportPrivateUsage]
         try:
-            body = json.loads(await request.body())
+            body = json.loads(raw)
         except ValueError:
             return _error(400, "We could not parse the JSON body of your request.")
         if not isinstance(body, dict):
