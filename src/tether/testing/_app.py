@@ -115,7 +115,12 @@ def _item_resources(body: dict[str, Any], new_id: Callable[[str], str]) -> list[
             if isinstance(content, str):
                 part: dict[str, Any] = {"type": "input_text", "text": content}
                 if role == "assistant":
-                    part = {"type": "output_text", "text": content, "annotations": []}
+                    part = {
+                        "type": "output_text",
+                        "text": content,
+                        "annotations": [],
+                        "logprobs": [],
+                    }
                 content = [part]
             item["content"] = content if isinstance(content, list) else []
             item["role"] = role
