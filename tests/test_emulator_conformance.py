@@ -153,6 +153,7 @@ def streamed(emu: ResponsesEmulator) -> list[dict[str, Any]]:
 def test_the_spec_copy_is_self_contained_and_a_valid_schema() -> None:
     """Every $ref of the extracted file points inside it, and the document is a valid schema."""
     targets = {ref.split('"', 1)[0] for ref in json.dumps(DEFS).split('"$ref": "')[1:]}
+    assert targets
     assert all(t.startswith("#/$defs/") and t.removeprefix("#/$defs/") in DEFS for t in targets)
     jsonschema.Draft202012Validator.check_schema(SPEC)
 
