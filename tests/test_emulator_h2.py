@@ -80,7 +80,7 @@ def test_http2_client_on_an_http1_emulator_is_refused() -> None:
         emulator.async_client(http2=True)
     h2 = ResponsesEmulator(models={"fast": FAST}, http2=True)
     with pytest.raises(ValueError, match="http_client"):
-        h2.client(http_client=object())
+        h2.client(http2=True, http_client=object())
 
 
 async def test_h2_cancel_on_the_same_connection_ends_the_live_stream(

@@ -205,14 +205,17 @@ class ResponsesEmulator:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self._port}/v1"
 
-    def _http2(self, http2: bool | None) -> bool:
-        if http2 is None:
-            return self.http2
+    def _http2(self, http2: bool | None, kwargs: dict[str, Any]) -> bool:
+        """Whether to build an HTTP/2 client: `http2`, or by default the emulator's own."""
+        if http2 is None:  # an http_client of the caller's own is used as it is
+            return self.http2 and kwargs.get("http_client") is None
         if http2 and not self.http2:
             raise ValueError(
                 "http2=True needs an emulator that serves HTTP/2: "
                 "ResponsesEmulator(http2=True), got one serving HTTP/1.1 only"
             )
+        if http2:
+            _no_http_client(kwargs)
         return http2
 
     def client(self, *, http2: bool | None = None, **kwargs: Any) -> openai.OpenAI:
@@ -220,13 +223,14 @@ class ResponsesEmulator:
 
         Args:
             http2: Speak HTTP/2 (h2c, prior knowledge) instead of HTTP/1.1; the default
-                is the emulator's own `http2`. It builds the SDK's default HTTP client
-                (`openai.DefaultHttpxClient`) with `http1=False, http2=True`, and cannot
-                be combined with an `http_client` of yours.
+                is the emulator's own `http2`, unless you pass an `http_client` (used as
+                it is). It builds the SDK's default HTTP client
+                (`openai.DefaultHttpxClient`) with `http1=False, http2=True`; `True`
+                with an `http_client` of yours is an error.
             **kwargs: For `openai.OpenAI(...)` (`max_retries`, `timeout`, ...).
 
         Raises:
-            ValueError: `http2=True` on an emulator without `http2`, or with `http_client`.
+            ValueError: `http2=True` on an emulator without `http2`, or with an `http_client`.
 
         Example:
             >>> with ResponsesEmulator() as emu:
@@ -235,8 +239,7 @@ class ResponsesEmulator:
         import openai
 
         kwargs.setdefault("api_key", _API_KEY)
-        if self._http2(http2):
-            _no_http_client(kwargs)
+        if self._http2(http2, kwargs):
             kwargs["http_client"] = openai.DefaultHttpxClient(http1=False, http2=True)
         return openai.OpenAI(base_url=self.base_url, **kwargs)
 
@@ -249,7 +252,7 @@ class ResponsesEmulator:
             **kwargs: For `openai.AsyncOpenAI(...)`.
 
         Raises:
-            ValueError: `http2=True` on an emulator without `http2`, or with `http_client`.
+            ValueError: `http2=True` on an emulator without `http2`, or with an `http_client`.
 
         Example:
             >>> with ResponsesEmulator(http2=True) as emu:
@@ -258,8 +261,7 @@ class ResponsesEmulator:
         import openai
 
         kwargs.setdefault("api_key", _API_KEY)
-        if self._http2(http2):
-            _no_http_client(kwargs)
+        if self._http2(http2, kwargs):
             kwargs["http_client"] = openai.DefaultAsyncHttpxClient(http1=False, http2=True)
         return openai.AsyncOpenAI(base_url=self.base_url, **kwargs)
 
