@@ -25,8 +25,9 @@ BEST_EFFORT_CANCELLED = Model(
     length=100_000,
     faults=Faults(cancel_best_effort=15, cancel_best_effort_status="cancelled"),
 )
+# 1 s of output: the cancel lands well before the end, with fewer tokens left than the extra.
 SHORT_BEST_EFFORT = Model(
-    ttft=0.0, tokens_per_s=200.0, length=30, faults=Faults(cancel_best_effort=1_000)
+    ttft=0.0, tokens_per_s=200.0, length=200, faults=Faults(cancel_best_effort=100_000)
 )
 
 
