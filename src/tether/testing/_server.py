@@ -102,9 +102,10 @@ class ResponsesEmulator:
     """A local server that speaks the OpenAI Responses API, with simulated models.
 
     It serves `POST /v1/responses` (streaming or not, background or not),
-    `GET /v1/responses/{id}` (with `stream=true&starting_after=N` to resume) and
-    `POST /v1/responses/{id}/cancel`, closely enough that the real `openai` client
-    cannot tell. Its [`Ledger`][tether.testing.Ledger] records what every response
+    `GET /v1/responses/{id}` (with `stream=true&starting_after=N` to resume),
+    `POST /v1/responses/{id}/cancel`, `DELETE /v1/responses/{id}` and
+    `GET /v1/responses/{id}/input_items`, closely enough that the real `openai` client
+    cannot tell, over HTTP/1.1 (uvicorn) or, with `http2=True`, HTTP/2 too (hypercorn). Its [`Ledger`][tether.testing.Ledger] records what every response
     did: tokens generated after a cancel arrived, orphans still generating with
     nobody listening, cancels in flight.
 
@@ -445,7 +446,7 @@ def _no_http_client(kwargs: dict[str, Any]) -> None:
         )
 
 
-def serve(*, port: int = 8000, host: str = "127.0.0.1", seed: int = 0) -> None:
+def serve(*, port: int = 8000, host: str = "127.0.0.1", seed: int = 0, http2: bool = False) -> None:
     """Serve the emulator in the foreground until Ctrl-C, printing its base URL.
 
     This is what `python -m tether.testing` and `tether emulator` run.
@@ -454,13 +455,18 @@ def serve(*, port: int = 8000, host: str = "127.0.0.1", seed: int = 0) -> None:
         port: The port to bind (0 for an ephemeral one).
         host: The interface; anything but loopback needs care (it warns).
         seed: Seeds ids, text and latency draws.
+        http2: Serve HTTP/2 (h2c) as well, with hypercorn.
 
     Example:
         >>> serve(port=8000)  # doctest: +SKIP
         Responses emulator on http://127.0.0.1:8000/v1 (Ctrl-C to stop)
     """
     emu = ResponsesEmulator(
-        seed=seed, host=host, port=port, allow_remote=host not in ("127.0.0.1", "localhost", "::1")
+        seed=seed,
+        host=host,
+        port=port,
+        allow_remote=host not in ("127.0.0.1", "localhost", "::1"),
+        http2=http2,
     )
     with emu:
         print(f"Responses emulator on {emu.base_url} (Ctrl-C to stop)", flush=True)
