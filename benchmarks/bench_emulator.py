@@ -6,8 +6,9 @@ Usage:
 Each scenario streams background responses from a model with no pacing (the
 emulator emits as fast as it can), through a raw async HTTP client (httpx2,
 counting SSE frames in the byte stream, so the client is not the bottleneck) and
-through the openai SDK (which parses every event with pydantic). Every scenario runs
-on asyncio and on trio. The server runs in its own thread, in this process: the
+through the openai SDK (which parses every event with pydantic), over HTTP/1.1
+(uvicorn) and over HTTP/2 (hypercorn, h2c: the streams of a client multiplexed on a few
+connections, at most 100 per connection). Every scenario runs on asyncio and on trio. The server runs in its own thread, in this process: the
 figures include the client's share of the GIL, as in a test suite.
 """
 
@@ -27,13 +28,16 @@ import httpx2
 from tether.testing import Model, ResponsesEmulator
 
 UNPACED = 1e9  # tokens/s: generation is never the limit
-# (name, client, concurrent streams, output tokens per stream)
+# (name, client, concurrent streams, output tokens per stream, HTTP/2)
 SCENARIOS = [
-    ("raw 1 stream", "raw", 1, 20_000),
-    ("raw 200 streams", "raw", 200, 400),
-    ("raw 1000 streams", "raw", 1000, 40),
-    ("sdk 1 stream", "sdk", 1, 5_000),
-    ("sdk 200 streams", "sdk", 200, 100),
+    ("raw 1 stream", "raw", 1, 20_000, False),
+    ("raw 200 streams", "raw", 200, 400, False),
+    ("raw 1000 streams", "raw", 1000, 40, False),
+    ("sdk 1 stream", "sdk", 1, 5_000, False),
+    ("sdk 200 streams", "sdk", 200, 100, False),
+    ("h2 raw 1 stream", "raw", 1, 20_000, True),
+    ("h2 raw 200 streams", "raw", 200, 400, True),
+    ("h2 sdk 200 streams", "sdk", 200, 100, True),
 ]
 
 
@@ -58,12 +62,14 @@ async def _sdk_stream(client: Any, model: str) -> int:
     return events
 
 
-async def _scenario(emu: ResponsesEmulator, kind: str, streams: int, length: int) -> dict[str, Any]:
+async def _scenario(
+    emu: ResponsesEmulator, kind: str, streams: int, length: int, http2: bool
+) -> dict[str, Any]:
     model = f"bench-{length}"
     emu.models[model] = Model(ttft=0.0, tokens_per_s=UNPACED, length=length)
     counts: list[int] = []
     limits = httpx2.Limits(max_connections=None, max_keepalive_connections=None)
-    async with httpx2.AsyncClient(timeout=60, limits=limits) as http:
+    async with httpx2.AsyncClient(timeout=60, limits=limits, http1=not http2, http2=http2) as http:
         client = emu.async_client(max_retries=0, http_client=http) if kind == "sdk" else None
 
         async def one() -> None:
@@ -88,12 +94,14 @@ async def _scenario(emu: ResponsesEmulator, kind: str, streams: int, length: int
     }
 
 
-async def _run_backend(emu: ResponsesEmulator, quick: bool) -> dict[str, dict[str, Any]]:
+async def _run_backend(
+    emulators: dict[bool, ResponsesEmulator], quick: bool
+) -> dict[str, dict[str, Any]]:
     results: dict[str, dict[str, Any]] = {}
-    for name, kind, streams, length in SCENARIOS:
+    for name, kind, streams, length, http2 in SCENARIOS:
         if quick:
             length = max(10, length // 10)
-        results[name] = await _scenario(emu, kind, streams, length)
+        results[name] = await _scenario(emulators[http2], kind, streams, length, http2)
     return results
 
 
@@ -114,10 +122,13 @@ def main(argv: list[str] | None = None) -> int:
         "machine": platform.machine(),
         "backends": {},
     }
-    with ResponsesEmulator(models={}) as emu:
+    with ResponsesEmulator(models={}) as h1, ResponsesEmulator(models={}, http2=True) as h2:
+        emulators = {False: h1, True: h2}
         for backend in ("asyncio", "trio"):
-            figures["backends"][backend] = anyio.run(_run_backend, emu, args.quick, backend=backend)
-        orphans = len(emu.ledger.orphans())
+            figures["backends"][backend] = anyio.run(
+                _run_backend, emulators, args.quick, backend=backend
+            )
+        orphans = len(h1.ledger.orphans()) + len(h2.ledger.orphans())
     figures["orphans_left"] = orphans
 
     header = f"{'scenario':<18} {'backend':<8} {'streams':>7} {'done':>5} {'events':>8} {'s':>7} {'events/s':>9}"

@@ -5,7 +5,9 @@ on 127.0.0.1 with simulated [`Model`][tether.testing.Model]s (time to first toke
 token rate, length, [`Faults`][tether.testing.Faults]) and keeps a
 [`Ledger`][tether.testing.Ledger] of what every response did, so a test can assert
 that nothing was left generating. The pytest fixtures `responses_emulator`,
-`emulated_client` and `emulated_async_client` come with the package.
+`responses_emulator_h2`, `emulator_http2`, `emulated_client` and `emulated_async_client`
+come with the package. It needs the `tether[testing]` extra: without it, importing this
+module raises ImportError with the `pip install` line.
 
 Example:
     >>> from tether.testing import Model, ResponsesEmulator
@@ -17,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+from . import _extra  # noqa: F401  # pyright: ignore[reportUnusedImport]  # first: the install hint
 from ._hold import Hold as Hold
 from ._ledger import Ledger as Ledger
 from ._ledger import ResponseRecord as ResponseRecord

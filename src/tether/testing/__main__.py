@@ -24,8 +24,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8000, help="port to bind (default: 8000)")
     parser.add_argument("--host", default="127.0.0.1", help="interface (default: 127.0.0.1)")
     parser.add_argument("--seed", type=int, default=0, help="seed for ids and text")
+    parser.add_argument(
+        "--http2", action="store_true", help="serve HTTP/2 (h2c) too, with hypercorn"
+    )
     args = parser.parse_args(argv)
-    serve(port=args.port, host=args.host, seed=args.seed)
+    serve(port=args.port, host=args.host, seed=args.seed, http2=args.http2)
     return 0
 
 

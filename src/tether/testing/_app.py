@@ -1,4 +1,4 @@
-"""The emulator's ASGI app: the three Responses endpoints, on Starlette.
+"""The emulator's ASGI app: the Responses endpoints, on Starlette.
 
 Every handler runs on the server thread's event loop. Generation tasks live in a task
 group owned by the app's lifespan; connections only read the event log of a run.
@@ -15,13 +15,21 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.routing import Route
 
 from ._ledger import Ledger, ResponseRecord
 from ._models import split_tokens
 from ._run import Call, Run, generate
-from ._wire import error_body, request_echo
+from ._wire import (
+    add_obfuscation,
+    deleted_object,
+    error_body,
+    input_item_list,
+    request_echo,
+    strip_obfuscation,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Callable, Mapping
@@ -39,6 +47,11 @@ _SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-cache"),
 ]
+_ABANDONED_AFTER = 2.0
+"""On HTTP/2, seconds a stream may stay blocked (its client reads nothing, its flow-control
+window is shut) after its response ended, before the server resets it. A client's HTTP
+stack may never send RST_STREAM for a stream it closed early (httpcore's h2 does not):
+such a stream would keep its slot for good, and after 100 the connection takes no more."""
 
 
 def _json(obj: Any, status: int = 200) -> Response:
@@ -72,11 +85,61 @@ def _output_text(output: Any) -> str:
     return json.dumps(output)
 
 
+def _bool_param(value: str | None) -> bool | None:
+    return None if value is None else value.lower() == "true"
+
+
+def _include_obfuscation(body: dict[str, Any]) -> bool:
+    options: Any = body.get("stream_options")
+    if isinstance(options, dict):
+        return options.get("include_obfuscation", True) is not False  # pyright: ignore[reportUnknownMemberType]
+    return True
+
+
+def _item_resources(body: dict[str, Any], new_id: Callable[[str], str]) -> list[dict[str, Any]]:
+    """The request's input as `GET /v1/responses/{id}/input_items` lists it (`ItemResource`s)."""
+    value: Any = body.get("input")
+    if isinstance(value, str):
+        value = [{"type": "message", "role": "user", "content": value}]
+    if not isinstance(value, list):
+        return []
+    resources: list[dict[str, Any]] = []
+    for raw in value:  # pyright: ignore[reportUnknownVariableType]
+        if not isinstance(raw, dict):
+            continue
+        item: dict[str, Any] = dict(raw)  # pyright: ignore[reportUnknownArgumentType]
+        kind = item.setdefault("type", "message")
+        if kind == "message":
+            role = item.get("role", "user")
+            content = item.get("content")
+            if isinstance(content, str):
+                part: dict[str, Any] = {"type": "input_text", "text": content}
+                if role == "assistant":
+                    part = {
+                        "type": "output_text",
+                        "text": content,
+                        "annotations": [],
+                        "logprobs": [],
+                    }
+                content = [part]
+            item["content"] = content if isinstance(content, list) else []
+            item["role"] = role
+        prefix = {"message": "msg", "function_call": "fc"}.get(kind, "item")
+        item.setdefault("id", new_id(prefix))
+        item.setdefault("status", "completed")
+        resources.append(item)
+    return resources
+
+
 def _input_items(body: dict[str, Any]) -> list[dict[str, Any]]:
     items: Any = body.get("input")
     if not isinstance(items, list):
         return []
     return [item for item in items if isinstance(item, dict)]  # pyright: ignore[reportUnknownVariableType]
+
+
+def _not_found(response_id: str) -> Response:
+    return _error(404, f"No response found with id '{response_id}'.", param="response_id")
 
 
 async def _until_disconnected(receive: Receive) -> None:
@@ -96,7 +159,10 @@ class EmulatorApp:
         keepalive_every: float | None,
         gates: Mapping[str, Gate],
         on_ready: Callable[[asyncio.AbstractEventLoop], None],
+        usage_on_cancel: bool = False,
     ) -> None:
+        # Ids of requests and input items come from RNGs of their own: the response, message
+        # and call ids stay what they were before these existed.
         self.models = models
         self.ledger = ledger
         self.seed = seed
@@ -104,7 +170,10 @@ class EmulatorApp:
         self.created_gate = gates["created"]
         self.cancel_gate = gates["cancel"]
         self._on_ready = on_ready
+        self.usage_on_cancel = usage_on_cancel
         self._ids = random.Random(f"ids:{seed}")
+        self._request_ids = random.Random(f"requests:{seed}")
+        self._item_ids = random.Random(f"items:{seed}")
         self._create_counts: dict[str, int] = {}
         self._response_counts: dict[str, int] = {}
         self._runs: dict[str, Run] = {}
@@ -113,7 +182,9 @@ class EmulatorApp:
         routes = [
             Route("/v1/responses", self.create, methods=["POST"]),
             Route("/v1/responses/{response_id}", self.retrieve, methods=["GET"]),
+            Route("/v1/responses/{response_id}", self.delete, methods=["DELETE"]),
             Route("/v1/responses/{response_id}/cancel", self.cancel, methods=["POST"]),
+            Route("/v1/responses/{response_id}/input_items", self.input_items, methods=["GET"]),
         ]
         self.starlette = Starlette(
             routes=routes,
@@ -122,7 +193,19 @@ class EmulatorApp:
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.starlette(scope, receive, send)
+        if scope["type"] != "http":
+            await self.starlette(scope, receive, send)
+            return
+        request_id = f"req_{self._request_ids.getrandbits(128):032x}"
+        scope["tether.request_id"] = request_id
+        header = (b"x-request-id", request_id.encode())
+
+        async def send_with_request_id(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), header]}
+            await send(message)
+
+        await self.starlette(scope, receive, send_with_request_id)
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, _app: Starlette) -> AsyncGenerator[None, None]:
@@ -149,21 +232,39 @@ class EmulatorApp:
     def _new_id(self, prefix: str) -> str:
         return f"{prefix}_{self._ids.getrandbits(192):048x}"
 
+    def _new_item_id(self, prefix: str) -> str:
+        return f"{prefix}_{self._item_ids.getrandbits(192):048x}"
+
+    def _lookup(self, response_id: str) -> Run | None:
+        """The run of a response the API can find: stored (`store` not false), not deleted."""
+        run = self._runs.get(response_id)
+        if run is None or not run.record.store or run.record.deleted:
+            return None
+        return run
+
     # --- POST /v1/responses -----------------------------------------------------------
 
     async def create(self, request: Request) -> Response:
+        try:
+            raw = await request.body()
+        except ClientDisconnect:  # closed before its whole body: not a request, nobody to answer
+            return Response(status_code=400)
         self.ledger._request()  # pyright: ignore[reportPrivateUsage]
         try:
-            body = json.loads(await request.body())
+            body = json.loads(raw)
         except ValueError:
             return _error(400, "We could not parse the JSON body of your request.")
         if not isinstance(body, dict):
             return _error(400, "The request body must be a JSON object.")
         body_: dict[str, Any] = body  # pyright: ignore[reportUnknownVariableType]
         model_name = body_.get("model")
+        prompt = body_.get("prompt")
+        if model_name is None and prompt is not None:
+            # A stored prompt carries its model: the emulator's first model stands in for it.
+            model_name = next(iter(self.models), None)
         if not isinstance(model_name, str):
             return _error(400, "Missing required parameter: 'model'.", param="model")
-        if "input" not in body_:
+        if "input" not in body_ and prompt is None:
             return _error(400, "Missing required parameter: 'input'.", param="input")
         model = self.models.get(model_name)
         if model is None:
@@ -187,6 +288,7 @@ class EmulatorApp:
 
         hops, outputs = follow_up
         run = self._start(model_name, model, body_, max_output_tokens, hops, outputs)
+        run.record.request_id = request.scope.get("tether.request_id", "")
         record = run.record
         if record.stream:
             return _EventStream(self, run, cursor=0)
@@ -220,7 +322,7 @@ class EmulatorApp:
         previous_id = body.get("previous_response_id")
         previous: Run | None = None
         if previous_id is not None:
-            previous = self._runs.get(previous_id) if isinstance(previous_id, str) else None
+            previous = self._lookup(previous_id) if isinstance(previous_id, str) else None
             if previous is None:
                 message = f"Previous response with id '{previous_id}' not found."
                 return _error(400, message, param="previous_response_id")
@@ -262,6 +364,7 @@ class EmulatorApp:
             model=model_name,
             background=bool(body.get("background")),
             stream=bool(body.get("stream")),
+            store=body.get("store") is not False,
         )
         keepalive = model.faults.keepalive_every
         turn = model.turn(hops)
@@ -290,6 +393,9 @@ class EmulatorApp:
             ledger=self.ledger,
             keepalive_every=self.keepalive_every if keepalive is None else keepalive,
             hops=hops,
+            usage_on_cancel=self.usage_on_cancel,
+            obfuscate=_include_obfuscation(body),
+            input_items=_item_resources(body, self._new_item_id),
         )
         self._runs[record.id] = run
         self.ledger._add(record)  # pyright: ignore[reportPrivateUsage]
@@ -320,9 +426,9 @@ class EmulatorApp:
 
     async def retrieve(self, request: Request) -> Response:
         response_id = request.path_params["response_id"]
-        run = self._runs.get(response_id)
+        run = self._lookup(response_id)
         if run is None:
-            return _error(404, f"No response found with id '{response_id}'.", param="response_id")
+            return _not_found(response_id)
         params = request.query_params
         if params.get("stream", "false").lower() != "true":
             return _json(run.snapshot())
@@ -332,7 +438,50 @@ class EmulatorApp:
             return _error(
                 400, "Invalid 'starting_after': expected an integer.", param="starting_after"
             )
-        return _EventStream(self, run, cursor=max(0, starting_after + 1))
+        obfuscate = _bool_param(params.get("include_obfuscation"))
+        return _EventStream(self, run, cursor=max(0, starting_after + 1), obfuscate=obfuscate)
+
+    # --- DELETE /v1/responses/{id} ----------------------------------------------------
+
+    async def delete(self, request: Request) -> Response:
+        response_id = request.path_params["response_id"]
+        run = self._lookup(response_id)
+        if run is None:
+            return _not_found(response_id)
+        run.record.deleted = True
+        self.ledger._changed()  # pyright: ignore[reportPrivateUsage]
+        return _json(deleted_object(response_id))
+
+    # --- GET /v1/responses/{id}/input_items -------------------------------------------
+
+    async def input_items(self, request: Request) -> Response:
+        response_id = request.path_params["response_id"]
+        run = self._lookup(response_id)
+        if run is None:
+            return _not_found(response_id)
+        params = request.query_params
+        try:
+            limit = int(params.get("limit", "20"))
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= 100:
+            message = (
+                f"Invalid 'limit': expected an integer from 1 to 100, got {params.get('limit')!r}."
+            )
+            return _error(400, message, param="limit")
+        order = params.get("order", "desc")
+        if order not in ("asc", "desc"):
+            return _error(
+                400, f"Invalid 'order': expected 'asc' or 'desc', got {order!r}.", param="order"
+            )
+        items = run.input_items if order == "asc" else run.input_items[::-1]
+        after = params.get("after")
+        if after is not None:
+            ids = [item["id"] for item in items]
+            if after not in ids:
+                return _error(404, f"No input item found with id '{after}'.", param="after")
+            items = items[ids.index(after) + 1 :]
+        return _json(input_item_list(items[:limit], has_more=len(items) > limit))
 
     # --- POST /v1/responses/{id}/cancel -----------------------------------------------
 
@@ -341,7 +490,7 @@ class EmulatorApp:
         ledger._cancel_started()  # pyright: ignore[reportPrivateUsage]
         try:
             response_id = request.path_params["response_id"]
-            run = self._runs.get(response_id)
+            run = self._lookup(response_id)
             if run is not None:
                 record = run.record
                 record.cancel_calls += 1
@@ -350,9 +499,7 @@ class EmulatorApp:
             if self.cancel_gate.held:
                 await self._first(self.cancel_gate.wait())
             if run is None:
-                return _error(
-                    404, f"No response found with id '{response_id}'.", param="response_id"
-                )
+                return _not_found(response_id)
             response = await self._cancel(request, run)
             if response is None:  # the client gave up on a hanging cancel: nothing answered
                 return _error(503, "The cancel request was abandoned.")
@@ -378,6 +525,15 @@ class EmulatorApp:
             return _json(run.snapshot())
         if not record.generating:
             return _error(400, f"Cannot cancel a {record.status} response.")
+        if record.cancel_reported_status is None:
+            record.cancel_reported_status = "cancelled"
+        extra = faults.cancel_best_effort
+        if extra is not None and (extra or faults.cancel_best_effort_status == "completed"):
+            # Best effort: answered cancelled, but it goes on (see Faults.cancel_best_effort).
+            if run.best_effort_stop is None:
+                run.best_effort_stop = record.tokens_generated + extra
+            self.ledger._changed()  # pyright: ignore[reportPrivateUsage]
+            return _json(run.snapshot("cancelled"))
         run.stop("cancel")
         return _json(run.snapshot())
 
@@ -385,14 +541,17 @@ class EmulatorApp:
 class _EventStream(Response):
     """An SSE response that follows a run's event log from `cursor` until it ends."""
 
-    def __init__(self, app: EmulatorApp, run: Run, cursor: int) -> None:
+    def __init__(
+        self, app: EmulatorApp, run: Run, cursor: int, obfuscate: bool | None = None
+    ) -> None:
         super().__init__(status_code=200)
         self._app = app
         self._run = run
         self._cursor = cursor
         self._first = run.connections == 0
         run.connections += 1
-        self._disconnected = False
+        # None: send the log as stored; else add or strip `obfuscation` where it differs.
+        self._obfuscate = None if obfuscate is None or obfuscate == run.obfuscate else obfuscate
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         run = self._run
@@ -400,27 +559,49 @@ class _EventStream(Response):
         await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
         record.listeners += 1
         run.ledger._changed()  # pyright: ignore[reportPrivateUsage]
-        cut = False
+        finished = False
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._watch, receive, tg.cancel_scope)
-                cut = await self._pump(send)
+                if scope.get("http_version") == "2":
+                    tg.start_soon(self._watch_abandoned, tg.cancel_scope)
+                if not await self._pump(send):
+                    # The end of the body, under the watchers too: on HTTP/2 it waits until
+                    # the client has read everything, which an abandoned stream never does.
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+                    finished = True
                 tg.cancel_scope.cancel()
         finally:
             record.listeners -= 1
-            lost = cut or self._disconnected
-            if lost and not record.background and record.listeners == 0:
+            if not finished and not record.background and record.listeners == 0:
                 run.stop("disconnect")
             run.ledger._changed()  # pyright: ignore[reportPrivateUsage]
-        if not lost:
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        # When cut, return without finishing the chunked body: uvicorn closes the
-        # connection and the client sees an incomplete message.
+        # Unfinished (cut, disconnected, abandoned): return without finishing the body.
+        # uvicorn closes the HTTP/1.1 connection, and the client sees an incomplete
+        # message; on HTTP/2 hypercorn resets the stream (see _h2.py).
 
     async def _watch(self, receive: Receive, scope: anyio.CancelScope) -> None:
         await _until_disconnected(receive)
-        self._disconnected = True
         scope.cancel()
+
+    async def _watch_abandoned(self, scope: anyio.CancelScope) -> None:
+        """HTTP/2: reset the stream if it is still blocked a while after its response ended.
+
+        A client that closed the stream without RST_STREAM (httpcore's h2 never sends
+        one) reads nothing more: once its flow-control window is full, the stream would
+        stay open for good, its slot taken, and the connection refuses new streams after
+        100 of them. Returning without finishing the body makes hypercorn reset it.
+        """
+        await self._run.ended_event.wait()
+        await anyio.sleep(_ABANDONED_AFTER)
+        scope.cancel()
+
+    def _chunk(self, frames: list[bytes], start: int, end: int) -> bytes:
+        if self._obfuscate is None:
+            return frames[start] if end - start == 1 else b"".join(frames[start:end])
+        if self._obfuscate:
+            return b"".join(add_obfuscation(frame) for frame in frames[start:end])
+        return strip_obfuscation(b"".join(frames[start:end]))
 
     async def _pump(self, send: Send) -> bool:
         """Send the log from the cursor on; True if the connection must be cut."""
@@ -434,11 +615,11 @@ class _EventStream(Response):
             end = len(frames)
             if cursor < end:
                 if drop_after is not None and sent + end - cursor >= drop_after:
-                    chunk = b"".join(frames[cursor : cursor + drop_after - sent])
+                    chunk = self._chunk(frames, cursor, cursor + drop_after - sent)
                     if chunk:
                         await send({"type": "http.response.body", "body": chunk, "more_body": True})
                     return True
-                chunk = frames[cursor] if end - cursor == 1 else b"".join(frames[cursor:end])
+                chunk = self._chunk(frames, cursor, end)
                 sent += end - cursor
                 cursor = end
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})

@@ -83,6 +83,25 @@ class ResponseRecord:
     stopped_by: Literal["cancel", "disconnect"] | None = None
     """What stopped it early: a cancel request, or its client disconnecting."""
 
+    tokens_planned: int = 0
+    """The output tokens it would have generated had nobody stopped it (its text and
+    function call arguments, capped by `max_output_tokens` and by an error fault)."""
+
+    cancel_reported_status: Status | None = None
+    """The `status` the first cancel answered with 200 said (`"cancelled"`), whatever
+    happened next: with `Faults(cancel_best_effort=...)` the response goes on and may
+    end `completed`, which `status` then shows."""
+
+    request_id: str = ""
+    """The `x-request-id` of the create request that made it (`req_...`)."""
+
+    store: bool = True
+    """Whether it was created with `store` (the default); a `store=false` response
+    answers 404 to retrieve, resume, cancel, delete and input_items."""
+
+    deleted: bool = False
+    """Whether `DELETE /v1/responses/{id}` removed it (it then answers 404 everywhere)."""
+
     frames: list[bytes] = attrs.field(factory=list[bytes], repr=False)
     """The stored SSE frames, one per event (internal: read `events`)."""
 
@@ -95,6 +114,27 @@ class ResponseRecord:
             True
         """
         return self.status in ("queued", "in_progress")
+
+    @property
+    def tokens_saved(self) -> int:
+        """Output tokens a stop saved: those it would have generated, minus those it did.
+
+        "Saved" is `tokens_planned - tokens_generated` for a response stopped early
+        (by a cancel that took effect, or by its client disconnecting); 0 for one that
+        ran to its end, or still runs. A best-effort cancel that the response outran
+        (`Faults(cancel_best_effort=...)`, ended `completed`) saves only the tokens it
+        cut from the text.
+
+        Example:
+            >>> record = ResponseRecord(id="r", model="m", background=True, stream=True)
+            >>> record.tokens_planned, record.tokens_generated = 100, 30
+            >>> record.status, record.stopped_by = "cancelled", "cancel"
+            >>> record.tokens_saved
+            70
+        """
+        if self.generating or (self.stopped_by is None and self.cancel_reported_status is None):
+            return 0
+        return max(0, self.tokens_planned - self.tokens_generated)
 
     @property
     def events(self) -> list[dict[str, Any]]:
@@ -165,7 +205,7 @@ class Ledger:
         self._lock = threading.Lock()
         self._records: dict[str, ResponseRecord] = {}
         self._waiters: list[_Waiter] = []
-        self.requests = 0
+        self.request_count = 0
         """POST /v1/responses requests received, rejected ones included."""
         self.cancel_requests = 0
         """Cancel requests received, for any id."""
@@ -173,6 +213,47 @@ class Ledger:
         """Cancel requests received and not answered yet."""
         self.max_concurrent_cancels = 0
         """The most cancel requests ever in flight at once."""
+
+    @property
+    def requests(self) -> int:
+        """The same as `request_count` (an older name, kept for now: it reads as a list).
+
+        Example:
+            >>> Ledger().requests
+            0
+        """
+        return self.request_count
+
+    def tokens_after_cancel(self, response_id: str | None = None) -> int:
+        """Output tokens generated after a cancel arrived: for one response, or all of them.
+
+        Raises:
+            KeyError: No response has this id.
+
+        Example:
+            >>> Ledger().tokens_after_cancel()
+            0
+        """
+        if response_id is not None:
+            return self[response_id].tokens_after_cancel
+        return sum(record.tokens_after_cancel for record in self.responses)
+
+    def tokens_saved(self, response_id: str | None = None) -> int:
+        """Output tokens that stops saved: for one response, or all of them.
+
+        A response's saving is what it would have generated had nobody stopped it,
+        minus what it generated (see `ResponseRecord.tokens_saved`).
+
+        Raises:
+            KeyError: No response has this id.
+
+        Example:
+            >>> Ledger().tokens_saved()
+            0
+        """
+        if response_id is not None:
+            return self[response_id].tokens_saved
+        return sum(record.tokens_saved for record in self.responses)
 
     @property
     def responses(self) -> list[ResponseRecord]:
@@ -241,7 +322,7 @@ class Ledger:
 
     def _request(self) -> None:
         with self._lock:
-            self.requests += 1
+            self.request_count += 1
         self._changed()
 
     def _changed(self) -> None:

@@ -95,6 +95,13 @@ def _non_negative(_inst: object, attribute: attrs.Attribute[Any], value: float) 
         raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
 
 
+def _optional_non_negative(
+    _inst: object, attribute: attrs.Attribute[Any], value: int | None
+) -> None:
+    if value is not None and value < 0:
+        raise ValueError(f"{attribute.name} must be >= 0 or None, got {value!r}")
+
+
 def _positive(_inst: object, attribute: attrs.Attribute[Any], value: float) -> None:
     if not value > 0:
         raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
@@ -141,6 +148,8 @@ class Faults:
     Example:
         >>> Faults(fail_before_stream=(500, 429), cancel_failures=1)  # doctest: +ELLIPSIS
         Faults(...)
+        >>> Faults(cancel_best_effort=20).cancel_best_effort_status  # cancel, 20 more tokens
+        'completed'
     """
 
     created_delay: float = attrs.field(default=0.0, validator=_non_negative)
@@ -174,6 +183,18 @@ class Faults:
     keepalive_every: float | None = None
     """Emit `{"type": "keepalive"}` events at this period, in seconds (overrides the
     emulator's `keepalive_every`)."""
+
+    cancel_best_effort: int | None = attrs.field(default=None, validator=_optional_non_negative)
+    """Best-effort cancel, as the live API's: a cancel answers 200 with status
+    `cancelled` (and `usage: null`), yet the response goes on for this many more output
+    tokens, whose events still reach its streams, then ends as `cancel_best_effort_status`
+    says. The ledger keeps what really happened (`ResponseRecord.cancel_reported_status`,
+    `status`, `tokens_after_cancel`). None: cancels stop the response at once."""
+
+    cancel_best_effort_status: Literal["completed", "cancelled"] = "completed"
+    """How a best-effort-cancelled response ends after its extra tokens: `"completed"`
+    (with `response.completed`, its text cut where it stopped) or `"cancelled"` (the
+    stream just ends, and retrieve answers `cancelled`)."""
 
 
 def split_tokens(text: str) -> list[str]:

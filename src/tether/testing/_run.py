@@ -20,6 +20,7 @@ from ._wire import (
     event_frame,
     function_call_item,
     message_item,
+    obfuscation,
     output_text_part,
     response_object,
 )
@@ -79,6 +80,9 @@ class Run:
         keepalive_every: float | None,
         calls: list[Call] | None = None,
         hops: int = 0,
+        usage_on_cancel: bool = False,
+        obfuscate: bool = True,
+        input_items: list[dict[str, Any]] | None = None,
     ) -> None:
         self.record = record
         self.model = model
@@ -95,6 +99,11 @@ class Run:
         self.phase = 0  # 1: message item added, 2: text part added
         self.calls: list[Call] = calls or []
         self.hops = hops  # previous_response_id hops from the start of the conversation
+        self.usage_on_cancel = usage_on_cancel
+        self.obfuscate = obfuscate  # whether the stored delta events carry `obfuscation`
+        self.input_items = input_items or []  # as GET .../input_items lists them
+        # A best-effort cancel was answered: generation goes on up to this many tokens.
+        self.best_effort_stop: int | None = None
         self.has_message = bool(tokens) or not self.calls
         self.message_status: str | None = None  # the message item's status, once done
         self.error: dict[str, Any] | None = None
@@ -166,10 +175,10 @@ class Run:
     def text(self) -> str:
         return "".join(self.tokens[: self.record.tokens_generated])
 
-    def snapshot(self) -> dict[str, Any]:
-        """The Response object as it stands now."""
+    def snapshot(self, status: Any = None) -> dict[str, Any]:
+        """The Response object as it stands now (with `status` instead of the real one)."""
         record = self.record
-        status = record.status
+        status = status or record.status
         output: list[dict[str, Any]] = []
         if self.phase:
             item_status = self.message_status or _ITEM_STATUS.get(status, "incomplete")
@@ -178,6 +187,8 @@ class Run:
             )
         output.extend(call.item(status) for call in self.calls if call.streamed is not None)
         terminal = status in _TERMINAL
+        if status == "cancelled" and not self.usage_on_cancel:
+            terminal = False  # the API answers `usage: null` for a cancelled response
         return response_object(
             response_id=record.id,
             created_at=self.created_at,
@@ -259,6 +270,7 @@ async def _produce(run: Run, created_gate: Gate) -> None:
     failing = faults.error_event is not None
     if failing:
         left = min(left, faults.error_after)
+    record.tokens_planned = left
     index = 0
     if run.has_message:
         left = await _message(run, left)
@@ -266,12 +278,18 @@ async def _produce(run: Run, created_gate: Gate) -> None:
             return
         index = 1
     for call in run.calls:
-        if incomplete and not left:
+        if (incomplete or run.best_effort_stop is not None) and not left:
             break
         left = await _function_call(run, call, index, left)
         if left is None:
             return
         index += 1
+    if run.best_effort_stop is not None:
+        # A best-effort cancel was answered: the response outran it, and now ends.
+        if faults.cancel_best_effort_status == "cancelled":
+            run.stop("cancel")
+            return
+        failing = incomplete = False
     if failing:
         _fail(run)
         return
@@ -298,10 +316,16 @@ async def _message(run: Run, left: int) -> int | None:
     part_fields = {"item_id": msg_id, "output_index": 0, "content_index": 0}
     run.emit("response.content_part.added", {**part_fields, "part": output_text_part("")})
     run.notify()
+    obfuscate = run.obfuscate
     count = min(len(tokens), left)
-    await _stream(run, count, lambda seq, i: delta_frame(seq, msg_id, tokens[i]))
+    count = await _stream(run, count, lambda seq, i: delta_frame(seq, msg_id, tokens[i], obfuscate))
     if run.ended:
         return None
+    if _best_effort_over(run):
+        return None
+    if run.best_effort_stop is not None:
+        del tokens[count:]  # the text ends where the run stopped
+        left = count
     left -= count
     if run.model.faults.error_event is not None and not left:
         _fail(run)
@@ -329,13 +353,19 @@ async def _function_call(run: Run, call: Call, index: int, left: int) -> int | N
 
     def frame(seq: int, i: int) -> bytes:
         call.streamed = i + 1
-        return event_frame(
-            "response.function_call_arguments.delta", seq, {**fields, "delta": tokens[i]}
-        )
+        delta = {**fields, "delta": tokens[i]}
+        if run.obfuscate:
+            delta["obfuscation"] = obfuscation(seq, tokens[i])
+        return event_frame("response.function_call_arguments.delta", seq, delta)
 
-    await _stream(run, count, frame)
+    count = await _stream(run, count, frame)
     if run.ended:
         return None
+    if _best_effort_over(run):
+        return None
+    if run.best_effort_stop is not None:
+        del tokens[count:]
+        left = count
     left -= count
     if run.model.faults.error_event is not None and not left:
         _fail(run)
@@ -348,19 +378,27 @@ async def _function_call(run: Run, call: Call, index: int, left: int) -> int | N
     return left
 
 
-async def _stream(run: Run, total: int, frame: Callable[[int, int], bytes]) -> None:
-    """Append `total` delta frames at the model's rate; `frame(sequence_number, i)` makes one."""
+async def _stream(run: Run, total: int, frame: Callable[[int, int], bytes]) -> int:
+    """Append `total` delta frames at the model's rate; `frame(sequence_number, i)` makes one.
+
+    Returns how many it appended: fewer than `total` when a best-effort cancel's extra
+    tokens run out first (or the run was stopped).
+    """
     record = run.record
     frames = record.frames
     rate = run.model.tokens_per_s
     base = record.tokens_generated
     start = anyio.current_time()
     done = 0
-    while done < total:
+    while True:
+        if run.best_effort_stop is not None:
+            total = min(total, max(done, run.best_effort_stop - base))
+        if done >= total:
+            return done
         if run.ended:
             # Stopped while this task was already scheduled to wake: anyio delivers a scope's
             # cancellation on asyncio with call_soon, so one more step can run. Not a token more.
-            return
+            return done
         now = anyio.current_time()
         due = min(total, int((now - start) * rate) + 1, done + _BATCH)
         if due <= done:
@@ -374,6 +412,17 @@ async def _stream(run: Run, total: int, frame: Callable[[int, int], bytes]) -> N
         done = due
         run.notify()
         await anyio.lowlevel.checkpoint()
+
+
+def _best_effort_over(run: Run) -> bool:
+    """After a best-effort cancel: stop now if its extra tokens ran out and it ends cancelled."""
+    stop = run.best_effort_stop
+    if stop is None or run.model.faults.cancel_best_effort_status != "cancelled":
+        return False
+    if run.record.tokens_generated < stop:
+        return False
+    run.stop("cancel")
+    return True
 
 
 def _fail(run: Run) -> None:

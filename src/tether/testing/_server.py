@@ -48,21 +48,19 @@ def _quiet_uvicorn() -> None:
         logger.addFilter(_DroppedConnectionFilter())
 
 
-def _make_server(app: EmulatorApp, log_level: str) -> Any:
+async def _serve_uvicorn(app: EmulatorApp, sock: socket.socket, stop: asyncio.Event) -> None:
+    """Serve HTTP/1.1 with uvicorn (h11) on `sock` until `stop` is set."""
     import uvicorn
 
     class _Server(uvicorn.Server):
         """Exits when told, instead of polling `should_exit` every 100 ms."""
 
-        stop_requested: asyncio.Event | None = None
-
         async def main_loop(self) -> None:
-            assert self.stop_requested is not None
-            await self.stop_requested.wait()
+            await stop.wait()
 
     config = uvicorn.Config(
         app,
-        log_level=log_level,
+        log_level="warning",
         access_log=False,
         ws="none",
         lifespan="on",
@@ -73,7 +71,30 @@ def _make_server(app: EmulatorApp, log_level: str) -> Any:
         timeout_graceful_shutdown=2,
         log_config=None,
     )
-    return _Server(config)
+    try:
+        await _Server(config).serve(sockets=[sock])
+    finally:
+        sock.close()
+
+
+async def _serve_hypercorn(app: EmulatorApp, sock: socket.socket, stop: asyncio.Event) -> None:
+    """Serve HTTP/1.1 and HTTP/2 (h2c, prior knowledge) with hypercorn until `stop` is set."""
+    import hypercorn.asyncio
+    import hypercorn.config
+
+    from ._h2 import install_h2_fixes
+
+    install_h2_fixes()
+    config = hypercorn.config.Config()
+    # hypercorn adopts the descriptor (socket.socket(fileno=...)) and closes it when it stops.
+    config.bind = [f"fd://{sock.detach()}"]
+    config.accesslog = None
+    config.errorlog = logging.getLogger("tether.testing.hypercorn")
+    config.graceful_timeout = 2
+    config.include_server_header = False
+    config.include_date_header = False
+    serve: Any = hypercorn.asyncio.serve  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
+    await serve(app, config, shutdown_trigger=stop.wait, mode="asgi")
 
 
 @final
@@ -81,9 +102,10 @@ class ResponsesEmulator:
     """A local server that speaks the OpenAI Responses API, with simulated models.
 
     It serves `POST /v1/responses` (streaming or not, background or not),
-    `GET /v1/responses/{id}` (with `stream=true&starting_after=N` to resume) and
-    `POST /v1/responses/{id}/cancel`, closely enough that the real `openai` client
-    cannot tell. Its [`Ledger`][tether.testing.Ledger] records what every response
+    `GET /v1/responses/{id}` (with `stream=true&starting_after=N` to resume),
+    `POST /v1/responses/{id}/cancel`, `DELETE /v1/responses/{id}` and
+    `GET /v1/responses/{id}/input_items`, closely enough that the real `openai` client
+    cannot tell, over HTTP/1.1 (uvicorn) or, with `http2=True`, HTTP/2 too (hypercorn). Its [`Ledger`][tether.testing.Ledger] records what every response
     did: tokens generated after a cancel arrived, orphans still generating with
     nobody listening, cancels in flight.
 
@@ -99,6 +121,12 @@ class ResponsesEmulator:
         keepalive_every: Emit `keepalive` events at this period (seconds) in every
             stream, unless a model's `Faults.keepalive_every` says otherwise.
         allow_remote: Allow binding a non-loopback host (it warns).
+        http2: Serve with hypercorn, which speaks HTTP/2 over cleartext with prior
+            knowledge (h2c) as well as HTTP/1.1, instead of uvicorn (HTTP/1.1 only).
+            Its `client()` and `async_client()` then speak HTTP/2. Needs `hypercorn`
+            and `h2` (both in `tether[testing]`).
+        usage_on_cancel: Give a cancelled response a `usage` (the tokens generated until
+            the cancel) instead of `null`, which is what the API answers.
 
     Raises:
         ValueError: A non-loopback host without `allow_remote=True`.
@@ -119,6 +147,8 @@ class ResponsesEmulator:
         port: int = 0,
         keepalive_every: float | None = None,
         allow_remote: bool = False,
+        http2: bool = False,
+        usage_on_cancel: bool = False,
     ) -> None:
         if host not in ("127.0.0.1", "localhost", "::1"):
             if not allow_remote:
@@ -131,6 +161,8 @@ class ResponsesEmulator:
                 UserWarning,
                 stacklevel=2,
             )
+        if http2:
+            _require_http2()
         self.models: MutableMapping[str, Model] = default_models() if models is None else models
         """Simulated models by name: add or replace one at any time."""
         self.ledger = Ledger()
@@ -138,12 +170,16 @@ class ResponsesEmulator:
         self.seed = seed
         self.host = host
         self.keepalive_every = keepalive_every
+        self.http2 = http2
+        """Whether it serves HTTP/2 (h2c) with hypercorn, besides HTTP/1.1."""
+        self.usage_on_cancel = usage_on_cancel
+        """Whether a cancelled response carries a `usage` (the API's is `null`)."""
         self._port = port
         self._gates: dict[str, Gate] = {"created": Gate(), "cancel": Gate()}
         self._thread: threading.Thread | None = None
-        self._server: Any = None
         self._app: EmulatorApp | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop_event: asyncio.Event | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
 
@@ -170,8 +206,32 @@ class ResponsesEmulator:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self._port}/v1"
 
-    def client(self, **kwargs: Any) -> openai.OpenAI:
+    def _http2(self, http2: bool | None, kwargs: dict[str, Any]) -> bool:
+        """Whether to build an HTTP/2 client: `http2`, or by default the emulator's own."""
+        if http2 is None:  # an http_client of the caller's own is used as it is
+            return self.http2 and kwargs.get("http_client") is None
+        if http2 and not self.http2:
+            raise ValueError(
+                "http2=True needs an emulator that serves HTTP/2: "
+                "ResponsesEmulator(http2=True), got one serving HTTP/1.1 only"
+            )
+        if http2:
+            _no_http_client(kwargs)
+        return http2
+
+    def client(self, *, http2: bool | None = None, **kwargs: Any) -> openai.OpenAI:
         """An `openai.OpenAI` client for this emulator; `kwargs` go to its constructor.
+
+        Args:
+            http2: Speak HTTP/2 (h2c, prior knowledge) instead of HTTP/1.1; the default
+                is the emulator's own `http2`, unless you pass an `http_client` (used as
+                it is). It builds the SDK's default HTTP client
+                (`openai.DefaultHttpxClient`) with `http1=False, http2=True`; `True`
+                with an `http_client` of yours is an error.
+            **kwargs: For `openai.OpenAI(...)` (`max_retries`, `timeout`, ...).
+
+        Raises:
+            ValueError: `http2=True` on an emulator without `http2`, or with an `http_client`.
 
         Example:
             >>> with ResponsesEmulator() as emu:
@@ -180,18 +240,30 @@ class ResponsesEmulator:
         import openai
 
         kwargs.setdefault("api_key", _API_KEY)
+        if self._http2(http2, kwargs):
+            kwargs["http_client"] = openai.DefaultHttpxClient(http1=False, http2=True)
         return openai.OpenAI(base_url=self.base_url, **kwargs)
 
-    def async_client(self, **kwargs: Any) -> openai.AsyncOpenAI:
+    def async_client(self, *, http2: bool | None = None, **kwargs: Any) -> openai.AsyncOpenAI:
         """An `openai.AsyncOpenAI` client for this emulator (asyncio or trio).
 
+        Args:
+            http2: Speak HTTP/2 (h2c, prior knowledge) instead of HTTP/1.1; the default
+                is the emulator's own `http2` (see `client`).
+            **kwargs: For `openai.AsyncOpenAI(...)`.
+
+        Raises:
+            ValueError: `http2=True` on an emulator without `http2`, or with an `http_client`.
+
         Example:
-            >>> with ResponsesEmulator() as emu:
-            ...     client = emu.async_client(max_retries=0)
+            >>> with ResponsesEmulator(http2=True) as emu:
+            ...     client = emu.async_client(max_retries=0)  # speaks HTTP/2
         """
         import openai
 
         kwargs.setdefault("api_key", _API_KEY)
+        if self._http2(http2, kwargs):
+            kwargs["http_client"] = openai.DefaultAsyncHttpxClient(http1=False, http2=True)
         return openai.AsyncOpenAI(base_url=self.base_url, **kwargs)
 
     # --- waiting and holding ----------------------------------------------------------
@@ -275,8 +347,8 @@ class ResponsesEmulator:
             keepalive_every=self.keepalive_every,
             gates=self._gates,
             on_ready=self._on_ready,
+            usage_on_cancel=self.usage_on_cancel,
         )
-        self._server = _make_server(self._app, "warning")
         self._ready.clear()
         self._thread = threading.Thread(
             target=self._serve, args=(sock,), name="tether-emulator", daemon=True
@@ -288,17 +360,25 @@ class ResponsesEmulator:
 
     def _on_ready(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._server.stop_requested = asyncio.Event()
         self._ready.set()
 
     def _serve(self, sock: socket.socket) -> None:
+        assert self._app is not None
+        app = self._app
+        serve_on = _serve_hypercorn if self.http2 else _serve_uvicorn
+
+        async def main() -> None:
+            self._stop_event = stop = asyncio.Event()
+            await serve_on(app, sock, stop)
+
         try:
-            asyncio.run(self._server.serve(sockets=[sock]))
+            asyncio.run(main())
         except BaseException as exc:
             self._error = exc
             self._ready.set()
         finally:
-            sock.close()
+            if sock.fileno() != -1:
+                sock.close()
 
     def stop(self) -> None:
         """Stop serving: end every stream and run, and join the server thread.
@@ -310,17 +390,18 @@ class ResponsesEmulator:
         thread, self._thread = self._thread, None
         if thread is None:
             return
-        loop, app, server = self._loop, self._app, self._server
-        if loop is not None and app is not None:
+        loop, app, stop = self._loop, self._app, self._stop_event
+        if loop is not None and app is not None and stop is not None:
 
             def shut() -> None:
                 app.close()
-                server.stop_requested.set()
+                stop.set()
 
             with contextlib.suppress(RuntimeError):  # the loop already finished
                 loop.call_soon_threadsafe(shut)
         thread.join(_STOP_TIMEOUT)
         self._loop = None
+        self._stop_event = None
 
     def __enter__(self) -> ResponsesEmulator:
         self.start()
@@ -351,7 +432,21 @@ class ResponsesEmulator:
         return f"<ResponsesEmulator {self.base_url} {state}, {len(self.ledger)} responses>"
 
 
-def serve(*, port: int = 8000, host: str = "127.0.0.1", seed: int = 0) -> None:
+def _require_http2() -> None:
+    from ._extra import require
+
+    require("hypercorn", "h2", what="ResponsesEmulator(http2=True)")
+
+
+def _no_http_client(kwargs: dict[str, Any]) -> None:
+    if kwargs.get("http_client") is not None:
+        raise ValueError(
+            "http2=True builds the client's HTTP client itself; "
+            f"got http_client={kwargs['http_client']!r} too"
+        )
+
+
+def serve(*, port: int = 8000, host: str = "127.0.0.1", seed: int = 0, http2: bool = False) -> None:
     """Serve the emulator in the foreground until Ctrl-C, printing its base URL.
 
     This is what `python -m tether.testing` and `tether emulator` run.
@@ -360,13 +455,18 @@ def serve(*, port: int = 8000, host: str = "127.0.0.1", seed: int = 0) -> None:
         port: The port to bind (0 for an ephemeral one).
         host: The interface; anything but loopback needs care (it warns).
         seed: Seeds ids, text and latency draws.
+        http2: Serve HTTP/2 (h2c) as well, with hypercorn.
 
     Example:
         >>> serve(port=8000)  # doctest: +SKIP
         Responses emulator on http://127.0.0.1:8000/v1 (Ctrl-C to stop)
     """
     emu = ResponsesEmulator(
-        seed=seed, host=host, port=port, allow_remote=host not in ("127.0.0.1", "localhost", "::1")
+        seed=seed,
+        host=host,
+        port=port,
+        allow_remote=host not in ("127.0.0.1", "localhost", "::1"),
+        http2=http2,
     )
     with emu:
         print(f"Responses emulator on {emu.base_url} (Ctrl-C to stop)", flush=True)

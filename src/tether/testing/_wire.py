@@ -8,16 +8,22 @@ every emitted event against them.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 __all__ = [
+    "add_obfuscation",
+    "deleted_object",
     "delta_frame",
     "error_body",
     "event_frame",
     "function_call_item",
+    "input_item_list",
     "message_item",
+    "obfuscation",
     "output_text_part",
     "response_object",
+    "strip_obfuscation",
 ]
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
@@ -212,16 +218,103 @@ _DELTA = (
     'data: {"type":"response.output_text.delta","sequence_number":%d,"item_id":"%s",'
     '"output_index":0,"content_index":0,"delta":%s,"logprobs":[]}\n\n'
 )
+_DELTA_OBFUSCATED = (
+    "event: response.output_text.delta\n"
+    'data: {"type":"response.output_text.delta","sequence_number":%d,"item_id":"%s",'
+    '"output_index":0,"content_index":0,"delta":%s,"logprobs":[],"obfuscation":"%s"}\n\n'
+)
+# Letters and digits only: an obfuscation string never needs JSON escaping.
+_PAD = "Kq7vX2mR9tLw4zPb8nYc3hJd6sGf1kVx5rTe0uWa" * 2
+_PAD_TO = 16  # the live API pads deltas to a similar size; the exact rule is not public
+_OBFUSCATION = re.compile(rb',"obfuscation":"[0-9A-Za-z]*"')
+_DELTA_EVENTS = (
+    b"event: response.output_text.delta\n",
+    b"event: response.function_call_arguments.delta\n",
+)
 
 
-def delta_frame(sequence_number: int, item_id: str, token: str) -> bytes:
+def obfuscation(sequence_number: int, delta: str) -> str:
+    """The `obfuscation` padding of a delta event: seeded by its sequence number only.
+
+    The live API adds random characters to `obfuscation` so that every delta event has
+    about the same size (a mitigation of side-channel attacks on the payload length).
+    Here the characters are drawn deterministically and pad the delta to 16 characters.
+
+    Example:
+        >>> len("hi" + obfuscation(3, "hi"))
+        16
+    """
+    start = sequence_number % 40
+    return _PAD[start : start + max(1, _PAD_TO - len(delta))]
+
+
+def delta_frame(sequence_number: int, item_id: str, token: str, obfuscate: bool = True) -> bytes:
     """A `response.output_text.delta` frame, pre-formatted (the hot path).
+
+    Args:
+        sequence_number: The event's number in the stream.
+        item_id: The message item's id.
+        token: The text delta.
+        obfuscate: Add the `obfuscation` field (the API's default).
 
     Example:
         >>> b'"delta":" hi"' in delta_frame(7, "msg_1", " hi")
         True
     """
+    if obfuscate:
+        pad = obfuscation(sequence_number, token)
+        return (_DELTA_OBFUSCATED % (sequence_number, item_id, _dumps(token), pad)).encode()
     return (_DELTA % (sequence_number, item_id, _dumps(token))).encode()
+
+
+def strip_obfuscation(chunk: bytes) -> bytes:
+    """Remove the `obfuscation` field from every event in `chunk` (SSE frames).
+
+    Example:
+        >>> strip_obfuscation(delta_frame(1, "msg_1", "hi")) == delta_frame(1, "msg_1", "hi", False)
+        True
+    """
+    return _OBFUSCATION.sub(b"", chunk)
+
+
+def add_obfuscation(frame: bytes) -> bytes:
+    """Add the `obfuscation` field to one frame if it is a delta event without one.
+
+    Example:
+        >>> add_obfuscation(delta_frame(1, "msg_1", "hi", False)) == delta_frame(1, "msg_1", "hi")
+        True
+    """
+    if not frame.startswith(_DELTA_EVENTS) or b'"obfuscation":' in frame:
+        return frame
+    data = json.loads(frame[frame.index(b"\ndata: ") + 7 :])
+    data["obfuscation"] = obfuscation(data["sequence_number"], data["delta"])
+    return event_frame(data.pop("type"), data.pop("sequence_number"), data)
+
+
+def deleted_object(response_id: str) -> dict[str, Any]:
+    """What `DELETE /v1/responses/{id}` answers.
+
+    Example:
+        >>> deleted_object("resp_1")["deleted"]
+        True
+    """
+    return {"id": response_id, "object": "response", "deleted": True}
+
+
+def input_item_list(items: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
+    """A page of `GET /v1/responses/{id}/input_items` (a `ResponseItemList`).
+
+    Example:
+        >>> input_item_list([], False)["object"]
+        'list'
+    """
+    return {
+        "object": "list",
+        "data": items,
+        "first_id": items[0]["id"] if items else None,
+        "last_id": items[-1]["id"] if items else None,
+        "has_more": has_more,
+    }
 
 
 def error_body(
