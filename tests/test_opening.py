@@ -197,25 +197,22 @@ async def test_a_queued_stream_counts_its_time_from_the_request_not_the_queue(
     client: openai.AsyncOpenAI,
 ) -> None:
     async with tether.open_scope(client, max_concurrency=1) as scope:
-        released_at: list[float] = []
+        first = tether.guarded_stream(scope, model="fast", input="a")
+        second = tether.guarded_stream(scope, model="fast", input="b")
+        first_open = anyio.Event()
+
+        async def run_second() -> None:
+            async with second as stream:
+                await stream.get_final_response()
+
         async with anyio.create_task_group() as tg:
-            first = tether.guarded_stream(scope, model="fast", input="a")
-            second = tether.guarded_stream(scope, model="fast", input="b")
-
-            async def run_first() -> None:
-                async with first as stream:
-                    await anyio.wait_all_tasks_blocked()  # the second one queues meanwhile
-                    await stream.get_final_response()
-                released_at.append(anyio.current_time())
-
-            async def run_second() -> None:
-                async with second as stream:
-                    await stream.get_final_response()
-
-            tg.start_soon(run_first)
-            tg.start_soon(run_second)
-    assert second.outcome.started_at >= first.outcome.started_at
-    assert second.outcome.started_at >= first.outcome.ended_at
+            async with first as stream:
+                tg.start_soon(run_second)
+                await anyio.wait_all_tasks_blocked()  # the second one queues meanwhile
+                first_open.set()
+                await stream.get_final_response()
+    assert first_open.is_set()
+    assert second.outcome.started_at >= first.outcome.ended_at  # not when it queued
 
 
 # ------------------------------------------------------------------------------- resume

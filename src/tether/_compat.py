@@ -12,6 +12,7 @@ import weakref
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Literal
 
+import anyio
 import openai
 from openai import AsyncOpenAI, OpenAI
 
@@ -25,6 +26,7 @@ __all__ = [
     "check_async_client",
     "close_sdk_stream",
     "drain_sdk_stream",
+    "is_multiplexed",
     "on_request_sent",
     "sdk_inner_generator",
 ]
@@ -67,17 +69,25 @@ async def drain_sdk_stream(stream: Any, inner: Any = None) -> None:
     """Finalise a closed SDK stream's chain of async generators.
 
     ``AsyncStream.close()`` releases the connection but leaves the SDK's nested generators
-    (``__stream__`` -> ``_iter_events`` -> the decoder -> httpx) suspended, to be
-    garbage-collected half-run (trio warns about each). Reading on after the close makes the
-    closed transport raise through every layer, which finishes them all; whatever was still
-    buffered is discarded. Bound it: on HTTP/2 a read after close can block.
+    (``__stream__`` -> ``_iter_events`` -> the decoder -> httpx -> httpcore) suspended, to be
+    garbage-collected half-run (trio warns about each). Reading on once, in an
+    already-cancelled scope, makes the innermost read raise (the closed transport on
+    HTTP/1.1, the cancellation at its first checkpoint on HTTP/2, where a read after close
+    would block), and the exception finishes every layer on its way out. Buffered events are
+    discarded. Never waits.
     """
     for iterator in (getattr(stream, "_iterator", None), inner):
         if iterator is None:
             continue
-        with contextlib.suppress(Exception):
+        with anyio.CancelScope() as scope, contextlib.suppress(Exception):
+            scope.cancel()
             for _ in range(_DRAIN_LIMIT):
                 await iterator.__anext__()
+
+
+def is_multiplexed(stream: Any) -> bool:
+    """Whether an SDK stream's response came over HTTP/2 (where a read after close blocks)."""
+    return getattr(getattr(stream, "response", None), "http_version", "") == "HTTP/2"
 
 
 def sdk_inner_generator(stream: Any) -> Any:

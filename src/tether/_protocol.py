@@ -32,6 +32,7 @@ from ._compat import (
     cancel_cause,
     close_sdk_stream,
     drain_sdk_stream,
+    is_multiplexed,
     on_request_sent,
     sdk_inner_generator,
 )
@@ -60,7 +61,6 @@ _LIFECYCLE = frozenset(
 )
 _FINISHED = frozenset({"completed", "failed", "incomplete", "cancelled"})
 _RESUME_ATTEMPTS = 5
-_DRAIN_TIME = 0.25  # seconds to finish the SDK's generators after a close, at most
 _JOURNAL_FLOOR = 0.05  # seconds a journal removal gets even when grace is spent
 _UNKNOWN: Any = object()
 
@@ -126,6 +126,10 @@ class ResponseGuard:
         self._request_sent = False
         self._abort_requested = False
         self._holds_slot = False
+        # On HTTP/2 a read blocked on a closed stream never raises: a reader in another task
+        # must then be interrupted through its own cancel scope (HTTP/1.1 needs none).
+        self._multiplexed = False
+        self._reading: anyio.CancelScope | None = None
         self.node = observe.new_id()
         """This stream's id in progress events."""
 
@@ -289,12 +293,14 @@ class ResponseGuard:
                 if journal is not None:
                     await journal.started(self._intent or "", self._handle.response_id)
                 self._sdk = await self._retrieve_stream()
+                self._multiplexed = is_multiplexed(self._sdk)
                 return
             with on_request_sent(client, self._sent):
                 self._sdk = await client.responses.create(
                     stream=True, background=self._background, **self._request or {}
                 )
             self._sent()  # a client whose sending tether cannot see: from here on, at least
+            self._multiplexed = is_multiplexed(self._sdk)
             while self._response_id is None:
                 try:
                     event = await self._sdk.__anext__()
@@ -347,10 +353,18 @@ class ResponseGuard:
             return event
         if self._stopping is not None or self._exhausted or self._sdk is None:
             raise StopAsyncIteration
-        if self._timed:
-            with anyio.CancelScope(deadline=self._read_deadline()):
-                return await self._next()
-            # Only reached when the deadline above fired: a stall.
+        if self._timed or self._multiplexed:
+            with anyio.CancelScope(
+                deadline=self._read_deadline() if self._timed else math.inf
+            ) as reading:
+                self._reading = reading
+                try:
+                    return await self._next()
+                finally:
+                    self._reading = None
+            if self._stopping is not None:  # interrupted by stop() from another task
+                raise StopAsyncIteration
+            # Otherwise the deadline above fired: a stall.
             self._stall = self._stall_kind()
             raise StallError(
                 self._stall,
@@ -456,6 +470,7 @@ class ResponseGuard:
         ):
             with attempt:
                 self._sdk = await self._retrieve_stream()
+        self._multiplexed = is_multiplexed(self._sdk)
         self._resumes += 1
         if self._stopping is not None:  # stopped by another task meanwhile
             await close_sdk_stream(self._sdk)
@@ -564,6 +579,8 @@ class ResponseGuard:
             await self._forget(deadline)
 
     async def _stop_on_server(self, deadline: float) -> None:
+        if self._reading is not None:
+            self._reading.cancel()  # a reader blocked in another task, on HTTP/2
         sdk = self._sdk
         if sdk is not None:
             await close_sdk_stream(sdk)  # first: frees the connection, ends another task's read
@@ -594,11 +611,8 @@ class ResponseGuard:
                     response_id=self._response_id, kind="disconnect", status=None
                 )
         if sdk is not None:
-            # After the cancel: finish the SDK's half-run generators (bounded: on HTTP/2 a
-            # read after close may block instead of raising).
-            with anyio.move_on_after(min(_DRAIN_TIME, max(deadline - anyio.current_time(), 0))):
-                inner = None if self._sdk_inner is _UNKNOWN else self._sdk_inner
-                await drain_sdk_stream(sdk, inner)
+            # After the cancel: finish the SDK's half-run generators (never waits).
+            await drain_sdk_stream(sdk, None if self._sdk_inner is _UNKNOWN else self._sdk_inner)
 
     async def _forget(self, deadline: float) -> None:
         """Remove the journal entry once the response is known to have stopped, within grace.
