@@ -1,0 +1,58 @@
+"""The server-side cancel (``_cancel.py``): best effort on the live API, told truthfully."""
+
+from __future__ import annotations
+
+import openai
+
+import tether
+from tests.test_guard import read_deltas, settled
+from tether.testing import Faults, Model, ResponsesEmulator
+
+
+def best_effort(status: str) -> Model:
+    """The cancel answers 200 ``cancelled``, the model goes on for 30 tokens, then *status*."""
+    return Model(
+        ttft=0.0,
+        tokens_per_s=400.0,
+        length=2000,
+        faults=Faults(cancel_best_effort=30, cancel_best_effort_status=status),  # type: ignore[arg-type]
+    )
+
+
+async def test_confirm_reports_what_the_server_finally_said_after_a_best_effort_cancel(
+    emulator: ResponsesEmulator, client: openai.AsyncOpenAI
+) -> None:
+    emulator.models["best-effort"] = best_effort("completed")
+    async with tether.open_scope(client, confirm=True) as scope:
+        async with tether.guarded_stream(scope, model="best-effort", input="hi") as stream:
+            await read_deltas(stream, 1)
+    receipt = stream.outcome.receipt
+    assert receipt is not None
+    assert receipt.status == "completed"  # not the "cancelled" the cancel call answered
+    assert (await settled(emulator, stream.response_id)).status == "completed"
+
+
+async def test_no_event_after_the_stop_reaches_user_code(
+    emulator: ResponsesEmulator, client: openai.AsyncOpenAI
+) -> None:
+    emulator.models["best-effort"] = best_effort("completed")
+    seen_after: list[str] = []
+    async with tether.guarded_stream(client, model="best-effort", input="hi") as stream:
+        await read_deltas(stream, 1)
+        await stream.cancel()
+        seen_after.extend([event.type async for event in stream])
+    assert seen_after == []
+    assert stream.outcome.deltas == 1
+
+
+async def test_a_cancelled_response_without_usage_is_reported_without_assuming_one(
+    emulator: ResponsesEmulator, client: openai.AsyncOpenAI
+) -> None:
+    emulator.models["best-effort"] = best_effort("cancelled")
+    async with tether.open_scope(client, confirm=True) as scope:
+        async with tether.guarded_stream(scope, model="best-effort", input="hi") as stream:
+            await read_deltas(stream, 1)
+    assert stream.outcome.receipt is not None
+    assert stream.outcome.receipt.status == "cancelled"
+    assert stream.outcome.usage is None
+    assert stream.outcome.cleanup_error is None
