@@ -21,7 +21,14 @@ import tether
 from tether.testing import Faults, Model, ResponsesEmulator
 
 Fault = Literal[
-    "none", "drop", "cancel_5xx", "cancel_hangs", "late_created", "429_first", "slow_cancel"
+    "none",
+    "drop",
+    "cancel_5xx",
+    "cancel_hangs",
+    "late_created",
+    "429_first",
+    "slow_cancel",
+    "best_effort",
 ]
 Trigger = Literal[
     "complete",
@@ -34,6 +41,8 @@ Trigger = Literal[
     "scope_cancel",
     "before_created",
     "race_lost",
+    "native_timeout",
+    "queued",
 ]
 FAULTS: tuple[Fault, ...] = get_args(Fault)
 TRIGGERS: tuple[Trigger, ...] = get_args(Trigger)
@@ -53,6 +62,7 @@ def chaos_models() -> dict[str, Model]:
         "late_created": Faults(created_delay=0.05),
         "429_first": Faults(fail_before_stream=(429,)),
         "slow_cancel": Faults(cancel_delay=0.05),
+        "best_effort": Faults(cancel_best_effort=5),
     }
     models = {
         f"chaos-{name}": Model(ttft=0.0, tokens_per_s=RATE, length=LENGTH, faults=fault)
@@ -185,6 +195,60 @@ async def run_step(client: openai.AsyncOpenAI, record: Record) -> None:
             ]
             record.cleanup = result.ended_at - result.decided_at
             return
+        elif trigger == "native_timeout":
+            # The backend's own timeout, not anyio's: asyncio.timeout (a native Task.cancel
+            # that anyio cannot shield) or trio.fail_after.
+            backend = running_backend()
+            try:
+                if backend == "asyncio":
+                    import asyncio
+
+                    async with asyncio.timeout(3600) as timeout:
+                        async with tether.guarded_stream(
+                            client, model=model, input="x", grace=grace
+                        ) as s:
+                            stream = s
+                            await _read(s, step.after)
+                            mark()
+                            timeout.reschedule(asyncio.get_running_loop().time())
+                            await _read(s, 10**6)
+                else:
+                    import trio
+
+                    with trio.fail_after(3600) as cancel_scope:
+                        async with tether.guarded_stream(
+                            client, model=model, input="x", grace=grace
+                        ) as s:
+                            stream = s
+                            await _read(s, step.after)
+                            mark()
+                            cancel_scope.deadline = trio.current_time()
+                            await _read(s, 10**6)
+                if s.outcome.status != "completed":
+                    record.violation = "the native timeout did not raise its error"
+            except Exception as exc:  # TimeoutError (asyncio) or trio.TooSlowError
+                if type(exc).__name__ not in ("TimeoutError", "TooSlowError"):
+                    raise
+        elif trigger == "queued":
+            # A stream queued behind a busy max_concurrency slot, cancelled while it waits.
+            async with tether.open_scope(client, grace=grace, max_concurrency=1) as scope:
+                async with tether.guarded_stream(scope, model=model, input="x") as s:
+                    stream = s
+                    queued = tether.guarded_stream(scope, model=model, input="queued")
+                    with anyio.CancelScope() as waiting:
+                        async with anyio.create_task_group() as tg:
+
+                            async def wait_in_queue() -> None:
+                                async with queued:
+                                    pass
+
+                            tg.start_soon(wait_in_queue)
+                            await anyio.wait_all_tasks_blocked()
+                            mark()
+                            waiting.cancel()
+                    if queued.outcome.response_id is not None:
+                        record.violation = "a stream cancelled in the queue was sent"
+                    await _read(s, step.after)
         elif trigger == "exception":
             boom = Boom()
             try:
@@ -235,7 +299,9 @@ class Verdict:
     triggers: dict[str, int]
     violations: list[str]
     orphans: int
-    orphans_excused: int  # responses whose cancel endpoint hung past grace (DESIGN.md's caveat)
+    orphans_excused: (
+        int  # responses whose cancel endpoint hung past grace (the API's own limit: docs/design.md)
+    )
     hangs: int  # cleanups longer than grace + slack
     p99_cleanup_over_grace: float
     p99_seconds_past_grace: float  # scheduling slack: how long cleanups ran past their grace
@@ -249,6 +315,17 @@ class Verdict:
             and not self.hangs
             and not (self.connections_checked_out)
         )
+
+
+def running_backend() -> str:
+    """The running backend's name."""
+    import asyncio
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return "trio"
+    return "asyncio"
 
 
 def requests_in_flight(client: openai.AsyncOpenAI) -> int:
