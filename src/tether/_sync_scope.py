@@ -20,7 +20,7 @@ import math
 import time
 from concurrent import futures
 from contextlib import ExitStack
-from typing import TYPE_CHECKING, Any, TypeVar, final
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, final
 
 import anyio
 from anyio.from_thread import start_blocking_portal
@@ -241,15 +241,20 @@ class Scope:
         """Start *func* as a task inside the async scope (its deadline and cancel apply),
         after calling *prepare* on the loop."""
         portal = self._require_open(what)
-        portal.call(self._spawn, func, prepare)
+        if not portal.call(self._spawn, func, prepare):
+            self.raise_cancelled(what)
 
     def _spawn(
         self, func: Callable[[], Coroutine[Any, Any, object]], prepare: Callable[[], object] | None
-    ) -> None:
+    ) -> bool:
+        """(On the loop.) Start *func*; ``False`` (nothing started) in a cancelled scope."""
         assert self._group is not None
+        if self._async.cancel_called:  # a task started now might never run a line
+            return False
         if prepare is not None:
             prepare()
         self._group.start_soon(func)
+        return True
 
     def call(self, func: Callable[..., T], *args: Any) -> T:
         """Run the sync *func* on the loop thread and return its result."""
@@ -278,6 +283,10 @@ class Scope:
     def expired(self) -> bool:
         """Whether the scope's deadline has passed (on the loop's clock)."""
         return self.call(self._expired)
+
+    def cancel_reason(self) -> Literal["deadline", "scope_cancelled"]:
+        """(On the loop.) Why the async scope cancelled what runs in it."""
+        return "deadline" if self._expired() else "scope_cancelled"
 
     def _expired(self) -> bool:
         return self._async.cancel_called and anyio.current_time() >= self._async.deadline

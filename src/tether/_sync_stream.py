@@ -59,10 +59,11 @@ the HTTP stream is read at most this far ahead of your code)."""
 class _Stop:
     """What ends the buffer: the end of the stream, an error, or the deadline."""
 
-    __slots__ = ("error",)
+    __slots__ = ("error", "sticky")
 
-    def __init__(self, error: BaseException | None) -> None:
+    def __init__(self, error: BaseException | None, *, sticky: bool = False) -> None:
         self.error = error
+        self.sticky = sticky  # raised by every next(), not once
 
 
 _END = _Stop(None)
@@ -99,7 +100,8 @@ class GuardedStream:
         self._guard = guard
         self._scope = scope
         self._owns_scope = owns_scope
-        self._lock = threading.Lock()  # _state and _waiter, against cancel() and the reader
+        self._state_lock = threading.Lock()  # _state, against cancel() in another thread
+        self._lock = threading.Lock()  # _waiter and _parked, shared with the reader
         self._state: Literal["new", "open", "closed"] = "new"
         self._buffer: deque[Any] = deque()
         self._waiter: futures.Future[None] | None = None
@@ -161,7 +163,7 @@ class GuardedStream:
 
     def __enter__(self) -> GuardedStream:
         scope = self._scope
-        with self._lock:  # a cancel() from another thread waits until the session exists
+        with self._state_lock:  # a cancel() from another thread waits for the session
             if self._state != "new":
                 raise RuntimeError("a guarded stream can be entered only once")
             self._state = "open"
@@ -205,8 +207,11 @@ class GuardedStream:
             raise DeadlineExceeded(self._scope.limit or 0.0)
 
     def _close_scope(self, exc: BaseException | None) -> None:
-        with self._lock:
+        with self._state_lock:
             self._state = "closed"
+        if not self._ended:  # what was read ahead is gone: next() now says why
+            self._buffer.clear()
+            self._buffer.append(_Stop(self._after_the_block("iterating"), sticky=True))
         if self._owns_scope:
             self._scope.__exit__(type(exc) if exc else None, exc, None)
 
@@ -260,6 +265,9 @@ class GuardedStream:
                         self._unpark()
                 except BaseException as exc:  # cancelled: the deadline, scope.cancel(), Ctrl-C
                     if not closed:
+                        # Through the reader's task group, trio's Cancelled no longer says
+                        # it came from a deadline: the scope does (Ctrl-C marked its own).
+                        guard.mark_reason(self._scope.cancel_reason())
                         await guard.close(exc)
                         self._end(guard.require_outcome().reason)
                     raise
@@ -349,21 +357,24 @@ class GuardedStream:
                 continue
 
     def _stop(self, item: _Stop) -> Any:
-        self._buffer.appendleft(_END)  # from now on, every next() says the stream ended
+        # From now on, every next() says the stream ended (or, after the block, raises).
+        self._buffer.appendleft(item if item.sticky else _END)
         self._ended = True
         if item.error is not None:
             raise item.error
         raise StopIteration
 
+    def _after_the_block(self, what: str) -> RuntimeError:
+        reason = self._guard.outcome.reason if self._guard.outcome else "exited"
+        return RuntimeError(
+            f"{what} a stream after its `with` block (it ended: {reason}): read it inside the block"
+        )
+
     def _check_readable(self, what: str) -> None:
         if self._state == "new":
             raise RuntimeError(f"{what} a stream needs its `with` block: enter it first")
         if self._state == "closed":
-            reason = self._guard.outcome.reason if self._guard.outcome else "exited"
-            raise RuntimeError(
-                f"{what} a stream after its `with` block (it ended: {reason}): "
-                "read it inside the block"
-            )
+            raise self._after_the_block(what)
         if self._ended:
             raise RuntimeError(
                 f"{what} a stream that has already ended: its events are read once "
@@ -430,7 +441,7 @@ class GuardedStream:
                     print(receipt.status)      # "cancelled"
             ```
         """
-        with self._lock:
+        with self._state_lock:  # never taken on the loop: submitting under it is safe
             if self._state == "new":
                 raise RuntimeError("cancel() needs an open stream: call it inside `with`")
             if self._state == "closed":
