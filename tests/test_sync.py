@@ -24,9 +24,9 @@ import tether
 import tether.sync
 from tests._http import httpx2
 from tether import _sync_portal, first_token
+from tether._sync_buffer import READ_AHEAD
 from tether._sync_client import async_twin
 from tether._sync_portal import PORTAL_THREAD_NAME
-from tether._sync_stream import _READ_AHEAD
 from tether.testing import Model
 
 if TYPE_CHECKING:
@@ -652,7 +652,7 @@ def test_iterating_before_entering_raises_runtime_error(client: openai.OpenAI) -
 def test_read_ahead_is_bounded_and_loses_no_event(
     emulator: ResponsesEmulator, client: openai.OpenAI
 ) -> None:
-    """The loop reads at most _READ_AHEAD events ahead of the caller; all arrive, in order."""
+    """The loop reads at most READ_AHEAD events ahead of the caller; all arrive, in order."""
     emulator.models["bulk"] = Model(ttft=0.0, tokens_per_s=1e9, length=2000)
     with tether.sync.guarded_stream(client, model="bulk", input="hi") as stream:
         response_id = stream.response_id
@@ -663,7 +663,7 @@ def test_read_ahead_is_bounded_and_loses_no_event(
         for event in stream:
             buffered.append(len(stream._buffer))
             sequence.append(event.sequence_number)
-    assert max(buffered) <= _READ_AHEAD
+    assert max(buffered) <= READ_AHEAD
     assert sequence == list(range(sequence[0], sequence[0] + len(sequence)))
     assert stream.outcome.reason == "completed"
     assert stream.outcome.events == len(sequence)

@@ -1,16 +1,18 @@
 """The sync GuardedStream: the async guard read by a task on the loop, drained by your thread.
 
-Design, chosen by measurement (``benchmarks/bench_sync.py``, ``docs/benchmarks/sync.md``):
-the first version made one portal round trip per event, which cost about four times the
-raw sync SDK's CPU per event. Now a *session* task, inside the async scope's task group,
-opens the [`ResponseGuard`][tether._protocol.ResponseGuard] and reads it ahead into a
-``deque`` (at most ``_READ_AHEAD`` events); ``__next__`` is a ``popleft``. The caller's
+Design, chosen by measurement (``benchmarks/bench_sync.py``, ``docs/benchmarks/sync.md``,
+events per client CPU-second against an emulator in another process): the first version
+made one portal round trip per event, 0.22x the raw sync SDK on a shared 2-core machine.
+Now a *session* task, inside the async scope's task group, opens the
+[`ResponseGuard`][tether._protocol.ResponseGuard] and reads it ahead into a buffer
+(``_sync_buffer.py``, at most 256 events); ``__next__`` is a ``popleft``. The caller's
 thread crosses to the loop only when the buffer is empty: it then parks on a
-``concurrent.futures.Future`` that the reader resolves with the next event, so a burst
-of events is handed over in one wake-up. Reading with the sync SDK in the caller's thread
-(option b) would need a second copy of the cancel protocol's invariants (close the HTTP
-stream first, the id under a shield); this keeps the one stop path, the async
-``ResponseGuard.stop``, for every way out:
+``concurrent.futures.Future``, resolved once the reader yields to the loop, so the events
+of one network read are handed over in one wake-up (waking per event measured about
+0.8x; batched, about 1x). Reading with the sync SDK in the caller's thread (option b)
+would need a second copy of the cancel protocol's invariants (close the HTTP stream
+first, the id under a shield), for a cost that was already at the raw SDK's; this keeps
+the one stop path, the async ``ResponseGuard.stop``, for every way out:
 
 - leaving the block: ``__exit__`` hands the body's exception to the session, which
   calls ``guard.close(exc)``;
@@ -28,7 +30,6 @@ detach handle counts only the events you were handed.
 from __future__ import annotations
 
 import threading
-from collections import deque
 from concurrent import futures
 from typing import TYPE_CHECKING, Any, Literal, final
 
@@ -36,6 +37,7 @@ import anyio
 
 from ._errors import DeadlineExceeded
 from ._outcome import CancelReceipt, DetachedResponse
+from ._sync_buffer import END, ReadAhead, Stop
 from ._sync_portal import settle, wait
 
 if TYPE_CHECKING:
@@ -49,24 +51,6 @@ if TYPE_CHECKING:
     from ._sync_scope import Scope
 
 __all__ = ["GuardedStream"]
-
-_READ_AHEAD = 256
-"""Events the reader may hold before it waits for the caller to drain them (backpressure:
-the HTTP stream is read at most this far ahead of your code)."""
-
-
-@final
-class _Stop:
-    """What ends the buffer: the end of the stream, an error, or the deadline."""
-
-    __slots__ = ("error", "sticky")
-
-    def __init__(self, error: BaseException | None, *, sticky: bool = False) -> None:
-        self.error = error
-        self.sticky = sticky  # raised by every next(), not once
-
-
-_END = _Stop(None)
 
 
 @final
@@ -101,11 +85,9 @@ class GuardedStream:
         self._scope = scope
         self._owns_scope = owns_scope
         self._state_lock = threading.Lock()  # _state, against cancel() in another thread
-        self._lock = threading.Lock()  # _waiter and _parked, shared with the reader
         self._state: Literal["new", "open", "closed"] = "new"
-        self._buffer: deque[Any] = deque()
-        self._waiter: futures.Future[None] | None = None
-        self._parked = False
+        self._ahead = ReadAhead(lambda func: scope.call(func))
+        self._buffer = self._ahead.events
         self._last: Any = None  # the last event handed to the caller
         self._ended = False  # the caller was told the stream ended (StopIteration)
         # Resolved by the session (on the loop) for the caller's thread.
@@ -115,7 +97,6 @@ class GuardedStream:
         self._own: anyio.CancelScope | None = None
         self._interrupted = False
         self._opened: anyio.Event | None = None
-        self._refill: anyio.Event | None = None
         self._leave: anyio.Event | None = None
         self._exit_exc: BaseException | None = None
 
@@ -210,8 +191,7 @@ class GuardedStream:
         with self._state_lock:
             self._state = "closed"
         if not self._ended:  # what was read ahead is gone: next() now says why
-            self._buffer.clear()
-            self._buffer.append(_Stop(self._after_the_block("iterating"), sticky=True))
+            self._ahead.seal(Stop(self._after_the_block("iterating"), sticky=True))
         if self._owns_scope:
             self._scope.__exit__(type(exc) if exc else None, exc, None)
 
@@ -258,11 +238,11 @@ class GuardedStream:
                 closed = False
                 try:
                     async with anyio.create_task_group() as reader:
-                        reader.start_soon(self._read_ahead)
+                        reader.start_soon(self._ahead.fill, guard)
                         await self._leave.wait()
                         closed = True
                         await guard.close(self._exit_exc)  # the reader's read ends with it
-                        self._unpark()
+                        self._ahead.unpark()
                 except BaseException as exc:  # cancelled: the deadline, scope.cancel(), Ctrl-C
                     if not closed:
                         # Through the reader's task group, trio's Cancelled no longer says
@@ -276,53 +256,12 @@ class GuardedStream:
 
     # ---------------------------------------------------------------- reading
 
-    async def _read_ahead(self) -> None:
-        """(On the loop.) Read the guard into the buffer until it ends."""
-        guard = self._guard
-        buffer = self._buffer
-        try:
-            while True:
-                if len(buffer) >= _READ_AHEAD:
-                    await self._park()
-                buffer.append(await guard.__anext__())
-                if self._waiter is not None:
-                    self._wake()
-        except StopAsyncIteration:
-            self._push(_END)
-        except Exception as exc:  # the SDK's error event, a stall: raised in the caller's thread
-            self._push(_Stop(exc))
-
-    async def _park(self) -> None:
-        with self._lock:
-            if len(self._buffer) < _READ_AHEAD:  # drained meanwhile
-                return
-            self._refill = anyio.Event()
-            self._parked = True
-        await self._refill.wait()
-
-    def _unpark(self) -> None:
-        self._parked = False
-        if self._refill is not None:
-            self._refill.set()
-
-    def _wake(self) -> None:
-        with self._lock:
-            waiter, self._waiter = self._waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def _push(self, item: Any) -> None:
-        self._buffer.append(item)
-        self._wake()
-
     def _end(self, reason: str) -> None:
         """(On the loop.) The stream was stopped early: drop what was read ahead."""
-        self._buffer.clear()
-        self._unpark()
         if reason == "deadline":
-            self._push(_Stop(DeadlineExceeded(self._scope.limit or 0.0)))
+            self._ahead.replace(Stop(DeadlineExceeded(self._scope.limit or 0.0)))
         else:
-            self._push(_END)
+            self._ahead.replace(END)
 
     def __iter__(self) -> Iterator[ResponseStreamEvent]:
         self._check_readable("iterating")
@@ -333,7 +272,7 @@ class GuardedStream:
             item = self._buffer.popleft()
         except IndexError:
             item = self._next_slow()
-        if item.__class__ is _Stop:
+        if item.__class__ is Stop:
             return self._stop(item)
         self._last = item
         return item
@@ -342,23 +281,11 @@ class GuardedStream:
         """The buffer is empty: wait for the reader (the only time this thread crosses)."""
         if self._state != "open":
             self._check_readable("iterating")
-        while True:
-            waiter: futures.Future[None] = futures.Future()
-            with self._lock:
-                self._waiter = waiter
-                unpark, self._parked = self._parked, False
-            if unpark:
-                self._scope.call(self._unpark)
-            if not self._buffer:  # else it came in before the waiter was set
-                wait(waiter, self._interrupt, self._done)
-            try:
-                return self._buffer.popleft()
-            except IndexError:
-                continue
+        return self._ahead.take(lambda waiter: wait(waiter, self._interrupt, self._done))
 
-    def _stop(self, item: _Stop) -> Any:
+    def _stop(self, item: Stop) -> Any:
         # From now on, every next() says the stream ended (or, after the block, raises).
-        self._buffer.appendleft(item if item.sticky else _END)
+        self._buffer.appendleft(item if item.sticky else END)
         self._ended = True
         if item.error is not None:
             raise item.error
