@@ -23,9 +23,11 @@ import pytest
 import tether
 import tether.sync
 from tests._http import httpx2
-from tether import first_token
+from tether import _sync_portal, first_token
+from tether._sync_buffer import READ_AHEAD
 from tether._sync_client import async_twin
 from tether._sync_portal import PORTAL_THREAD_NAME
+from tether.testing import Model
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -39,6 +41,13 @@ WATCHDOG = 10.0
 
 class Boom(Exception):
     """The user's own exception."""
+
+
+@pytest.fixture(autouse=True, params=["asyncio", "trio"])
+def portal_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs with the portal on asyncio and on trio."""
+    monkeypatch.setattr(_sync_portal, "BACKEND", request.param)
+    return request.param
 
 
 @pytest.fixture
@@ -308,8 +317,18 @@ def test_ctrl_c_during_iteration_cancels_and_propagates(
     assert portal_threads() == []
 
 
+CTRL_C = [
+    press_ctrl_c_with_interrupt_main,
+    pytest.param(
+        press_ctrl_c_with_a_real_signal,
+        marks=pytest.mark.skipif(sys.platform == "win32", reason="no pthread_kill"),
+    ),
+]
+
+
+@pytest.mark.parametrize("press_ctrl_c", CTRL_C)
 def test_ctrl_c_while_opening_cancels_once_the_id_is_known(
-    emulator: ResponsesEmulator, client: openai.OpenAI
+    emulator: ResponsesEmulator, client: openai.OpenAI, press_ctrl_c: Callable[[], None]
 ) -> None:
     """Ctrl-C before response.created: the open finishes under its shield, then cancels."""
     if threading.current_thread() is not threading.main_thread():
@@ -327,7 +346,7 @@ def test_ctrl_c_while_opening_cancels_once_the_id_is_known(
 
             def user() -> None:
                 emulator.wait_for_sync(lambda ledger: len(ledger.responses) == 1)
-                _thread.interrupt_main()
+                press_ctrl_c()
                 delivered.wait(WATCHDOG)
                 hold.release()  # only now does the server send response.created
 
@@ -349,7 +368,7 @@ def test_deadline_during_iteration_raises_timeout_error_and_cancels(
     emulator: ResponsesEmulator, client: openai.OpenAI
 ) -> None:
     with pytest.raises(tether.DeadlineExceeded) as caught:
-        with tether.sync.guarded_stream(client, model="slow", input="hi", deadline=0.3) as s:
+        with tether.sync.guarded_stream(client, model="slow", input="hi", deadline=2.0) as s:
             for _ in s:
                 pass
     assert isinstance(caught.value, TimeoutError)
@@ -362,7 +381,7 @@ def test_deadline_cancels_on_the_server_while_the_body_is_busy(
 ) -> None:
     """The body runs its own blocking code: the response is cancelled at the deadline anyway."""
     with pytest.raises(tether.DeadlineExceeded):
-        with tether.sync.guarded_stream(client, model="slow", input="hi", deadline=0.3) as s:
+        with tether.sync.guarded_stream(client, model="slow", input="hi", deadline=2.0) as s:
             response_id = s.response_id
             assert response_id is not None
             emulator.wait_for_sync(lambda ledger: ledger[response_id].status == "cancelled")
@@ -550,6 +569,130 @@ def test_entering_twice_is_refused(client: openai.OpenAI) -> None:
         guarded.__enter__()
 
 
+def test_async_client_message_names_what_was_passed_and_the_async_api(
+    emulator: ResponsesEmulator,
+) -> None:
+    async_client = emulator.async_client()
+    with pytest.raises(TypeError) as caught:
+        tether.sync.guarded_stream(async_client, model="fast", input="hi")  # type: ignore[arg-type]
+    message = str(caught.value)
+    assert message.startswith("scope must be a tether.sync.Scope or an openai.OpenAI, got ")
+    assert "AsyncOpenAI" in message
+    assert "use tether.guarded_stream for the async client" in message
+    anyio.run(async_client.close)
+
+
+# ------------------------------------------------------------ after the block
+
+
+@pytest.mark.parametrize("ending", ["completed", "break"])
+def test_a_for_after_the_block_raises_runtime_error(client: openai.OpenAI, ending: str) -> None:
+    model = "fast" if ending == "completed" else "slow"
+    with tether.sync.guarded_stream(client, model=model, input="hi") as stream:
+        if ending == "completed":
+            stream.get_final_response()
+        else:
+            next(stream)
+    with pytest.raises(RuntimeError, match=r"after its `with` block \(it ended: " + ending):
+        iter(stream)
+
+
+def test_next_after_the_block_raises_runtime_error_every_time(client: openai.OpenAI) -> None:
+    """Events read ahead are not handed out after the block: next() says why instead."""
+    with tether.sync.guarded_stream(client, model="slow", input="hi") as stream:
+        next(stream)
+    for _ in range(2):
+        with pytest.raises(RuntimeError, match=r"after its `with` block \(it ended: break\)"):
+            next(stream)
+
+
+def test_text_deltas_after_the_block_raises_runtime_error(client: openai.OpenAI) -> None:
+    with tether.sync.guarded_stream(client, model="slow", input="hi") as stream:
+        read_deltas(stream, 1)
+    with pytest.raises(RuntimeError, match=r"text_deltas\(\) on a stream after its `with` block"):
+        stream.text_deltas()
+
+
+def test_detach_after_the_block_raises_runtime_error(client: openai.OpenAI) -> None:
+    with tether.sync.guarded_stream(client, model="slow", input="hi") as stream:
+        read_deltas(stream, 1)
+    with pytest.raises(RuntimeError, match=r"detach\(\) after the `with` block.*\(break\)"):
+        stream.detach()
+
+
+def test_a_second_for_after_the_end_raises_runtime_error(client: openai.OpenAI) -> None:
+    """A stream is read once: a new loop over an ended stream is a bug, not an empty loop."""
+    with tether.sync.guarded_stream(client, model="fast", input="hi") as stream:
+        for _ in stream:
+            pass
+        with pytest.raises(RuntimeError, match="already ended: its events are read once"):
+            iter(stream)
+        with pytest.raises(StopIteration):
+            next(stream)  # the iterator protocol: once ended, next() keeps saying so
+        assert stream.get_final_response().status == "completed"
+
+
+def test_a_second_for_after_a_break_goes_on_where_the_first_stopped(client: openai.OpenAI) -> None:
+    with tether.sync.guarded_stream(client, model="fast", input="hi") as stream:
+        first = next(iter(stream))
+        second = next(iter(stream))
+        assert second.sequence_number == first.sequence_number + 1
+        stream.get_final_response()
+
+
+def test_iterating_before_entering_raises_runtime_error(client: openai.OpenAI) -> None:
+    guarded = tether.sync.guarded_stream(client, model="fast", input="hi")
+    with pytest.raises(RuntimeError, match="needs its `with` block"):
+        iter(guarded)
+
+
+# ------------------------------------------------------------------ read-ahead
+
+
+def test_read_ahead_is_bounded_and_loses_no_event(
+    emulator: ResponsesEmulator, client: openai.OpenAI
+) -> None:
+    """The loop reads at most READ_AHEAD events ahead of the caller; all arrive, in order."""
+    emulator.models["bulk"] = Model(ttft=0.0, tokens_per_s=1e9, length=2000)
+    with tether.sync.guarded_stream(client, model="bulk", input="hi") as stream:
+        response_id = stream.response_id
+        assert response_id is not None
+        emulator.wait_for_sync(lambda ledger: ledger[response_id].status == "completed")
+        buffered: list[int] = []
+        sequence: list[int] = []
+        for event in stream:
+            buffered.append(len(stream._buffer))
+            sequence.append(event.sequence_number)
+    assert max(buffered) <= READ_AHEAD
+    assert sequence == list(range(sequence[0], sequence[0] + len(sequence)))
+    assert stream.outcome.reason == "completed"
+    assert stream.outcome.events == len(sequence)
+
+
+def test_detach_handle_counts_only_the_events_handed_to_the_caller(
+    emulator: ResponsesEmulator, client: openai.OpenAI
+) -> None:
+    """Events read ahead but never handed over are not skipped by a resume."""
+    with tether.sync.guarded_stream(client, model="slow", input="hi") as stream:
+        last = next(stream)
+        response_id = stream.response_id
+        assert response_id is not None
+        emulator.wait_for_sync(lambda ledger: ledger[response_id].tokens_generated >= 3)
+        handle = stream.detach()
+    assert handle.last_sequence_number == last.sequence_number
+    with tether.sync.resume(client, handle) as resumed:
+        assert next(resumed).sequence_number == last.sequence_number + 1
+    assert settled(emulator, response_id).status == "cancelled"
+
+
+# ---------------------------------------------------------------- public names
+
+
+def test_dir_of_tether_sync_shows_only_the_public_names() -> None:
+    assert dir(tether.sync) == sorted(tether.sync.__all__)
+    assert tether.sync.open_scope is not tether.open_scope
+
+
 # --------------------------------------------------- the async twin of a client
 
 
@@ -626,6 +769,37 @@ def test_async_http_client_carries_the_sync_credentials_and_is_closed(
     assert headers["x-trace"] == "t1"
 
 
+def test_http2_client_is_mirrored_with_http2_and_its_pool_limits() -> None:
+    http = httpx2.Client(http2=True, limits=httpx2.Limits(max_connections=1))
+    sync_client = openai.OpenAI(api_key="sk-x", base_url="http://127.0.0.1:9/v1", http_client=http)
+    twin: Any = async_twin(sync_client)
+    pool = twin._client._transport._pool
+    assert (pool._http1, pool._http2, pool._max_connections) == (True, True, 1)
+    anyio.run(twin.close)
+    sync_client.close()
+
+
+def test_http2_only_client_is_mirrored_as_http2_only() -> None:
+    """``http1=False, http2=True`` (h2c with prior knowledge) stays h2-only on the async side."""
+    http = httpx2.Client(http1=False, http2=True)
+    sync_client = openai.OpenAI(api_key="sk-x", base_url="http://127.0.0.1:9/v1", http_client=http)
+    twin: Any = async_twin(sync_client)
+    pool = twin._client._transport._pool
+    assert (pool._http1, pool._http2) == (False, True)
+    anyio.run(twin.close)
+    sync_client.close()
+
+
+def test_http2_client_streams_and_cancels_against_the_emulator(
+    emulator: ResponsesEmulator,
+) -> None:
+    """Over cleartext, an ``http2=True`` client negotiates HTTP/1.1: the mirror must too."""
+    with emulator.client(http_client=httpx2.Client(http2=True)) as sync_client:
+        with tether.sync.guarded_stream(sync_client, model="slow", input="hi") as stream:
+            read_deltas(stream, 1)
+    assert settled(emulator, stream.response_id).status == "cancelled"
+
+
 # ----------------------------------------------------------------------- race
 
 
@@ -675,7 +849,7 @@ def test_race_deadline_raises_timeout_error_after_cancelling_every_attempt(
     emulator: ResponsesEmulator, client: openai.OpenAI
 ) -> None:
     with pytest.raises(tether.DeadlineExceeded):
-        tether.sync.race(client, [req("slow"), req("slow")], deadline=0.3)
+        tether.sync.race(client, [req("slow"), req("slow")], deadline=2.0)
     assert len(emulator.ledger.responses) == 2
     assert all(record.status == "cancelled" for record in emulator.ledger)
     no_orphans(emulator)
@@ -757,3 +931,13 @@ def test_public_names_belong_to_tether_sync_and_show_an_example() -> None:
         member = getattr(tether.sync, name)
         assert member.__module__ == "tether.sync", name
         assert "Example" in (inspect.getdoc(member) or ""), name
+
+
+def test_twin_of_an_sdk_default_client_shares_its_tls_context(emulator: ResponsesEmulator) -> None:
+    """Building a TLS context is most of what a new client costs: the twin reuses the sync one's."""
+    with emulator.client() as sync_client:
+        twin: Any = async_twin(sync_client)
+        sync_pool: Any = sync_client._client._transport._pool  # type: ignore[attr-defined]
+        assert twin._client._transport._pool._ssl_context is sync_pool._ssl_context
+        assert twin._client.timeout == sync_client._client.timeout
+        anyio.run(twin.close)

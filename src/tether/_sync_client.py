@@ -8,7 +8,8 @@ secret, base URL, websocket base URL, timeout, max retries, default headers and 
 strict validation; Azure clients keep their API version, AD token (or token provider),
 endpoint and deployment.
 
-The HTTP client: the SDK's default one maps to the async SDK's default. A client the
+The HTTP client: the SDK's default one maps to the async SDK's default (sharing its TLS
+context: building one is most of the cost of a new client). A client the
 caller built (``http_client=httpx2.Client(...)``) is mirrored: pool limits (a pool of one
 stays a pool of one), TLS context, HTTP/1.1 and HTTP/2, transport retries, local address,
 Unix socket, socket options, timeout, headers, params, cookies, auth, redirects, event
@@ -54,7 +55,7 @@ def async_twin(
     if not isinstance(client, openai.OpenAI):
         raise TypeError(f"client must be an openai.OpenAI, got {client!r}")
     sdk: Any = client  # the SDK's private attributes, read as OpenAI.copy() reads them
-    http = http_client if http_client is not None else _mirror_http_client(sdk._client)
+    http = http_client if http_client is not None else _mirror_http_client(sdk._client, sdk)
     settings: dict[str, Any] = {
         "organization": sdk.organization,
         "project": sdk.project,
@@ -130,10 +131,26 @@ def _is_sdk_default(http_client: object) -> bool:
     return wrapper is not None and type(http_client) is wrapper
 
 
-def _mirror_http_client(http_client: Any) -> Any:
-    """An async HTTP client with the sync one's settings, or ``None`` for the SDK default."""
-    if _is_sdk_default(http_client):
+def _sdk_default_twin(http_client: Any, sdk: Any) -> Any:
+    """The async SDK's default HTTP client, sharing the sync one's TLS context.
+
+    Building a TLS context (loading the CA store) is most of what making an ``AsyncOpenAI``
+    costs; an ``ssl.SSLContext`` may serve connections in several threads. ``None`` (the
+    SDK builds its own) if this SDK lacks the wrapper class or the client its context.
+    """
+    base_client = sys.modules.get("openai._base_client")
+    wrapper = getattr(base_client, "AsyncHttpxClientWrapper", None)
+    pool = getattr(getattr(http_client, "_transport", None), "_pool", None)
+    context = getattr(pool, "_ssl_context", None)
+    if wrapper is None or context is None:
         return None
+    return wrapper(base_url=sdk.base_url, timeout=sdk.timeout, verify=context)
+
+
+def _mirror_http_client(http_client: Any, sdk: Any) -> Any:
+    """An async HTTP client with the sync one's settings (the SDK default for its default)."""
+    if _is_sdk_default(http_client):
+        return _sdk_default_twin(http_client, sdk)
     httpx = _httpx_module(http_client)
     transport = http_client._transport
     pool: Any = getattr(transport, "_pool", None)

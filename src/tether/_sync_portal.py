@@ -1,105 +1,75 @@
-"""Waiting on a blocking portal from sync code, with Ctrl-C kept working and cleanup kept whole.
+"""The one place a sync thread waits on tether's event loop, with Ctrl-C kept working.
 
-``tether.sync`` runs the async implementation in an anyio blocking portal: an event loop in
-a thread of its own, started per call and joined on exit (``start_blocking_portal``). The
-calling thread waits on ``concurrent.futures`` results; these helpers make that wait
-responsive to Ctrl-C, and let cleanup finish through a second Ctrl-C.
+Every blocking call of ``tether.sync`` (opening a stream, waiting for events once the
+buffer is empty, leaving a block, a race, a ``cancel()``) waits on a
+``concurrent.futures.Future`` through [`wait`][tether._sync_portal.wait]. If Ctrl-C
+arrives meanwhile, the waiter tells the loop (its *interrupt* callback, which stops the
+work through the cancel protocol), waits for that cleanup (bounded by grace) through any
+further Ctrl-C, and then lets the ``KeyboardInterrupt`` go on. There is no second path.
 """
 
 from __future__ import annotations
 
 from concurrent import futures
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, final
-
-import anyio
-from anyio.from_thread import start_blocking_portal
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Callable
 
-__all__ = ["PORTAL_THREAD_NAME", "run", "settle", "wait"]
-
-T = TypeVar("T")
+__all__ = ["BACKEND", "PORTAL_THREAD_NAME", "settle", "wait"]
 
 PORTAL_THREAD_NAME = "tether-sync"
 """The name of every portal thread (tests check that none is left running)."""
 
+BACKEND: Literal["asyncio", "trio"] = "asyncio"
+"""The event loop the portal runs (tests and benchmarks run both)."""
+
 _SIGNAL_CHECK = 0.05
-"""Seconds between checks for Ctrl-C while a thread waits on the portal. A lock wait is
+"""Seconds between checks for Ctrl-C while a thread waits on the loop. A lock wait is
 interrupted by a signal only on POSIX and only in the thread the OS delivered it to;
 waking up regularly makes Ctrl-C (and ``_thread.interrupt_main``) work everywhere. A done
 future wakes the waiter at once: this is no polling delay."""
 
 
-def wait(future: futures.Future[Any]) -> None:
-    """Block until *future* is done, staying responsive to Ctrl-C."""
+def _block(future: futures.Future[Any]) -> None:
     while not futures.wait((future,), timeout=_SIGNAL_CHECK).done:
         pass
 
 
 def settle(future: futures.Future[Any]) -> KeyboardInterrupt | None:
-    """Wait for cleanup to finish (bounded by grace) even through Ctrl-C; return the last one."""
+    """Wait for *future* (cleanup, bounded by grace) through Ctrl-C; return the last one."""
     deferred: KeyboardInterrupt | None = None
     while True:
         try:
-            wait(future)
+            _block(future)
         except KeyboardInterrupt as interrupt:
             deferred = interrupt
         else:
             return deferred
 
 
-@final
-class _Interruptible(Generic[T]):
-    """Runs one coroutine function on the portal, in a cancel scope the caller can cancel."""
+def wait(
+    future: futures.Future[Any],
+    interrupt: Callable[[BaseException], object] | None = None,
+    cleanup: futures.Future[Any] | None = None,
+) -> None:
+    """Block until *future* is done, staying responsive to Ctrl-C.
 
-    def __init__(self, func: Callable[[], Awaitable[T]], cleanup: Callable[[], Awaitable[object]]):
-        self._func = func
-        self._cleanup = cleanup
-        self._scope: anyio.CancelScope | None = None
-        self._interrupted = False
-
-    async def main(self) -> T:
-        try:
-            with anyio.CancelScope() as scope:
-                self._scope = scope
-                if self._interrupted:
-                    scope.cancel()
-                return await self._func()
-            raise _Interrupted  # never seen: the caller raises its KeyboardInterrupt instead
-        finally:
-            with anyio.move_on_after(_CLEANUP_LIMIT, shield=True):
-                await self._cleanup()
-
-    def interrupt(self) -> None:
-        self._interrupted = True
-        if self._scope is not None:
-            self._scope.cancel("tether.sync: KeyboardInterrupt")
-
-
-class _Interrupted(Exception):
-    """The job was cancelled by Ctrl-C (internal: the caller raises KeyboardInterrupt)."""
-
-
-_CLEANUP_LIMIT = 10.0
-"""Seconds closing the async clients may take (it only closes sockets)."""
-
-
-def run(func: Callable[[], Awaitable[T]], cleanup: Callable[[], Awaitable[object]]) -> T:
-    """Run *func* on a fresh portal and return its result; then *cleanup*, whatever happened.
-
-    Ctrl-C while it runs cancels it (every guarded stream inside then stops through the
-    cancel protocol, bounded by grace), waits for that, and raises the KeyboardInterrupt.
+    On Ctrl-C (or anything else raised while blocked): ``interrupt(exc)`` asks the loop to
+    stop the work, then *cleanup* (default: *future*) is awaited through further Ctrl-Cs,
+    then the exception goes on. Without *interrupt*, the wait itself is cleanup: a Ctrl-C
+    is held until *future* is done, then raised.
     """
-    job = _Interruptible(func, cleanup)
-    with start_blocking_portal(name=PORTAL_THREAD_NAME) as portal:
-        future = portal.start_task_soon(job.main)
-        try:
-            wait(future)
-        except KeyboardInterrupt as interrupt:
-            portal.call(job.interrupt)
-            deferred = settle(future)
-            if deferred is not None:
-                raise deferred from interrupt
-            raise
-        return future.result()
+    if interrupt is None:
+        deferred = settle(future)
+        if deferred is not None:
+            raise deferred
+        return
+    try:
+        _block(future)
+    except BaseException as exc:
+        interrupt(exc)
+        deferred = settle(future if cleanup is None else cleanup)
+        if deferred is not None:
+            raise deferred from exc
+        raise

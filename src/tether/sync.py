@@ -9,12 +9,15 @@ and cancels the response on the server within ``grace``. [`race`][tether.sync.ra
 [`tether.race`][tether.race] for the sync client.
 
 How it works: the async implementation runs, unchanged, in an anyio blocking portal: an
-asyncio event loop in a thread of its own, one per ``with`` block (or ``race`` call),
-joined when it exits, so nothing is left running. The portal reaches the server through
-an ``AsyncOpenAI`` configured like your ``OpenAI``: same key (or key provider), base URL,
-organization, project, headers, query, timeout and retries; Azure clients keep their API
-version, AD token and deployment. Each event crosses from the loop to your thread (about
-0.1 ms each); the cancel protocol is the async one, written once.
+event loop in a thread of its own, owned by a [`Scope`][tether.sync.Scope] (from
+[`open_scope`][tether.sync.open_scope], shared by its blocks; or made for one block when
+you pass a bare client) and joined when it exits, so nothing is left running. The portal
+reaches the server through an ``AsyncOpenAI`` configured like your ``OpenAI``: same key
+(or key provider), base URL, organization, project, headers, query, timeout and retries;
+Azure clients keep their API version, AD token and deployment. A task on the loop reads
+the stream ahead of you into a buffer your thread drains, crossing to the loop only when
+it is empty: iterating costs about what the raw sync SDK costs. The cancel protocol is the
+async one, written once.
 
 Your ``http_client``: the SDK's default maps to the async SDK's default. An
 ``httpx2.Client`` you built is mirrored on the async side: pool limits (a pool of one
@@ -22,7 +25,8 @@ stays a pool of one), TLS context, HTTP/2, transport retries, timeouts, headers,
 redirects, event hooks and ``trust_env`` (proxies from the environment). A custom
 transport or an explicit ``proxy=`` cannot be mirrored: pass
 ``async_http_client=httpx2.AsyncClient(...)`` configured the same way (tether closes it).
-Connections are not shared between blocks: each block opens its own.
+Connections are shared by the blocks of one ``open_scope``; with a bare client, each block
+opens its own.
 
 Threads: ``cancel()`` may be called from any thread (a UI's stop button) while another
 thread iterates; that iteration then simply ends. The rest belongs to the thread that
@@ -52,18 +56,18 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from contextlib import nullcontext as _nullcontext
+from typing import TYPE_CHECKING as _TYPE_CHECKING
 
 from . import _race, _stream
-from ._scope import open_scope
-from ._sync_client import async_twin
-from ._sync_portal import run
+from ._scope import DEFAULT_FIRST_EVENT_TIMEOUT as _DEFAULT_FIRST_EVENT_TIMEOUT
+from ._scope import DEFAULT_GRACE as _DEFAULT_GRACE
+from ._sync_scope import Scope, open_scope
 from ._sync_stream import GuardedStream
-from ._validate import check_timeout
 
-if TYPE_CHECKING:
-    from collections.abc import Callable
+if _TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+    from typing import Any
 
     import openai
     from openai import DefaultAsyncHttpxClient
@@ -73,20 +77,62 @@ if TYPE_CHECKING:
     from ._outcome import DetachedResponse
     from ._race_records import RaceResult, WinCondition
 
-__all__ = ["GuardedStream", "guarded_stream", "race", "resume"]
+__all__ = ["GuardedStream", "Scope", "guarded_stream", "open_scope", "race", "resume"]
 
 GuardedStream.__module__ = __name__  # documented and shown as tether.sync.GuardedStream
+Scope.__module__ = __name__
+open_scope.__module__ = __name__
+
+
+def _as_scope(
+    scope: object,
+    *,
+    deadline: float | None,
+    max_concurrency: int | None = None,
+    async_http_client: Any,
+    instead: str,
+) -> tuple[Scope, bool]:
+    """*scope* itself (not owned), or a scope of its own for a bare ``OpenAI`` (owned)."""
+    import openai
+
+    if isinstance(scope, Scope):
+        for name, value in (("deadline", deadline), ("async_http_client", async_http_client)):
+            if value is not None:
+                raise ValueError(
+                    f"{name}= applies to a bare client; with a tether.sync.Scope, pass it to "
+                    f"tether.sync.open_scope(), got {name}={value!r}"
+                )
+        return scope, False
+    if isinstance(scope, openai.AsyncOpenAI):
+        raise TypeError(
+            f"scope must be a tether.sync.Scope or an openai.OpenAI, got {scope!r}: "
+            f"use {instead} for the async client"
+        )
+    if not isinstance(scope, openai.OpenAI):
+        raise TypeError(f"scope must be a tether.sync.Scope or an openai.OpenAI, got {scope!r}")
+    owned = Scope(
+        scope,
+        deadline=deadline,
+        grace=_DEFAULT_GRACE,
+        first_event_timeout=_DEFAULT_FIRST_EVENT_TIMEOUT,
+        max_concurrency=max_concurrency,
+        confirm=False,
+        journal=None,
+        async_http_client=async_http_client,
+        instead=instead,
+    )
+    return owned, True
 
 
 def guarded_stream(
-    client: openai.OpenAI,
+    scope: Scope | openai.OpenAI,
     *,
     background: bool = True,
     grace: float | None = None,
-    deadline: float | None = None,
     first_event_timeout: float | None = None,
     first_token_timeout: float | None = None,
     idle_timeout: float | None = None,
+    deadline: float | None = None,
     async_http_client: DefaultAsyncHttpxClient | None = None,
     **create_kwargs: Any,
 ) -> GuardedStream:
@@ -96,25 +142,29 @@ def guarded_stream(
     openai-python PR #2916: ``response_id``, ``cancel()``, the close guaranteed, no pool
     deadlock. Entering sends ``client.responses.create(stream=True, background=True,
     **create_kwargs)`` and waits for ``response.created``, so ``stream.response_id`` is known
-    before your code runs. Leaving early (``break``, an exception, Ctrl-C, ``deadline``)
+    before your code runs. Leaving early (``break``, an exception, Ctrl-C, the deadline)
     closes the stream, cancels the response on the server within ``grace``, and goes on:
     exceptions propagate unchanged.
 
     Args:
-        client: An ``openai.OpenAI`` (or ``AzureOpenAI``). tether talks to the server through
-            an ``AsyncOpenAI`` configured the same way; a custom ``http_client`` is mirrored,
-            pool limits included.
+        scope: A [`tether.sync.Scope`][tether.sync.Scope] from
+            [`open_scope`][tether.sync.open_scope] (its deadline, grace and event loop
+            apply), or an ``openai.OpenAI`` (or ``AzureOpenAI``) for a block of its own.
+            tether talks to the server through an ``AsyncOpenAI`` configured the same way;
+            a custom ``http_client`` is mirrored, pool limits included.
         background: Run the response in background mode, the only mode the server can cancel.
-        grace: Seconds the server-side cancel may take (default 5).
-        deadline: Seconds for the whole ``with`` block, or ``None``. When it passes, the
-            stream is stopped and cancelled on the server at once, even while the body runs
-            its own code, and the block raises [`DeadlineExceeded`][tether.DeadlineExceeded].
-        first_event_timeout: Seconds to wait for ``response.created`` (default 10).
+        grace: Seconds the server-side cancel may take (default: the scope's, 5).
+        first_event_timeout: Seconds to wait for ``response.created`` (default: the
+            scope's, 10).
         first_token_timeout: Seconds from the request to the first output delta, or ``None``.
         idle_timeout: Seconds without any event, or ``None``.
-        async_http_client: The ``httpx2.AsyncClient`` to use instead of mirroring the sync
-            client's (needed for a custom transport or an explicit proxy). tether closes it
-            when the block exits.
+        deadline: With a bare client only: seconds for the whole ``with`` block, or
+            ``None``. When it passes, the stream is stopped and cancelled on the server at
+            once, even while the body runs its own code, and the block raises
+            [`DeadlineExceeded`][tether.DeadlineExceeded]. (A scope has its own deadline.)
+        async_http_client: With a bare client only: the ``httpx2.AsyncClient`` to use
+            instead of mirroring the sync client's (needed for a custom transport or an
+            explicit proxy). tether closes it when the block exits.
         **create_kwargs: Passed to ``client.responses.create`` (``model``, ``input``, ...).
 
     Returns:
@@ -123,6 +173,7 @@ def guarded_stream(
     Raises:
         DeadlineExceeded: The deadline passed (after the response was cancelled).
         StallError: A stall timeout fired (after the response was cancelled).
+        TetherError: The scope was cancelled before the stream opened (nothing was sent).
         TypeError: An ``AsyncOpenAI`` (use ``tether.guarded_stream``), a bad argument type, or
             no ``model``. Checked before any request.
         ValueError: ``stream=`` given, or a timeout out of range. Checked before any request.
@@ -138,10 +189,14 @@ def guarded_stream(
 
     Added in version 0.1.
     """
-    limit = check_timeout("deadline", deadline)
-    twin = async_twin(client, http_client=async_http_client)
-    stream = _stream.build_guard(
-        twin,
+    the_scope, owns = _as_scope(
+        scope,
+        deadline=deadline,
+        async_http_client=async_http_client,
+        instead="tether.guarded_stream",
+    )
+    guard = _stream.build_guard(
+        the_scope._async,
         background=background,
         grace=grace,
         first_event_timeout=first_event_timeout,
@@ -149,17 +204,17 @@ def guarded_stream(
         idle_timeout=idle_timeout,
         **create_kwargs,
     )
-    return GuardedStream(stream, twin, limit)
+    return GuardedStream(guard, the_scope, owns_scope=owns)
 
 
 def resume(
-    client: openai.OpenAI,
+    scope: Scope | openai.OpenAI,
     handle: DetachedResponse,
     *,
     grace: float | None = None,
-    deadline: float | None = None,
     first_event_timeout: float | None = None,
     idle_timeout: float | None = None,
+    deadline: float | None = None,
     async_http_client: DefaultAsyncHttpxClient | None = None,
 ) -> GuardedStream:
     """Guard a background response again, from where a detached stream left it.
@@ -168,12 +223,12 @@ def resume(
     sequence number, then live ones, guarded like any other stream.
 
     Args:
-        client: An ``openai.OpenAI``.
+        scope: A [`tether.sync.Scope`][tether.sync.Scope], or an ``openai.OpenAI``.
         handle: What [`detach`][tether.sync.GuardedStream.detach] returned.
-        grace: Seconds the server-side cancel may take (default 5).
-        deadline: Seconds for the whole ``with`` block, or ``None``.
-        first_event_timeout: Seconds to wait for the stream to open (default 10).
+        grace: Seconds the server-side cancel may take (default: the scope's, 5).
+        first_event_timeout: Seconds to wait for the stream to open (default: the scope's).
         idle_timeout: Seconds without any event, or ``None``.
+        deadline: With a bare client only: seconds for the whole ``with`` block, or ``None``.
         async_http_client: See [`guarded_stream`][tether.sync.guarded_stream].
 
     Returns:
@@ -187,20 +242,21 @@ def resume(
 
     Added in version 0.1.
     """
-    limit = check_timeout("deadline", deadline)
-    twin = async_twin(client, http_client=async_http_client)
-    stream = _stream.resume_guard(
-        twin,
+    the_scope, owns = _as_scope(
+        scope, deadline=deadline, async_http_client=async_http_client, instead="tether.resume"
+    )
+    guard = _stream.resume_guard(
+        the_scope._async,
         handle,
         grace=grace,
         first_event_timeout=first_event_timeout,
         idle_timeout=idle_timeout,
     )
-    return GuardedStream(stream, twin, limit)
+    return GuardedStream(guard, the_scope, owns_scope=owns)
 
 
 def race(
-    client: openai.OpenAI,
+    scope: Scope | openai.OpenAI,
     requests: Sequence[Mapping[str, Any]],
     *,
     win: WinCondition | Callable[[Response], bool] = _race.first_completed,
@@ -218,18 +274,20 @@ def race(
     cancels every attempt on the server, then propagates.
 
     Args:
-        client: An ``openai.OpenAI`` (see [`guarded_stream`][tether.sync.guarded_stream] for
-            how it is carried over to the async side).
+        scope: A [`tether.sync.Scope`][tether.sync.Scope], or an ``openai.OpenAI`` (see
+            [`guarded_stream`][tether.sync.guarded_stream] for how it is carried over to
+            the async side).
         requests: ``responses.create`` kwargs, one dict per attempt; each may carry its own
             ``client=`` (another ``openai.OpenAI``) and any guarded-stream option.
         win: [`first_completed`][tether.first_completed] (default),
             [`first_token`][tether.first_token], or a ``Callable[[Response], bool]``.
         stagger: ``None`` (all at once), seconds, or [`adaptive`][tether.adaptive].
         grace: Seconds each loser's server-side cancel may take (default 5).
-        max_concurrency: At most this many attempts in flight at once.
-        deadline: Seconds for the whole race, or ``None``: then every attempt is cancelled
-            on the server and [`DeadlineExceeded`][tether.DeadlineExceeded] is raised.
-        async_http_client: See [`guarded_stream`][tether.sync.guarded_stream] (for *client*).
+        max_concurrency: With a bare client: at most this many attempts in flight at once.
+        deadline: With a bare client: seconds for the whole race, or ``None``: then every
+            attempt is cancelled on the server and
+            [`DeadlineExceeded`][tether.DeadlineExceeded] is raised.
+        async_http_client: See [`guarded_stream`][tether.sync.guarded_stream] (for *scope*).
 
     Returns:
         A [`RaceResult`][tether.RaceResult]; ``result.winner.response`` is the final response.
@@ -251,49 +309,43 @@ def race(
 
     Added in version 0.1.
     """
-    limit = check_timeout("deadline", deadline)
-    twin = async_twin(client, http_client=async_http_client, instead="tether.race")
-    twins: dict[int, openai.AsyncOpenAI] = {id(client): twin}
-    attempts = _with_async_clients(requests, twins)
+    the_scope, owns = _as_scope(
+        scope,
+        deadline=deadline,
+        max_concurrency=max_concurrency,
+        async_http_client=async_http_client,
+        instead="tether.race",
+    )
+    attempts = _with_async_clients(requests, the_scope)
+    limit = None if owns else max_concurrency
 
     async def main() -> RaceResult:
-        if limit is None:
-            return await _race.race(
-                twin,
-                attempts,
-                win=win,
-                stagger=stagger,
-                grace=grace,
-                max_concurrency=max_concurrency,
-            )
-        async with open_scope(twin, deadline=limit, max_concurrency=max_concurrency) as scope:
-            return await _race.race(scope, attempts, win=win, stagger=stagger, grace=grace)
+        return await _race.race(
+            the_scope._async, attempts, win=win, stagger=stagger, grace=grace, max_concurrency=limit
+        )
 
-    async def close_clients() -> None:
-        for each in twins.values():
-            await each.close()
-
-    return run(main, close_clients)
+    with the_scope if owns else _nullcontext(the_scope):
+        return the_scope.run(main, "race()")
 
 
 def _with_async_clients(
-    requests: Sequence[Mapping[str, Any]], twins: dict[int, openai.AsyncOpenAI]
+    requests: Sequence[Mapping[str, Any]], scope: Scope
 ) -> Sequence[Mapping[str, Any]]:
     """*requests* with each ``client=`` replaced by its async twin (one twin per client).
 
     Anything malformed is left as is, for ``race`` to reject with its own message.
     """
+    from collections.abc import Mapping, Sequence
+
     if isinstance(requests, (str, bytes, Mapping)) or not isinstance(requests, Sequence):
         return requests
     converted: list[Mapping[str, Any]] = []
     for index, request in enumerate(requests):
         if isinstance(request, Mapping) and "client" in request:
-            own = request["client"]
-            if id(own) not in twins:
-                try:
-                    twins[id(own)] = async_twin(own, instead="tether.race")
-                except TypeError as exc:
-                    raise TypeError(f"requests[{index}]['client']: {exc}") from None
-            request = {**request, "client": twins[id(own)]}
+            request = {**request, "client": scope.twin(request["client"], index)}
         converted.append(request)
     return converted
+
+
+def __dir__() -> list[str]:
+    return list(__all__)

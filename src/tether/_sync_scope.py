@@ -1,0 +1,400 @@
+"""The sync Scope: one portal thread, one mirrored ``AsyncOpenAI``, one async Scope.
+
+A [`tether.sync.Scope`][tether.sync.Scope] owns, for the length of its ``with`` block:
+
+- an anyio blocking portal (an event loop in a thread of its own, joined on exit);
+- the ``AsyncOpenAI`` twin of your ``OpenAI`` (and one per other client a race names),
+  closed on exit, so connections are reused from one stream to the next;
+- a host task that holds the async [`Scope`][tether.Scope] open (its deadline, grace,
+  concurrency limit, journal) and a task group inside it. Every stream and race of the
+  sync scope runs as a task of that group: the async scope's deadline reaches them like
+  any cancellation, and they stop through the async ``ResponseGuard.stop``.
+
+A bare ``OpenAI`` passed to ``tether.sync.guarded_stream`` gets a scope of its own for
+the block; ``tether.sync.open_scope`` shares one between blocks (and threads).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from concurrent import futures
+from contextlib import ExitStack
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, final
+
+import anyio
+from anyio.from_thread import start_blocking_portal
+from anyio.lowlevel import checkpoint_if_cancelled
+
+from . import _sync_portal
+from ._errors import DeadlineExceeded, TetherError
+from ._scope import DEFAULT_FIRST_EVENT_TIMEOUT, DEFAULT_GRACE, _run_scope
+from ._scope import Scope as AsyncScope
+from ._sync_client import async_twin
+from ._sync_portal import PORTAL_THREAD_NAME, settle, wait
+from ._validate import check_timeout
+
+if TYPE_CHECKING:
+    import os
+    from collections.abc import Awaitable, Callable, Coroutine
+    from types import TracebackType
+
+    import openai
+    from anyio.abc import TaskGroup
+    from anyio.from_thread import BlockingPortal
+
+    from ._journal import Journal
+    from ._outcome import Outcome
+
+__all__ = ["Scope", "open_scope"]
+
+T = TypeVar("T")
+
+_CLEANUP_LIMIT = 10.0
+"""Seconds closing the async clients may take (it only closes sockets)."""
+
+
+@final
+class Scope:
+    """The sync face of [`tether.Scope`][tether.Scope]: a deadline, a grace, a portal.
+
+    Made by [`tether.sync.open_scope`][tether.sync.open_scope]; pass it to
+    [`tether.sync.guarded_stream`][tether.sync.guarded_stream] and
+    [`tether.sync.race`][tether.sync.race] instead of the client. Its blocks share one
+    event-loop thread and one mirrored async client (and its connections). Any thread may
+    open streams in it while it is open.
+
+    Example:
+        ```python
+        with tether.sync.open_scope(client, deadline=30) as scope:
+            with tether.sync.guarded_stream(scope, model="gpt-5", input="Hi") as stream:
+                print(stream.get_final_response().output_text)
+            print(f"{scope.remaining():.1f}s left")
+        ```
+    """
+
+    def __init__(
+        self,
+        client: openai.OpenAI,
+        *,
+        deadline: float | None,
+        grace: float,
+        first_event_timeout: float,
+        max_concurrency: int | None,
+        confirm: bool,
+        journal: Journal | str | os.PathLike[str] | None,
+        async_http_client: Any = None,
+        instead: str = "tether.open_scope",
+    ) -> None:
+        self._limit = check_timeout("deadline", deadline)
+        self.client: openai.OpenAI = client
+        """The sync client (its settings are mirrored on the async side)."""
+        twin = async_twin(client, http_client=async_http_client, instead=instead)
+        self._twins: dict[int, openai.AsyncOpenAI] = {id(client): twin}
+        self._async = AsyncScope(
+            twin,
+            grace=grace,
+            first_event_timeout=first_event_timeout,
+            max_concurrency=max_concurrency,
+            confirm=confirm,
+            journal=journal,
+        )
+        self._portal: BlockingPortal | None = None
+        self._stack: ExitStack | None = None
+        self._host: futures.Future[None] | None = None
+        self._group: TaskGroup | None = None
+        self._closing: anyio.Event | None = None
+        self._deadline = math.inf
+        self._entered = False
+
+    def __repr__(self) -> str:
+        return f"<tether.sync.Scope deadline={self._deadline!r} live={self.live}>"
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def grace(self) -> float:
+        """Seconds each server-side cancel may take, retries included."""
+        return self._async.grace
+
+    @property
+    def first_event_timeout(self) -> float:
+        """Seconds to wait for ``response.created`` when a stream opens."""
+        return self._async.first_event_timeout
+
+    @property
+    def deadline(self) -> float:
+        """The absolute deadline, on ``time.monotonic()``'s clock (``inf`` if none)."""
+        return self._deadline
+
+    def remaining(self) -> float:
+        """Seconds left before the deadline (``inf`` if there is none; never negative)."""
+        return max(0.0, self._deadline - time.monotonic())
+
+    @property
+    def cancel_called(self) -> bool:
+        """Whether the scope was cancelled (explicitly, or by its deadline)."""
+        return self._async.cancel_called
+
+    @property
+    def live(self) -> int:
+        """How many guarded streams are open in this scope right now."""
+        return self._async.live
+
+    @property
+    def outcomes(self) -> tuple[Outcome, ...]:
+        """The outcome of every guarded stream that ended in this scope, in the order they ended."""
+        return self._async.outcomes
+
+    def cancel(self) -> None:
+        """Cancel everything running in the scope; each live response is cancelled on the server.
+
+        Thread-safe. Every live stream's iteration then ends (``reason="scope_cancelled"``);
+        a stream opened afterwards raises ``TetherError`` without sending anything; the
+        ``with`` block exits quietly.
+        """
+        portal = self._require_open("cancel()")
+        portal.call(self._async.cancel)
+
+    # -------------------------------------------------------------- lifecycle
+
+    def __enter__(self) -> Scope:
+        if self._entered:
+            raise RuntimeError("a tether.sync.Scope can be entered only once")
+        self._entered = True
+        with ExitStack() as stack:
+            portal = stack.enter_context(
+                start_blocking_portal(_sync_portal.BACKEND, name=PORTAL_THREAD_NAME)
+            )
+            self._host, _ = portal.start_task(self._run_host)
+            self._portal = portal
+            self._stack = stack.pop_all()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        stack, self._stack = self._stack, None
+        portal, host, closing = self._portal, self._host, self._closing
+        if stack is None or portal is None or host is None or closing is None:  # pragma: no cover
+            return
+        with stack:
+            self._portal = None
+            portal.call(closing.set)
+            deferred = settle(host)
+        if deferred is not None:
+            raise deferred from exc
+        error = host.exception()
+        if error is not None and exc is None:
+            raise error  # DeadlineExceeded: the deadline passed, the body exited normally
+
+    async def _run_host(self, *, task_status: Any) -> None:
+        """Hold the async scope and its task group open until the sync block exits."""
+        self._closing = anyio.Event()
+        try:
+            async with _run_scope(self._async, self._limit):
+                async with anyio.create_task_group() as group:
+                    self._group = group
+                    self._deadline = time.monotonic() + (
+                        self._async.deadline - anyio.current_time()
+                    )
+                    task_status.started()
+                    with anyio.CancelScope(shield=True):  # the body's lifetime, not a stop path
+                        await self._closing.wait()
+                    await checkpoint_if_cancelled()  # a passed deadline: the scope raises
+        finally:
+            self._group = None
+            with anyio.move_on_after(_CLEANUP_LIMIT, shield=True):
+                for twin in self._twins.values():
+                    await twin.close()
+
+    # ---------------------------------------------------------- running work
+
+    def _require_open(self, what: str) -> BlockingPortal:
+        portal = self._portal
+        if portal is None:
+            state = "has exited" if self._entered else "is not open"
+            raise RuntimeError(
+                f"{what} needs an open scope: this tether.sync.Scope {state} "
+                "(use it inside `with tether.sync.open_scope(...) as scope:`)"
+            )
+        return portal
+
+    def twin(self, client: object, index: int) -> openai.AsyncOpenAI:
+        """The async twin of another sync client a race names (one per client, closed on exit)."""
+        if id(client) not in self._twins:
+            try:
+                self._twins[id(client)] = async_twin(client, instead="tether.race")
+            except TypeError as exc:
+                raise TypeError(f"requests[{index}]['client']: {exc}") from None
+        return self._twins[id(client)]
+
+    def spawn(
+        self,
+        func: Callable[[], Coroutine[Any, Any, object]],
+        what: str,
+        prepare: Callable[[], object] | None = None,
+    ) -> None:
+        """Start *func* as a task inside the async scope (its deadline and cancel apply),
+        after calling *prepare* on the loop."""
+        portal = self._require_open(what)
+        if not portal.call(self._spawn, func, prepare):
+            self.raise_cancelled(what)
+
+    def _spawn(
+        self, func: Callable[[], Coroutine[Any, Any, object]], prepare: Callable[[], object] | None
+    ) -> bool:
+        """(On the loop.) Start *func*; ``False`` (nothing started) in a cancelled scope."""
+        assert self._group is not None
+        if self._async.cancel_called:  # a task started now might never run a line
+            return False
+        if prepare is not None:
+            prepare()
+        self._group.start_soon(func)
+        return True
+
+    def call(self, func: Callable[..., T], *args: Any) -> T:
+        """Run the sync *func* on the loop thread and return its result."""
+        return self._require_open("this call").call(func, *args)
+
+    def submit(self, func: Callable[[], Awaitable[T]]) -> futures.Future[T]:
+        """Run the coroutine function *func* on the loop, outside the scope (a stop)."""
+        return self._require_open("this call").start_task_soon(func)
+
+    def run(self, func: Callable[[], Awaitable[T]], what: str) -> T:
+        """Run *func* inside the async scope and return its result.
+
+        Ctrl-C cancels it (every stream inside stops through the cancel protocol), waits
+        for that, and raises the ``KeyboardInterrupt``. A scope cancelled under it raises
+        ``DeadlineExceeded`` (its deadline) or ``TetherError`` (``scope.cancel()``).
+        """
+        job = _Job(func)
+        self.spawn(job.main, what)
+        wait(job.result, lambda exc: self.call(job.interrupt))
+        try:
+            return job.result.result()
+        except futures.CancelledError:
+            self.raise_cancelled(what)
+            raise
+
+    def expired(self) -> bool:
+        """Whether the scope's deadline has passed (on the loop's clock)."""
+        return self.call(self._expired)
+
+    def cancel_reason(self) -> Literal["deadline", "scope_cancelled"]:
+        """(On the loop.) Why the async scope cancelled what runs in it."""
+        return "deadline" if self._expired() else "scope_cancelled"
+
+    def _expired(self) -> bool:
+        return self._async.cancel_called and anyio.current_time() >= self._async.deadline
+
+    def raise_cancelled(self, what: str) -> None:
+        """Raise what a block cancelled by the scope raises: ``DeadlineExceeded`` if the
+        deadline passed, else ``TetherError`` (``scope.cancel()``); nothing if neither."""
+        if not self._async.cancel_called:
+            return
+        if self.expired():
+            raise DeadlineExceeded(self._limit or 0.0)
+        raise TetherError(f"{what}: the scope was cancelled (scope.cancel())")
+
+    @property
+    def limit(self) -> float | None:
+        """The deadline as given, in seconds (``None`` for none)."""
+        return self._limit
+
+
+@final
+class _Job:
+    """One coroutine function run inside a scope, in a cancel scope Ctrl-C can cancel."""
+
+    def __init__(self, func: Callable[[], Awaitable[Any]]) -> None:
+        self._func = func
+        self._scope: anyio.CancelScope | None = None
+        self._interrupted = False
+        self.result: futures.Future[Any] = futures.Future()
+
+    async def main(self) -> None:
+        with anyio.CancelScope() as own:
+            self._scope = own
+            if self._interrupted:
+                own.cancel()
+            try:
+                self.result.set_result(await self._func())
+            except Exception as exc:
+                self.result.set_exception(exc)
+            finally:
+                if not self.result.done():  # cancelled: by Ctrl-C or by the scope
+                    self.result.set_exception(futures.CancelledError())
+
+    def interrupt(self) -> None:
+        """(On the loop.) Cancel the job: Ctrl-C."""
+        self._interrupted = True
+        if self._scope is not None:
+            self._scope.cancel("tether.sync: KeyboardInterrupt")
+
+
+def open_scope(
+    client: openai.OpenAI,
+    *,
+    deadline: float | None = None,
+    grace: float = DEFAULT_GRACE,
+    first_event_timeout: float = DEFAULT_FIRST_EVENT_TIMEOUT,
+    max_concurrency: int | None = None,
+    confirm: bool = False,
+    journal: Journal | str | os.PathLike[str] | None = None,
+    async_http_client: Any = None,
+) -> Scope:
+    """Open a scope for sync code: a deadline for everything inside, one portal for all of it.
+
+    The sync face of [`tether.open_scope`][tether.open_scope], with the same arguments and
+    defaults. When the deadline runs out, every guarded stream inside is closed and its
+    response cancelled on the server (each within ``grace``), even while the body runs its
+    own code; the stream being read raises [`DeadlineExceeded`][tether.DeadlineExceeded]
+    (a ``TimeoutError``), and so does the block if the body let it exit normally. Its
+    streams share one event-loop thread and one mirrored ``AsyncOpenAI`` (connections are
+    reused), which makes each block cheaper than with a bare client.
+
+    Args:
+        client: An ``openai.OpenAI`` (or ``AzureOpenAI``).
+        deadline: Seconds for the whole block, or ``None`` for no deadline.
+        grace: Seconds each server-side cancel may take, retries included.
+        first_event_timeout: Seconds to wait for ``response.created`` when opening a stream.
+        max_concurrency: At most this many guarded streams open at once in the scope.
+        confirm: Re-read every cancelled response to confirm its final status.
+        journal: Record every live background response in this [`Journal`][tether.Journal]
+            (or SQLite file), so that [`reap`][tether.reap] can cancel what a crash left.
+        async_http_client: The ``httpx2.AsyncClient`` to use instead of mirroring the sync
+            client's (for a custom transport or an explicit proxy); closed on exit.
+
+    Returns:
+        A [`tether.sync.Scope`][tether.sync.Scope], to use as ``with``.
+
+    Raises:
+        DeadlineExceeded: The deadline ran out (after every live response was cancelled).
+        TypeError: *client* is not a sync ``openai.OpenAI`` (an ``AsyncOpenAI`` goes to
+            ``tether.open_scope``).
+        ValueError: A number is out of range (checked before anything is sent).
+
+    Example:
+        ```python
+        with tether.sync.open_scope(client, deadline=30, grace=5) as scope:
+            for question in questions:
+                with tether.sync.guarded_stream(scope, model="gpt-5", input=question) as s:
+                    print(s.get_final_response().output_text)
+        ```
+
+    Added in version 0.1.
+    """
+    return Scope(
+        client,
+        deadline=deadline,
+        grace=grace,
+        first_event_timeout=first_event_timeout,
+        max_concurrency=max_concurrency,
+        confirm=confirm,
+        journal=journal,
+        async_http_client=async_http_client,
+    )

@@ -1,0 +1,346 @@
+"""tether.sync.open_scope: one portal, one async client, one deadline for many sync blocks.
+
+Every test runs with the portal on asyncio and on trio. Tests synchronise on the emulator's
+ledger (``wait_for_sync``) and on events, never on sleeps.
+"""
+
+from __future__ import annotations
+
+import _thread
+import math
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import httpx2
+import openai
+import pytest
+
+import tether
+import tether.sync
+from tether import _sync_portal
+from tether._sync_portal import PORTAL_THREAD_NAME
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    from tether.testing import ResponsesEmulator
+
+WATCHDOG = 10.0
+"""Seconds a "does not hang" scenario may take before the test calls it a hang."""
+
+
+@pytest.fixture(autouse=True, params=["asyncio", "trio"])
+def portal_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs with the portal on asyncio and on trio."""
+    monkeypatch.setattr(_sync_portal, "BACKEND", request.param)
+    return request.param
+
+
+@pytest.fixture
+def client(emulator: ResponsesEmulator) -> Iterator[openai.OpenAI]:
+    with emulator.client() as sync_client:
+        yield sync_client
+
+
+def portal_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == PORTAL_THREAD_NAME]
+
+
+def in_thread(target: Callable[[], object]) -> threading.Thread:
+    """Start *target* in a thread (joined by the test: nothing here is detached)."""
+    thread = threading.Thread(target=target)
+    thread.start()
+    return thread
+
+
+def read_deltas(stream: tether.sync.GuardedStream, n: int) -> None:
+    seen = 0
+    for event in stream:
+        if event.type == "response.output_text.delta":
+            seen += 1
+            if seen >= n:
+                return
+
+
+def generating(response_id: str | None, tokens: int = 1) -> Callable[[Any], bool]:
+    assert response_id is not None
+    return lambda ledger: ledger[response_id].tokens_generated >= tokens
+
+
+# ------------------------------------------------------------------- lifetime
+
+
+def test_blocks_of_a_scope_share_one_portal_thread_joined_on_exit(client: openai.OpenAI) -> None:
+    threads: list[list[threading.Thread]] = []
+    with tether.sync.open_scope(client) as scope:
+        for _ in range(2):
+            with tether.sync.guarded_stream(scope, model="fast", input="hi") as stream:
+                stream.get_final_response()
+                threads.append(portal_threads())
+    assert len(threads[0]) == 1
+    assert threads[0] == threads[1]
+    assert portal_threads() == []
+
+
+def test_blocks_of_a_scope_reuse_the_connection(emulator: ResponsesEmulator) -> None:
+    """One mirrored async client per scope: the second block finds the first's connection."""
+    connects: list[str] = []
+
+    def on_connect(request: httpx2.Request) -> None:
+        connects.append(request.url.path)
+
+    http = httpx2.Client(limits=httpx2.Limits(max_connections=1))
+    with emulator.client(http_client=http) as sync_client:
+        with tether.sync.open_scope(sync_client) as scope:
+            for _ in range(2):
+                with tether.sync.guarded_stream(scope, model="fast", input="hi") as stream:
+                    stream.get_final_response()
+            (twin,) = scope._twins.values()
+            pool: Any = twin._client._transport._pool
+            assert len(pool.connections) == 1
+            assert pool.connections[0].info() is not None
+    assert [outcome.reason for outcome in scope.outcomes] == ["completed", "completed"]
+
+
+def test_scope_outcomes_record_every_stream_in_order(client: openai.OpenAI) -> None:
+    with tether.sync.open_scope(client) as scope:
+        with tether.sync.guarded_stream(scope, model="fast", input="hi") as first:
+            first.get_final_response()
+        with tether.sync.guarded_stream(scope, model="slow", input="hi") as second:
+            next(second)
+            assert scope.live == 1
+        assert scope.live == 0
+    assert [o.reason for o in scope.outcomes] == ["completed", "break"]
+    assert scope.outcomes[1].response_id == second.response_id
+
+
+def test_remaining_and_deadline_come_from_the_async_scope(client: openai.OpenAI) -> None:
+    with tether.sync.open_scope(client, deadline=30) as scope:
+        assert 0 < scope.remaining() <= 30
+        assert scope.deadline == pytest.approx(time.monotonic() + scope.remaining(), abs=1)
+    with tether.sync.open_scope(client) as unbounded:
+        assert unbounded.deadline == math.inf
+        assert unbounded.remaining() == math.inf
+
+
+def test_streams_from_several_threads_share_one_scope(
+    emulator: ResponsesEmulator, client: openai.OpenAI
+) -> None:
+    errors: list[BaseException] = []
+
+    with tether.sync.open_scope(client) as scope:
+
+        def worker() -> None:
+            try:
+                with tether.sync.guarded_stream(scope, model="fast", input="hi") as stream:
+                    stream.get_final_response()
+            except BaseException as exc:  # reported to the test below
+                errors.append(exc)
+
+        workers = [in_thread(worker) for _ in range(3)]
+        for thread in workers:
+            thread.join(WATCHDOG)
+    assert errors == []
+    assert [o.reason for o in scope.outcomes] == ["completed"] * 3
+    assert emulator.ledger.orphans() == []
+
+
+def test_pool_of_one_connection_does_not_deadlock_across_blocks_of_a_scope(
+    emulator: ResponsesEmulator,
+) -> None:
+    """Each break closes the stream (freeing the one connection) before the cancel POST."""
+    paths: list[str] = []
+    http = httpx2.Client(
+        limits=httpx2.Limits(max_connections=1),
+        event_hooks={"request": [lambda request: paths.append(request.url.path)]},
+    )
+    outcomes: list[tether.Outcome] = []
+
+    def scenario() -> None:
+        with emulator.client(http_client=http) as sync_client:
+            with tether.sync.open_scope(sync_client) as scope:
+                for _ in range(2):
+                    with tether.sync.guarded_stream(scope, model="slow", input="hi") as stream:
+                        read_deltas(stream, 1)
+            outcomes.extend(scope.outcomes)
+
+    watchdog = in_thread(scenario)
+    watchdog.join(WATCHDOG)
+    assert not watchdog.is_alive(), "deadlocked on a pool of one connection"
+    assert [o.receipt.status for o in outcomes if o.receipt] == ["cancelled", "cancelled"]
+    first, second = (o.response_id for o in outcomes)
+    assert paths == [
+        "/v1/responses",
+        f"/v1/responses/{first}/cancel",
+        "/v1/responses",
+        f"/v1/responses/{second}/cancel",
+    ]
+
+
+# ------------------------------------------------------------------- deadline
+
+
+def test_scope_deadline_stops_the_stream_and_raises_deadline_exceeded(
+    emulator: ResponsesEmulator, client: openai.OpenAI
+) -> None:
+    with pytest.raises(tether.DeadlineExceeded):
+        with tether.sync.open_scope(client, deadline=2.0) as scope:
+            with tether.sync.guarded_stream(scope, model="slow", input="hi") as stream:
+                for _ in stream:  # a minute of tokens: only the deadline ends this
+                    pass
+    assert stream.outcome.reason == "deadline"
+    response_id = stream.response_id
+    assert response_id is not None
+    assert emulator.ledger[response_id].status == "cancelled"
+    assert portal_threads() == []
+
+
+def test_scope_deadline_cancels_while_the_body_is_busy_and_the_block_raises(
+    emulator: ResponsesEmulator, client: openai.OpenAI
+) -> None:
+    after_the_stream = False
+    with pytest.raises(tether.DeadlineExceeded):
+        with tether.sync.open_scope(client, deadline=2.0) as scope:
+            with tether.sync.guarded_stream(scope, model="slow", input="hi") as stream:
+                response_id = stream.response_id
+                assert response_id is not None
+                emulator.wait_for_sync(lambda ledger: ledger[response_id].status == "cancelled")
+            after_the_stream = True
+    assert not after_the_stream
+    assert stream.outcome.reason == "deadline"
+
+
+def test_stream_opened_after_the_deadline_raises_deadline_exceeded_and_sends_nothing(
+    emulator: ResponsesEmulator, client: openai.OpenAI
+) -> None:
+    with pytest.raises(tether.DeadlineExceeded):
+        with tether.sync.open_scope(client, deadline=2.0) as scope:
+            with pytest.raises(tether.DeadlineExceeded):
+                with tether.sync.guarded_stream(scope, model="slow", input="hi") as stream:
+                    response_id = stream.response_id
+                    assert response_id is not None
+                    emulator.wait_for_sync(lambda ledger: ledger[response_id].status == "cancelled")
+            with tether.sync.guarded_stream(scope, model="fast", input="hi"):
+                pass
+    assert emulator.ledger.requests == 1
+
+
+# --------------------------------------------------------------------- cancel
+
+
+def test_scope_cancel_from_another_thread_ends_the_iteration_and_exits_quietly(
+    emulator: ResponsesEmulator, client: openai.OpenAI
+) -> None:
+    with tether.sync.open_scope(client) as scope:
+        with tether.sync.guarded_stream(scope, model="slow", input="hi") as stream:
+
+            def stop_button() -> None:
+                emulator.wait_for_sync(generating(stream.response_id, 2))
+                scope.cancel()
+
+            button = in_thread(stop_button)
+            for _ in stream:  # ends when the other thread cancels the scope
+                pass
+            button.join()
+        assert scope.cancel_called
+    assert stream.outcome.reason == "scope_cancelled"
+    response_id = stream.response_id
+    assert response_id is not None
+    emulator.wait_for_sync(lambda ledger: not ledger[response_id].generating)
+    assert emulator.ledger[response_id].status == "cancelled"
+
+
+def test_stream_opened_in_a_cancelled_scope_raises_and_sends_nothing(
+    emulator: ResponsesEmulator, client: openai.OpenAI
+) -> None:
+    with tether.sync.open_scope(client) as scope:
+        scope.cancel()
+        with pytest.raises(tether.TetherError, match=r"scope was cancelled \(scope\.cancel\(\)\)"):
+            with tether.sync.guarded_stream(scope, model="fast", input="hi"):
+                pass
+    assert emulator.ledger.requests == 0
+
+
+def test_ctrl_c_in_a_scope_cancels_the_stream_and_propagates_through_the_scope(
+    emulator: ResponsesEmulator, client: openai.OpenAI
+) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("Ctrl-C is delivered to the main thread")
+    presser: threading.Thread | None = None
+    with pytest.raises(KeyboardInterrupt):
+        with tether.sync.open_scope(client) as scope:
+            with tether.sync.guarded_stream(scope, model="slow", input="hi") as stream:
+
+                def user() -> None:
+                    emulator.wait_for_sync(generating(stream.response_id, 2))
+                    _thread.interrupt_main()
+
+                presser = in_thread(user)
+                for _ in stream:
+                    pass
+    assert presser is not None
+    presser.join()
+    assert stream.outcome.reason == "interrupted"
+    assert portal_threads() == []
+
+
+# -------------------------------------------------------------------- race
+
+
+def test_race_in_a_scope_runs_on_the_scope_portal(
+    emulator: ResponsesEmulator, client: openai.OpenAI
+) -> None:
+    with tether.sync.open_scope(client) as scope:
+        result = tether.sync.race(
+            scope, [{"model": "slow", "input": "hi"}, {"model": "fast", "input": "hi"}]
+        )
+        assert len(portal_threads()) == 1
+    assert result.winner.index == 1
+    assert emulator.ledger.orphans() == []
+
+
+# ------------------------------------------------------------------ bad input
+
+
+def test_open_scope_refuses_an_async_client_with_a_pointer_to_tether_open_scope(
+    emulator: ResponsesEmulator,
+) -> None:
+    async_client = emulator.async_client()
+    with pytest.raises(TypeError, match=r"use tether\.open_scope for the async client"):
+        tether.sync.open_scope(async_client)  # type: ignore[arg-type]
+    anyio.run(async_client.close)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "argument"),
+    [
+        ({"deadline": -1}, "deadline"),
+        ({"grace": 0}, "grace"),
+        ({"first_event_timeout": 0}, "first_event_timeout"),
+        ({"max_concurrency": 0}, "max_concurrency"),
+    ],
+)
+def test_open_scope_rejects_bad_arguments_before_starting_anything(
+    client: openai.OpenAI, kwargs: dict[str, Any], argument: str
+) -> None:
+    with pytest.raises(ValueError, match=argument):
+        tether.sync.open_scope(client, **kwargs)
+    assert portal_threads() == []
+
+
+def test_deadline_argument_with_a_scope_points_to_open_scope(client: openai.OpenAI) -> None:
+    with tether.sync.open_scope(client) as scope:
+        with pytest.raises(ValueError, match=r"pass it to tether\.sync\.open_scope\(\)"):
+            tether.sync.guarded_stream(scope, model="fast", input="hi", deadline=5)
+
+
+def test_scope_used_after_its_block_raises_runtime_error(client: openai.OpenAI) -> None:
+    with tether.sync.open_scope(client) as scope:
+        pass
+    guarded = tether.sync.guarded_stream(scope, model="fast", input="hi")
+    with pytest.raises(RuntimeError, match=r"this tether\.sync\.Scope has exited"):
+        guarded.__enter__()
+    with pytest.raises(RuntimeError, match="has exited"):
+        scope.cancel()
