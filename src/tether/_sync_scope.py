@@ -28,7 +28,7 @@ from anyio.lowlevel import checkpoint_if_cancelled
 
 from . import _sync_portal
 from ._errors import DeadlineExceeded, TetherError
-from ._scope import DEFAULT_FIRST_EVENT_TIMEOUT, DEFAULT_GRACE, _run_scope
+from ._scope import DEFAULT_FIRST_EVENT_TIMEOUT, DEFAULT_GRACE
 from ._scope import Scope as AsyncScope
 from ._sync_client import async_twin
 from ._sync_portal import PORTAL_THREAD_NAME, settle, wait
@@ -195,7 +195,7 @@ class Scope:
         """Hold the async scope and its task group open until the sync block exits."""
         self._closing = anyio.Event()
         try:
-            async with _run_scope(self._async, self._limit):
+            async with self._async.run(self._limit):
                 async with anyio.create_task_group() as group:
                     self._group = group
                     self._deadline = time.monotonic() + (
