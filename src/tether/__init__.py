@@ -21,6 +21,10 @@ from ._errors import RaceFailed as RaceFailed
 from ._errors import ResponseNotCompleted as ResponseNotCompleted
 from ._errors import StallError as StallError
 from ._errors import TetherError as TetherError
+from ._fleet import CancelRequestReport as CancelRequestReport
+from ._fleet import ReapReport as ReapReport
+from ._fleet import reap as reap
+from ._fleet import request_cancel as request_cancel
 from ._guard import GuardedStream as GuardedStream
 from ._guard import guarded_stream as guarded_stream
 from ._guard import resume as resume
@@ -30,10 +34,13 @@ from ._hedge import Trigger as Trigger
 from ._hedge import adaptive as adaptive
 from ._journal import Journal as Journal
 from ._journal import JournalEntry as JournalEntry
-from ._journal import ReapReport as ReapReport
-from ._journal import SqliteJournal as SqliteJournal
+from ._journal import JournalError as JournalError
+from ._journal import Owner as Owner
 from ._journal import default_journal_path as default_journal_path
-from ._journal import reap as reap
+from ._journal import open_journal as open_journal
+from ._journal_postgres import PostgresJournal as PostgresJournal
+from ._journal_redis import RedisJournal as RedisJournal
+from ._journal_sqlite import SqliteJournal as SqliteJournal
 from ._outcome import Attempt as Attempt
 from ._outcome import AttemptState as AttemptState
 from ._outcome import CancelReceipt as CancelReceipt
@@ -63,6 +70,7 @@ __all__ = [
     "AttemptRejected",
     "AttemptState",
     "CancelReceipt",
+    "CancelRequestReport",
     "DeadlineExceeded",
     "DetachedResponse",
     "EndReason",
@@ -70,11 +78,15 @@ __all__ = [
     "HedgeBudget",
     "Journal",
     "JournalEntry",
+    "JournalError",
     "Outcome",
+    "Owner",
+    "PostgresJournal",
     "RaceFailed",
     "RaceResult",
     "RaceStream",
     "ReapReport",
+    "RedisJournal",
     "ResponseNotCompleted",
     "Scope",
     "SqliteJournal",
@@ -90,10 +102,12 @@ __all__ = [
     "first_completed",
     "first_token",
     "guarded_stream",
+    "open_journal",
     "open_scope",
     "race",
     "race_stream",
     "reap",
+    "request_cancel",
     "resume",
     "run_agent",
     "tool",

@@ -101,8 +101,10 @@ class GuardedStream:
         first_event_timeout: float,
         first_token_timeout: float | None,
         idle_timeout: float | None,
+        key: str | None = None,
     ) -> None:
         self._scope = scope
+        self._key = key  # fleet: the job key, for request_cancel
         self._request = request
         self._handle = handle
         self._background = background
@@ -216,7 +218,9 @@ class GuardedStream:
             journal = self._scope.journal
             if journal is not None and self._background:
                 self._intent = uuid.uuid4().hex
-                await journal.intend(self._intent, model=self._model, base_url=str(client.base_url))
+                await journal.intend(
+                    self._intent, key=self._key, model=self._model, base_url=str(client.base_url)
+                )
             if self._handle is not None:
                 if journal is not None:
                     await journal.started(self._intent or "", self._handle.response_id)
@@ -537,7 +541,7 @@ class GuardedStream:
             or (receipt is not None and receipt.stopped)
             or (self._response_id is None and self._stall != "first_event")
         ):
-            with anyio.CancelScope(shield=True):
+            with anyio.move_on_after(self._grace, shield=True):  # bounded: the store may hang
                 await journal.finished(self._intent)
 
     async def _close(self) -> None:
@@ -623,6 +627,7 @@ def guarded_stream(
     first_event_timeout: float | None = None,
     first_token_timeout: float | None = None,
     idle_timeout: float | None = None,
+    key: str | None = None,
     **create_kwargs: Any,
 ) -> GuardedStream:
     """Stream a response that is cancelled on the server whenever you stop reading early.
@@ -643,6 +648,8 @@ def guarded_stream(
         first_event_timeout: Seconds to wait for ``response.created`` (default: the scope's).
         first_token_timeout: Seconds from the request to the first output delta, or ``None``.
         idle_timeout: Seconds without any event, or ``None``.
+        key: A job key (``"conversation-42"``) recorded in the scope's journal, so that
+            [`request_cancel`][tether.request_cancel] can stop the stream from any process.
         **create_kwargs: Passed to ``client.responses.create`` (``model``, ``input``, ...).
 
     Returns:
@@ -676,8 +683,10 @@ def guarded_stream(
     options = _stream_options(
         the_scope, grace, first_event_timeout, first_token_timeout, idle_timeout
     )
+    if key is not None and (not isinstance(key, str) or not key):
+        raise ValueError(f"key must be a non-empty str or None, got {key!r}")
     return GuardedStream(
-        the_scope, request=create_kwargs, handle=None, background=background, **options
+        the_scope, request=create_kwargs, handle=None, background=background, key=key, **options
     )
 
 

@@ -35,6 +35,7 @@ EndReason = Literal[
     "interrupted",
     "race_lost",
     "detached",
+    "cancel_requested",
 ]
 """Why a guarded stream stopped.
 
@@ -49,6 +50,8 @@ EndReason = Literal[
 - ``interrupted``: ``KeyboardInterrupt`` (Ctrl-C).
 - ``race_lost``: another attempt of a race won.
 - ``detached``: ``stream.detach()``; the response was left running on purpose.
+- ``cancel_requested``: [`request_cancel`][tether.request_cancel] asked for the stream's
+  ``key``, from this process or another.
 """
 
 FINISHED_STATUSES = frozenset({"completed", "failed", "incomplete", "cancelled"})

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from typing import TYPE_CHECKING, final
 
 import anyio
@@ -60,7 +60,7 @@ class Scope:
         """Seconds to wait for ``response.created`` (under a shield: see the cancel protocol)."""
         self.confirm = confirm
         """Re-read a cancelled response with ``retrieve`` to confirm its final status."""
-        self.journal: Journal | None = open_journal(journal)
+        self.journal: Journal | None = None if journal is None else open_journal(journal)
         """Where live background responses are recorded, for [`reap`][tether.reap] after a crash."""
         if max_concurrency is not None and (
             isinstance(max_concurrency, bool)
@@ -122,6 +122,27 @@ class Scope:
         self._live.discard(stream)
         self._outcomes.append(outcome)
 
+    # --- fleet (journal attach, request_cancel): begin -------------------------------
+    def _attach(self) -> AbstractAsyncContextManager[object]:
+        """The journal's lease and cancel listener, held for the scope's lifetime."""
+        if self.journal is None:
+            return nullcontext()
+        return self.journal.attach(self._on_cancel)
+
+    async def _on_cancel(self, key: str) -> None:
+        """A cancel was requested for *key* (by ``request_cancel``): stop its live streams."""
+        streams = [s for s in self._live if s._key == key]
+
+        async def stop(stream: GuardedStream) -> None:
+            await stream._wait_opened("cancel")
+            await stream._stop("cancel_requested")
+
+        async with anyio.create_task_group() as tg:
+            for stream in streams:
+                tg.start_soon(stop, stream)
+
+    # --- fleet: end ---------------------------------------------------------------------
+
 
 def open_scope(
     client: AsyncOpenAI,
@@ -149,7 +170,9 @@ def open_scope(
         max_concurrency: At most this many guarded streams open at once in the scope.
         confirm: Re-read every cancelled response to confirm its final status.
         journal: Record every live background response in this [`Journal`][tether.Journal]
-            (or SQLite file), so that [`reap`][tether.reap] can cancel what a crash left.
+            (or a ``redis://`` / ``postgresql://`` URL, or an SQLite path: see
+            [`open_journal`][tether.open_journal]), so that [`reap`][tether.reap] can cancel
+            what a crash left and [`request_cancel`][tether.request_cancel] can stop a key.
 
     Returns:
         An async context manager yielding the [`Scope`][tether.Scope].
@@ -183,10 +206,11 @@ def open_scope(
 
 @asynccontextmanager
 async def _run_scope(scope: Scope, limit: float | None) -> AsyncGenerator[Scope]:
-    with anyio.CancelScope() as cancel_scope:
-        if limit is not None:
-            scope._deadline = cancel_scope.deadline = anyio.current_time() + limit
-        scope._cancel_scope = cancel_scope
-        yield scope
-    if cancel_scope.cancelled_caught and limit is not None and not scope._cancelled_explicitly:
-        raise DeadlineExceeded(limit)
+    async with scope._attach():  # fleet: the journal's lease and cancel listener
+        with anyio.CancelScope() as cancel_scope:
+            if limit is not None:
+                scope._deadline = cancel_scope.deadline = anyio.current_time() + limit
+            scope._cancel_scope = cancel_scope
+            yield scope
+        if cancel_scope.cancelled_caught and limit is not None and not scope._cancelled_explicitly:
+            raise DeadlineExceeded(limit)
