@@ -250,7 +250,7 @@ async def test_reap_of_a_missing_sqlite_journal_is_an_error_and_creates_nothing(
     tmp_path: Path, client: openai.AsyncOpenAI
 ) -> None:
     path = tmp_path / "typo" / "journal.sqlite3"
-    with pytest.raises(tether.JournalError, match="no journal at .*typo"):
+    with pytest.raises(tether.JournalError, match=r"no journal at .*typo"):
         await tether.reap(client, path)
     assert not (tmp_path / "typo").exists()
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+import weakref
 from typing import TYPE_CHECKING, Any, TypeVar, final
 
 import anyio
@@ -60,6 +61,11 @@ CREATE TABLE IF NOT EXISTS tether_owners (
 _ALIVE = (
     "EXISTS (SELECT 1 FROM tether_owners o WHERE o.instance = e.owner AND o.expires_at > now())"
 )
+
+
+def _close_all(connections: list[Any]) -> None:
+    while connections:
+        connections.pop().close()
 
 
 def _entry(row: tuple[Any, ...], alive: bool) -> JournalEntry:
@@ -112,6 +118,8 @@ class PostgresJournal(LeasedJournal):
         self._idle: list[Any] = []
         self._lock = threading.Lock()
         self._ready = False
+        # A journal dropped without close(): its pooled connections are closed with it.
+        weakref.finalize(self, _close_all, self._idle)
 
     def __repr__(self) -> str:
         return f"PostgresJournal({redact_url(self.url)!r})"
@@ -187,9 +195,9 @@ class PostgresJournal(LeasedJournal):
             ```
         """
         with self._lock:
-            idle, self._idle = self._idle, []
-        for conn in idle:
-            conn.close()
+            idle = list(self._idle)
+            self._idle.clear()
+        _close_all(idle)
 
     # ------------------------------------------------------------- the stream's
 
