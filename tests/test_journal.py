@@ -89,7 +89,15 @@ async def test_reap_cancels_what_a_sigkilled_process_left_running(
     path = tmp_path / "j.sqlite3"
     count = 3
     child = subprocess.Popen(
-        [sys.executable, str(CHILD), emulator.base_url, str(path), str(count), anyio_backend, "1.0"],
+        [
+            sys.executable,
+            str(CHILD),
+            emulator.base_url,
+            str(path),
+            str(count),
+            anyio_backend,
+            "1.0",
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )
