@@ -9,6 +9,7 @@ a live owner stops its own streams (it hears ``request_cancel`` through the jour
 
 from __future__ import annotations
 
+import math
 import os
 from typing import TYPE_CHECKING
 
@@ -29,6 +30,12 @@ __all__ = ["CancelRequestReport", "ReapReport", "reap", "request_cancel"]
 
 _CLAIM_MARGIN = 10.0  # seconds a claim outlives the cancels' grace (then another reaper may retry)
 _CONFIRM_POLL = 0.1  # seconds between two reads of the journal while a live owner stops
+_CONCURRENCY = 32  # cancels in flight at once: each one's grace starts when it is sent
+
+
+def _claim_ttl(count: int, grace: float) -> float:
+    """Long enough for every cancel of one claim, in batches of ``_CONCURRENCY``."""
+    return grace * math.ceil(max(count, 1) / _CONCURRENCY) + _CLAIM_MARGIN
 
 
 @attrs.frozen(kw_only=True)
@@ -112,10 +119,12 @@ async def _cancel_claimed(
     unknown = [e for e in claimed if e.response_id is None]
     targets = [e for e in claimed if e.response_id is not None]
     receipts: dict[str, CancelReceipt] = {}
+    limiter = anyio.CapacityLimiter(_CONCURRENCY)
 
     async def cancel(entry: JournalEntry) -> None:
         assert entry.response_id is not None
-        receipts[entry.intent] = await cancel_on_server(client, entry.response_id, grace=grace)
+        async with limiter:
+            receipts[entry.intent] = await cancel_on_server(client, entry.response_id, grace=grace)
 
     async with anyio.create_task_group() as tg:
         for entry in targets:
@@ -141,8 +150,8 @@ async def reap(
     Entries whose owner's lease is current are skipped, on any machine: their owner will
     stop them. So are entries of another API than *client*'s. Every other entry is claimed
     atomically first (two reapers at once: each response is cancelled and reported by one),
-    then the cancels run concurrently, each through the same shielded path as a guarded
-    stream's. Idempotent: a response already stopped is just removed. Never creates a
+    then the cancels run concurrently (32 at a time, each within its own *grace*), each
+    through the same shielded path as a guarded stream's. Idempotent: a response already stopped is just removed. Never creates a
     journal.
 
     Args:
@@ -174,7 +183,9 @@ async def reap(
     skipped = [e for e in entries if e.base_url != base_url or (e.alive and not include_live)]
     candidates = [e for e in entries if e not in skipped]
     claimed = await store.claim(
-        [e.intent for e in candidates], ttl=grace + _CLAIM_MARGIN, include_live=include_live
+        [e.intent for e in candidates],
+        ttl=_claim_ttl(len(candidates), grace),
+        include_live=include_live,
     )
     mine = {e.intent for e in claimed}
     cancelled, failed, unknown = await _cancel_claimed(store, client, claimed, grace)
@@ -249,7 +260,7 @@ async def request_cancel(
     left = list(dead)
     if client is not None and dead:
         ours = [e for e in dead if e.base_url == str(client.base_url)]
-        claimed = await store.claim([e.intent for e in ours], ttl=grace + _CLAIM_MARGIN)
+        claimed = await store.claim([e.intent for e in ours], ttl=_claim_ttl(len(ours), grace))
         cancelled, failed, unknown = await _cancel_claimed(store, client, claimed, grace)
         mine = {e.intent for e in claimed}
         left = [e for e in dead if e.intent not in mine]
