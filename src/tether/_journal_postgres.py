@@ -7,7 +7,8 @@ loop`` (checked on psycopg 3.3). A connection per call costs 6 to 9 ms on loopba
 here), a pooled one 0.35 to 0.5 ms, hence the pool (at most four idle connections kept).
 
 Every connection has ``connect_timeout``, ``statement_timeout``, ``lock_timeout`` and TCP
-keepalives set from ``timeout``, so no call holds a thread for long. Leases are
+keepalives set from ``timeout``, so no call holds a thread for long (the scans and claims of
+``reap`` and ``request_cancel``, never on a stop path, get 30 s). Leases are
 ``expires_at`` times on the server's clock (``now()``), so hosts whose clocks disagree still
 agree on who is alive. A reaper claims entries with one ``UPDATE ... FROM (SELECT ... FOR
 UPDATE SKIP LOCKED) RETURNING``: two reapers never claim the same entry. Cancel requests are
@@ -43,6 +44,7 @@ T = TypeVar("T")
 
 _POLL = 0.25  # the listener's longest wait for a notification before it checks for cancellation
 _IDLE = 4  # pooled connections kept
+_SLOW_MS = 30_000  # statement timeout of reap's and request_cancel's scans and claims
 _LOCK_ID = 0x7E7E_0002  # the advisory lock that serialises schema creation
 _CHANNEL = "tether_cancel"
 _COLUMNS = "intent, key, response_id, model, base_url, host, pid, owner, created_at"
@@ -179,10 +181,17 @@ class PostgresJournal(LeasedJournal):
     async def _call(self, work: Callable[[Any], T], *, create: bool = False) -> T:
         return await anyio.to_thread.run_sync(self._run, create, work)
 
-    async def _sql(self, sql: str, *params: object, create: bool = False) -> list[tuple[Any, ...]]:
+    async def _sql(
+        self, sql: str, *params: object, create: bool = False, slow: bool = False
+    ) -> list[tuple[Any, ...]]:
         def work(conn: Any) -> list[tuple[Any, ...]]:
-            cursor = conn.execute(sql, params)
-            return cursor.fetchall() if cursor.description is not None else []
+            if not slow:
+                cursor = conn.execute(sql, params)
+                return cursor.fetchall() if cursor.description is not None else []
+            with conn.transaction():  # a fleet tool's scan or claim: not on a stop path
+                conn.execute(f"SET LOCAL statement_timeout = {_SLOW_MS}")
+                cursor = conn.execute(sql, params)
+                return cursor.fetchall() if cursor.description is not None else []
 
         return await self._call(work, create=create)
 
@@ -236,7 +245,8 @@ class PostgresJournal(LeasedJournal):
     async def entries(self) -> list[JournalEntry]:
         """Every entry not yet finished (see [`Journal`][tether.Journal])."""
         rows = await self._sql(
-            f"SELECT {_COLUMNS}, {_ALIVE} FROM tether_entries e ORDER BY created_at, intent"
+            f"SELECT {_COLUMNS}, {_ALIVE} FROM tether_entries e ORDER BY created_at, intent",
+            slow=True,
         )
         return [_entry(row[:-1], bool(row[-1])) for row in rows]
 
@@ -255,6 +265,7 @@ class PostgresJournal(LeasedJournal):
             ttl,
             list(intents),
             include_live,
+            slow=True,
         )
         return sorted((_entry(row, False) for row in rows), key=lambda e: e.created_at)
 
