@@ -32,7 +32,7 @@ SLOW_TOOLS = False  # --slow: the weather service takes a minute to answer
 
 
 @tether.tool
-async def get_weather(city: str, ctx: tether.AgentContext) -> dict[str, object]:
+async def get_weather(city: str, ctx: tether.agents.AgentContext) -> dict[str, object]:
     """The current weather in a city, in Celsius.
 
     Args:

@@ -88,7 +88,7 @@ def random_schedule(rng: random.Random, n: int) -> list[Step]:
 @attrs.define
 class Record:
     step: Step
-    outcome: tether.Outcome | None = None
+    outcome: tether.StreamOutcome | None = None
     violation: str | None = None
     cleanup: float = 0.0  # seconds from the trigger to the end of the guarded block
     response_ids: list[str] = attrs.Factory(list)  # every response this step created

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 from hypothesis import settings
 from trio.testing import MockClock
 
+from tests import fleet_servers
 from tether.testing import Faults, Model, ResponsesEmulator
 
 # Property tests are deterministic (the same examples every run) and write nothing to disk.
@@ -81,3 +83,45 @@ def requests_in_flight(client: openai.AsyncOpenAI) -> int:
     """Requests holding a connection of the client's pool (httpcore's own book-keeping)."""
     pool = client._client._transport._pool  # type: ignore[attr-defined]
     return len(pool._requests)
+
+
+# --------------------------------------------------------------------- fleet servers (journal)
+
+
+def _server_or_skip(binary: str) -> None:
+    """Skip when the server is not installed here; in CI (``CI`` set) that is a failure."""
+    reason = fleet_servers.missing(binary)
+    if reason is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason}: CI must run the fleet tests", pytrace=False)
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[fleet_servers.RedisServer]:
+    """A real ``redis-server`` on a free loopback port, for the whole session."""
+    _server_or_skip("redis-server")
+    with fleet_servers.redis_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[fleet_servers.PostgresServer]:
+    """A real PostgreSQL cluster on a free loopback port, for the whole session."""
+    _server_or_skip("postgres")
+    with fleet_servers.postgres_server() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server: fleet_servers.RedisServer) -> str:
+    """The session's Redis, emptied (``FLUSHDB``) for this test."""
+    fleet_servers.flush_redis(redis_server)
+    return redis_server.url
+
+
+@pytest.fixture
+def postgres_url(postgres_server: fleet_servers.PostgresServer) -> str:
+    """The session's PostgreSQL, without any journal table for this test."""
+    fleet_servers.drop_journal_tables(postgres_server)
+    return postgres_server.url

@@ -1,6 +1,6 @@
 """A process that opens background streams with a journal, says READY, then is SIGKILLed.
 
-Run by tests/test_journal.py: ``python tests/crash_child.py BASE_URL JOURNAL N BACKEND``.
+Run by tests/test_journal.py: ``python tests/crash_child.py BASE_URL JOURNAL N BACKEND [LEASE]``.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ import openai
 import tether
 
 
-async def main(base_url: str, journal: str, count: int) -> None:
+async def main(base_url: str, journal: str, count: int, lease: float) -> None:
     async with openai.AsyncOpenAI(base_url=base_url, api_key="sk-emulator") as client:
-        async with tether.open_scope(client, journal=journal) as scope:
+        store = tether.open_journal(journal, lease=lease)
+        async with tether.open_scope(client, journal=store) as scope:
             ready = 0
 
             async def one() -> None:
@@ -34,4 +35,5 @@ async def main(base_url: str, journal: str, count: int) -> None:
 
 if __name__ == "__main__":
     url, path, n, backend = sys.argv[1:5]
-    anyio.run(main, url, path, int(n), backend=backend)
+    lease = float(sys.argv[5]) if len(sys.argv) > 5 else 10.0
+    anyio.run(main, url, path, int(n), lease, backend=backend)

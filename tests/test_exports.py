@@ -17,7 +17,7 @@ def test_all_is_sorted_and_complete() -> None:
 
 
 def test_public_classes_and_functions_say_they_belong_to_tether() -> None:
-    """Reprs and tracebacks show ``tether.Outcome``, not ``tether._outcome.Outcome``."""
+    """Reprs and tracebacks show ``tether.StreamOutcome``, not ``tether._outcome.Outcome``."""
     for name in tether.__all__:
         member = getattr(tether, name)
         if inspect.isclass(member) or inspect.isfunction(member):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -22,7 +23,7 @@ CHILD = Path(__file__).with_name("crash_child.py")
 async def test_a_completed_stream_leaves_no_entry(
     tmp_path: Path, client: openai.AsyncOpenAI
 ) -> None:
-    journal = tether.SqliteJournal(tmp_path / "j.sqlite3")
+    journal = tether.journal.SqliteJournal(tmp_path / "j.sqlite3")
     async with tether.open_scope(client, journal=journal) as scope:
         async with tether.guarded_stream(scope, model="fast", input="hi") as stream:
             await stream.get_final_response()
@@ -32,7 +33,7 @@ async def test_a_completed_stream_leaves_no_entry(
 async def test_a_live_stream_is_recorded_with_its_id(
     tmp_path: Path, client: openai.AsyncOpenAI
 ) -> None:
-    journal = tether.SqliteJournal(tmp_path / "j.sqlite3")
+    journal = tether.journal.SqliteJournal(tmp_path / "j.sqlite3")
     async with tether.open_scope(client, journal=journal) as scope:
         async with tether.guarded_stream(scope, model="slow", input="hi") as stream:
             (entry,) = await journal.entries()
@@ -45,7 +46,7 @@ async def test_a_live_stream_is_recorded_with_its_id(
 async def test_an_unconfirmed_cancel_keeps_the_entry_for_the_reaper(
     tmp_path: Path, client: openai.AsyncOpenAI
 ) -> None:
-    journal = tether.SqliteJournal(tmp_path / "j.sqlite3")
+    journal = tether.journal.SqliteJournal(tmp_path / "j.sqlite3")
     async with tether.open_scope(client, journal=journal, grace=0.2) as scope:
         async with tether.guarded_stream(scope, model="hanging-cancel", input="hi") as stream:
             pass
@@ -54,7 +55,7 @@ async def test_an_unconfirmed_cancel_keeps_the_entry_for_the_reaper(
 
 
 async def test_a_failed_create_leaves_no_entry(tmp_path: Path, client: openai.AsyncOpenAI) -> None:
-    journal = tether.SqliteJournal(tmp_path / "j.sqlite3")
+    journal = tether.journal.SqliteJournal(tmp_path / "j.sqlite3")
     with pytest.raises(openai.BadRequestError):
         async with tether.open_scope(client, journal=journal) as scope:
             async with tether.guarded_stream(scope, model="no-such-model", input="hi"):
@@ -63,8 +64,8 @@ async def test_a_failed_create_leaves_no_entry(tmp_path: Path, client: openai.As
 
 
 async def test_the_journal_file_is_private_to_its_user(tmp_path: Path) -> None:
-    journal = tether.SqliteJournal(tmp_path / "state" / "j.sqlite3")
-    await journal.intend("x", model="m", base_url="http://127.0.0.1:1/v1")
+    journal = tether.journal.SqliteJournal(tmp_path / "state" / "j.sqlite3")
+    await journal.intend("x", key=None, model="m", base_url="http://127.0.0.1:1/v1")
     assert stat.S_IMODE(journal.path.stat().st_mode) == 0o600
 
 
@@ -72,7 +73,7 @@ async def test_the_journal_never_stores_the_api_key(
     tmp_path: Path, emulator: ResponsesEmulator
 ) -> None:
     secret = "sk-do-not-leak-4242"
-    journal = tether.SqliteJournal(tmp_path / "j.sqlite3")
+    journal = tether.journal.SqliteJournal(tmp_path / "j.sqlite3")
     async with emulator.async_client(api_key=secret) as client:
         async with tether.open_scope(client, journal=journal, grace=0.2) as scope:
             async with tether.guarded_stream(scope, model="hanging-cancel", input="hi"):
@@ -88,7 +89,15 @@ async def test_reap_cancels_what_a_sigkilled_process_left_running(
     path = tmp_path / "j.sqlite3"
     count = 3
     child = subprocess.Popen(
-        [sys.executable, str(CHILD), emulator.base_url, str(path), str(count), anyio_backend],
+        [
+            sys.executable,
+            str(CHILD),
+            emulator.base_url,
+            str(path),
+            str(count),
+            anyio_backend,
+            "1.0",
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -102,12 +111,24 @@ async def test_reap_cancels_what_a_sigkilled_process_left_running(
         if child.stdout is not None:
             child.stdout.close()
     await emulator.wait_for(lambda ledger: len(ledger.orphans()) == count)
+    await wait_until_the_lease_ran_out(tether.journal.SqliteJournal(path))
     report = await tether.reap(client, path)
     assert len(report.cancelled) == count
     assert all(receipt.status == "cancelled" for _, receipt in report.cancelled)
     assert emulator.ledger.orphans() == []
-    assert await tether.SqliteJournal(path).entries() == []
+    assert await tether.journal.SqliteJournal(path).entries() == []
     assert (await tether.reap(client, path)).found == ()  # idempotent: nothing left to do
+
+
+async def wait_until_the_lease_ran_out(journal: tether.journal.Journal) -> None:
+    """A dead owner's lease runs out on the store's clock: a bounded poll of the store."""
+    with anyio.fail_after(15):
+        while any(entry.alive for entry in await journal.entries()):
+            await anyio.sleep(0.05)
+
+
+async def nothing(key: str) -> None:
+    raise AssertionError(f"no cancel expected, got one for {key!r}")
 
 
 async def leave_an_unconfirmed_entry(client: openai.AsyncOpenAI, path: Path) -> None:
@@ -122,28 +143,29 @@ async def test_reap_keeps_an_unconfirmed_entry_for_the_next_run(
 ) -> None:
     path = tmp_path / "j.sqlite3"
     await leave_an_unconfirmed_entry(client, path)
-    first = await tether.reap(client, path, grace=0.2, include_live=True)
+    first = await tether.reap(client, path, grace=0.2)  # the scope dropped its lease on exit
     assert len(first.failed) == 1  # the cancel still hangs: kept for next time
-    second = await tether.reap(client, path, grace=0.2, include_live=True)
+    second = await tether.reap(client, path, grace=0.2)
     assert [e.intent for e in second.found] == [e.intent for e in first.found]
 
 
-async def test_reap_skips_entries_of_a_process_still_alive(
+async def test_reap_skips_the_entries_of_an_owner_whose_lease_is_current(
     tmp_path: Path, client: openai.AsyncOpenAI
 ) -> None:
-    path = tmp_path / "j.sqlite3"
-    await leave_an_unconfirmed_entry(client, path)
-    report = await tether.reap(client, path)
-    assert len(report.skipped) == 1
-    assert report.cancelled == ()
+    journal = tether.journal.SqliteJournal(tmp_path / "j.sqlite3")
+    async with journal.attach(nothing):
+        await journal.intend("x", key=None, model="m", base_url=str(client.base_url))
+        report = await tether.reap(client, journal.path)
+    assert [e.intent for e in report.skipped] == ["x"]
+    assert report.unknown == ()
 
 
 async def test_reap_removes_intents_that_never_got_an_id(
     tmp_path: Path, client: openai.AsyncOpenAI
 ) -> None:
-    journal = tether.SqliteJournal(tmp_path / "j.sqlite3")
-    await journal.intend("lost", model="m", base_url=str(client.base_url))
-    report = await tether.reap(client, journal, include_live=True)
+    journal = tether.journal.SqliteJournal(tmp_path / "j.sqlite3")
+    await journal.intend("lost", key=None, model="m", base_url=str(client.base_url))
+    report = await tether.reap(client, journal)  # no lease was ever taken: a dead owner
     assert [e.intent for e in report.unknown] == ["lost"]
     assert await journal.entries() == []
 
@@ -155,3 +177,17 @@ async def test_open_scope_rejects_a_journal_of_the_wrong_type(
         async with tether.open_scope(client, journal=42):  # type: ignore[arg-type]
             pass
     assert emulator.ledger.requests == 0
+
+
+async def test_a_locked_sqlite_journal_fails_within_its_timeout(tmp_path: Path) -> None:
+    """Another process holds the write lock: the call fails (bounded), it does not wait 10 s."""
+    journal = tether.journal.SqliteJournal(tmp_path / "j.sqlite3", timeout=0.1)
+    await journal.intend("a", key=None, model="m", base_url="http://127.0.0.1:1/v1")
+    blocker = sqlite3.connect(journal.path, isolation_level=None)
+    try:
+        blocker.execute("BEGIN EXCLUSIVE")
+        with pytest.raises(tether.JournalError, match="locked"):
+            await journal.finished("a")
+    finally:
+        blocker.close()
+    assert [e.intent for e in await journal.entries()] == ["a"]  # nothing lost

@@ -425,7 +425,7 @@ class RaceAttempt:
     model: str | None
     state: str
     trigger: str | None
-    outcome: tether.Outcome | None
+    outcome: tether.StreamOutcome | None
 
 
 @attrs.frozen(kw_only=True)

@@ -63,7 +63,7 @@ async def test_losers_are_cancelled_concurrently(
 ) -> None:
     """All N cancel requests are in flight at once: proven with a hold, not with timing."""
     losers = 6
-    results: list[tether.Outcome] = []
+    results: list[tether.StreamOutcome] = []
 
     async def run() -> None:
         result = await race(client, [req("fast")] + [req("slow")] * losers)
@@ -509,8 +509,8 @@ async def test_attempt_with_its_own_client_is_journaled(
     emulator: ResponsesEmulator, client: openai.AsyncOpenAI, tmp_path: Any
 ) -> None:
     """After a crash `tether reap` must see every attempt, including another client's."""
-    journal = tether.SqliteJournal(tmp_path / "journal.sqlite")
-    entries: list[tether.JournalEntry] = []
+    journal = tether.journal.SqliteJournal(tmp_path / "journal.sqlite")
+    entries: list[tether.journal.JournalEntry] = []
     async with emulator.async_client() as other:
         async with tether.open_scope(client, journal=journal) as scope:
             with emulator.hold("created") as hold:
@@ -533,7 +533,7 @@ async def test_losers_confirmed_and_winner_ended_are_reported_apart(
 ) -> None:
     """A first_token winner finishes while its loser's cancel is held: two separate times."""
     emulator.models["steady"] = Model(ttft=0.0, tokens_per_s=2000.0, length=20)
-    out: list[tether.RaceResult] = []
+    out: list[tether.races.RaceResult] = []
 
     async def run() -> None:
         out.append(await race(client, [req("silent"), req("steady")], win="first_token"))

@@ -23,10 +23,11 @@ import pytest
 import tether
 import tether.sync
 from tests._http import httpx2
-from tether import _sync_portal, first_token
+from tether import _sync_portal
 from tether._sync_buffer import READ_AHEAD
 from tether._sync_client import async_twin
 from tether._sync_portal import PORTAL_THREAD_NAME
+from tether.races import first_token
 from tether.testing import Model
 
 if TYPE_CHECKING:
@@ -201,7 +202,7 @@ def test_pool_of_one_connection_does_not_deadlock(
         limits=httpx2.Limits(max_connections=1),
         event_hooks={"request": [lambda request: paths.append(request.url.path)]},
     )
-    outcomes: list[tether.Outcome] = []
+    outcomes: list[tether.StreamOutcome] = []
 
     def scenario() -> None:
         with emulator.client(http_client=http) as client:
@@ -471,7 +472,7 @@ def test_cancel_from_another_thread_while_opening_waits_for_the_id_then_cancels(
 def test_stream_works_from_a_thread_that_is_not_the_main_one(
     emulator: ResponsesEmulator, client: openai.OpenAI
 ) -> None:
-    outcomes: list[tether.Outcome] = []
+    outcomes: list[tether.StreamOutcome] = []
 
     def worker() -> None:
         with tether.sync.guarded_stream(client, model="slow", input="hi") as stream:

@@ -156,7 +156,7 @@ def test_pool_of_one_connection_does_not_deadlock_across_blocks_of_a_scope(
         limits=httpx2.Limits(max_connections=1),
         event_hooks={"request": [lambda request: paths.append(request.url.path)]},
     )
-    outcomes: list[tether.Outcome] = []
+    outcomes: list[tether.StreamOutcome] = []
 
     def scenario() -> None:
         with emulator.client(http_client=http) as sync_client:

@@ -5,7 +5,7 @@ run concurrently in a task group; their outputs go back with ``previous_response
 The loop runs inside its own cancel scope, whose deadline is the scope's deadline minus
 a small *reserve*: when it fires, the live stream is cancelled on the server (the guard's
 protocol) or the running tools are cancelled, within the reserve, and the loop returns an
-[`AgentResult`][tether.AgentResult] saying ``stopped_by="deadline"``.
+[`AgentResult`][tether.agents.AgentResult] saying ``stopped_by="deadline"``.
 
 Why the reserve: two cancel scopes with the same deadline expire together, and anyio (like
 trio) lets the *outer* one catch the cancellation, so an inner scope with the scope's own
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
         ResponseUsage,
     )
 
-    from ._outcome import Outcome
+    from ._outcome import StreamOutcome
     from ._protocol import ResponseGuard
     from ._scope import Scope
 
@@ -88,8 +88,8 @@ class AgentTurn:
     status: str | None
     """The response's last known status: ``completed``, or ``cancelled`` if the deadline
     came while it streamed."""
-    outcome: Outcome | None
-    """How its guarded stream ended (see [`Outcome`][tether.Outcome])."""
+    outcome: StreamOutcome | None
+    """How its guarded stream ended (see [`StreamOutcome`][tether.StreamOutcome])."""
     tool_calls: tuple[ToolCall, ...] = ()
     """The function calls run for this turn, in the order the model made them. The calls of
     a turn after which the loop stops (``max_turns``, ``token_budget``) are not run."""
@@ -116,7 +116,7 @@ class AgentResult:
     """
 
     stopped_by: StopReason
-    """Why the loop ended (see [`StopReason`][tether.StopReason])."""
+    """Why the loop ended (see [`StopReason`][tether.agents.StopReason])."""
     output_text: str
     """The text of the last completed response: the answer when ``stopped_by`` is
     ``completed``; often empty otherwise (a turn that called tools)."""
@@ -406,7 +406,7 @@ async def run_agent(
             ``"report"`` sends ``{"error": "Type: message"}`` to the model as the tool's
             output, and goes on; ``"stop"`` cancels the turn's other calls and returns
             ``stopped_by="tool_error"``; ``"raise"`` cancels them and raises the tool's
-            exception, unchanged. Every error is on its [`ToolCall`][tether.ToolCall].
+            exception, unchanged. Every error is on its [`ToolCall`][tether.agents.ToolCall].
         raise_on_deadline: Do not stop early: let the scope's deadline cancel the loop, so
             that ``open_scope`` raises ``DeadlineExceeded`` (no result is returned).
         reserve: Seconds before the scope's deadline at which the loop stops (default: a
@@ -416,7 +416,7 @@ async def run_agent(
             first turn...) and for ``guarded_stream`` (``idle_timeout``...).
 
     Returns:
-        An [`AgentResult`][tether.AgentResult]: the final text, every turn, the stop reason.
+        An [`AgentResult`][tether.agents.AgentResult]: the final text, every turn, the stop reason.
 
     Raises:
         ResponseNotCompleted: A turn's response failed.

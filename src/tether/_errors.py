@@ -11,7 +11,7 @@ The hierarchy::
 
 tether never raises its own exception instead of yours: when the body of a guarded stream
 raises, that exception propagates unchanged, and any cleanup failure is recorded on the
-stream's [`Outcome`][tether.Outcome] and logged on the ``tether`` logger.
+stream's [`StreamOutcome`][tether.StreamOutcome] and logged on the ``tether`` logger.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from openai.types.responses import Response
     from typing_extensions import Self
 
-    from ._outcome import Outcome
+    from ._outcome import StreamOutcome
 
 __all__ = [
     "AttemptRejected",
@@ -135,7 +135,7 @@ class RaceFailed(ExceptionGroup[Exception], TetherError):  # pyright: ignore[rep
     """Every attempt of a race failed: one exception carrying each attempt's error.
 
     An ``ExceptionGroup``, so ``except*`` works on the attempts' errors; ``outcomes`` holds
-    every attempt's [`Outcome`][tether.Outcome], in the order the attempts were given.
+    every attempt's [`StreamOutcome`][tether.StreamOutcome], in the order the attempts were given.
 
     Example:
         ```python
@@ -147,18 +147,18 @@ class RaceFailed(ExceptionGroup[Exception], TetherError):  # pyright: ignore[rep
         ```
     """
 
-    outcomes: tuple[Outcome, ...]
+    outcomes: tuple[StreamOutcome, ...]
     """Every attempt's outcome."""
 
     def __new__(
-        cls, message: str, exceptions: Sequence[Exception], outcomes: Sequence[Outcome] = ()
+        cls, message: str, exceptions: Sequence[Exception], outcomes: Sequence[StreamOutcome] = ()
     ) -> Self:
         self = super().__new__(cls, message, exceptions)
         self.outcomes = tuple(outcomes)
         return self
 
     def __init__(
-        self, message: str, exceptions: Sequence[Exception], outcomes: Sequence[Outcome] = ()
+        self, message: str, exceptions: Sequence[Exception], outcomes: Sequence[StreamOutcome] = ()
     ) -> None:
         super().__init__(message, exceptions)
 

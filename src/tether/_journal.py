@@ -1,88 +1,151 @@
-"""A crash-safe journal of live background responses, and the reaper that cancels leftovers.
+"""A crash-safe journal of live background responses: the Protocol, its records, ``open_journal``.
 
 A background response outlives the process that started it: after a SIGKILL (the OOM killer,
 a deploy, a crash) nobody cancels it. With a journal, every guarded background stream records
 an *intent* before its request is sent, its response id once known, and removes the entry
-once the response is known to have stopped. Whatever is left after a crash is what
-[`reap`][tether.reap] (or ``tether reap``) cancels.
+once the response is known to have stopped. Every entry names its *owner* (host, process, a
+random instance id), and the owner renews a *lease* while its scope is open. Whatever a dead
+owner left is what [`reap`][tether.reap] (or ``tether reap``) cancels once the lease ran out,
+and [`request_cancel`][tether.request_cancel] stops a stream from any process.
+
+Three stores are built in (each in its own module): SQLite (one machine, the default, no
+server), Redis and PostgreSQL (a fleet). [`open_journal`][tether.open_journal] picks one from
+a URL or a path.
 """
 
 from __future__ import annotations
 
 import os
-import sqlite3
-import threading
-import time
+import socket
+import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, final, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from urllib.parse import urlsplit, urlunsplit
 
-import anyio
 import attrs
 
-from ._cancel import cancel_on_server
-from ._compat import check_async_client
-from ._validate import check_positive
+from ._errors import TetherError
 
 if TYPE_CHECKING:
-    from openai import AsyncOpenAI
-
-    from ._outcome import CancelReceipt
+    from collections.abc import Awaitable, Callable, Sequence
+    from contextlib import AbstractAsyncContextManager
 
 __all__ = [
+    "DEFAULT_LEASE",
     "Journal",
     "JournalEntry",
-    "ReapReport",
-    "SqliteJournal",
+    "JournalError",
+    "Owner",
     "default_journal_path",
     "open_journal",
-    "reap",
+    "redact_url",
 ]
+
+DEFAULT_LEASE = 10.0
+"""Seconds an owner's lease lasts without a renewal (renewed every third of it)."""
+
+
+class JournalError(TetherError):
+    """The journal's store failed, is missing, or is not a journal.
+
+    The message names the store (a path, or a URL without its password) and what went wrong.
+
+    Example:
+        ```python
+        try:
+            report = await tether.reap(client, "/no/such/journal.sqlite3")
+        except tether.JournalError as exc:
+            print(exc)  # no journal at /no/such/journal.sqlite3 ...
+        ```
+    """
+
+
+@attrs.frozen(kw_only=True)
+class Owner:
+    """Who holds a journal's entries: one journal object, in one process, on one host.
+
+    Example:
+        ```python
+        print(journal.owner.host, journal.owner.pid, journal.owner.instance)
+        ```
+    """
+
+    host: str
+    """``socket.gethostname()`` of the owner."""
+    pid: int
+    """The owner's process id."""
+    instance: str
+    """A random id, new for every journal object (a pid can be reused; this cannot)."""
+
+    @classmethod
+    def here(cls) -> Owner:
+        """A new owner for this process."""
+        return cls(host=socket.gethostname(), pid=os.getpid(), instance=uuid.uuid4().hex)
 
 
 @attrs.frozen(kw_only=True)
 class JournalEntry:
-    """One response a process started and has not yet seen stop.
+    """One response an owner started and has not yet seen stop.
 
     Example:
         ```python
         for entry in await journal.entries():
-            print(entry.response_id or "(no id yet)", entry.model, entry.pid)
+            print(entry.key, entry.response_id or "(no id yet)", entry.host, entry.alive)
         ```
     """
 
     intent: str
     """A random id, recorded before the request was sent."""
+    key: str | None
+    """The job key given to [`guarded_stream`][tether.guarded_stream] (``key=``), if any."""
     response_id: str | None
-    """The response's id, once ``response.created`` arrived (``None`` if the process died first)."""
+    """The response's id, once ``response.created`` arrived (``None`` if the owner died first)."""
     model: str | None
     """The model asked for."""
     base_url: str
     """The API the response lives on (never the API key)."""
+    host: str
+    """The owner's host."""
     pid: int
-    """The process that started it."""
+    """The owner's process."""
+    owner: str
+    """The owner's instance id ([`Owner.instance`][tether.journal.Owner.instance])."""
     created_at: float
     """Wall-clock time (``time.time()``) of the intent."""
+    alive: bool
+    """Whether the owner's lease was current when the entry was read (on the store's clock)."""
 
 
 @runtime_checkable
 class Journal(Protocol):
-    """Where guarded streams record their live background responses.
+    """Where guarded streams record their live background responses, and hear cancel requests.
 
-    [`SqliteJournal`][tether.SqliteJournal] is the built-in store (one machine). A shared store
-    for a fleet of workers (Redis, PostgreSQL) implements these four coroutines; each must be
-    durable when it returns and must not block the event loop.
+    Built in: [`SqliteJournal`][tether.journal.SqliteJournal], [`RedisJournal`][tether.journal.RedisJournal],
+    [`PostgresJournal`][tether.journal.PostgresJournal]. Every method must be durable when it returns,
+    must not block the event loop, and must return or raise within a bounded time (socket or
+    statement timeouts): the stop path calls them under a bounded shield. A store failure is a
+    [`JournalError`][tether.JournalError] naming the store.
+
+    What a stream calls, in order: ``intend`` before its request is sent (if it fails, no
+    request is sent), ``started`` once the id is known, ``finished`` once the response is
+    known to have stopped. What a scope holds for its lifetime: ``attach``. What the fleet
+    tools call: ``check``, ``entries``, ``claim``, ``release``, ``request``.
 
     Example:
         ```python
-        class MyJournal:
-            async def intend(self, intent, *, model, base_url): ...
-            async def started(self, intent, response_id): ...
-            async def finished(self, intent): ...
-            async def entries(self): ...
+        journal = tether.open_journal("redis://127.0.0.1:6379/0", lease=10.0)
+        async with tether.open_scope(client, journal=journal) as scope: ...
         ```
     """
 
-    async def intend(self, intent: str, *, model: str | None, base_url: str) -> None:
+    lease: float
+    """Seconds the owner's lease lasts without a renewal."""
+    owner: Owner
+    """Who this journal object writes entries as."""
+
+    async def intend(
+        self, intent: str, *, key: str | None, model: str | None, base_url: str
+    ) -> None:
         """Record that a request for a background response is about to be sent."""
         ...
 
@@ -95,7 +158,46 @@ class Journal(Protocol):
         ...
 
     async def entries(self) -> list[JournalEntry]:
-        """Every entry not yet finished, oldest first."""
+        """Every entry not yet finished, oldest first, each with its owner's liveness."""
+        ...
+
+    def attach(
+        self, on_cancel: Callable[[str], Awaitable[None]]
+    ) -> AbstractAsyncContextManager[None]:
+        """Hold the owner's lease, and hear cancel requests, for the ``async with`` block.
+
+        On entry the lease is written (a store that is down fails here, fast, with a
+        [`JournalError`][tether.JournalError]). Inside, a heartbeat renews the lease every
+        ``lease / 3`` seconds in a task of its own (each renewal bounded by the store's
+        timeout), and a listener calls ``await on_cancel(key)``, in a task of its own, when a
+        cancel is requested for a key this owner holds an entry of. Store failures inside
+        are logged and retried, never raised into the block. The block's exception leaves
+        unchanged (never wrapped in an ``ExceptionGroup``), cancellation is never swallowed,
+        and the exit is bounded (the lease is dropped when the last attach of this journal
+        object exits, so leftovers are reapable at once).
+        """
+        ...
+
+    async def check(self) -> None:
+        """Raise [`JournalError`][tether.JournalError] unless a journal is there; never create one."""
+        ...
+
+    async def claim(
+        self, intents: Sequence[str], *, ttl: float, include_live: bool = False
+    ) -> list[JournalEntry]:
+        """Atomically claim the entries among *intents* that a reaper may cancel now.
+
+        An entry is claimable if its owner's lease ran out (or *include_live*) and no other
+        claim on it is current. A claim lasts *ttl* seconds; two reapers never both get one.
+        """
+        ...
+
+    async def release(self, intent: str) -> None:
+        """Drop the claim on *intent* (its cancel was not confirmed: the next reap retries)."""
+        ...
+
+    async def request(self, key: str) -> int:
+        """Publish a cancel request for *key* to every owner; returns how many listeners heard."""
         ...
 
 
@@ -104,219 +206,81 @@ def default_journal_path() -> Path:
 
     Example:
         ```python
-        print(tether.default_journal_path())  # /home/me/.local/state/tether/journal.sqlite3
+        print(tether.journal.default_journal_path())  # /home/me/.local/state/tether/journal.sqlite3
         ```
     """
     state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(state) / "tether" / "journal.sqlite3"
 
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS responses (
-    intent      TEXT PRIMARY KEY,
-    response_id TEXT,
-    model       TEXT,
-    base_url    TEXT NOT NULL,
-    pid         INTEGER NOT NULL,
-    created_at  REAL NOT NULL
-)
-"""
+def redact_url(url: str) -> str:
+    """*url* without its password (``redis://:***@host``), fit for an error message or a log."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
-@final
-class SqliteJournal:
-    """The built-in journal: one SQLite file (WAL mode, created with mode 0600).
-
-    Writes run in a worker thread (``anyio.to_thread``), so the event loop never blocks on
-    the disk. Several processes may share one file.
-
-    Args:
-        path: The database file (created with its folder if missing). Default:
-            [`default_journal_path`][tether.default_journal_path].
-
-    Example:
-        ```python
-        journal = tether.SqliteJournal("/var/lib/myapp/tether.sqlite3")
-        async with tether.open_scope(client, journal=journal) as scope: ...
-        ```
-    """
-
-    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
-        self.path = Path(path).expanduser() if path is not None else default_journal_path()
-        self._lock = threading.Lock()
-        self._ready = False
-
-    def __repr__(self) -> str:
-        return f"SqliteJournal({str(self.path)!r})"
-
-    def _run(self, sql: str, params: tuple[object, ...]) -> list[tuple[object, ...]]:
-        # One short-lived connection per operation: nothing to close, safe across fork, and
-        # several processes can share the file (WAL).
-        with self._lock:
-            if not self._ready:
-                self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-                # Create the file 0600 before SQLite opens it: it names what you run, and where.
-                os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
-            db = sqlite3.connect(self.path, isolation_level=None, timeout=10.0)
-            try:
-                if not self._ready:
-                    db.execute("PRAGMA journal_mode=WAL")
-                    db.execute(_SCHEMA)
-                    self._ready = True
-                db.execute("PRAGMA synchronous=NORMAL")
-                return db.execute(sql, params).fetchall()
-            finally:
-                db.close()
-
-    async def _execute(self, sql: str, *params: object) -> list[tuple[object, ...]]:
-        return await anyio.to_thread.run_sync(self._run, sql, params)
-
-    async def intend(self, intent: str, *, model: str | None, base_url: str) -> None:
-        """Record an intent (see [`Journal`][tether.Journal])."""
-        await self._execute(
-            "INSERT OR REPLACE INTO responses VALUES (?, NULL, ?, ?, ?, ?)",
-            intent,
-            model,
-            base_url,
-            os.getpid(),
-            time.time(),
-        )
-
-    async def started(self, intent: str, response_id: str) -> None:
-        """Record a response id (see [`Journal`][tether.Journal])."""
-        await self._execute(
-            "UPDATE responses SET response_id = ? WHERE intent = ?", response_id, intent
-        )
-
-    async def finished(self, intent: str) -> None:
-        """Forget an entry (see [`Journal`][tether.Journal])."""
-        await self._execute("DELETE FROM responses WHERE intent = ?", intent)
-
-    async def entries(self) -> list[JournalEntry]:
-        """Every entry not yet finished (see [`Journal`][tether.Journal])."""
-        rows = await self._execute(
-            "SELECT intent, response_id, model, base_url, pid, created_at FROM responses "
-            "ORDER BY created_at, rowid"
-        )
-        return [
-            JournalEntry(
-                intent=str(intent),
-                response_id=None if rid is None else str(rid),
-                model=None if model is None else str(model),
-                base_url=str(base_url),
-                pid=int(str(pid)),
-                created_at=float(str(created)),
-            )
-            for intent, rid, model, base_url, pid, created in rows
-        ]
+_REDIS_SCHEMES = ("redis", "rediss", "unix")
+_POSTGRES_SCHEMES = ("postgresql", "postgres")
 
 
-def open_journal(journal: Journal | str | os.PathLike[str] | None) -> Journal | None:
-    """``None``, a [`Journal`][tether.Journal], or a path for a [`SqliteJournal`][tether.SqliteJournal]."""
-    if journal is None or isinstance(journal, Journal):
-        return journal
-    if isinstance(journal, (str, os.PathLike)):
-        return SqliteJournal(journal)
-    raise TypeError(f"journal must be a tether.Journal, a path or None, got {journal!r}")
+def open_journal(
+    journal: Journal | str | os.PathLike[str] | None = None, *, lease: float = DEFAULT_LEASE
+) -> Journal:
+    """A journal from a URL or a path: Redis, PostgreSQL, or an SQLite file.
 
-
-@attrs.frozen(kw_only=True)
-class ReapReport:
-    """What [`reap`][tether.reap] found in a journal, and what it did.
-
-    Example:
-        ```python
-        report = await tether.reap(client, "journal.sqlite3")
-        print(len(report.cancelled), "cancelled;", len(report.unknown), "never got an id")
-        ```
-    """
-
-    found: tuple[JournalEntry, ...]
-    """Every entry the journal held."""
-    cancelled: tuple[tuple[JournalEntry, CancelReceipt], ...]
-    """Entries whose response is now known stopped (cancelled, or finished before), removed."""
-    failed: tuple[tuple[JournalEntry, CancelReceipt], ...]
-    """Entries whose cancel could not be confirmed within grace: kept, for the next reap."""
-    unknown: tuple[JournalEntry, ...]
-    """Intents whose process died before ``response.created``: no id to cancel; removed."""
-    skipped: tuple[JournalEntry, ...]
-    """Entries of another API (``base_url``) than the client's, or of a process still alive."""
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # pragma: no cover - someone else's process
-        return True
-    return True
-
-
-async def reap(
-    client: AsyncOpenAI,
-    journal: Journal | str | os.PathLike[str] | None = None,
-    *,
-    grace: float = 5.0,
-    include_live: bool = False,
-) -> ReapReport:
-    """Cancel every response a crashed process left in the journal.
-
-    Entries of processes still running are skipped (their owners will cancel them) unless
-    *include_live*; so are entries of another API than *client*'s. Cancels run concurrently,
-    each through the same shielded path as a guarded stream's. Idempotent: a response
-    already stopped is just removed.
+    ``redis://``, ``rediss://`` and ``unix://`` open a [`RedisJournal`][tether.journal.RedisJournal]
+    (``pip install "tether[redis]"``); ``postgresql://`` and ``postgres://`` a
+    [`PostgresJournal`][tether.journal.PostgresJournal] (``pip install "tether[postgres]"``); anything
+    else is a path for a [`SqliteJournal`][tether.journal.SqliteJournal]. Nothing is connected or
+    created until the journal is used. A [`Journal`][tether.journal.Journal] is returned as it is.
 
     Args:
-        client: An ``openai.AsyncOpenAI`` for the API the responses live on.
-        journal: A [`Journal`][tether.Journal] or a path (default: the per-user journal).
-        grace: Seconds each cancel may take, retries included.
-        include_live: Also cancel the entries of processes that are still alive.
+        journal: A URL, a path, a journal, or ``None`` for the per-user SQLite journal.
+        lease: Seconds an owner's entries stay untouchable after its last renewal.
 
     Returns:
-        A [`ReapReport`][tether.ReapReport].
+        A [`Journal`][tether.journal.Journal].
+
+    Raises:
+        TypeError: *journal* is none of these.
+        ValueError: *lease* is not a positive number.
 
     Example:
         ```python
-        report = await tether.reap(openai.AsyncOpenAI(), "journal.sqlite3")
+        journal = tether.open_journal("redis://127.0.0.1:6379/0", lease=10.0)
         ```
 
-    Added in version 0.1.
+    Added in version 0.2.
     """
-    client = check_async_client(client)
-    grace = check_positive("grace", grace)
-    store = open_journal(journal) or SqliteJournal()
-    entries = await store.entries()
-    base_url = str(client.base_url)
-    targets: list[JournalEntry] = []
-    unknown: list[JournalEntry] = []
-    skipped: list[JournalEntry] = []
-    for entry in entries:
-        if entry.base_url != base_url or (not include_live and _alive(entry.pid)):
-            skipped.append(entry)
-        elif entry.response_id is None:
-            unknown.append(entry)
-        else:
-            targets.append(entry)
-    receipts: dict[str, CancelReceipt] = {}
+    if isinstance(journal, Journal):
+        return journal
+    if journal is None:
+        journal = default_journal_path()
+    if isinstance(journal, str):
+        scheme = journal.split("://", 1)[0].lower() if "://" in journal else ""
+        if scheme in _REDIS_SCHEMES:
+            from ._journal_redis import RedisJournal
 
-    async def cancel(entry: JournalEntry) -> None:
-        assert entry.response_id is not None
-        receipts[entry.intent] = await cancel_on_server(client, entry.response_id, grace=grace)
+            return RedisJournal(journal, lease=lease)
+        if scheme in _POSTGRES_SCHEMES:
+            from ._journal_postgres import PostgresJournal
 
-    async with anyio.create_task_group() as tg:
-        for entry in targets:
-            tg.start_soon(cancel, entry)
-    cancelled = [(e, receipts[e.intent]) for e in targets if receipts[e.intent].stopped]
-    failed = [(e, receipts[e.intent]) for e in targets if not receipts[e.intent].stopped]
-    for entry in [e for e, _ in cancelled] + unknown:
-        await store.finished(entry.intent)
-    return ReapReport(
-        found=tuple(entries),
-        cancelled=tuple(cancelled),
-        failed=tuple(failed),
-        unknown=tuple(unknown),
-        skipped=tuple(skipped),
+            return PostgresJournal(journal, lease=lease)
+        if scheme:
+            raise ValueError(
+                f"journal must be a path or a redis://, rediss://, postgresql:// URL, "
+                f"got {redact_url(journal)!r}"
+            )
+    if isinstance(journal, (str, os.PathLike)):
+        from ._journal_sqlite import SqliteJournal
+
+        return SqliteJournal(journal, lease=lease)
+    raise TypeError(
+        f"journal must be a tether.journal.Journal, a URL, a path or None, got {journal!r}"
     )

@@ -16,7 +16,7 @@ __all__ = [
     "CancelReceipt",
     "DetachedResponse",
     "EndReason",
-    "Outcome",
+    "StreamOutcome",
 ]
 
 EndReason = Literal[
@@ -33,6 +33,7 @@ EndReason = Literal[
     "interrupted",
     "race_lost",
     "detached",
+    "cancel_requested",
 ]
 """Why a guarded stream stopped.
 
@@ -47,6 +48,8 @@ EndReason = Literal[
 - ``interrupted``: ``KeyboardInterrupt`` (Ctrl-C).
 - ``race_lost``: another attempt of a race won.
 - ``detached``: ``stream.detach()``; the response was left running on purpose.
+- ``cancel_requested``: [`request_cancel`][tether.request_cancel] asked for the stream's
+  ``key``, from this process or another.
 """
 
 FINISHED_STATUSES = frozenset({"completed", "failed", "incomplete", "cancelled"})
@@ -112,7 +115,7 @@ class DetachedResponse:
 
 
 @attrs.frozen(kw_only=True)
-class Outcome:
+class StreamOutcome:
     """How one guarded stream ended. Read it from ``stream.outcome`` after the ``async with``.
 
     Example:

@@ -38,7 +38,7 @@ from ._compat import (
 )
 from ._critical import run_critical
 from ._errors import ResponseNotCompleted, StallError, StallKind, TetherError
-from ._outcome import CancelReceipt, DetachedResponse, EndReason, Outcome
+from ._outcome import CancelReceipt, DetachedResponse, EndReason, StreamOutcome
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -85,8 +85,10 @@ class ResponseGuard:
         first_event_timeout: float,
         first_token_timeout: float | None,
         idle_timeout: float | None,
+        key: str | None = None,
     ) -> None:
         self._scope = scope
+        self._key = key  # the job key, for request_cancel
         self._request = request
         self._handle = handle
         self._background = background
@@ -118,10 +120,10 @@ class ResponseGuard:
         self._stopped = False
         self._receipt: CancelReceipt | None = None
         self._cleanup_error: str | None = None
-        self._outcome: Outcome | None = None
+        self._outcome: StreamOutcome | None = None
         self._intent: str | None = None  # this stream's journal entry, if the scope has one
         self._timed = first_token_timeout is not None or idle_timeout is not None
-        self._key: str | None = None
+        self._admitted = False  # past the max_concurrency queue
         self._opening: anyio.CancelScope | None = None
         self._request_sent = False
         self._abort_requested = False
@@ -183,15 +185,25 @@ class ResponseGuard:
         return None
 
     @property
-    def outcome(self) -> Outcome | None:
+    def outcome(self) -> StreamOutcome | None:
         """How it ended, once finished (``None`` before)."""
         return self._outcome
 
-    def require_outcome(self) -> Outcome:
+    def require_outcome(self) -> StreamOutcome:
         """The outcome; a ``RuntimeError`` while the stream has not ended."""
         if self._outcome is None:
             raise RuntimeError("the outcome is known once the `async with` block has exited")
         return self._outcome
+
+    @property
+    def key(self) -> str | None:
+        """The job key it was opened with (``request_cancel`` finds it by this)."""
+        return self._key
+
+    @property
+    def admitted(self) -> bool:
+        """Whether it is past the ``max_concurrency`` queue (its request may be sent)."""
+        return self._admitted
 
     @property
     def exhausted(self) -> bool:
@@ -214,6 +226,7 @@ class ResponseGuard:
             self._announce()
         self._opened = anyio.Event()
         self._started = anyio.current_time()
+        self._scope.track(self)  # queued ones too: request_cancel finds them by key
         try:
             # In a child task of its own, so that neither a native asyncio cancellation nor
             # Ctrl-C can cut the open between "request sent" and "id known" (_critical.py).
@@ -282,13 +295,15 @@ class ResponseGuard:
             if limiter is not None:
                 await limiter.acquire_on_behalf_of(self)
                 self._holds_slot = True
-            self._scope.track(self)
+            self._admitted = True
             self._started = anyio.current_time()  # timeouts count from the request
             opening.deadline = self._started + timeout
             journal = self._scope.journal
             if journal is not None and self._background:
                 self._intent = uuid.uuid4().hex
-                await journal.intend(self._intent, model=self._model, base_url=str(client.base_url))
+                await journal.intend(
+                    self._intent, key=self._key, model=self._model, base_url=str(client.base_url)
+                )
             if self._handle is not None:
                 if journal is not None:
                     await journal.started(self._intent or "", self._handle.response_id)
@@ -648,7 +663,7 @@ class ResponseGuard:
     def _finish(self, exc: BaseException | None) -> None:
         receipt = self._receipt
         error = self._cleanup_error or (receipt.error if receipt is not None else None)
-        self._outcome = Outcome(
+        self._outcome = StreamOutcome(
             response_id=self._response_id,
             model=self._model,
             background=self._background,

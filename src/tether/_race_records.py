@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from openai.types.responses import Response
 
     from ._hedging import Trigger
-    from ._outcome import CancelReceipt, Outcome
+    from ._outcome import CancelReceipt, StreamOutcome
 
 __all__ = [
     "AttemptEnded",
@@ -111,7 +111,7 @@ class RaceAttempt:
     """Why it was started (``primary``, ``parallel``, ``silence``, ``failure``), ``None`` if never."""
     response: Response | None = attrs.field(default=None, eq=False)
     """Its final response, when it completed (the winner's, in ``race``)."""
-    outcome: Outcome | None = None
+    outcome: StreamOutcome | None = None
     """Its guarded stream's outcome; ``None`` if it never sent a request."""
     error: Exception | None = attrs.field(default=None, eq=False)
     """Why it failed (an ``AttemptRejected`` when the win predicate said no)."""

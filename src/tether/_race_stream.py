@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from openai import AsyncOpenAI
     from openai.types.responses import Response, ResponseStreamEvent
 
-    from ._outcome import Outcome
+    from ._outcome import StreamOutcome
     from ._race import Contestant, Race, Stagger
     from ._race_records import RaceResult, Win
     from ._scope import Scope
@@ -69,7 +69,7 @@ class RaceStream:
         return self._won().guard.response_id
 
     @property
-    def outcome(self) -> Outcome:
+    def outcome(self) -> StreamOutcome:
         """The winner's guarded-stream outcome, once the block has exited."""
         return self._won().guard.require_outcome()
 

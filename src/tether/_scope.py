@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from typing import TYPE_CHECKING, final
 
 import anyio
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
     from openai import AsyncOpenAI
 
-    from ._outcome import Outcome
+    from ._outcome import StreamOutcome
     from ._protocol import ResponseGuard
 
 __all__ = ["Scope", "as_scope", "open_scope"]
@@ -62,7 +62,7 @@ class Scope:
             raise TypeError(f"confirm must be a bool, got {confirm!r}")
         self.confirm = confirm
         """Re-read a cancelled response with ``retrieve`` to confirm its final status."""
-        self.journal: Journal | None = open_journal(journal)
+        self.journal: Journal | None = None if journal is None else open_journal(journal)
         """Where live background responses are recorded, for [`reap`][tether.reap] after a crash."""
         if max_concurrency is not None and (
             isinstance(max_concurrency, bool)
@@ -80,7 +80,7 @@ class Scope:
         self._deadline: float = math.inf
         self._cancelled_explicitly = False
         self._live: set[ResponseGuard] = set()
-        self._outcomes: list[Outcome] = []
+        self._outcomes: list[StreamOutcome] = []
 
     @property
     def deadline(self) -> float:
@@ -110,33 +110,59 @@ class Scope:
 
     @property
     def live(self) -> int:
-        """How many guarded streams are open in this scope right now."""
-        return len(self._live)
+        """How many guarded streams are open in this scope right now (not counting those
+        still queued for a ``max_concurrency`` slot)."""
+        return sum(1 for guard in self._live if guard.admitted)
 
     @property
-    def outcomes(self) -> tuple[Outcome, ...]:
+    def outcomes(self) -> tuple[StreamOutcome, ...]:
         """The outcome of every guarded stream that ended in this scope, in the order they ended."""
         return tuple(self._outcomes)
 
     @asynccontextmanager
     async def run(self, limit: float | None) -> AsyncGenerator[Scope]:
         """Open the scope with *limit* seconds (or none): what ``open_scope`` returns."""
-        with anyio.CancelScope() as cancel_scope:
-            if limit is not None:
-                self._deadline = cancel_scope.deadline = anyio.current_time() + limit
-            self._cancel_scope = cancel_scope
-            yield self
-        if cancel_scope.cancelled_caught and limit is not None and not self._cancelled_explicitly:
-            raise DeadlineExceeded(limit)
+        async with self.attach_journal():  # a fleet journal's lease and cancel listener
+            with anyio.CancelScope() as cancel_scope:
+                if limit is not None:
+                    self._deadline = cancel_scope.deadline = anyio.current_time() + limit
+                self._cancel_scope = cancel_scope
+                yield self
+            if (
+                cancel_scope.cancelled_caught
+                and limit is not None
+                and not self._cancelled_explicitly
+            ):
+                raise DeadlineExceeded(limit)
 
     def track(self, guard: ResponseGuard) -> None:
         """Count *guard* as live in this scope (called by the protocol as it opens)."""
         self._live.add(guard)
 
-    def record(self, guard: ResponseGuard, outcome: Outcome) -> None:
+    def record(self, guard: ResponseGuard, outcome: StreamOutcome) -> None:
         """Record how *guard* ended (called by the protocol as it finishes)."""
         self._live.discard(guard)
         self._outcomes.append(outcome)
+
+    def attach_journal(self) -> AbstractAsyncContextManager[object]:
+        """The journal's lease and cancel listener, held for the scope's lifetime."""
+        if self.journal is None:
+            return nullcontext()
+        return self.journal.attach(self.on_cancel_requested)
+
+    async def on_cancel_requested(self, key: str) -> None:
+        """A cancel was requested for *key* (``request_cancel``): stop its live streams,
+        concurrently, each through the one stop path (a queued one sends nothing)."""
+        guards = [guard for guard in self._live if guard.key == key]
+
+        async def stop(guard: ResponseGuard) -> None:
+            guard.mark_reason("cancel_requested")
+            await guard.wait_opened("cancel")
+            await guard.stop("cancel_requested")
+
+        async with anyio.create_task_group() as tg:
+            for guard in guards:
+                tg.start_soon(stop, guard)
 
 
 def as_scope(scope: Scope | AsyncOpenAI, argument: str = "scope") -> Scope:
@@ -171,8 +197,10 @@ def open_scope(
         first_event_timeout: Seconds to wait for ``response.created`` when opening a stream.
         max_concurrency: At most this many guarded streams open at once in the scope.
         confirm: Re-read every cancelled response to confirm its final status.
-        journal: Record every live background response in this [`Journal`][tether.Journal]
-            (or SQLite file), so that [`reap`][tether.reap] can cancel what a crash left.
+        journal: Record every live background response in this [`Journal`][tether.journal.Journal]
+            (or a ``redis://`` / ``postgresql://`` URL, or an SQLite path: see
+            [`open_journal`][tether.open_journal]), so that [`reap`][tether.reap] can cancel
+            what a crash left and [`request_cancel`][tether.request_cancel] can stop a key.
 
     Returns:
         An async context manager yielding the [`Scope`][tether.Scope].

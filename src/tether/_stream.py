@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from openai import AsyncOpenAI
     from openai.types.responses import Response, ResponseStreamEvent
 
-    from ._outcome import CancelReceipt, Outcome
+    from ._outcome import CancelReceipt, StreamOutcome
 
 __all__ = [
     "GuardedStream",
@@ -93,7 +93,7 @@ class GuardedStream:
         return self._guard.last_sequence_number
 
     @property
-    def outcome(self) -> Outcome:
+    def outcome(self) -> StreamOutcome:
         """How the stream ended; available once the ``async with`` block has exited.
 
         Raises:
@@ -292,6 +292,7 @@ def guarded_stream(
     first_token_timeout: float | None = None,
     idle_timeout: float | None = None,
     deadline: float | None = None,
+    key: str | None = None,
     **create_kwargs: Any,
 ) -> GuardedStream:
     """Stream a response that is cancelled on the server whenever you stop reading early.
@@ -315,6 +316,8 @@ def guarded_stream(
         deadline: Seconds for this stream's whole block, or ``None``: when it runs out the
             response is cancelled on the server, then ``DeadlineExceeded`` is raised (like
             a scope's deadline, for one stream).
+        key: A job key (``"conversation-42"``) recorded in the scope's journal, so that
+            [`request_cancel`][tether.request_cancel] can stop the stream from any process.
         **create_kwargs: Passed to ``client.responses.create`` (``model``, ``input``, ...).
 
     Returns:
@@ -345,6 +348,7 @@ def guarded_stream(
             first_event_timeout=first_event_timeout,
             first_token_timeout=first_token_timeout,
             idle_timeout=idle_timeout,
+            key=key,
             **create_kwargs,
         ),
         limit,
@@ -359,9 +363,12 @@ def build_guard(
     first_event_timeout: float | None = None,
     first_token_timeout: float | None = None,
     idle_timeout: float | None = None,
+    key: str | None = None,
     **create_kwargs: Any,
 ) -> ResponseGuard:
     """The guard behind ``guarded_stream(...)``, checked the same way (for races and agents)."""
+    if key is not None and (not isinstance(key, str) or not key):
+        raise ValueError(f"key must be a non-empty str or None, got {key!r}")
     the_scope = as_scope(scope)
     if "stream" in create_kwargs:
         raise ValueError(
@@ -374,7 +381,7 @@ def build_guard(
         the_scope, grace, first_event_timeout, first_token_timeout, idle_timeout
     )
     return ResponseGuard(
-        the_scope, request=create_kwargs, handle=None, background=background, **options
+        the_scope, request=create_kwargs, handle=None, background=background, key=key, **options
     )
 
 

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from anyio.from_thread import BlockingPortal
 
     from ._journal import Journal
-    from ._outcome import Outcome
+    from ._outcome import StreamOutcome
 
 __all__ = ["Scope", "open_scope"]
 
@@ -142,7 +142,7 @@ class Scope:
         return self._async.live
 
     @property
-    def outcomes(self) -> tuple[Outcome, ...]:
+    def outcomes(self) -> tuple[StreamOutcome, ...]:
         """The outcome of every guarded stream that ended in this scope, in the order they ended."""
         return self._async.outcomes
 
@@ -364,7 +364,7 @@ def open_scope(
         first_event_timeout: Seconds to wait for ``response.created`` when opening a stream.
         max_concurrency: At most this many guarded streams open at once in the scope.
         confirm: Re-read every cancelled response to confirm its final status.
-        journal: Record every live background response in this [`Journal`][tether.Journal]
+        journal: Record every live background response in this [`Journal`][tether.journal.Journal]
             (or SQLite file), so that [`reap`][tether.reap] can cancel what a crash left.
         async_http_client: The ``httpx2.AsyncClient`` to use instead of mirroring the sync
             client's (for a custom transport or an explicit proxy); closed on exit.

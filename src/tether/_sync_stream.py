@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 
     from openai.types.responses import Response, ResponseStreamEvent
 
-    from ._outcome import Outcome
+    from ._outcome import StreamOutcome
     from ._protocol import ResponseGuard
     from ._sync_scope import Scope
 
@@ -130,7 +130,7 @@ class GuardedStream:
         return None if last is None else last.sequence_number
 
     @property
-    def outcome(self) -> Outcome:
+    def outcome(self) -> StreamOutcome:
         """How the stream ended; available once the ``with`` block has exited.
 
         Raises:

@@ -4,7 +4,7 @@
 with pydantic (a ``TypedDict`` built from the annotations, validated by a ``TypeAdapter``),
 so the arguments the model sends are validated by the very schema the model was given.
 [`run_agent`][tether.run_agent] calls the tools; a tool may ask for an
-[`AgentContext`][tether.AgentContext] to see the time left.
+[`AgentContext`][tether.agents.AgentContext] to see the time left.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ class AgentContext:
     Example:
         ```python
         @tether.tool
-        async def search(query: str, ctx: tether.AgentContext) -> list[str]:
+        async def search(query: str, ctx: tether.agents.AgentContext) -> list[str]:
             with anyio.move_on_after(ctx.remaining() / 2):  # leave time for an answer
                 return await index.search(query)
             return []
@@ -178,7 +178,7 @@ class Tool(Generic[P, R]):
         return self.fn(*args, **kwargs)
 
     def __repr__(self) -> str:
-        return f"<tether.Tool {self.name!r} strict={self.strict}>"
+        return f"<tether.agents.Tool {self.name!r} strict={self.strict}>"
 
     async def invoke(self, arguments: str, context: AgentContext) -> str:
         """Validate the model's arguments, call the function, and encode its result.
@@ -402,7 +402,7 @@ def tool(
     defaults make a parameter optional, and the docstring's ``Args:`` entries describe
     the parameters. The model's arguments are validated against the same types before
     the call; an invalid call is a tool error. A parameter annotated
-    [`AgentContext`][tether.AgentContext] is filled in by the agent and left out of the
+    [`AgentContext`][tether.agents.AgentContext] is filled in by the agent and left out of the
     schema. Async functions are awaited; sync ones run in a worker thread.
 
     Args:
@@ -416,7 +416,7 @@ def tool(
             (use ``x: int | None`` for an optional value in strict mode).
 
     Returns:
-        A [`Tool`][tether.Tool], still callable like the function.
+        A [`Tool`][tether.agents.Tool], still callable like the function.
 
     Raises:
         TypeError: *fn* is not callable, takes ``*args``/``**kwargs``, or has annotations

@@ -1,8 +1,9 @@
 """Agents' progress events: what [`run_agent`][tether.run_agent] tells observers.
 
-[`tether.run_agent`][tether.run_agent] and its records (``AgentResult``, ``AgentTurn``,
-``ToolCall``) are in ``tether``; this module holds the events an agent emits to
-``tether.observe`` observers, in this order:
+[`tether.run_agent`][tether.run_agent] and [`tether.tool`][tether.tool] are in ``tether``;
+this module holds their records (``AgentResult``, ``AgentTurn``, ``ToolCall``, ``Tool``,
+``AgentContext``, ``StopReason``) and the events an agent emits to ``tether.observe``
+observers, in this order:
 
 - ``AgentStarted(id, parent, model, tools, max_turns)``;
 - per turn, ``TurnStarted(id, parent=agent id, index)``, then its guarded stream's events
@@ -26,14 +27,33 @@ Example:
 
 from __future__ import annotations
 
+from ._agent import AgentResult as AgentResult
+from ._agent import AgentTurn as AgentTurn
+from ._agent import StopReason as StopReason
 from ._agent_events import AgentEnded as AgentEnded
 from ._agent_events import AgentStarted as AgentStarted
 from ._agent_events import ToolEnded as ToolEnded
 from ._agent_events import ToolStarted as ToolStarted
 from ._agent_events import TurnEnded as TurnEnded
 from ._agent_events import TurnStarted as TurnStarted
+from ._tools import AgentContext as AgentContext
+from ._tools import Tool as Tool
+from ._tools import ToolCall as ToolCall
 
-__all__ = ["AgentEnded", "AgentStarted", "ToolEnded", "ToolStarted", "TurnEnded", "TurnStarted"]
+__all__ = [
+    "AgentContext",
+    "AgentEnded",
+    "AgentResult",
+    "AgentStarted",
+    "AgentTurn",
+    "StopReason",
+    "Tool",
+    "ToolCall",
+    "ToolEnded",
+    "ToolStarted",
+    "TurnEnded",
+    "TurnStarted",
+]
 
 
 def _claim_public_names() -> None:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import anyio
 import openai
 
+from . import _fleet_cli
 from ._errors import RaceFailed, TetherError
 
 if TYPE_CHECKING:
@@ -164,11 +165,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="seconds per server-side cancel (default 5)")  # fmt: skip
     run.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio",
                      help="the event loop to run on (default asyncio)")  # fmt: skip
-    reap = commands.add_parser("reap", help="cancel what crashed processes left running")
-    reap.add_argument("--journal", help="the journal file (default: the per-user journal)")
-    reap.add_argument("--base-url", help="the API the responses live on (default: OpenAI's)")
-    reap.add_argument("--grace", type=float, default=5.0, help="seconds per server-side cancel")
-    reap.add_argument("--include-live", action="store_true", help="also entries of live processes")
+    _fleet_cli.add_commands(commands)  # reap, cancel
     emu = commands.add_parser("emulator", help="serve the Responses emulator until Ctrl-C")
     emu.add_argument("--port", type=_port, default=8000,
                      help="the port to bind, 0 for any free one (default 8000)")  # fmt: skip
@@ -230,8 +227,8 @@ def _dispatch(console: Console, args: Any) -> int:
             return _emulator(console, args)
         if args.command == "demo":
             return _demo(console, args)
-        if args.command == "reap":
-            return anyio.run(_reap, console, args)
+        if args.command in ("reap", "cancel"):
+            return anyio.run(_fleet_cli.run, console, args)
         return _race_command(console, args)
     except KeyboardInterrupt:
         console.print("interrupted")
@@ -290,37 +287,6 @@ def _demo(console: Console, args: Any) -> int:
             return _INTERRUPTED
         _summary(console, result, emu)
     return 0
-
-
-async def _reap(console: Console, args: Any) -> int:
-    from rich.table import Table
-
-    from ._journal import SqliteJournal, reap
-
-    key = os.environ.get("OPENAI_API_KEY")
-    if not key and not args.base_url:
-        raise ValueError("reap needs OPENAI_API_KEY (or --base-url for another API)")
-    journal = SqliteJournal(args.journal)
-    async with openai.AsyncOpenAI(api_key=key or "unused", base_url=args.base_url) as client:
-        report = await reap(client, journal, grace=args.grace, include_live=args.include_live)
-    table = Table(title=f"tether reap: {journal.path}")
-    for column in ("response", "model", "pid", "result"):
-        table.add_column(column)
-    for entry, receipt in report.cancelled:
-        table.add_row(entry.response_id, entry.model, str(entry.pid), f"[green]{receipt.status}[/]")
-    for entry, receipt in report.failed:
-        table.add_row(entry.response_id, entry.model, str(entry.pid), f"[red]{receipt.error}[/]")
-    for entry in report.unknown:
-        table.add_row("-", entry.model, str(entry.pid), "[dim]no id: never created[/]")
-    for entry in report.skipped:
-        table.add_row(entry.response_id or "-", entry.model, str(entry.pid), "[dim]skipped[/]")
-    console.print(table)
-    console.print(
-        f"{len(report.found)} found: {len(report.cancelled)} stopped, "
-        f"{len(report.failed)} not confirmed (kept), {len(report.unknown)} without an id, "
-        f"{len(report.skipped)} skipped (live process or another API)"
-    )
-    return 1 if report.failed else 0
 
 
 def _race_command(console: Console, args: Any) -> int:

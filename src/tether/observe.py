@@ -44,7 +44,7 @@ import attrs
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator
 
-    from ._outcome import CancelReceipt, Outcome
+    from ._outcome import CancelReceipt, StreamOutcome
 
 __all__ = [
     "CancelEnded",
@@ -161,7 +161,7 @@ class StreamEnded:
 
     id: int
     """The stream's id in events."""
-    outcome: Outcome
+    outcome: StreamOutcome
     """How it ended."""
 
 

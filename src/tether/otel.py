@@ -58,7 +58,7 @@ if TYPE_CHECKING:
     from opentelemetry.trace import Span, TracerProvider
     from opentelemetry.util.types import AttributeValue
 
-    from ._outcome import CancelReceipt, Outcome
+    from ._outcome import CancelReceipt, StreamOutcome
 
 __all__ = ["OtelObserver", "instrument", "uninstrument"]
 
@@ -332,7 +332,7 @@ class OtelObserver:
             span.set_status(Status(StatusCode.ERROR, error[1]))
         span.end()
 
-    def _record_stream(self, outcome: Outcome) -> None:
+    def _record_stream(self, outcome: StreamOutcome) -> None:
         base: dict[str, AttributeValue] = {"tether.end_reason": outcome.reason}
         if outcome.model is not None:
             base["gen_ai.request.model"] = outcome.model
@@ -561,7 +561,7 @@ def _receipt_attributes(span: Span, receipt: CancelReceipt) -> None:
         span.set_attribute("tether.cancel.latency", receipt.latency)
 
 
-def _stream_error(outcome: Outcome) -> tuple[str, str] | None:
+def _stream_error(outcome: StreamOutcome) -> tuple[str, str] | None:
     """``(error.type, description)`` when a stream's end is a failure, else ``None``."""
     if outcome.reason in _ERROR_REASONS:
         return outcome.reason, f"the stream ended: {outcome.reason}"

@@ -279,8 +279,8 @@ def race(
             the async side).
         requests: ``responses.create`` kwargs, one dict per attempt; each may carry its own
             ``client=`` (another ``openai.OpenAI``) and any guarded-stream option.
-        win: [`first_completed`][tether.first_completed] (default),
-            [`first_token`][tether.first_token], or a ``Callable[[Response], bool]``.
+        win: [`first_completed`][tether.races.first_completed] (default),
+            [`first_token`][tether.races.first_token], or a ``Callable[[Response], bool]``.
         stagger: ``None`` (all at once), seconds, or [`adaptive`][tether.adaptive].
         grace: Seconds each loser's server-side cancel may take (default 5).
         max_concurrency: With a bare client: at most this many attempts in flight at once.
@@ -290,7 +290,7 @@ def race(
         async_http_client: See [`guarded_stream`][tether.sync.guarded_stream] (for *scope*).
 
     Returns:
-        A [`RaceResult`][tether.RaceResult]; ``result.winner.response`` is the final response.
+        A [`RaceResult`][tether.races.RaceResult]; ``result.winner.response`` is the final response.
 
     Raises:
         RaceFailed: No attempt won (every error, every outcome).

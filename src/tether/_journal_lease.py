@@ -1,0 +1,206 @@
+"""What every built-in journal shares: the owner's lease heartbeat and the cancel listener.
+
+A store implements four hooks (``_renew``, ``_drop_owner``, ``_listen``, ``_timeout``); this
+base runs them for the lifetime of ``attach``. The heartbeat and the listener each live in a
+task of the attach's own task group, visibly bounded by the ``async with``; the body's
+exception leaves unchanged (see ``attach``). Store failures inside are logged and retried,
+with a backoff, never raised into the body: a scope does not die because Redis blinked.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+import anyio
+import attrs
+
+from ._journal import DEFAULT_LEASE, Owner
+from ._validate import check_positive
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncGenerator, Awaitable, Callable
+
+    from anyio.abc import TaskGroup
+    from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+__all__ = ["LeasedJournal", "log"]
+
+log = logging.getLogger("tether.journal")
+
+_RETRY_MIN = 0.05
+_RETRY_MAX = 2.0
+
+
+class LeasedJournal:
+    """The base of the built-in journals: identity, lease, heartbeat, listener, ``attach``."""
+
+    def __init__(self, *, lease: float = DEFAULT_LEASE, timeout: float = 1.0) -> None:
+        self.lease: float = check_positive("lease", lease)
+        """Seconds the owner's lease lasts without a renewal (renewed every third of it)."""
+        if math.isinf(self.lease):
+            raise ValueError(f"lease must be finite, got {lease!r}")
+        self.timeout: float = check_positive("timeout", timeout)
+        """Seconds each call to the store may take (a socket, statement or lock timeout)."""
+        self.owner: Owner = Owner.here()
+        """Who this journal object writes its entries as."""
+        self._held: dict[str, str] = {}  # intent -> key: this owner's live entries with a key
+        self._attached = 0
+
+    # ------------------------------------------------------------ store hooks
+
+    def _where(self) -> str:
+        """The store, for messages (a path, or a URL without its password)."""
+        raise NotImplementedError
+
+    async def _renew(self) -> None:
+        """Write the owner's record with a fresh lease."""
+        raise NotImplementedError
+
+    async def _drop_owner(self) -> None:
+        """Delete the owner's record: its entries are reapable at once."""
+        raise NotImplementedError
+
+    async def _listen(self, post: Callable[[str | None], None]) -> None:
+        """Subscribe, ``post(None)``, then ``post(key)`` per cancel request, until cancelled.
+
+        *post* must be called from the event loop's thread (from a worker thread, through
+        ``anyio.from_thread.run_sync``). A failure raises: ``attach`` logs and resubscribes.
+        """
+        raise NotImplementedError
+
+    # ------------------------------------------------------------ bookkeeping
+
+    def _hold(self, intent: str, key: str | None) -> None:
+        if key is not None:
+            self._held[intent] = key
+
+    def _unhold(self, intent: str) -> None:
+        self._held.pop(intent, None)
+
+    # ----------------------------------------------------------------- attach
+
+    @asynccontextmanager
+    async def attach(self, on_cancel: Callable[[str], Awaitable[None]]) -> AsyncGenerator[None]:
+        """Hold the lease and hear cancel requests for the block (see [`Journal.attach`][tether.journal.Journal.attach]).
+
+        Example:
+            ```python
+            async with journal.attach(on_cancel=stop_every_stream_of):
+                ...  # streams run here
+            ```
+        """
+        await self._renew()  # fail fast: a store that is down fails the scope's open
+        self._attached += 1
+        host: BaseException | None = None  # what the block (or the listener's start) raised
+        unwrap = False
+        try:
+            async with anyio.create_task_group() as services:
+                try:
+                    # The listener posts keys (and None once subscribed) here, from any thread.
+                    post, inbox = anyio.create_memory_object_stream[str | None](math.inf)
+                    state = _Listening()
+                    services.start_soon(self._heartbeat, name="tether journal heartbeat")
+                    services.start_soon(self._listen_forever, post, state, name="tether listener")
+                    services.start_soon(self._dispatch, inbox, state, services, on_cancel)
+                    await state.ready.wait()  # bounded: the store's own timeouts
+                    if state.error is not None:
+                        raise state.error  # the first subscription failed: fail the open
+                    yield
+                except BaseException as exc:
+                    host = exc
+                    raise
+                finally:
+                    services.cancel_scope.cancel("tether: the scope is closing")
+        except BaseExceptionGroup as group:
+            # The services never raise: a group holding only the block's exception is the
+            # task group's wrapping of it. Anything else (a bug) goes up as it is.
+            if host is None or len(group.exceptions) != 1 or group.exceptions[0] is not host:
+                raise
+            unwrap = True
+        finally:
+            self._attached -= 1
+            if self._attached == 0:
+                with anyio.move_on_after(self.timeout * 2, shield=True):
+                    try:
+                        await self._drop_owner()
+                    except Exception as exc:  # the lease runs out by itself anyway
+                        log.warning("could not drop the lease on %s: %s", self._where(), exc)
+        if unwrap:
+            assert host is not None
+            raise host
+
+    async def _heartbeat(self) -> None:
+        interval = self.lease / 3
+        delay = interval
+        while True:
+            await anyio.sleep(delay)
+            try:
+                await self._renew()
+            except Exception as exc:
+                delay = min(interval, 0.5)
+                log.warning(
+                    "could not renew the lease on %s (retrying in %.2fs; the lease of %.1fs "
+                    "runs out if this goes on): %s",
+                    self._where(),
+                    delay,
+                    self.lease,
+                    exc,
+                )
+            else:
+                delay = interval
+
+    async def _dispatch(
+        self,
+        inbox: MemoryObjectReceiveStream[str | None],
+        state: _Listening,
+        services: TaskGroup,
+        on_cancel: Callable[[str], Awaitable[None]],
+    ) -> None:
+        async def cancel(key: str) -> None:
+            await on_cancel(key)
+
+        with inbox:
+            async for key in inbox:
+                if key is None:
+                    state.ready.set()
+                elif key in self._held.values():  # a key this owner holds an entry of
+                    services.start_soon(cancel, key, name=f"tether cancel {key!r}")
+
+    async def _listen_forever(
+        self, post: MemoryObjectSendStream[str | None], state: _Listening
+    ) -> None:
+        backoff = _RETRY_MIN
+        with post:
+            while True:
+                try:
+                    await self._listen(post.send_nowait)
+                except Exception as exc:
+                    if not state.ready.is_set():  # the first subscription fails the open
+                        state.error = exc
+                        state.ready.set()
+                        return
+                    log.warning(
+                        "lost the cancel listener on %s (reconnecting in %.2fs): %s",
+                        self._where(),
+                        backoff,
+                        exc,
+                    )
+                    await anyio.sleep(backoff)
+                    backoff = min(backoff * 2, _RETRY_MAX)
+                else:
+                    backoff = _RETRY_MIN
+
+
+@attrs.define
+class _Listening:
+    """The listener's first subscription: done (``ready``), or failed (``error``)."""
+
+    ready: anyio.Event = attrs.field(factory=anyio.Event)
+    error: Exception | None = None

@@ -1,0 +1,278 @@
+"""The embedded journal: one SQLite file, for the processes of one machine (no server).
+
+Every call runs in a worker thread (``anyio.to_thread``) on a short-lived connection of its
+own: nothing to close, safe across ``fork``, and several processes can share the file (WAL
+mode). A lock held by another process is waited for at most ``timeout`` seconds (1 s by
+default), then the call fails with a [`JournalError`][tether.JournalError]: the stop path is
+never held up by the disk for long.
+
+Leases are wall-clock times (``time.time()``: one machine, one clock). Cancel requests are
+rows of a ``cancels`` table that each attached owner polls every 0.2 s (one indexed ``SELECT``
+on a fresh connection, about 0.1 ms): SQLite has no notifications across processes, and a
+fifth of a second is well within "about a second".
+
+Only writes create the file (with its folder, mode 0600); reading, claiming and ``check``
+never do, so ``tether reap --journal <a typo>`` is an error, not an empty journal.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, final
+
+import anyio
+
+from ._journal import DEFAULT_LEASE, JournalEntry, JournalError, default_journal_path
+from ._journal_lease import LeasedJournal
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+
+__all__ = ["SqliteJournal"]
+
+_VERSION = 2  # PRAGMA user_version: marks a file as a tether journal (and its layout)
+_POLL = 0.2  # seconds between two reads of the cancel requests
+_KEEP_REQUESTS = 60.0  # seconds a cancel request stays in the table
+_CHUNK = 500  # intents per statement (SQLite's limit on variables is 999 on old builds)
+_COLUMNS = "intent, key, response_id, model, base_url, host, pid, owner, created_at"
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS entries (
+    intent TEXT PRIMARY KEY, key TEXT, response_id TEXT, model TEXT, base_url TEXT NOT NULL,
+    host TEXT NOT NULL, pid INTEGER NOT NULL, owner TEXT NOT NULL, created_at REAL NOT NULL,
+    claimed_by TEXT, claim_expires REAL
+);
+CREATE INDEX IF NOT EXISTS entries_key ON entries (key);
+CREATE TABLE IF NOT EXISTS owners (
+    instance TEXT PRIMARY KEY, host TEXT NOT NULL, pid INTEGER NOT NULL, expires_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cancels (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL, requested_at REAL NOT NULL
+);
+PRAGMA user_version = {_VERSION};
+"""
+_ALIVE = "EXISTS (SELECT 1 FROM owners o WHERE o.instance = e.owner AND o.expires_at > ?)"
+
+Row = tuple[object, ...]
+
+
+def _entry(row: Row, alive: bool) -> JournalEntry:
+    intent, key, rid, model, base_url, host, pid, owner, created = row
+    return JournalEntry(
+        intent=str(intent),
+        key=None if key is None else str(key),
+        response_id=None if rid is None else str(rid),
+        model=None if model is None else str(model),
+        base_url=str(base_url),
+        host=str(host),
+        pid=int(str(pid)),
+        owner=str(owner),
+        created_at=float(str(created)),
+        alive=alive,
+    )
+
+
+@final
+class SqliteJournal(LeasedJournal):
+    """The built-in journal: one SQLite file (WAL mode, created with mode 0600).
+
+    Args:
+        path: The database file (created with its folder on the first write). Default:
+            [`default_journal_path`][tether.journal.default_journal_path].
+        lease: Seconds an owner's entries stay untouchable after its last renewal.
+        timeout: Seconds a call waits for another process's lock before it fails.
+
+    Example:
+        ```python
+        journal = tether.journal.SqliteJournal("/var/lib/myapp/tether.sqlite3", lease=10.0)
+        async with tether.open_scope(client, journal=journal) as scope: ...
+        ```
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        lease: float = DEFAULT_LEASE,
+        timeout: float = 1.0,
+    ) -> None:
+        super().__init__(lease=lease, timeout=timeout)
+        self.path = Path(path).expanduser() if path is not None else default_journal_path()
+        """The database file."""
+        self._lock = threading.Lock()
+        self._ready = False
+
+    def __repr__(self) -> str:
+        return f"SqliteJournal({str(self.path)!r})"
+
+    def _where(self) -> str:
+        return str(self.path)
+
+    # ----------------------------------------------------------------- plumbing
+
+    def _connect(self, create: bool) -> sqlite3.Connection:
+        if create:
+            with self._lock:
+                if not self._ready:
+                    self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                    # Created 0600 before SQLite opens it: it names what you run, and where.
+                    os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
+                    db = sqlite3.connect(self.path, isolation_level=None, timeout=self.timeout)
+                    try:
+                        db.execute("PRAGMA journal_mode=WAL")
+                        db.executescript(_SCHEMA)
+                    finally:
+                        db.close()
+                    self._ready = True
+            return sqlite3.connect(self.path, isolation_level=None, timeout=self.timeout)
+        if not self.path.is_file():
+            raise JournalError(f"no journal at {self.path} (nothing was ever recorded there)")
+        uri = f"{self.path.resolve().as_uri()}?mode=rw"
+        db = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=self.timeout)
+        try:
+            (version,) = db.execute("PRAGMA user_version").fetchone()
+        except BaseException:
+            db.close()
+            raise
+        if version != _VERSION:
+            db.close()
+            raise JournalError(f"{self.path} is not a tether journal (user_version {version})")
+        return db
+
+    def _run(self, create: bool, work: Callable[[sqlite3.Connection], list[Row]]) -> list[Row]:
+        try:
+            db = self._connect(create)
+        except sqlite3.DatabaseError as exc:
+            raise JournalError(f"{self.path} is not a tether journal: {exc}") from exc
+        except (sqlite3.Error, OSError) as exc:
+            raise JournalError(f"the journal {self.path} failed: {exc}") from exc
+        try:
+            db.execute("PRAGMA synchronous=NORMAL")
+            return work(db)
+        except sqlite3.Error as exc:
+            raise JournalError(f"the journal {self.path} failed: {exc}") from exc
+        finally:
+            db.close()
+
+    async def _call(
+        self, work: Callable[[sqlite3.Connection], list[Row]], *, create: bool
+    ) -> list[Row]:
+        return await anyio.to_thread.run_sync(self._run, create, work)
+
+    async def _sql(self, sql: str, *params: object, create: bool = False) -> list[Row]:
+        return await self._call(lambda db: db.execute(sql, params).fetchall(), create=create)
+
+    # ------------------------------------------------------------- the stream's
+
+    async def intend(
+        self, intent: str, *, key: str | None, model: str | None, base_url: str
+    ) -> None:
+        """Record an intent (see [`Journal`][tether.journal.Journal])."""
+        owner = self.owner
+        await self._sql(
+            f"INSERT OR REPLACE INTO entries ({_COLUMNS}) VALUES (?, ?, NULL, ?, ?, ?, ?, ?, ?)",
+            *(intent, key, model, base_url, owner.host, owner.pid, owner.instance, time.time()),
+            create=True,
+        )
+        self._hold(intent, key)
+
+    async def started(self, intent: str, response_id: str) -> None:
+        """Record a response id (see [`Journal`][tether.journal.Journal])."""
+        await self._sql(
+            "UPDATE entries SET response_id = ? WHERE intent = ?", response_id, intent, create=True
+        )
+
+    async def finished(self, intent: str) -> None:
+        """Forget an entry (see [`Journal`][tether.journal.Journal])."""
+        await self._sql("DELETE FROM entries WHERE intent = ?", intent, create=True)
+        self._unhold(intent)
+
+    # --------------------------------------------------------------- the fleet's
+
+    async def check(self) -> None:
+        """Fail unless the file is a journal (see [`Journal`][tether.journal.Journal])."""
+        await self._sql("SELECT 1")
+
+    async def entries(self) -> list[JournalEntry]:
+        """Every entry not yet finished (see [`Journal`][tether.journal.Journal])."""
+        if not self.path.exists():
+            return []
+        rows = await self._sql(
+            f"SELECT {_COLUMNS}, {_ALIVE} FROM entries e ORDER BY created_at, rowid", time.time()
+        )
+        return [_entry(row[:-1], bool(row[-1])) for row in rows]
+
+    async def claim(
+        self, intents: Sequence[str], *, ttl: float, include_live: bool = False
+    ) -> list[JournalEntry]:
+        """Claim reapable entries (see [`Journal`][tether.journal.Journal])."""
+        token = os.urandom(8).hex()
+        wanted = list(intents)
+
+        def work(db: sqlite3.Connection) -> list[Row]:
+            now = time.time()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for start in range(0, len(wanted), _CHUNK):
+                    chunk = wanted[start : start + _CHUNK]
+                    marks = ", ".join("?" * len(chunk))
+                    db.execute(
+                        f"UPDATE entries AS e SET claimed_by = ?, claim_expires = ? "
+                        f"WHERE intent IN ({marks}) "
+                        f"AND (claimed_by IS NULL OR claim_expires < ?) AND (? OR NOT {_ALIVE})",
+                        (token, now + ttl, *chunk, now, include_live, now),
+                    )
+                rows = db.execute(
+                    f"SELECT {_COLUMNS} FROM entries WHERE claimed_by = ? ORDER BY created_at",
+                    (token,),
+                ).fetchall()
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            return rows
+
+        return [_entry(row, alive=False) for row in await self._call(work, create=False)]
+
+    async def release(self, intent: str) -> None:
+        """Drop a claim (see [`Journal`][tether.journal.Journal])."""
+        await self._sql("UPDATE entries SET claimed_by = NULL WHERE intent = ?", intent)
+
+    async def request(self, key: str) -> int:
+        """Record a cancel request; owners poll for it (see [`Journal`][tether.journal.Journal])."""
+        now = time.time()
+
+        def work(db: sqlite3.Connection) -> list[Row]:
+            db.execute("DELETE FROM cancels WHERE requested_at < ?", (now - _KEEP_REQUESTS,))
+            db.execute("INSERT INTO cancels (key, requested_at) VALUES (?, ?)", (key, now))
+            return db.execute("SELECT count(*) FROM owners WHERE expires_at > ?", (now,)).fetchall()
+
+        ((listeners,),) = await self._call(work, create=False)
+        return int(str(listeners))
+
+    # ------------------------------------------------------------ lease, listener
+
+    async def _renew(self) -> None:
+        owner = self.owner
+        await self._sql(
+            "INSERT OR REPLACE INTO owners VALUES (?, ?, ?, ?)",
+            *(owner.instance, owner.host, owner.pid, time.time() + self.lease),
+            create=True,
+        )
+
+    async def _drop_owner(self) -> None:
+        await self._sql("DELETE FROM owners WHERE instance = ?", self.owner.instance, create=True)
+
+    async def _listen(self, post: Callable[[str | None], None]) -> None:
+        ((last,),) = await self._sql("SELECT coalesce(max(id), 0) FROM cancels", create=True)
+        post(None)
+        while True:
+            await anyio.sleep(_POLL)
+            rows = await self._sql("SELECT id, key FROM cancels WHERE id > ? ORDER BY id", last)
+            for request_id, key in rows:
+                last = request_id
+                post(str(key))

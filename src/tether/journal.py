@@ -1,0 +1,50 @@
+"""Journals: where guarded streams record their live background responses, for a fleet.
+
+[`tether.open_journal`][tether.open_journal], [`tether.reap`][tether.reap] and
+[`tether.request_cancel`][tether.request_cancel] are the entry points; this module holds
+the stores, the Protocol a store of your own implements, and the records they return.
+
+Example:
+    ```python
+    from tether.journal import SqliteJournal
+
+    journal = SqliteJournal("/var/lib/myapp/tether.sqlite3")
+    for entry in await journal.entries():
+        print(entry.key, entry.response_id, entry.owner)
+    ```
+"""
+
+from __future__ import annotations
+
+from ._fleet import CancelRequestReport as CancelRequestReport
+from ._fleet import ReapReport as ReapReport
+from ._journal import Journal as Journal
+from ._journal import JournalEntry as JournalEntry
+from ._journal import Owner as Owner
+from ._journal import default_journal_path as default_journal_path
+from ._journal_postgres import PostgresJournal as PostgresJournal
+from ._journal_redis import RedisJournal as RedisJournal
+from ._journal_sqlite import SqliteJournal as SqliteJournal
+
+__all__ = [
+    "CancelRequestReport",
+    "Journal",
+    "JournalEntry",
+    "Owner",
+    "PostgresJournal",
+    "ReapReport",
+    "RedisJournal",
+    "SqliteJournal",
+    "default_journal_path",
+]
+
+
+def _claim_public_names() -> None:
+    """Public objects say they come from ``tether.journal``, not from their private module."""
+    for name in __all__:
+        obj: object = globals()[name]
+        if isinstance(obj, type) or callable(obj):
+            obj.__module__ = __name__  # type: ignore[attr-defined]
+
+
+_claim_public_names()

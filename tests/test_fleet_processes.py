@@ -1,0 +1,115 @@
+"""A fleet of real processes on one shared journal (Redis, PostgreSQL), on asyncio and trio.
+
+Three workers stream (``tests/fleet_child.py worker``), one is SIGKILLed; once its lease ran
+out (a bounded poll of the store, which expires it on its own clock), a fourth process reaps:
+the dead worker's response is cancelled, the live ones are untouched (the emulator's ledger
+says so). Then ``request_cancel`` from yet another process stops a stream a live worker owns.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+import tether
+from tether.testing import ResponsesEmulator
+
+CHILD = Path(__file__).with_name("fleet_child.py")
+LEASE = "2.0"  # short, but a loaded machine can hold a worker's event loop for a second
+
+
+@pytest.fixture(params=["redis", "postgres"])
+def journal_url(request: pytest.FixtureRequest) -> str:
+    return str(request.getfixturevalue(f"{request.param}_url"))
+
+
+@pytest.fixture
+def workers() -> Iterator[list[subprocess.Popen[str]]]:
+    """Worker processes started by the test; killed at the end, whatever happened."""
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for process in started:
+        process.kill()
+        process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def start_worker(
+    workers: list[subprocess.Popen[str]], base_url: str, journal: str, key: str, backend: str
+) -> subprocess.Popen[str]:
+    process = subprocess.Popen(
+        [sys.executable, str(CHILD), "worker", base_url, journal, key, backend, LEASE],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    workers.append(process)
+    return process
+
+
+async def read_line(process: subprocess.Popen[str]) -> list[str]:
+    assert process.stdout is not None
+    return (await anyio.to_thread.run_sync(process.stdout.readline)).split()
+
+
+async def run_child(*args: str) -> dict[str, list[str]]:
+    result = await anyio.run_process([sys.executable, str(CHILD), *args], check=True)
+    return json.loads(result.stdout.decode().strip().splitlines()[-1])
+
+
+async def test_a_reaper_cancels_only_the_killed_workers_response(
+    journal_url: str,
+    emulator: ResponsesEmulator,
+    workers: list[subprocess.Popen[str]],
+    anyio_backend: str,
+) -> None:
+    processes = [
+        start_worker(workers, emulator.base_url, journal_url, f"job-{i}", anyio_backend)
+        for i in range(3)
+    ]
+    ids = []
+    for process in processes:
+        ready, response_id = await read_line(process)
+        assert ready == "READY"
+        ids.append(response_id)
+    processes[0].send_signal(signal.SIGKILL)
+    processes[0].wait()
+    journal = tether.open_journal(journal_url)
+    with anyio.fail_after(20):  # the store expires the dead worker's lease: poll it, bounded
+        while any(e.alive for e in await journal.entries() if e.response_id == ids[0]):
+            await anyio.sleep(0.05)
+    report = await run_child("reap", emulator.base_url, journal_url, anyio_backend)
+    assert report["cancelled"] == [ids[0]]
+    assert report["statuses"] == ["cancelled"]
+    assert sorted(report["skipped"]) == sorted(ids[1:])
+    assert emulator.ledger[ids[0]].status == "cancelled"
+    assert all(emulator.ledger[i].generating for i in ids[1:])
+    assert all(process.poll() is None for process in processes[1:])
+
+
+async def test_request_cancel_from_one_process_stops_a_stream_another_owns(
+    journal_url: str,
+    emulator: ResponsesEmulator,
+    workers: list[subprocess.Popen[str]],
+    anyio_backend: str,
+) -> None:
+    owner = start_worker(workers, emulator.base_url, journal_url, "conversation-42", anyio_backend)
+    other = start_worker(workers, emulator.base_url, journal_url, "conversation-43", anyio_backend)
+    ready, response_id = await read_line(owner)
+    ready_other, other_id = await read_line(other)
+    assert (ready, ready_other) == ("READY", "READY")
+    report = await run_child(
+        "cancel", emulator.base_url, journal_url, "conversation-42", anyio_backend
+    )
+    assert report["stopped"] == [response_id]
+    assert await read_line(owner) == ["ENDED", "cancel_requested"]
+    assert await anyio.to_thread.run_sync(owner.wait) == 0
+    assert emulator.ledger[response_id].status == "cancelled"
+    assert emulator.ledger[other_id].generating
