@@ -118,6 +118,11 @@ class Scope:
         return self._async.grace
 
     @property
+    def async_scope(self) -> AsyncScope:
+        """The async [`Scope`][tether.Scope] behind it, on the portal's event loop."""
+        return self._async
+
+    @property
     def first_event_timeout(self) -> float:
         """Seconds to wait for ``response.created`` when a stream opens."""
         return self._async.first_event_timeout

@@ -59,9 +59,11 @@ from __future__ import annotations
 from contextlib import nullcontext as _nullcontext
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 
-from . import _race, _stream
+from ._race import race as _async_race
+from ._race_records import first_completed as _first_completed
 from ._scope import DEFAULT_FIRST_EVENT_TIMEOUT as _DEFAULT_FIRST_EVENT_TIMEOUT
 from ._scope import DEFAULT_GRACE as _DEFAULT_GRACE
+from ._stream import build_guard, resume_guard
 from ._sync_scope import Scope, open_scope
 from ._sync_stream import GuardedStream
 
@@ -195,8 +197,8 @@ def guarded_stream(
         async_http_client=async_http_client,
         instead="tether.guarded_stream",
     )
-    guard = _stream.build_guard(
-        the_scope._async,
+    guard = build_guard(
+        the_scope.async_scope,
         background=background,
         grace=grace,
         first_event_timeout=first_event_timeout,
@@ -245,8 +247,8 @@ def resume(
     the_scope, owns = _as_scope(
         scope, deadline=deadline, async_http_client=async_http_client, instead="tether.resume"
     )
-    guard = _stream.resume_guard(
-        the_scope._async,
+    guard = resume_guard(
+        the_scope.async_scope,
         handle,
         grace=grace,
         first_event_timeout=first_event_timeout,
@@ -259,7 +261,7 @@ def race(
     scope: Scope | openai.OpenAI,
     requests: Sequence[Mapping[str, Any]],
     *,
-    win: WinCondition | Callable[[Response], bool] = _race.first_completed,
+    win: WinCondition | Callable[[Response], bool] = _first_completed,
     stagger: float | Adaptive | None = None,
     grace: float | None = None,
     max_concurrency: int | None = None,
@@ -320,8 +322,13 @@ def race(
     limit = None if owns else max_concurrency
 
     async def main() -> RaceResult:
-        return await _race.race(
-            the_scope._async, attempts, win=win, stagger=stagger, grace=grace, max_concurrency=limit
+        return await _async_race(
+            the_scope.async_scope,
+            attempts,
+            win=win,
+            stagger=stagger,
+            grace=grace,
+            max_concurrency=limit,
         )
 
     with the_scope if owns else _nullcontext(the_scope):
