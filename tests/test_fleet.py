@@ -108,11 +108,13 @@ async def test_request_cancel_stops_every_stream_of_the_key(
     """A race: two streams hold one key; both are stopped, a third key is left alone."""
     owner = make_journal()
     opened: list[anyio.Event] = [anyio.Event() for _ in range(3)]
+    streams: dict[str, tether.GuardedStream] = {}
     async with tether.open_scope(client, journal=owner) as scope:
         async with anyio.create_task_group() as tg:
 
             async def read(index: int, key: str) -> None:
                 async with tether.guarded_stream(scope, model="slow", input="hi", key=key) as s:
+                    streams[key] = s
                     opened[index].set()
                     async for _ in s:
                         pass
@@ -123,8 +125,7 @@ async def test_request_cancel_stops_every_stream_of_the_key(
                 await event.wait()
             report = await tether.request_cancel(make_journal(), key="race")
             assert len(report.stopped) == 2
-            other = next(s for s in scope.live if s._key == "other")
-            assert emulator.ledger[other.response_id or ""].generating
+            assert emulator.ledger[streams["other"].response_id or ""].generating
             tg.cancel_scope.cancel()
     reasons = sorted(o.reason for o in scope.outcomes)
     assert reasons == ["cancel_requested", "cancel_requested", "scope_cancelled"]

@@ -196,6 +196,11 @@ class ResponseGuard:
         return self._outcome
 
     @property
+    def request_sent(self) -> bool:
+        """Whether its request started leaving (a stream aborted before sent nothing)."""
+        return self._request_sent
+
+    @property
     def key(self) -> str | None:
         """The job key it was opened with (``request_cancel`` finds it by this)."""
         return self._key

@@ -440,8 +440,11 @@ class Race:
         contestant.ended_at = anyio.current_time()
         if contestant.response is None and guard.final_response is not None:
             contestant.response = guard.final_response
-        if contestant.state == "skipped" or (guard.outcome is None and contestant.error is None):
-            contestant.state = "skipped"
+        never_sent = guard.outcome is None or (
+            not guard.request_sent and guard.outcome.response_id is None
+        )
+        if contestant.state == "skipped" or (never_sent and contestant.error is None):
+            contestant.state = "skipped"  # e.g. still queued for a slot when the race was decided
         elif contestant is self.winner:
             contestant.state = "failed" if contestant.error is not None else "won"
         elif contestant.lost:
