@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import inspect
 
+import pytest
+
 import tether
 import tether.testing
 
@@ -34,3 +36,23 @@ def test_every_public_name_has_a_docstring_with_an_example() -> None:
 
 def test_testing_all_is_sorted() -> None:
     assert sorted(tether.testing.__all__) == tether.testing.__all__
+
+
+def test_every_public_record_is_final() -> None:
+    """Records are not for subclassing (trio's ``test_exports``): attrs classes carry @final."""
+    import sys
+
+    import attrs
+
+    if sys.version_info < (3, 11):
+        pytest.skip("typing.final records __final__ from Python 3.11")
+
+    import tether.agents
+    import tether.journal
+    import tether.races
+
+    for module in (tether, tether.races, tether.agents, tether.journal):
+        for name in module.__all__:
+            member = getattr(module, name)
+            if inspect.isclass(member) and attrs.has(member):
+                assert getattr(member, "__final__", False), f"{module.__name__}.{name}"

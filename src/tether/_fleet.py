@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, final
 
 import anyio
 import attrs
@@ -38,6 +38,7 @@ def _claim_ttl(count: int, grace: float) -> float:
     return grace * math.ceil(max(count, 1) / _CONCURRENCY) + _CLAIM_MARGIN
 
 
+@final
 @attrs.frozen(kw_only=True)
 class ReapReport:
     """What [`reap`][tether.reap] found in a journal, and what it did.
@@ -64,6 +65,7 @@ class ReapReport:
     renewed its lease meanwhile."""
 
 
+@final
 @attrs.frozen(kw_only=True)
 class CancelRequestReport:
     """What [`request_cancel`][tether.request_cancel] found for a key, and what it did.

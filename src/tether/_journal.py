@@ -19,7 +19,7 @@ import os
 import socket
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, final, runtime_checkable
 from urllib.parse import urlsplit, urlunsplit
 
 import attrs
@@ -60,6 +60,7 @@ class JournalError(TetherError):
     """
 
 
+@final
 @attrs.frozen(kw_only=True)
 class Owner:
     """Who holds a journal's entries: one journal object, in one process, on one host.
@@ -83,6 +84,7 @@ class Owner:
         return cls(host=socket.gethostname(), pid=os.getpid(), instance=uuid.uuid4().hex)
 
 
+@final
 @attrs.frozen(kw_only=True)
 class JournalEntry:
     """One response an owner started and has not yet seen stop.

@@ -5,7 +5,7 @@ A race's records (``RaceAttempt``, ``RaceResult``) live in ``_race_records.py``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, final
 
 import attrs
 
@@ -55,6 +55,7 @@ EndReason = Literal[
 FINISHED_STATUSES = frozenset({"completed", "failed", "incomplete", "cancelled"})
 
 
+@final
 @attrs.frozen(kw_only=True)
 class CancelReceipt:
     """What the server said when tether stopped a response.
@@ -92,6 +93,7 @@ class CancelReceipt:
         )
 
 
+@final
 @attrs.frozen(kw_only=True)
 class DetachedResponse:
     """A handle to a background response left running by ``stream.detach()``.
@@ -114,6 +116,7 @@ class DetachedResponse:
     """The last event the detached stream saw; resuming starts after it."""
 
 
+@final
 @attrs.frozen(kw_only=True)
 class StreamOutcome:
     """How one guarded stream ended. Read it from ``stream.outcome`` after the ``async with``.
