@@ -13,12 +13,12 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import httpx2
 import openai
 import pytest
 
 import tether
 import tether.sync
+from tests._http import httpx2
 from tether import _sync_portal
 from tether._sync_portal import PORTAL_THREAD_NAME
 
