@@ -117,7 +117,6 @@ class ResponseGuard:
         self._reason: EndReason | None = None
         self._stall: StallKind | None = None
         self._stopping: anyio.Event | None = None
-        self._stopped = False
         self._receipt: CancelReceipt | None = None
         self._cleanup_error: str | None = None
         self._outcome: StreamOutcome | None = None
@@ -173,11 +172,6 @@ class ResponseGuard:
         return self._deltas
 
     @property
-    def yielded_sequence_number(self) -> int | None:
-        """The ``sequence_number`` of the last event handed to the reader."""
-        return self._yielded_seq
-
-    @property
     def final_response(self) -> Response | None:
         """The final response, if it finished ``completed`` or ``incomplete``."""
         if self._finished in ("completed", "incomplete"):
@@ -214,11 +208,6 @@ class ResponseGuard:
     def exhausted(self) -> bool:
         """Whether the stream's events were read to their end."""
         return self._exhausted
-
-    @property
-    def entered(self) -> bool:
-        """Whether ``open()`` was called."""
-        return self._entered
 
     # -------------------------------------------------------------- lifecycle
 
@@ -585,7 +574,6 @@ class ResponseGuard:
         try:
             await run_critical("stop", self._stop_now)
         finally:
-            self._stopped = True
             self._stopping.set()
 
     async def _stop_now(self) -> None:
