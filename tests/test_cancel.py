@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import openai
+import pytest
 
 import tether
 from tests.test_guard import read_deltas, settled
@@ -56,3 +57,44 @@ async def test_a_cancelled_response_without_usage_is_reported_without_assuming_o
     assert stream.outcome.receipt.status == "cancelled"
     assert stream.outcome.usage is None
     assert stream.outcome.cleanup_error is None
+
+
+# ---------------------------------------------------------------- the stop's own requests
+
+
+async def test_the_cancel_carries_the_headers_the_stream_was_opened_with(
+    emulator: ResponsesEmulator,
+) -> None:
+    async with emulator.async_client(default_headers={"OpenAI-Project": "proj_1"}) as client:
+        async with tether.guarded_stream(
+            client, model="slow", input="hi", extra_headers={"X-Route": "blue"}
+        ) as stream:
+            await read_deltas(stream, 1)
+    headers = emulator.ledger[stream.response_id or ""].cancel_headers
+    assert (headers["openai-project"], headers["x-route"]) == ("proj_1", "blue")
+    assert headers["authorization"] == "Bearer sk-emulator"
+
+
+async def test_a_cancel_refused_for_a_rotated_key_is_sent_again_with_the_client_s_new_key(
+    emulator: ResponsesEmulator,
+) -> None:
+    emulator.api_key = "sk-old"
+    async with emulator.async_client() as client:
+        async with tether.guarded_stream(client, model="slow", input="hi") as stream:
+            await read_deltas(stream, 1)
+            emulator.api_key = client.api_key = "sk-new"  # rotated while it streams
+    record = await settled(emulator, stream.response_id)
+    assert (record.status, record.cancel_statuses) == ("cancelled", [200])  # 401s never get in
+    assert record.cancel_headers["authorization"] == "Bearer sk-new"
+    assert stream.outcome.receipt is not None
+    assert stream.outcome.receipt.error is None
+
+
+async def test_a_request_without_the_emulator_s_key_is_refused_like_the_api_refuses_it(
+    emulator: ResponsesEmulator,
+) -> None:
+    emulator.api_key = "sk-right"
+    async with emulator.async_client(api_key="sk-wrong", max_retries=0) as client:
+        with pytest.raises(openai.AuthenticationError) as refused:
+            await client.responses.create(model="fast", input="hi")
+    assert refused.value.code == "invalid_api_key"

@@ -20,6 +20,8 @@ from ._outcome import CancelReceipt
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
 
+    from ._compat import LeanTarget
+
 __all__ = ["cancel_on_server", "log"]
 
 log = logging.getLogger("tether")
@@ -40,13 +42,29 @@ def _retryable(exc: Exception) -> bool:
     return False
 
 
-async def _cancel_once(client: AsyncOpenAI, response_id: str) -> str:
+async def _cancel_once(client: AsyncOpenAI, response_id: str, lean: LeanTarget | None) -> str:
+    if lean is not None:
+        try:
+            return _status(await lean.request("POST", f"responses/{response_id}/cancel"))
+        except openai.BadRequestError:
+            return _status(await lean.request("GET", f"responses/{response_id}"))
     try:
         return (await client.responses.cancel(response_id)).status or "unknown"
     except openai.BadRequestError:
         # "Cannot cancel a completed response." (or it was never a background one):
         # not an error; read back what it really is.
         return (await client.responses.retrieve(response_id)).status or "unknown"
+
+
+def _status(body: dict[str, object]) -> str:
+    status = body.get("status")
+    return status if isinstance(status, str) and status else "unknown"
+
+
+async def _retrieve_status(client: AsyncOpenAI, response_id: str, lean: LeanTarget | None) -> str:
+    if lean is not None:
+        return _status(await lean.request("GET", f"responses/{response_id}"))
+    return (await client.responses.retrieve(response_id)).status or "unknown"
 
 
 _quick_clients: weakref.WeakKeyDictionary[AsyncOpenAI, AsyncOpenAI] = weakref.WeakKeyDictionary()
@@ -60,18 +78,18 @@ def _quick(client: AsyncOpenAI) -> AsyncOpenAI:
     path of every stream that costs more than the cancel POST itself.
     """
     quick = _quick_clients.get(client)
-    if quick is None:
+    if quick is None or quick.api_key != client.api_key:  # made anew when the key rotates
         quick = _quick_clients[client] = client.with_options(max_retries=0)
     return quick
 
 
-async def _confirm(client: AsyncOpenAI, response_id: str) -> str:
+async def _confirm(client: AsyncOpenAI, response_id: str, lean: LeanTarget | None) -> str:
     """What the server finally reports. The API's cancel is best effort: a response it
     answered ``cancelled`` may still be generating and may end ``completed``; read it back
     until it is final (within the caller's grace)."""
     wait = _WAIT_INITIAL
     while True:
-        status = (await client.responses.retrieve(response_id)).status or "unknown"
+        status = await _retrieve_status(client, response_id, lean)
         if status in _FINAL or status == "unknown":
             return status
         await anyio.sleep(wait)
@@ -79,13 +97,21 @@ async def _confirm(client: AsyncOpenAI, response_id: str) -> str:
 
 
 async def cancel_on_server(
-    client: AsyncOpenAI, response_id: str, *, grace: float, confirm: bool = False
+    client: AsyncOpenAI,
+    response_id: str,
+    *,
+    grace: float,
+    confirm: bool = False,
+    lean: LeanTarget | None = None,
 ) -> CancelReceipt:
     """POST ``/responses/{id}/cancel`` under a shield, retrying transient failures within *grace*.
 
     Never raises an ``Exception``: what went wrong is on the receipt (and logged).
     Cancellation of the caller is deferred until the receipt is in or grace ran out.
     The first attempt is sent straight away; only a retryable failure enters the retry loop.
+    With *lean* (``_compat.lean_target``: the stream's own request, mirrored) the requests
+    skip the SDK's machinery; an auth error there falls back to the SDK, which knows how to
+    renew credentials.
     """
     quick = _quick(client)
     started = anyio.current_time()
@@ -96,7 +122,13 @@ async def cancel_on_server(
         try:
             try:
                 attempts = 1
-                status = await _cancel_once(quick, response_id)
+                try:
+                    status = await _cancel_once(quick, response_id, lean)
+                except (openai.AuthenticationError, openai.PermissionDeniedError):
+                    if lean is None:
+                        raise
+                    lean = None  # the credentials of the create went stale: the SDK's way
+                    status = await _cancel_once(quick, response_id, lean)
             except Exception as exc:
                 if not _retryable(exc):
                     raise
@@ -110,9 +142,9 @@ async def cancel_on_server(
                 ):
                     with attempt:
                         attempts += 1
-                        status = await _cancel_once(quick, response_id)
+                        status = await _cancel_once(quick, response_id, lean)
             if confirm and status == "cancelled":
-                status = await _confirm(quick, response_id)
+                status = await _confirm(quick, response_id, lean)
         except openai.NotFoundError:
             status = "gone"
         except Exception as exc:

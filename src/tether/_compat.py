@@ -10,7 +10,7 @@ import contextlib
 import importlib
 import weakref
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import anyio
 import openai
@@ -27,6 +27,7 @@ __all__ = [
     "close_sdk_stream",
     "drain_sdk_stream",
     "is_multiplexed",
+    "lean_target",
     "on_request_sent",
     "sdk_inner_generator",
 ]
@@ -44,6 +45,9 @@ def _stream_connection_errors() -> tuple[type[BaseException], ...]:
 
 STREAM_CONNECTION_ERRORS = _stream_connection_errors()
 """What a lost connection raises while a stream is read, on the installed SDK."""
+
+HTTP: Any = importlib.import_module("httpx2" if OPENAI_MAJOR >= 3 else "httpx")
+"""The HTTP library the installed SDK is built on (httpx2 for 3.x, httpx for 2.x)."""
 _DRAIN_LIMIT = 10_000  # events still buffered after a close, at most
 
 
@@ -75,8 +79,12 @@ async def drain_sdk_stream(stream: Any, inner: Any = None) -> None:
     HTTP/1.1, the cancellation at its first checkpoint on HTTP/2, where a read after close
     would block), and the exception finishes every layer on its way out. Buffered events are
     discarded. Never waits.
+
+    The inner generator goes first: it yields raw server-sent events, so what is still
+    buffered is skipped without being parsed into models (the outer generator would validate
+    each one first, the costliest part of a stop); the outer one then sees its source end.
     """
-    for iterator in (getattr(stream, "_iterator", None), inner):
+    for iterator in (inner, getattr(stream, "_iterator", None)):
         if iterator is None:
             continue
         with anyio.CancelScope() as scope, contextlib.suppress(Exception):
@@ -169,3 +177,73 @@ def on_request_sent(client: AsyncOpenAI, callback: Callable[[], None]) -> Genera
         yield
     finally:
         _on_sent.reset(token)
+
+
+# -- the lean stop path -------------------------------------------------------------------------
+#
+# A cancel through the SDK parses the whole ``Response`` into models, builds its request
+# through the SDK's machinery and, through a client copy, recomputes the platform headers:
+# on a stop that costs more than the POST itself. tether sends its stop requests itself,
+# through the client's own HTTP client, with the headers of the request that opened the
+# stream (auth, organization, project, user agent, the caller's own extra headers). Only for
+# clients it can mirror: a plain ``AsyncOpenAI`` without default query parameters (Azure's
+# deployments and api-version, a subclass's own auth: the SDK path).
+
+_NOT_MIRRORED = frozenset(
+    {
+        "host",
+        "content-length",
+        "content-type",
+        "accept",
+        "accept-encoding",
+        "connection",
+        "idempotency-key",
+        "x-stainless-retry-count",
+        "x-stainless-read-timeout",
+        "x-stainless-timeout",
+    }
+)
+
+
+class LeanTarget:
+    """Where and how tether sends its own stop requests for one stream."""
+
+    __slots__ = ("base_url", "client", "headers", "http")
+
+    def __init__(self, client: AsyncOpenAI, http: Any, base_url: str, headers: dict[str, str]):
+        self.client = client
+        self.http = http
+        self.base_url = base_url
+        self.headers = headers
+
+    async def request(self, method: str, path: str) -> dict[str, Any]:
+        """Send *method* to ``base_url + path``; the JSON body, or the SDK's own errors.
+
+        Raises what the SDK would: ``APIStatusError`` subclasses on an error status
+        (``NotFoundError``, ``RateLimitError``, ...), ``APITimeoutError`` and
+        ``APIConnectionError`` when the request did not get through.
+        """
+        url = self.base_url + path
+        try:
+            response = await self.http.request(method, url, headers=self.headers)
+        except HTTP.TimeoutException:
+            raise openai.APITimeoutError(request=HTTP.Request(method, url)) from None
+        except HTTP.TransportError as exc:
+            raise openai.APIConnectionError(request=HTTP.Request(method, url)) from exc
+        if response.is_success:
+            body: Any = response.json()
+            return cast("dict[str, Any]", body) if isinstance(body, dict) else {}
+        raise self.client._make_status_error_from_response(response)  # pyright: ignore[reportPrivateUsage]
+
+
+def lean_target(client: AsyncOpenAI, stream: Any) -> LeanTarget | None:
+    """The lean stop path for a stream opened through *client*, or None (use the SDK's)."""
+    if type(client) is not AsyncOpenAI or client._custom_query:  # pyright: ignore[reportPrivateUsage]
+        return None
+    http: Any = getattr(client, "_client", None)
+    request: Any = getattr(getattr(stream, "response", None), "request", None)
+    if http is None or request is None or not hasattr(http, "request"):
+        return None
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in _NOT_MIRRORED}
+    headers["accept"] = "application/json"
+    return LeanTarget(client, http, str(client.base_url), headers)

@@ -33,6 +33,7 @@ from ._compat import (
     close_sdk_stream,
     drain_sdk_stream,
     is_multiplexed,
+    lean_target,
     on_request_sent,
     sdk_inner_generator,
 )
@@ -601,11 +602,13 @@ class ResponseGuard:
                             id=self.node, response_id=self._response_id, reason=self._reason or ""
                         )
                     )
+                client = self._scope.client
                 self._receipt = await cancel_on_server(
-                    self._scope.client,
+                    client,
                     self._response_id,
                     grace=max(deadline - anyio.current_time(), 1e-3),
                     confirm=self._scope.confirm,
+                    lean=None if sdk is None else lean_target(client, sdk),
                 )
                 if watched:
                     observe.emit(observe.CancelEnded(id=self.node, receipt=self._receipt))

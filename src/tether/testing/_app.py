@@ -160,6 +160,7 @@ class EmulatorApp:
         gates: Mapping[str, Gate],
         on_ready: Callable[[asyncio.AbstractEventLoop], None],
         usage_on_cancel: bool = False,
+        api_key: Callable[[], str | None] = lambda: None,
     ) -> None:
         # Ids of requests and input items come from RNGs of their own: the response, message
         # and call ids stay what they were before these existed.
@@ -171,6 +172,7 @@ class EmulatorApp:
         self.cancel_gate = gates["cancel"]
         self._on_ready = on_ready
         self.usage_on_cancel = usage_on_cancel
+        self.api_key = api_key
         self._ids = random.Random(f"ids:{seed}")
         self._request_ids = random.Random(f"requests:{seed}")
         self._item_ids = random.Random(f"items:{seed}")
@@ -205,6 +207,15 @@ class EmulatorApp:
                 message = {**message, "headers": [*message.get("headers", ()), header]}
             await send(message)
 
+        key = self.api_key()
+        if key is not None and (b"authorization", f"Bearer {key}".encode()) not in scope["headers"]:
+            refused = _error(
+                401,
+                "Incorrect API key provided (emulated Responses API).",
+                code="invalid_api_key",
+            )
+            await refused(scope, receive, send_with_request_id)
+            return
         await self.starlette(scope, receive, send_with_request_id)
 
     @contextlib.asynccontextmanager
@@ -494,6 +505,7 @@ class EmulatorApp:
             if run is not None:
                 record = run.record
                 record.cancel_calls += 1
+                record.cancel_headers = {k.lower(): v for k, v in request.headers.items()}
                 if record.cancel_requested_at is None:
                     record.cancel_requested_at = time.monotonic()
             if self.cancel_gate.held:

@@ -102,6 +102,9 @@ class ResponseRecord:
     deleted: bool = False
     """Whether `DELETE /v1/responses/{id}` removed it (it then answers 404 everywhere)."""
 
+    cancel_headers: dict[str, str] = attrs.field(factory=dict[str, str], repr=False)
+    """The headers of the last cancel request it got (names lower-cased)."""
+
     frames: list[bytes] = attrs.field(factory=list[bytes], repr=False)
     """The stored SSE frames, one per event (internal: read `events`)."""
 

@@ -127,6 +127,8 @@ class ResponsesEmulator:
             and `h2` (both in `tether[testing]`).
         usage_on_cancel: Give a cancelled response a `usage` (the tokens generated until
             the cancel) instead of `null`, which is what the API answers.
+        api_key: When set, every request must carry `Authorization: Bearer <api_key>`
+            (401 `invalid_api_key` otherwise, like the API); its clients use it.
 
     Raises:
         ValueError: A non-loopback host without `allow_remote=True`.
@@ -149,6 +151,7 @@ class ResponsesEmulator:
         allow_remote: bool = False,
         http2: bool = False,
         usage_on_cancel: bool = False,
+        api_key: str | None = None,
     ) -> None:
         if host not in ("127.0.0.1", "localhost", "::1"):
             if not allow_remote:
@@ -174,6 +177,8 @@ class ResponsesEmulator:
         """Whether it serves HTTP/2 (h2c) with hypercorn, besides HTTP/1.1."""
         self.usage_on_cancel = usage_on_cancel
         """Whether a cancelled response carries a `usage` (the API's is `null`)."""
+        self.api_key = api_key
+        """The key every request must carry (None: any). Change it to rotate the key."""
         self._port = port
         self._gates: dict[str, Gate] = {"created": Gate(), "cancel": Gate()}
         self._thread: threading.Thread | None = None
@@ -239,7 +244,7 @@ class ResponsesEmulator:
         """
         import openai
 
-        kwargs.setdefault("api_key", _API_KEY)
+        kwargs.setdefault("api_key", self.api_key or _API_KEY)
         if self._http2(http2, kwargs):
             kwargs["http_client"] = openai.DefaultHttpxClient(http1=False, http2=True)
         return openai.OpenAI(base_url=self.base_url, **kwargs)
@@ -261,7 +266,7 @@ class ResponsesEmulator:
         """
         import openai
 
-        kwargs.setdefault("api_key", _API_KEY)
+        kwargs.setdefault("api_key", self.api_key or _API_KEY)
         if self._http2(http2, kwargs):
             kwargs["http_client"] = openai.DefaultAsyncHttpxClient(http1=False, http2=True)
         return openai.AsyncOpenAI(base_url=self.base_url, **kwargs)
@@ -348,6 +353,7 @@ class ResponsesEmulator:
             gates=self._gates,
             on_ready=self._on_ready,
             usage_on_cancel=self.usage_on_cancel,
+            api_key=lambda: self.api_key,
         )
         self._ready.clear()
         self._thread = threading.Thread(
