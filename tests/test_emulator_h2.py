@@ -27,6 +27,7 @@ from tether.testing import Faults, Model, ResponsesEmulator
 FAST = Model(ttft=0.0, tokens_per_s=5000.0, length=20)
 SLOW = Model(ttft=0.0, tokens_per_s=20.0, length=100_000)  # a few small events per second
 FLOOD = Model(ttft=0.0, tokens_per_s=5000.0, length=100_000)  # fills a stream's window at once
+IDLE = Model(ttft=0.0, tokens_per_s=1.0, length=100_000)  # runs on, costing the server ~nothing
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +35,7 @@ def emu() -> Iterator[ResponsesEmulator]:
     models = {
         "fast": FAST,
         "slow": SLOW,
+        "idle": IDLE,
         "flood": FLOOD,
         "drops": Model(ttft=0.0, tokens_per_s=2000.0, length=60, faults=Faults(drop_after=6)),
     }
@@ -177,7 +179,7 @@ async def test_h2_connection_serves_new_streams_after_120_abandoned_and_cancelle
     """
     async with emu.async_client(max_retries=0) as client:
         for _ in range(120):
-            rid = await open_and_abandon(client, emu, model="slow", background=True)
+            rid = await open_and_abandon(client, emu, model="idle", background=True)
             assert (await client.responses.cancel(rid)).status == "cancelled"
         response = await client.responses.create(model="fast", input="x")
         pool = client._client._transport._pool  # pyright: ignore[reportAttributeAccessIssue]
@@ -194,10 +196,10 @@ async def test_h2_100_abandoned_running_streams_exhaust_the_connection() -> None
     100): the next request on that connection fails with APIConnectionError. A cancel
     from another connection ends them.
     """
-    async with ResponsesEmulator(models={"slow": SLOW, "fast": FAST}, http2=True) as emu:
+    async with ResponsesEmulator(models={"idle": IDLE, "fast": FAST}, http2=True) as emu:
         async with emu.async_client(max_retries=0) as client:
             for _ in range(100):
-                await open_and_abandon(client, emu, model="slow", background=True)
+                await open_and_abandon(client, emu, model="idle", background=True)
             await emu.wait_for(lambda ledger: sum(r.listeners for r in ledger) == 100)
             with pytest.raises(openai.APIConnectionError):
                 await client.responses.create(model="fast", input="x")

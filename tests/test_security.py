@@ -28,6 +28,13 @@ def module_emulator() -> Iterator[ResponsesEmulator]:
         yield emu
 
 
+@pytest.fixture(scope="module")
+def module_client(module_emulator: ResponsesEmulator) -> openai.AsyncOpenAI:
+    """One client for them: nothing here sends a request (the ledger checks), and a new
+    client a run costs its TLS context (tens of milliseconds)."""
+    return module_emulator.async_client()
+
+
 def _valid_seconds(value: object) -> bool:
     return (
         isinstance(value, (int, float))
@@ -55,10 +62,10 @@ anything = st.one_of(
     value=anything,
 )
 def test_open_scope_rejects_bad_numbers_naming_the_argument(
-    module_emulator: ResponsesEmulator, argument: str, value: Any
+    module_emulator: ResponsesEmulator, module_client: openai.AsyncOpenAI, argument: str, value: Any
 ) -> None:
     before = module_emulator.ledger.requests
-    client = module_emulator.async_client()
+    client = module_client
     optional = argument == "deadline"
     if (optional and value is None) or _valid_seconds(value):
         tether.open_scope(client, **{argument: value})
@@ -77,10 +84,10 @@ def test_open_scope_rejects_bad_numbers_naming_the_argument(
     value=anything,
 )
 def test_guarded_stream_rejects_bad_numbers_naming_the_argument(
-    module_emulator: ResponsesEmulator, argument: str, value: Any
+    module_emulator: ResponsesEmulator, module_client: openai.AsyncOpenAI, argument: str, value: Any
 ) -> None:
     before = module_emulator.ledger.requests
-    client = module_emulator.async_client()
+    client = module_client
     if value is None or _valid_seconds(value):
         tether.guarded_stream(client, model="gpt-5-nano", input="x", **{argument: value})
     else:
@@ -92,9 +99,9 @@ def test_guarded_stream_rejects_bad_numbers_naming_the_argument(
 @settings(max_examples=60, deadline=None)
 @given(value=anything)
 def test_max_concurrency_accepts_only_positive_integers(
-    module_emulator: ResponsesEmulator, value: Any
+    module_client: openai.AsyncOpenAI, value: Any
 ) -> None:
-    client = module_emulator.async_client()
+    client = module_client
     valid = value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 1)
     if valid:
         tether.open_scope(client, max_concurrency=value)
@@ -163,9 +170,9 @@ async def test_an_authentication_error_from_the_server_does_not_echo_the_key(
 
 
 @pytest.mark.parametrize("value", ["no", 1, None])
-def test_open_scope_confirm_must_be_a_bool(module_emulator: ResponsesEmulator, value: Any) -> None:
+def test_open_scope_confirm_must_be_a_bool(module_client: openai.AsyncOpenAI, value: Any) -> None:
     with pytest.raises(TypeError, match=rf"confirm must be a bool, got {value!r}"):
-        tether.open_scope(module_emulator.async_client(), confirm=value)
+        tether.open_scope(module_client, confirm=value)
 
 
 @pytest.mark.parametrize(
@@ -178,15 +185,18 @@ def test_open_scope_confirm_must_be_a_bool(module_emulator: ResponsesEmulator, v
     ],
 )
 def test_guarded_stream_checks_the_request_before_sending(
-    module_emulator: ResponsesEmulator, kwargs: dict[str, Any], match: str
+    module_emulator: ResponsesEmulator,
+    module_client: openai.AsyncOpenAI,
+    kwargs: dict[str, Any],
+    match: str,
 ) -> None:
     before = module_emulator.ledger.requests
     with pytest.raises(TypeError, match=match):
-        tether.guarded_stream(module_emulator.async_client(), **kwargs)
+        tether.guarded_stream(module_client, **kwargs)
     assert module_emulator.ledger.requests == before
 
 
-def test_resume_refuses_a_handle_without_an_id(module_emulator: ResponsesEmulator) -> None:
+def test_resume_refuses_a_handle_without_an_id(module_client: openai.AsyncOpenAI) -> None:
     handle = tether.DetachedResponse(response_id=None, last_sequence_number=None)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"handle\.response_id"):
-        tether.resume(module_emulator.async_client(), handle)
+        tether.resume(module_client, handle)
