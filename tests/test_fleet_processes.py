@@ -1,14 +1,14 @@
 """A fleet of real processes on one shared journal (Redis, PostgreSQL), on asyncio and trio.
 
-Three workers stream (``tests/fleet_child.py worker``), one is SIGKILLed; once its lease ran
-out (a bounded poll of the store, which expires it on its own clock), a fourth process reaps:
-the dead worker's response is cancelled, the live ones are untouched (the emulator's ledger
-says so). Then ``request_cancel`` from yet another process stops a stream a live worker owns.
+Two workers stream (``tests/fleet_child.py worker``), one is SIGKILLed; once its lease ran
+out (a bounded poll of the store, which expires it on its own clock), the test's own process
+reaps: the dead worker's response is cancelled, the live one is untouched (the emulator's
+ledger says so). Then ``request_cancel`` from the test's process stops a stream a worker
+process owns.
 """
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
@@ -59,11 +59,6 @@ async def read_line(process: subprocess.Popen[str]) -> list[str]:
     return (await anyio.to_thread.run_sync(process.stdout.readline)).split()
 
 
-async def run_child(*args: str) -> dict[str, list[str]]:
-    result = await anyio.run_process([sys.executable, str(CHILD), *args], check=True)
-    return json.loads(result.stdout.decode().strip().splitlines()[-1])
-
-
 async def test_a_reaper_cancels_only_the_killed_workers_response(
     journal_url: str,
     emulator: ResponsesEmulator,
@@ -72,7 +67,7 @@ async def test_a_reaper_cancels_only_the_killed_workers_response(
 ) -> None:
     processes = [
         start_worker(workers, emulator.base_url, journal_url, f"job-{i}", anyio_backend)
-        for i in range(3)
+        for i in range(2)
     ]
     ids = []
     for process in processes:
@@ -85,10 +80,10 @@ async def test_a_reaper_cancels_only_the_killed_workers_response(
     with anyio.fail_after(20):  # the store expires the dead worker's lease: poll it, bounded
         while any(e.alive for e in await journal.entries() if e.response_id == ids[0]):
             await anyio.sleep(0.05)
-    report = await run_child("reap", emulator.base_url, journal_url, anyio_backend)
-    assert report["cancelled"] == [ids[0]]
-    assert report["statuses"] == ["cancelled"]
-    assert sorted(report["skipped"]) == sorted(ids[1:])
+    async with emulator.async_client() as client:
+        report = await tether.reap(client, journal_url, grace=5.0)
+    assert [(e.response_id, r.status) for e, r in report.cancelled] == [(ids[0], "cancelled")]
+    assert [e.response_id for e in report.skipped] == ids[1:]
     assert emulator.ledger[ids[0]].status == "cancelled"
     assert all(emulator.ledger[i].generating for i in ids[1:])
     assert all(process.poll() is None for process in processes[1:])
@@ -105,10 +100,11 @@ async def test_request_cancel_from_one_process_stops_a_stream_another_owns(
     ready, response_id = await read_line(owner)
     ready_other, other_id = await read_line(other)
     assert (ready, ready_other) == ("READY", "READY")
-    report = await run_child(
-        "cancel", emulator.base_url, journal_url, "conversation-42", anyio_backend
-    )
-    assert report["stopped"] == [response_id]
+    async with emulator.async_client() as client:
+        report = await tether.request_cancel(
+            journal_url, key="conversation-42", client=client, wait=10.0
+        )
+    assert [e.response_id for e in report.stopped] == [response_id]
     assert await read_line(owner) == ["ENDED", "cancel_requested"]
     assert await anyio.to_thread.run_sync(owner.wait) == 0
     assert emulator.ledger[response_id].status == "cancelled"
