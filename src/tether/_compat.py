@@ -79,12 +79,8 @@ async def drain_sdk_stream(stream: Any, inner: Any = None) -> None:
     HTTP/1.1, the cancellation at its first checkpoint on HTTP/2, where a read after close
     would block), and the exception finishes every layer on its way out. Buffered events are
     discarded. Never waits.
-
-    The inner generator goes first: it yields raw server-sent events, so what is still
-    buffered is skipped without being parsed into models (the outer generator would validate
-    each one first, the costliest part of a stop); the outer one then sees its source end.
     """
-    for iterator in (inner, getattr(stream, "_iterator", None)):
+    for iterator in (getattr(stream, "_iterator", None), inner):
         if iterator is None:
             continue
         with anyio.CancelScope() as scope, contextlib.suppress(Exception):

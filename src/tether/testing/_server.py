@@ -272,7 +272,7 @@ class ResponsesEmulator:
                 http1=False, http2=True, verify=_tls_context()
             )
         elif kwargs.get("http_client") is None:
-            kwargs["http_client"] = openai.DefaultHttpxClient(verify=_tls_context())
+            kwargs["http_client"] = _sdk_http_client(sync=True)
         return openai.OpenAI(base_url=self.base_url, **kwargs)
 
     def async_client(self, *, http2: bool | None = None, **kwargs: Any) -> openai.AsyncOpenAI:
@@ -298,7 +298,7 @@ class ResponsesEmulator:
                 http1=False, http2=True, verify=_tls_context()
             )
         elif kwargs.get("http_client") is None:
-            kwargs["http_client"] = openai.DefaultAsyncHttpxClient(verify=_tls_context())
+            kwargs["http_client"] = _sdk_http_client(sync=False)
         return openai.AsyncOpenAI(base_url=self.base_url, **kwargs)
 
     # --- waiting and holding ----------------------------------------------------------
@@ -473,6 +473,17 @@ def _tls_context() -> ssl.SSLContext:
     """One TLS context for every client the emulator makes (never used: it speaks plain
     HTTP on loopback), instead of one each: loading the CA bundle costs ~60 ms a client."""
     return ssl.create_default_context()
+
+
+def _sdk_http_client(*, sync: bool) -> Any:
+    """The HTTP client the SDK makes when given none (closed when garbage-collected, like
+    the SDK's), on the shared TLS context."""
+    from openai import _base_client  # pyright: ignore[reportPrivateUsage]
+
+    wrapper: Any = (
+        _base_client.SyncHttpxClientWrapper if sync else _base_client.AsyncHttpxClientWrapper
+    )
+    return wrapper(verify=_tls_context())
 
 
 def _require_http2() -> None:
