@@ -369,7 +369,7 @@ def test_deadline_during_iteration_raises_timeout_error_and_cancels(
     emulator: ResponsesEmulator, client: openai.OpenAI
 ) -> None:
     with pytest.raises(tether.DeadlineExceeded) as caught:
-        with tether.sync.guarded_stream(client, model="slow", input="hi", deadline=2.0) as s:
+        with tether.sync.guarded_stream(client, model="slow", input="hi", deadline=1.0) as s:
             for _ in s:
                 pass
     assert isinstance(caught.value, TimeoutError)
@@ -382,7 +382,7 @@ def test_deadline_cancels_on_the_server_while_the_body_is_busy(
 ) -> None:
     """The body runs its own blocking code: the response is cancelled at the deadline anyway."""
     with pytest.raises(tether.DeadlineExceeded):
-        with tether.sync.guarded_stream(client, model="slow", input="hi", deadline=2.0) as s:
+        with tether.sync.guarded_stream(client, model="slow", input="hi", deadline=1.0) as s:
             response_id = s.response_id
             assert response_id is not None
             emulator.wait_for_sync(lambda ledger: ledger[response_id].status == "cancelled")
@@ -850,7 +850,7 @@ def test_race_deadline_raises_timeout_error_after_cancelling_every_attempt(
     emulator: ResponsesEmulator, client: openai.OpenAI
 ) -> None:
     with pytest.raises(tether.DeadlineExceeded):
-        tether.sync.race(client, [req("slow"), req("slow")], deadline=2.0)
+        tether.sync.race(client, [req("slow"), req("slow")], deadline=1.0)
     assert len(emulator.ledger.responses) == 2
     assert all(record.status == "cancelled" for record in emulator.ledger)
     no_orphans(emulator)

@@ -186,7 +186,7 @@ def test_scope_deadline_stops_the_stream_and_raises_deadline_exceeded(
     emulator: ResponsesEmulator, client: openai.OpenAI
 ) -> None:
     with pytest.raises(tether.DeadlineExceeded):
-        with tether.sync.open_scope(client, deadline=2.0) as scope:
+        with tether.sync.open_scope(client, deadline=1.0) as scope:
             with tether.sync.guarded_stream(scope, model="slow", input="hi") as stream:
                 for _ in stream:  # a minute of tokens: only the deadline ends this
                     pass
@@ -202,7 +202,7 @@ def test_scope_deadline_cancels_while_the_body_is_busy_and_the_block_raises(
 ) -> None:
     after_the_stream = False
     with pytest.raises(tether.DeadlineExceeded):
-        with tether.sync.open_scope(client, deadline=2.0) as scope:
+        with tether.sync.open_scope(client, deadline=1.0) as scope:
             with tether.sync.guarded_stream(scope, model="slow", input="hi") as stream:
                 response_id = stream.response_id
                 assert response_id is not None
@@ -216,7 +216,7 @@ def test_stream_opened_after_the_deadline_raises_deadline_exceeded_and_sends_not
     emulator: ResponsesEmulator, client: openai.OpenAI
 ) -> None:
     with pytest.raises(tether.DeadlineExceeded):
-        with tether.sync.open_scope(client, deadline=2.0) as scope:
+        with tether.sync.open_scope(client, deadline=1.0) as scope:
             with pytest.raises(tether.DeadlineExceeded):
                 with tether.sync.guarded_stream(scope, model="slow", input="hi") as stream:
                     response_id = stream.response_id
