@@ -50,7 +50,7 @@ Z = {0.8: 0.8416, 0.9: 1.2816, 0.95: 1.6449}
 
 def cancel_models(delay: float) -> dict[str, Model]:
     return {
-        "winner": Model(ttft=0.3, tokens_per_s=1e5, length=5),
+        "winner": Model(ttft=1.0, tokens_per_s=1e5, length=5),  # after every loser opened
         "loser": Model(ttft=0.0, tokens_per_s=20.0, length=2000, faults=Faults(cancel_delay=delay)),
     }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import anyio
 import openai
 import pytest
 
@@ -98,3 +99,33 @@ async def test_a_request_without_the_emulator_s_key_is_refused_like_the_api_refu
         with pytest.raises(openai.AuthenticationError) as refused:
             await client.responses.create(model="fast", input="hi")
     assert refused.value.code == "invalid_api_key"
+
+
+async def test_a_scope_stopping_many_streams_keeps_at_most_64_cancels_in_flight(
+    emulator: ResponsesEmulator,
+) -> None:
+    emulator.models["slow-cancel"] = Model(ttft=0.0, tokens_per_s=5.0, length=2000)
+    opened = 0
+    all_open = anyio.Event()
+
+    async def one(scope: tether.Scope) -> None:
+        nonlocal opened
+        async with tether.guarded_stream(scope, model="slow-cancel", input="hi") as stream:
+            opened += 1
+            if opened == 100:
+                all_open.set()
+            async for _ in stream:
+                pass
+
+    async with emulator.async_client() as client:
+        async with tether.open_scope(client, grace=10) as scope:
+            async with anyio.create_task_group() as tg:
+                for _ in range(100):
+                    tg.start_soon(one, scope)
+                await all_open.wait()
+                with emulator.hold("cancel"), anyio.CancelScope(shield=True):
+                    scope.cancel()  # no cancel is answered until every stop got a slot or waits
+                    await emulator.wait_for(lambda ledger: ledger.cancels_in_flight >= 64)
+                    await anyio.wait_all_tasks_blocked()  # the other 36 wait for a slot
+    assert emulator.ledger.max_concurrent_cancels == 64
+    assert [r.status for r in emulator.ledger].count("cancelled") == 100

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import anyio
 import openai
 import stamina
+from anyio.lowlevel import RunVar
 
 from ._outcome import CancelReceipt
 
@@ -67,6 +68,32 @@ async def _retrieve_status(client: AsyncOpenAI, response_id: str, lean: LeanTarg
     return (await client.responses.retrieve(response_id)).status or "unknown"
 
 
+_IN_FLIGHT = 64
+"""Cancels in flight at once per client (and event loop); the others queue for a slot.
+
+A thousand streams stopped at once would otherwise put a thousand requests in the client's
+pool at once: its assignment loop is O(requests x connections) per event, and each request
+holds its buffers, so the stop of all of them took longer than their grace and peaked at
+twice the memory of the streams (``benchmarks/bench_memory.py``). The wait for a slot is
+inside the cancel's grace."""
+_limiters: RunVar[weakref.WeakKeyDictionary[AsyncOpenAI, anyio.CapacityLimiter]] = RunVar(
+    "tether_cancel_limiters"
+)
+
+
+def _in_flight(client: AsyncOpenAI) -> anyio.CapacityLimiter:
+    """The cancel slots of *client* on the running event loop."""
+    try:
+        table = _limiters.get()
+    except LookupError:
+        table = weakref.WeakKeyDictionary[openai.AsyncOpenAI, anyio.CapacityLimiter]()
+        _limiters.set(table)
+    limiter = table.get(client)
+    if limiter is None:
+        limiter = table[client] = anyio.CapacityLimiter(_IN_FLIGHT)
+    return limiter
+
+
 _quick_clients: weakref.WeakKeyDictionary[AsyncOpenAI, AsyncOpenAI] = weakref.WeakKeyDictionary()
 _FINAL = frozenset({"completed", "failed", "incomplete", "cancelled"})
 
@@ -96,6 +123,47 @@ async def _confirm(client: AsyncOpenAI, response_id: str, lean: LeanTarget | Non
         wait = min(wait * 2, _WAIT_MAX)
 
 
+class _Tries:
+    """How many cancel requests were sent, and whether the lean path is still in use."""
+
+    __slots__ = ("count", "lean")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.lean: LeanTarget | None = None
+
+
+async def _send(
+    client: AsyncOpenAI, response_id: str, lean: LeanTarget | None, tries: _Tries
+) -> str:
+    """The cancel: sent at once; only a retryable failure enters the retry loop."""
+    tries.lean = lean
+    try:
+        tries.count = 1
+        try:
+            return await _cancel_once(client, response_id, lean)
+        except (openai.AuthenticationError, openai.PermissionDeniedError):
+            if lean is None:
+                raise
+            tries.lean = None  # the credentials of the create went stale: the SDK's way
+            return await _cancel_once(client, response_id, None)
+    except Exception as exc:
+        if not _retryable(exc):
+            raise
+    async for attempt in stamina.retry_context(
+        on=_retryable,
+        attempts=None,
+        timeout=None,
+        wait_initial=_WAIT_INITIAL,
+        wait_max=_WAIT_MAX,
+        wait_jitter=_WAIT_JITTER,
+    ):
+        with attempt:
+            tries.count += 1
+            return await _cancel_once(client, response_id, tries.lean)
+    raise AssertionError("unreachable: the retry loop has no attempt limit")  # pragma: no cover
+
+
 async def cancel_on_server(
     client: AsyncOpenAI,
     response_id: str,
@@ -115,40 +183,20 @@ async def cancel_on_server(
     """
     quick = _quick(client)
     started = anyio.current_time()
-    attempts = 0
+    tries = _Tries()
     status: str | None = None
     error: str | None = None
     with anyio.move_on_after(grace, shield=True) as budget:
         try:
-            try:
-                attempts = 1
-                try:
-                    status = await _cancel_once(quick, response_id, lean)
-                except (openai.AuthenticationError, openai.PermissionDeniedError):
-                    if lean is None:
-                        raise
-                    lean = None  # the credentials of the create went stale: the SDK's way
-                    status = await _cancel_once(quick, response_id, lean)
-            except Exception as exc:
-                if not _retryable(exc):
-                    raise
-                async for attempt in stamina.retry_context(
-                    on=_retryable,
-                    attempts=None,
-                    timeout=None,
-                    wait_initial=_WAIT_INITIAL,
-                    wait_max=_WAIT_MAX,
-                    wait_jitter=_WAIT_JITTER,
-                ):
-                    with attempt:
-                        attempts += 1
-                        status = await _cancel_once(quick, response_id, lean)
-            if confirm and status == "cancelled":
-                status = await _confirm(quick, response_id, lean)
+            async with _in_flight(client):
+                status = await _send(quick, response_id, lean, tries)
+                if confirm and status == "cancelled":
+                    status = await _confirm(quick, response_id, tries.lean)
         except openai.NotFoundError:
             status = "gone"
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
+    attempts = tries.count
     latency = anyio.current_time() - started
     if budget.cancelled_caught:
         error = f"no answer within grace={grace!r}s after {attempts} attempt(s)"
