@@ -29,10 +29,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import attrs
 import pytest
 from pytest_examples import CodeExample, EvalExample, find_examples, run_code
 
-from tether.testing import ResponsesEmulator
+from tether.testing import ResponsesEmulator, default_models
 
 if TYPE_CHECKING:
     import inspect
@@ -75,8 +76,14 @@ def _cases() -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def docs_emulator() -> Iterator[ResponsesEmulator]:
-    """The "OpenAI API" of the scripts: the emulator's default models."""
-    with ResponsesEmulator(seed=0) as emu:
+    """The "OpenAI API" of the scripts: the emulator's default models, generating 4x faster
+    (their time to first token, which decides races, unchanged): the docs' outputs stay
+    the same, the suite spends less time waiting for text."""
+    models = {
+        name: attrs.evolve(model, tokens_per_s=model.tokens_per_s * 4)
+        for name, model in default_models().items()
+    }
+    with ResponsesEmulator(models=models, seed=0) as emu:
         yield emu
 
 
