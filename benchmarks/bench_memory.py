@@ -186,7 +186,7 @@ def report(results: dict[str, Any], rounds: int) -> str:
             + " | ".join(f"{results[b][name]['per_stream_kb']:.1f} KB" for b in backends)
             + " |"
         )
-    tether_name, raw_name = list(CONTENDERS)[1], list(CONTENDERS)[0]
+    raw_name, tether_name = CONTENDERS
     lines.append(
         "| tether over the raw SDK | "
         + " | ".join(
@@ -235,7 +235,8 @@ def main() -> None:
     server = subprocess.Popen(
         [sys.executable, __file__, "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
     )
-    assert server.stdout is not None and server.stdin is not None
+    assert server.stdout is not None
+    assert server.stdin is not None
     try:
         base_url = server.stdout.readline().decode().strip()
         samples: dict[str, dict[str, list[dict[str, Any]]]] = {}

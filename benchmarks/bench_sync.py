@@ -175,8 +175,8 @@ def report(now: dict[str, Any], before: dict[str, Any] | None) -> str:
         f"Measured by `python benchmarks/bench_sync.py` ({now['rounds']} interleaved rounds, "
         f"medians; Python {now['python']}, openai {now['openai']}), the emulator in another "
         "process; CPU is the client process's `time.process_time()` (every thread: the "
-        "caller's and the portal's). The machine was shared with other work: figures are "
-        "indicative.",
+        "caller's and the portal's). Load average (1 min) when the report was written: "
+        f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} cores.",
         "",
         "| 5,000-event stream read to the end | events per client CPU-second | vs raw |",
         "|---|---|---|",
