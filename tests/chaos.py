@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 from collections import Counter
 from typing import Literal, get_args
 
@@ -125,6 +126,12 @@ async def run_step(client: openai.AsyncOpenAI, record: Record) -> None:
     model = f"chaos-{step.fault}"
     grace = HANGING_GRACE if step.fault == "cancel_hangs" else GRACE
     trigger = step.trigger
+    if (
+        trigger == "native_timeout"
+        and running_backend() == "asyncio"
+        and sys.version_info < (3, 11)
+    ):
+        trigger = "fail_after"  # asyncio.timeout (and Task.cancelling) came with Python 3.11
     marks: dict[str, float] = {}
     stream: tether.GuardedStream | None = None
 
