@@ -44,17 +44,14 @@ def _retryable(exc: Exception) -> bool:
 
 
 async def _cancel_once(client: AsyncOpenAI, response_id: str, lean: LeanTarget | None) -> str:
-    if lean is not None:
-        try:
-            return _status(await lean.request("POST", f"responses/{response_id}/cancel"))
-        except openai.BadRequestError:
-            return _status(await lean.request("GET", f"responses/{response_id}"))
     try:
+        if lean is not None:
+            return _status(await lean.request("POST", f"responses/{response_id}/cancel"))
         return (await client.responses.cancel(response_id)).status or "unknown"
     except openai.BadRequestError:
         # "Cannot cancel a completed response." (or it was never a background one):
         # not an error; read back what it really is.
-        return (await client.responses.retrieve(response_id)).status or "unknown"
+        return await _retrieve_status(client, response_id, lean)
 
 
 def _status(body: dict[str, object]) -> str:

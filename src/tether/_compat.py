@@ -35,19 +35,19 @@ __all__ = [
 OPENAI_MAJOR = int(openai.__version__.split(".", 1)[0])
 
 
+HTTP: Any = importlib.import_module("httpx2" if OPENAI_MAJOR >= 3 else "httpx")
+"""The HTTP library the installed SDK is built on (httpx2 for 3.x, httpx for 2.x)."""
+
+
 def _stream_connection_errors() -> tuple[type[BaseException], ...]:
     if OPENAI_MAJOR >= 3:
         return (openai.APIConnectionError,)
     # 2.x wraps transport errors of the request, not those raised while reading the stream.
-    transport_error: type[BaseException] = importlib.import_module("httpx").TransportError
-    return (openai.APIConnectionError, transport_error)
+    return (openai.APIConnectionError, HTTP.TransportError)
 
 
 STREAM_CONNECTION_ERRORS = _stream_connection_errors()
 """What a lost connection raises while a stream is read, on the installed SDK."""
-
-HTTP: Any = importlib.import_module("httpx2" if OPENAI_MAJOR >= 3 else "httpx")
-"""The HTTP library the installed SDK is built on (httpx2 for 3.x, httpx for 2.x)."""
 _DRAIN_LIMIT = 10_000  # events still buffered after a close, at most
 
 
