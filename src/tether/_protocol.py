@@ -36,12 +36,14 @@ from ._compat import (
     lean_target,
     on_request_sent,
     sdk_inner_generator,
+    sdk_next,
 )
 from ._critical import run_critical
 from ._errors import ResponseNotCompleted, StallError, StallKind, TetherError
 from ._outcome import CancelReceipt, DetachedResponse, EndReason, StreamOutcome
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
     from types import TracebackType
 
     from openai.types.responses import Response, ResponseStreamEvent
@@ -64,6 +66,10 @@ _FINISHED = frozenset({"completed", "failed", "incomplete", "cancelled"})
 _RESUME_ATTEMPTS = 5
 _JOURNAL_FLOOR = 0.05  # seconds a journal removal gets even when grace is spent
 _UNKNOWN: Any = object()
+
+
+async def _never_opened() -> Any:
+    raise StopAsyncIteration  # pragma: no cover - read only after an open
 
 
 @final
@@ -99,6 +105,7 @@ class ResponseGuard:
         self._idle_timeout = idle_timeout
         self._model: str | None = None if request is None else request.get("model")
         self._sdk: Any = None
+        self._sdk_next: Callable[[], Awaitable[Any]] = _never_opened
         self._sdk_inner: Any = _UNKNOWN  # see _compat.sdk_inner_generator
         self._pending: deque[ResponseStreamEvent] = deque()
         self._response_id: str | None = None if handle is None else handle.response_id
@@ -302,18 +309,18 @@ class ResponseGuard:
             if self._handle is not None:
                 if journal is not None:
                     await journal.started(self._intent or "", self._handle.response_id)
-                self._sdk = await self._retrieve_stream()
-                self._multiplexed = is_multiplexed(self._sdk)
+                self._adopt(await self._retrieve_stream())
                 return
             with on_request_sent(client, self._sent):
-                self._sdk = await client.responses.create(
-                    stream=True, background=self._background, **self._request or {}
+                self._adopt(
+                    await client.responses.create(
+                        stream=True, background=self._background, **self._request or {}
+                    )
                 )
             self._sent()  # a client whose sending tether cannot see: from here on, at least
-            self._multiplexed = is_multiplexed(self._sdk)
             while self._response_id is None:
                 try:
-                    event = await self._sdk.__anext__()
+                    event = await self._sdk_next()
                 except StopAsyncIteration:
                     raise TetherError("the stream ended before response.created") from None
                 self._note(event)
@@ -343,6 +350,12 @@ class ResponseGuard:
             self._abort_requested = True
             if self._opening is not None:
                 self._opening.cancel()
+
+    def _adopt(self, sdk: Any) -> None:
+        """Read from *sdk* (an SDK ``AsyncStream``) from now on."""
+        self._sdk = sdk
+        self._sdk_next = sdk_next(sdk)
+        self._multiplexed = is_multiplexed(sdk)
 
     async def _retrieve_stream(self) -> Any:
         assert self._response_id is not None
@@ -382,18 +395,43 @@ class ResponseGuard:
                 or 0.0,
                 self._response_id,
             )
-        return await self._next()
+        # The hot path (no read deadline, HTTP/1.1): one event straight from the SDK, in this
+        # frame. Anything unusual (the end, an error, an event replayed by a resume) is
+        # _next's. No cancel scope here (it would cost more than the rest of tether's
+        # per-event work): another task's ``cancel()`` interrupts a blocked read by closing
+        # the stream, and the read then fails, which ends the iteration.
+        try:
+            event = await self._sdk_next()
+        except (StopAsyncIteration, Exception) as exc:
+            return await self._next(exc)
+        if self._sdk_inner is _UNKNOWN:
+            self._sdk_inner = sdk_inner_generator(self._sdk)
+        seq = event.sequence_number
+        if seq is not None and self._last_seq is not None and seq <= self._last_seq:
+            return await self._next()  # replayed by a resume: already seen
+        self._events += 1  # _note, inlined: a call costs more than its delta branch
+        if seq is not None:
+            self._last_seq = seq
+        kind: str = event.type
+        if kind.endswith(".delta"):
+            self._deltas += 1
+        elif kind in _LIFECYCLE:
+            self._note_lifecycle(event, kind)
+        self._yielded_seq = seq
+        return event
 
-    async def _next(self) -> ResponseStreamEvent:
+    async def _next(self, failed: BaseException | None = None) -> ResponseStreamEvent:
         """The next new event from the server, resuming a lost connection on the way.
 
-        No cancel scope here (it would cost more than the rest of tether's per-event work):
-        another task's ``cancel()`` interrupts a blocked read by closing the stream, and the
-        read then fails, which ends the iteration.
+        *failed* is what the hot path's read raised, handled here as if this loop's read
+        had raised it.
         """
         while True:
             try:
-                event = await self._sdk.__anext__()
+                if failed is not None:
+                    raised, failed = failed, None
+                    raise raised
+                event = await self._sdk_next()
             except StopAsyncIteration:
                 if self._stopping is None and self._finished is None and await self._recover(False):
                     continue
@@ -432,7 +470,7 @@ class ResponseGuard:
         return "idle"
 
     def _note(self, event: Any) -> None:
-        """Book-keeping for one event: the hot path, kept lean."""
+        """Book-keeping for one event (inlined in ``__anext__``'s hot path: keep them alike)."""
         self._events += 1
         seq = event.sequence_number
         if seq is not None:
@@ -441,15 +479,18 @@ class ResponseGuard:
         if kind.endswith(".delta"):
             self._deltas += 1
         elif kind in _LIFECYCLE:
-            response = event.response
-            self._status = response.status
-            if self._response_id is None:
-                self._response_id = response.id
-            if self._model is None:
-                self._model = response.model
-            if response.status in _FINISHED and kind != "response.created":
-                self._finished = response.status
-                self._final = response
+            self._note_lifecycle(event, kind)
+
+    def _note_lifecycle(self, event: Any, kind: str) -> None:
+        response = event.response
+        self._status = response.status
+        if self._response_id is None:
+            self._response_id = response.id
+        if self._model is None:
+            self._model = response.model
+        if response.status in _FINISHED and kind != "response.created":
+            self._finished = response.status
+            self._final = response
 
     async def _recover(self, lost: bool) -> bool:
         """The connection ended before a final event: pick the stream up where it stopped.
@@ -479,8 +520,7 @@ class ResponseGuard:
             wait_max=1.0,
         ):
             with attempt:
-                self._sdk = await self._retrieve_stream()
-        self._multiplexed = is_multiplexed(self._sdk)
+                self._adopt(await self._retrieve_stream())
         self._resumes += 1
         if self._stopping is not None:  # stopped by another task meanwhile
             await close_sdk_stream(self._sdk)
