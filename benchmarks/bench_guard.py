@@ -1,13 +1,19 @@
 """Side by side, in one run, on asyncio and trio: what stopping a stream costs and wastes.
 
 1. Tokens generated after the client stopped wanting them, on a 50 ms/token model, for
-   (a) the raw SDK with ``break`` (the bug), (b) close then a manual ``responses.cancel``
-   (openai-python PR #2916's pattern), (c) tether on ``break``, ``move_on_after`` and a
-   scope deadline.
-2. Cancel latency, trigger to server-confirmed, relative to a bare cancel POST.
-3. Events/s through ``guarded_stream`` relative to raw SDK iteration.
+   (a) the raw SDK with ``break`` (the bug), (b) by hand: close then ``responses.cancel``
+   (openai-python PR #2916's pattern) on ``break``, and under a shield after
+   ``move_on_after`` and a deadline (the hand-written best per trigger), (c) tether on
+   ``break``, ``move_on_after`` and a scope deadline.
+2. Cancel latency, trigger to server-confirmed, relative to a bare cancel POST (warm, and on
+   a new connection: a closed stream's connection is gone).
+3. Events per client CPU-second through ``guarded_stream`` relative to raw SDK iteration,
+   against an emulator in another process (so the client's CPU time is the client's alone):
+   a raw and a guarded stream read in alternation, event by event, each read's CPU time
+   added to its side; the median of the per-round ratios.
 
-Run: ``python benchmarks/bench_guard.py`` (writes ``docs/benchmarks/guard.md`` and
+Run: ``python benchmarks/bench_guard.py`` (writes ``docs/benchmarks/guard.md``,
+``docs/benchmarks/guard.png`` and
 ``benchmarks/results/guard.json``).
 """
 
@@ -15,8 +21,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
+import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +91,48 @@ async def manual_cancel(emu: ResponsesEmulator, client: openai.AsyncOpenAI) -> t
     return await _wasted(emu, response_id, read), latency
 
 
+async def _manual_under(
+    emu: ResponsesEmulator, client: openai.AsyncOpenAI, deadline: float | None
+) -> tuple[int, float]:
+    """By hand, the best the raw SDK allows: a cancel scope around the read, then, under a
+    shield, close and ``responses.cancel``. With *deadline* None the scope's deadline is set
+    to now after STOP_AFTER tokens (as ``tether_move_on_after`` does), else it is *deadline*
+    seconds from the start (as ``tether_deadline``)."""
+    stream = await client.responses.create(
+        model="slow-50ms", input="hi", stream=True, background=True
+    )
+    response_id = ""
+    read = 0
+    trigger = math.nan
+    with anyio.move_on_after(3600 if deadline is None else deadline) as cancel_scope:
+        if deadline is not None:
+            trigger = cancel_scope.deadline
+        try:
+            async for event in stream:
+                if event.type == "response.created":
+                    response_id = event.response.id
+                elif event.type == "response.output_text.delta":
+                    read += 1
+                    if deadline is None and read == STOP_AFTER:
+                        trigger = cancel_scope.deadline = anyio.current_time()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await stream.close()
+                await client.responses.cancel(response_id)
+                latency = anyio.current_time() - trigger
+    return await _wasted(emu, response_id, read), latency
+
+
+async def manual_move_on_after(
+    emu: ResponsesEmulator, client: openai.AsyncOpenAI
+) -> tuple[int, float]:
+    return await _manual_under(emu, client, None)
+
+
+async def manual_deadline(emu: ResponsesEmulator, client: openai.AsyncOpenAI) -> tuple[int, float]:
+    return await _manual_under(emu, client, (STOP_AFTER + 0.5) * 0.05)
+
+
 async def tether_break(emu: ResponsesEmulator, client: openai.AsyncOpenAI) -> tuple[int, float]:
     async with tether.guarded_stream(client, model="slow-50ms", input="hi") as stream:
         read = await _read(stream, STOP_AFTER)
@@ -140,27 +191,75 @@ async def cold_cancel_post(emu: ResponsesEmulator, client: openai.AsyncOpenAI) -
         return anyio.current_time() - started
 
 
-async def raw_events_per_s(client: openai.AsyncOpenAI) -> float:
-    stream = await client.responses.create(model="bulk", input="hi", stream=True, background=True)
-    started = anyio.current_time()
-    count = 0
-    async for _ in stream:
-        count += 1
-    return count / (anyio.current_time() - started)
+def serve() -> None:
+    """The emulator's process, for the throughput rounds: print its URL, serve until stdin closes."""
+    with ResponsesEmulator(models=MODELS, seed=7) as emu:
+        print(emu.base_url, flush=True)
+        sys.stdin.read()
 
 
-async def guarded_events_per_s(client: openai.AsyncOpenAI) -> float:
-    count = 0
+async def paired_round(client: openai.AsyncOpenAI) -> tuple[float, float, int]:
+    """One raw SDK stream and one guarded stream of the same model, read in alternation,
+    one event each in turn; each read's CPU time (this thread's) added to its own side.
+
+    Both see the same process state, the same server and the same moment, so the ratio is
+    not at the mercy of what the SDK's per-event cost does from one run to the next (it
+    varies by a third between runs of the same contender). (raw CPU s, guarded CPU s, events)
+    """
+    clock = time.thread_time
+    raw_cpu = guarded_cpu = 0.0
+    events = 0
+    raw = await client.responses.create(model="bulk", input="hi", stream=True, background=True)
+    raw_events: Any = raw.__aiter__()  # what `async for event in raw` reads
     async with tether.guarded_stream(client, model="bulk", input="hi") as stream:
-        started = anyio.current_time()
-        async for _ in stream:
-            count += 1
-    return count / (anyio.current_time() - started)
+        guarded_events = stream.__aiter__()
+        while True:
+            started = clock()
+            try:
+                await raw_events.__anext__()
+            except StopAsyncIteration:
+                break
+            between = clock()
+            try:
+                await guarded_events.__anext__()
+            except StopAsyncIteration:
+                break
+            raw_cpu += between - started
+            guarded_cpu += clock() - between
+            events += 1
+    await raw_events.aclose()  # the SDK's generator, finished here rather than by the GC
+    await raw.close()
+    return raw_cpu, guarded_cpu, events
+
+
+async def throughput(base_url: str, rounds: int) -> dict[str, Any]:
+    """Events per client CPU-second, raw and guarded, paired; the per-round ratios."""
+    raw: list[float] = []
+    guarded: list[float] = []
+    ratios: list[float] = []
+    async with openai.AsyncOpenAI(base_url=base_url, api_key="sk-emulator") as client:
+        await paired_round(client)  # warm: imports, schemas, the pool
+        for _ in range(rounds):
+            raw_cpu, guarded_cpu, events = await paired_round(client)
+            raw.append(events / raw_cpu)
+            guarded.append(events / guarded_cpu)
+            ratios.append(raw_cpu / guarded_cpu)
+    ratios.sort()
+    quarter = len(ratios) // 4
+    return {
+        "raw_events_per_cpu_s": statistics.median(raw),
+        "guarded_events_per_cpu_s": statistics.median(guarded),
+        "events_ratio": statistics.median(ratios),
+        "events_ratio_iqr": [ratios[quarter], ratios[-1 - quarter]],
+        "throughput_rounds": rounds,
+    }
 
 
 WASTE = {
     "raw SDK, break (the bug)": raw_break,
-    "close + manual cancel (PR #2916)": manual_cancel,
+    "by hand: break, close + cancel (PR #2916)": manual_cancel,
+    "by hand: move_on_after, shielded close + cancel": manual_move_on_after,
+    "by hand: deadline, shielded close + cancel": manual_deadline,
     "tether, break": tether_break,
     "tether, move_on_after": tether_move_on_after,
     "tether, scope deadline": tether_deadline,
@@ -174,8 +273,6 @@ async def run_backend(rounds: int) -> dict[str, Any]:
             latency: dict[str, list[float]] = {name: [] for name in WASTE}
             bare: list[float] = []
             cold: list[float] = []
-            raw_eps: list[float] = []
-            guarded_eps: list[float] = []
             for _ in range(rounds):  # interleaved, so drift hits every contender alike
                 results: dict[str, tuple[int, float]] = {}
                 for name, fn in WASTE.items():
@@ -185,8 +282,6 @@ async def run_backend(rounds: int) -> dict[str, Any]:
                     latency[name].append(lat)
                 bare.append(await bare_cancel_post(emu, client))
                 cold.append(await cold_cancel_post(emu, client))
-                raw_eps.append(await raw_events_per_s(client))
-                guarded_eps.append(await guarded_events_per_s(client))
             orphans = len(emu.ledger.orphans())
     bare_median = statistics.median(bare)
     cold_median = statistics.median(cold)
@@ -204,9 +299,6 @@ async def run_backend(rounds: int) -> dict[str, Any]:
         "latency_ratio_vs_cold_post": {
             k: statistics.median(v) / cold_median for k, v in latency.items() if v[0] == v[0]
         },
-        "raw_events_per_s": statistics.median(raw_eps),
-        "guarded_events_per_s": statistics.median(guarded_eps),
-        "events_ratio": statistics.median(guarded_eps) / statistics.median(raw_eps),
         "orphans_left": orphans,
     }
 
@@ -245,14 +337,22 @@ def render(results: dict[str, dict[str, Any]], rounds: int) -> str:
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += [
         "",
+        "**Throughput**, per client CPU-second: a raw SDK stream and a guarded one of the same "
+        "5,000-event model, read in alternation, one event each in turn, each read's CPU time "
+        "counted to its side (the emulator in another process); "
+        f"{results[backends[0]]['throughput_rounds']} rounds, the ratio is the median of the "
+        "per-round ratios, with their interquartile range.",
+        "",
         "| throughput | " + " | ".join(backends) + " |",
         "|---|" + "---|" * len(backends),
         "| raw SDK iteration | "
-        + " | ".join(f"{results[b]['raw_events_per_s']:,.0f} events/s" for b in backends)
+        + " | ".join(f"{results[b]['raw_events_per_cpu_s']:,.0f} events/CPU-s" for b in backends)
         + " |",
         "| through `guarded_stream` | "
         + " | ".join(
-            f"{results[b]['guarded_events_per_s']:,.0f} events/s ({results[b]['events_ratio']:.3f}×)"
+            f"{results[b]['guarded_events_per_cpu_s']:,.0f} events/CPU-s "
+            f"({results[b]['events_ratio']:.3f}×, "
+            f"IQR {results[b]['events_ratio_iqr'][0]:.3f}–{results[b]['events_ratio_iqr'][1]:.3f})"
             for b in backends
         )
         + " |",
@@ -264,20 +364,98 @@ def render(results: dict[str, dict[str, Any]], rounds: int) -> str:
     return "\n".join(lines)
 
 
+def _short(name: str) -> str:
+    """A contender's name as a two-line tick label: who, and on what trigger."""
+    who, _, what = name.partition(": " if name.startswith("by hand") else ", ")
+    return f"{who}\n{what.split(',')[0]}"
+
+
+def plot(results: dict[str, dict[str, Any]], path: Path) -> None:
+    """Cancel latency per trigger against a new-connection POST, and throughput, per backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    backends = list(results)
+    triggers = list(WASTE)[1:]
+    fig, (latency, speed) = plt.subplots(
+        1, 2, figsize=(12, 4.4), gridspec_kw={"width_ratios": [3, 1]}
+    )
+    width = 0.8 / len(backends)
+    for i, backend in enumerate(backends):
+        xs = [t + (i - (len(backends) - 1) / 2) * width for t in range(len(triggers))]
+        ratios = [results[backend]["latency_ratio_vs_cold_post"][name] for name in triggers]
+        bars = latency.bar(xs, ratios, width, label=backend)
+        latency.bar_label(bars, fmt="%.2f×", fontsize=8)
+        iqr = results[backend]["events_ratio_iqr"]
+        ratio = results[backend]["events_ratio"]
+        speed.bar(
+            [i],
+            [ratio],
+            0.6,
+            yerr=[[ratio - iqr[0]], [iqr[1] - ratio]],
+            capsize=4,
+            label=backend,
+        )
+        speed.text(i, iqr[1] + 0.005, f"{ratio:.3f}×", ha="center", fontsize=8)
+    latency.axhline(1.0, color="grey", linewidth=0.8)
+    latency.axhline(1.2, color="red", linestyle=":", label="goal: 1.2×")
+    latency.set_xticks(range(len(triggers)), [_short(name) for name in triggers])
+    latency.set_ylim(0, 1.8)
+    latency.set_ylabel("trigger → confirmed, vs a new-connection POST (×)")
+    latency.set_title("Cancel latency")
+    latency.legend(loc="upper center", ncol=3)
+    speed.axhline(0.99, color="red", linestyle=":", label="goal: 0.99×")
+    speed.set_xticks(range(len(backends)), backends)
+    speed.set_ylim(0.8, 1.1)
+    speed.set_ylabel("events per client CPU-s, vs the raw SDK (×)")
+    speed.set_title("Throughput (median, IQR)")
+    speed.legend(loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--throughput-rounds", type=int, default=20)
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "guard.json")
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "benchmarks" / "guard.md")
+    parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "benchmarks" / "guard.png")
     args = parser.parse_args()
+    if args.serve:
+        serve()
+        return
     results = {
         backend: anyio.run(run_backend, args.rounds, backend=backend)
         for backend in ("asyncio", "trio")
     }
+    server = subprocess.Popen(
+        [sys.executable, __file__, "--serve"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        base_url = server.stdout.readline().strip()
+        for backend in results:
+            results[backend] |= anyio.run(
+                throughput, base_url, args.throughput_rounds, backend=backend
+            )
+    finally:
+        assert server.stdin is not None
+        server.stdin.close()
+        server.wait()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     args.doc.parent.mkdir(parents=True, exist_ok=True)
     args.doc.write_text(render(results, args.rounds))
+    plot(results, args.plot)
     print(render(results, args.rounds))
 
 

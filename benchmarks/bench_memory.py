@@ -14,8 +14,8 @@ the same path (imports, pydantic schemas, the pool). Also: how long the scope to
 after the cancel, against its grace, and how many responses were still generating on the
 server once it had (orphans: retrieved afterwards).
 
-Run: ``python benchmarks/bench_memory.py`` (writes ``docs/benchmarks/memory.md`` and
-``benchmarks/results/memory.json``).
+Run: ``python benchmarks/bench_memory.py`` (writes ``docs/benchmarks/memory.md``,
+``docs/benchmarks/memory.png`` and ``benchmarks/results/memory.json``).
 """
 
 from __future__ import annotations
@@ -217,6 +217,46 @@ def report(results: dict[str, Any], rounds: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot(results: dict[str, Any], path: Path) -> None:
+    """Per-stream peak memory and exit time against grace, per contender and backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    backends = list(results)
+    names = list(CONTENDERS)
+    fig, (memory, exit_time) = plt.subplots(1, 2, figsize=(11, 4.2))
+    width = 0.8 / len(names)
+    for i, name in enumerate(names):
+        xs = [b + (i - (len(names) - 1) / 2) * width for b in range(len(backends))]
+        kb = memory.bar(
+            xs, [results[b][name]["per_stream_kb"] for b in backends], width, label=name
+        )
+        memory.bar_label(kb, fmt="%.1f KB", fontsize=8)
+        ratio = exit_time.bar(
+            xs, [results[b][name]["exit_s"] / GRACE for b in backends], width, label=name
+        )
+        exit_time.bar_label(ratio, fmt="%.2f×", fontsize=8)
+    top_kb = max(results[b][n]["per_stream_kb"] for b in backends for n in names)
+    memory.set_ylim(0, top_kb * 1.3)
+    memory.set_xticks(range(len(backends)), backends)
+    memory.set_ylabel("peak RSS per stream over the warm process (KB)")
+    memory.set_title(f"{STREAMS:,} streams at once: memory")
+    memory.legend(loc="upper left", fontsize=8)
+    exit_time.axhline(0.5, color="red", linestyle=":", label="goal: 0.5× grace")
+    top = max(results[b][n]["exit_s"] / GRACE for b in backends for n in names)
+    exit_time.set_ylim(0, max(top, 0.5) * 1.4)
+    exit_time.set_xticks(range(len(backends)), backends)
+    exit_time.set_ylabel(f"stop → exit, vs grace = {GRACE:g} s (×)")
+    exit_time.set_title(f"{STREAMS:,} streams stopped at once: exit time")
+    exit_time.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -224,6 +264,7 @@ def main() -> None:
     parser.add_argument("--measure", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=RESULTS / "memory.json")
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "benchmarks" / "memory.md")
+    parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "benchmarks" / "memory.png")
     args = parser.parse_args()
     if args.serve:
         serve()
@@ -262,6 +303,7 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"results": results, "samples": samples}, indent=2) + "\n")
     args.doc.write_text(report(results, args.rounds), encoding="utf-8")
+    plot(results, args.plot)
     print(report(results, args.rounds))
 
 
