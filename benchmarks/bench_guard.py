@@ -4,7 +4,7 @@
    (a) the raw SDK with ``break`` (the bug), (b) by hand: close then ``responses.cancel``
    (openai-python PR #2916's pattern) on ``break``, and under a shield after
    ``move_on_after`` and a deadline (the hand-written best per trigger), (c) tether on
-   ``break``, ``move_on_after`` and a scope deadline.
+   ``break``, an explicit ``await stream.cancel()``, ``move_on_after`` and a scope deadline.
 2. Cancel latency, trigger to server-confirmed, relative to a bare cancel POST (warm, and on
    a new connection: a closed stream's connection is gone).
 3. Events per client CPU-second through ``guarded_stream`` relative to raw SDK iteration,
@@ -76,6 +76,15 @@ async def _read_raw(client: openai.AsyncOpenAI) -> tuple[Any, str, int]:
     return stream, response_id, read
 
 
+async def timer_lateness() -> float:
+    """How late the event loop wakes a task for a deadline: what a deadline trigger pays
+    before anything of the stop runs (the scope deadline rows include it; ``move_on_after``
+    here sets a deadline already past, so it does not)."""
+    due = anyio.current_time() + 0.0123
+    await anyio.sleep_until(due)
+    return anyio.current_time() - due
+
+
 async def raw_break(emu: ResponsesEmulator, client: openai.AsyncOpenAI) -> tuple[int, float]:
     stream, response_id, read = await _read_raw(client)
     await stream.close()  # closing the socket does not stop a background response
@@ -138,6 +147,15 @@ async def tether_break(emu: ResponsesEmulator, client: openai.AsyncOpenAI) -> tu
         read = await _read(stream, STOP_AFTER)
         trigger = anyio.current_time()
     latency = stream.outcome.ended_at - trigger
+    return await _wasted(emu, stream.response_id or "", read), latency
+
+
+async def tether_explicit(emu: ResponsesEmulator, client: openai.AsyncOpenAI) -> tuple[int, float]:
+    async with tether.guarded_stream(client, model="slow-50ms", input="hi") as stream:
+        read = await _read(stream, STOP_AFTER)
+        trigger = anyio.current_time()
+        await stream.cancel()
+        latency = anyio.current_time() - trigger
     return await _wasted(emu, stream.response_id or "", read), latency
 
 
@@ -261,6 +279,7 @@ WASTE = {
     "by hand: move_on_after, shielded close + cancel": manual_move_on_after,
     "by hand: deadline, shielded close + cancel": manual_deadline,
     "tether, break": tether_break,
+    "tether, await stream.cancel()": tether_explicit,
     "tether, move_on_after": tether_move_on_after,
     "tether, scope deadline": tether_deadline,
 }
@@ -273,6 +292,7 @@ async def run_backend(rounds: int) -> dict[str, Any]:
             latency: dict[str, list[float]] = {name: [] for name in WASTE}
             bare: list[float] = []
             cold: list[float] = []
+            late: list[float] = []
             for _ in range(rounds):  # interleaved, so drift hits every contender alike
                 results: dict[str, tuple[int, float]] = {}
                 for name, fn in WASTE.items():
@@ -282,6 +302,7 @@ async def run_backend(rounds: int) -> dict[str, Any]:
                     latency[name].append(lat)
                 bare.append(await bare_cancel_post(emu, client))
                 cold.append(await cold_cancel_post(emu, client))
+                late.append(await timer_lateness())
             orphans = len(emu.ledger.orphans())
     bare_median = statistics.median(bare)
     cold_median = statistics.median(cold)
@@ -293,6 +314,7 @@ async def run_backend(rounds: int) -> dict[str, Any]:
         },
         "bare_cancel_post_ms": bare_median * 1000,
         "cold_cancel_post_ms": cold_median * 1000,
+        "timer_lateness_ms": statistics.median(late) * 1000,
         "latency_ratio_vs_bare_post": {
             k: statistics.median(v) / bare_median for k, v in latency.items() if v[0] == v[0]
         },
@@ -325,6 +347,9 @@ def render(results: dict[str, dict[str, Any]], rounds: int) -> str:
         + " |",
         "| cancel POST on a new connection (the floor after a close) | "
         + " | ".join(f"{results[b]['cold_cancel_post_ms']:.2f} ms" for b in backends)
+        + " |",
+        "| a deadline's own lateness (the loop waking for a timer; in every deadline row) | "
+        + " | ".join(f"{results[b]['timer_lateness_ms']:.2f} ms" for b in backends)
         + " |",
     ]
     for name in list(WASTE)[1:]:
@@ -367,7 +392,7 @@ def render(results: dict[str, dict[str, Any]], rounds: int) -> str:
 def _short(name: str) -> str:
     """A contender's name as a two-line tick label: who, and on what trigger."""
     who, _, what = name.partition(": " if name.startswith("by hand") else ", ")
-    return f"{who}\n{what.split(',')[0]}"
+    return f"{who}\n{what.split(',')[0].replace('await stream.', '')}"
 
 
 def plot(results: dict[str, dict[str, Any]], path: Path) -> None:
@@ -380,7 +405,7 @@ def plot(results: dict[str, dict[str, Any]], path: Path) -> None:
     backends = list(results)
     triggers = list(WASTE)[1:]
     fig, (latency, speed) = plt.subplots(
-        1, 2, figsize=(12, 4.4), gridspec_kw={"width_ratios": [3, 1]}
+        1, 2, figsize=(13, 4.4), gridspec_kw={"width_ratios": [3.4, 1]}
     )
     width = 0.8 / len(backends)
     for i, backend in enumerate(backends):
