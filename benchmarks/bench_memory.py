@@ -34,6 +34,7 @@ import anyio
 import openai
 
 import tether
+from _orphans import still_generating
 from tether.testing import Model, ResponsesEmulator
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,22 +69,6 @@ async def _created(events: Any) -> str:
         if event.type == "response.created":
             return str(event.response.id)
     raise RuntimeError("no response.created")
-
-
-async def _orphans(client: openai.AsyncOpenAI, ids: list[str]) -> int:
-    limiter = anyio.CapacityLimiter(50)
-    generating = 0
-
-    async def check(response_id: str) -> None:
-        nonlocal generating
-        async with limiter:
-            status = (await client.responses.retrieve(response_id)).status
-        generating += status in ("queued", "in_progress")
-
-    async with anyio.create_task_group() as tg:
-        for response_id in ids:
-            tg.start_soon(check, response_id)
-    return generating
 
 
 async def raw(client: openai.AsyncOpenAI, n: int) -> dict[str, Any]:
@@ -149,7 +134,7 @@ async def measure(base_url: str, contender: str) -> dict[str, Any]:
         warm = _rss_kb()
         result = await run(client, STREAMS)
         peak = _peak_kb()
-        orphans = await _orphans(client, result["ids"])
+        orphans = await still_generating(client, result["ids"])
         for response_id in result["ids"]:  # tidy up the raw SDK's orphans
             await client.with_options(max_retries=0).responses.cancel(response_id)
     return {

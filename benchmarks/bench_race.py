@@ -38,6 +38,7 @@ from typing import Any
 import anyio
 import openai
 
+from _orphans import still_generating
 from tether import adaptive, guarded_stream, race
 from tether.races import AdaptiveStagger
 from tether.testing import Faults, Lognormal, Model, ResponsesEmulator
@@ -150,22 +151,6 @@ async def floor_posts(
     )
 
 
-async def _still_generating(client: openai.AsyncOpenAI, ids: list[str]) -> int:
-    limiter = anyio.CapacityLimiter(20)
-    generating = 0
-
-    async def check(response_id: str) -> None:
-        nonlocal generating
-        async with limiter:
-            status = (await client.responses.retrieve(response_id)).status
-        generating += status in ("queued", "in_progress")
-
-    async with anyio.create_task_group() as tg:
-        for response_id in ids:
-            tg.start_soon(check, response_id)
-    return generating
-
-
 async def bench_cancel(base_url: str, server: int) -> dict[str, float]:
     ids: list[str] = []
     async with openai.AsyncOpenAI(base_url=base_url, api_key="sk-emulator") as client:
@@ -175,7 +160,7 @@ async def bench_cancel(base_url: str, server: int) -> dict[str, float]:
         many = [await race_cleanup(client, LOSERS, ids) for _ in range(ROUNDS)]
         floor = [await floor_posts(client, LOSERS, server, ids) for _ in range(ROUNDS)]
         loop = await sequential_cleanup(client, LOSERS, ids)
-        orphans = await _still_generating(client, [i for i in ids if i])
+        orphans = await still_generating(client, [i for i in ids if i])
     one_ms, many_ms = statistics.median(one) * 1e3, statistics.median(many) * 1e3
     floor_ms = statistics.median(f[0] for f in floor) * 1e3
     return {
