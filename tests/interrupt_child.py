@@ -1,8 +1,13 @@
-"""A process that opens a guarded stream and is interrupted by SIGINT while it opens.
+"""A process that opens guarded streams and is interrupted by SIGINT.
 
-Run by tests/test_critical.py: ``python tests/interrupt_child.py BASE_URL BACKEND``. It logs
-tether's debug lines to stderr (the parent waits for the one saying the interruption
-reached the open), and exits with KeyboardInterrupt.
+Run by tests/test_critical.py: ``python tests/interrupt_child.py BASE_URL BACKEND [MODE]``.
+It logs tether's debug lines to stderr (the parent waits for the one saying the interruption
+reached tether), and exits with KeyboardInterrupt. Modes:
+
+- ``open`` (default): one stream, interrupted while it opens;
+- ``queued``: one cancel slot; a first stream's stop takes it (the parent holds that cancel
+  on the emulator), then the main task's stream stops, waits for the slot (it prints
+  ``queued`` once it does) and is interrupted there.
 """
 
 from __future__ import annotations
@@ -14,16 +19,42 @@ import anyio
 import openai
 
 import tether
+import tether._cancel
+from tether._cancel import cancel_slots
 
 
-async def main(base_url: str) -> None:
+async def opening(base_url: str) -> None:
     async with openai.AsyncOpenAI(base_url=base_url, api_key="sk-emulator") as client:
         async with tether.guarded_stream(client, model="slow", input="hi") as stream:
             async for _ in stream:
                 pass
 
 
+async def queued(base_url: str) -> None:
+    tether._cancel._IN_FLIGHT = 1  # pyright: ignore[reportPrivateUsage]
+    async with openai.AsyncOpenAI(base_url=base_url, api_key="sk-emulator") as client:
+
+        async def first() -> None:
+            async with tether.guarded_stream(client, model="slow", input="hi"):
+                pass  # its stop takes the only slot; the parent holds its cancel
+
+        async def report() -> None:
+            slots = cancel_slots(client)
+            while slots.statistics().tasks_waiting == 0:
+                await anyio.wait_all_tasks_blocked()
+            print("queued", file=sys.stderr, flush=True)
+
+        async with anyio.create_task_group() as tg:
+            async with tether.guarded_stream(client, model="slow", input="hi") as stream:
+                tg.start_soon(first)
+                while cancel_slots(client).borrowed_tokens == 0:
+                    await anyio.wait_all_tasks_blocked()
+                tg.start_soon(report)
+                del stream  # leaving the block: this stop waits for the slot
+
+
 if __name__ == "__main__":
     logging.basicConfig(level=logging.DEBUG, stream=sys.stderr, format="%(message)s")
     url, backend = sys.argv[1:3]
-    anyio.run(main, url, backend=backend)
+    mode = sys.argv[3] if len(sys.argv) > 3 else "open"
+    anyio.run({"open": opening, "queued": queued}[mode], url, backend=backend)

@@ -129,3 +129,72 @@ async def test_a_scope_stopping_many_streams_keeps_at_most_64_cancels_in_flight(
                     await anyio.wait_all_tasks_blocked()  # the other 36 wait for a slot
     assert emulator.ledger.max_concurrent_cancels == 64
     assert [r.status for r in emulator.ledger].count("cancelled") == 100
+
+
+async def test_a_stop_waiting_for_a_cancel_slot_holds_no_task_of_its_own(
+    emulator: ResponsesEmulator,
+) -> None:
+    emulator.models["slow-cancel"] = Model(ttft=0.0, tokens_per_s=5.0, length=2000)
+    opened = 0
+    all_open = anyio.Event()
+
+    async def one(scope: tether.Scope) -> None:
+        nonlocal opened
+        async with tether.guarded_stream(scope, model="slow-cancel", input="hi") as stream:
+            opened += 1
+            if opened == 100:
+                all_open.set()
+            async for _ in stream:
+                pass
+
+    async with emulator.async_client() as client:
+        async with tether.open_scope(client, grace=10) as scope:
+            async with anyio.create_task_group() as tg:
+                for _ in range(100):
+                    tg.start_soon(one, scope)
+                await all_open.wait()
+                with emulator.hold("cancel"), anyio.CancelScope(shield=True):
+                    scope.cancel()
+                    await emulator.wait_for(lambda ledger: ledger.cancels_in_flight >= 64)
+                    await anyio.wait_all_tasks_blocked()
+                    tasks = len(anyio.get_running_tasks())
+    # the 100 readers, the 64 cancels in flight (a task each), the test's own: no 36 more
+    assert tasks <= 100 + 64 + 3
+    assert [r.status for r in emulator.ledger].count("cancelled") == 100
+
+
+async def test_a_stop_whose_grace_runs_out_waiting_for_a_slot_sends_nothing_and_says_so(
+    emulator: ResponsesEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("tether._cancel._IN_FLIGHT", 1)
+    emulator.models["slow-cancel"] = Model(ttft=0.0, tokens_per_s=5.0, length=2000)
+    streams: list[tether.GuardedStream] = []
+    both_open = anyio.Event()
+
+    async def one(scope: tether.Scope) -> None:
+        async with tether.guarded_stream(scope, model="slow-cancel", input="hi") as stream:
+            streams.append(stream)
+            if len(streams) == 2:
+                both_open.set()
+            async for _ in stream:
+                pass
+
+    async with emulator.async_client() as client:
+        with emulator.hold("cancel") as hold:
+            async with tether.open_scope(client, grace=0.5) as scope:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(one, scope)
+                    tg.start_soon(one, scope)
+                    await both_open.wait()
+                    scope.cancel()
+            hold.release()
+        receipts = [stream.outcome.receipt for stream in streams]
+        assert all(receipt is not None for receipt in receipts)
+        # one sent and held by the emulator past grace, one queued behind it: never sent
+        assert sorted(receipt.attempts for receipt in receipts if receipt is not None) == [0, 1]
+        for receipt in receipts:
+            assert receipt is not None
+            assert (receipt.error or "").startswith("no answer within grace=")
+        assert emulator.ledger.cancel_requests == 1
+        for stream in streams:  # tidy up the one never cancelled
+            await client.responses.cancel(stream.response_id or "")

@@ -22,6 +22,7 @@ from exceptiongroup import ExceptionGroup
 
 import tether
 from tests.test_guard import read_deltas, settled
+from tether._cancel import cancel_slots
 from tether.testing import ResponsesEmulator
 
 CHILD = Path(__file__).with_name("interrupt_child.py")
@@ -164,6 +165,52 @@ async def test_task_cancel_while_opening_cancels_on_the_server_and_the_task_ends
     assert guarded.outcome.reason == "scope_cancelled"
 
 
+@needs_311
+@asyncio_only
+async def test_asyncio_timeout_while_a_stop_waits_for_a_cancel_slot_still_sends_the_cancel(
+    emulator: ResponsesEmulator, client: openai.AsyncOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("tether._cancel._IN_FLIGHT", 1)
+    timeouts: list[asyncio.Timeout] = []
+    tasks: list[asyncio.Task[Any]] = []
+    raised: list[BaseException] = []
+    streams: list[tether.GuardedStream] = []
+
+    async def first() -> None:  # takes the only slot: its cancel is held by the emulator
+        async with tether.guarded_stream(client, model="slow", input="hi") as stream:
+            await read_deltas(stream, 1)
+
+    async def queued() -> None:
+        tasks.append(asyncio.current_task())  # type: ignore[arg-type]
+        try:
+            async with asyncio.timeout(None) as timeout:
+                timeouts.append(timeout)
+                async with tether.guarded_stream(client, model="slow", input="hi") as stream:
+                    streams.append(stream)
+                    await read_deltas(stream, 1)
+                    await emulator.wait_for(lambda ledger: ledger.cancels_in_flight == 1)
+        except BaseException as exc:
+            raised.append(exc)
+
+    with emulator.hold("cancel") as hold:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(first)
+            tg.start_soon(queued)
+            await emulator.wait_for(lambda ledger: ledger.cancels_in_flight == 1)
+            await anyio.wait_all_tasks_blocked()
+            assert cancel_slots(client).statistics().tasks_waiting == 1  # the second stop
+            timeouts[0].reschedule(asyncio.get_running_loop().time())  # fires now, natively
+            await until_cancel_requested(tasks[0])
+            hold.release()
+    (stream,) = streams
+    assert [type(exc) for exc in raised] == [TimeoutError]
+    assert tasks[0].cancelling() == 0  # asyncio.timeout took its cancel request back
+    assert stream.outcome.receipt is not None
+    assert stream.outcome.receipt.status == "cancelled"
+    assert (await settled(emulator, stream.response_id)).status == "cancelled"
+    assert emulator.ledger.orphans() == []
+
+
 # --------------------------------------------------------------------- Ctrl-C while opening
 
 
@@ -198,4 +245,41 @@ def test_sigint_while_opening_cancels_the_response_then_raises_keyboard_interrup
     (record,) = emulator.ledger.responses
     emulator.wait_for_sync(lambda ledger: not ledger[record.id].generating)
     assert emulator.ledger[record.id].status == "cancelled"
+    assert emulator.ledger.orphans() == []
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_sigint_while_a_stop_waits_for_a_cancel_slot_sends_the_cancel_then_raises_keyboard_interrupt(
+    emulator: ResponsesEmulator, backend: str
+) -> None:
+    """A real SIGINT while a stop waits in its own task for a cancel slot (no child task):
+    the wait goes on, the cancel is sent once the slot frees, then KeyboardInterrupt."""
+    if backend == "asyncio" and sys.version_info < (3, 11):
+        pytest.skip("asyncio turns SIGINT into a cancellation only from Python 3.11")
+    with emulator.hold("cancel") as hold:
+        child = subprocess.Popen(
+            [sys.executable, str(CHILD), emulator.base_url, backend, "queued"],
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
+        )
+        try:
+            assert child.stderr is not None
+            for line in child.stderr:
+                if line.strip() == "queued":
+                    break
+            child.send_signal(signal.SIGINT)
+            for line in child.stderr:  # the child logs when the interruption reached tether
+                if "waiting on to cancel first" in line:
+                    break
+            hold.release()
+            _, rest = child.communicate(timeout=30)
+        finally:
+            if child.poll() is None:
+                child.kill()
+    assert "KeyboardInterrupt" in rest
+    assert len(emulator.ledger.responses) == 2
+    for record in emulator.ledger.responses:
+        emulator.wait_for_sync(lambda ledger, id=record.id: not ledger[id].generating)
+        assert emulator.ledger[record.id].status == "cancelled"
     assert emulator.ledger.orphans() == []

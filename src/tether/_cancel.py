@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
     from ._compat import LeanTarget
 
-__all__ = ["cancel_on_server", "log"]
+__all__ = ["cancel_on_server", "cancel_slots", "log", "unsent"]
 
 log = logging.getLogger("tether")
 
@@ -72,13 +72,14 @@ A thousand streams stopped at once would otherwise put a thousand requests in th
 pool at once: its assignment loop is O(requests x connections) per event, and each request
 holds its buffers, so the stop of all of them took longer than their grace and peaked at
 twice the memory of the streams (``benchmarks/bench_memory.py``). The wait for a slot is
-inside the cancel's grace."""
+inside the cancel's grace. A guarded stream's stop queues in its own task, not in a child
+task of its own (``_critical.wait_in_place``)."""
 _limiters: RunVar[weakref.WeakKeyDictionary[AsyncOpenAI, anyio.CapacityLimiter]] = RunVar(
     "tether_cancel_limiters"
 )
 
 
-def _in_flight(client: AsyncOpenAI) -> anyio.CapacityLimiter:
+def cancel_slots(client: AsyncOpenAI) -> anyio.CapacityLimiter:
     """The cancel slots of *client* on the running event loop."""
     try:
         table = _limiters.get()
@@ -161,6 +162,15 @@ async def _send(
     raise AssertionError("unreachable: the retry loop has no attempt limit")  # pragma: no cover
 
 
+async def _send_and_confirm(
+    client: AsyncOpenAI, response_id: str, lean: LeanTarget | None, tries: _Tries, confirm: bool
+) -> str:
+    status = await _send(client, response_id, lean, tries)
+    if confirm and status == "cancelled":
+        status = await _confirm(client, response_id, tries.lean)
+    return status
+
+
 async def cancel_on_server(
     client: AsyncOpenAI,
     response_id: str,
@@ -168,6 +178,7 @@ async def cancel_on_server(
     grace: float,
     confirm: bool = False,
     lean: LeanTarget | None = None,
+    slot_held: bool = False,
 ) -> CancelReceipt:
     """POST ``/responses/{id}/cancel`` under a shield, retrying transient failures within *grace*.
 
@@ -176,7 +187,8 @@ async def cancel_on_server(
     The first attempt is sent straight away; only a retryable failure enters the retry loop.
     With *lean* (``_compat.lean_target``: the stream's own request, mirrored) the requests
     skip the SDK's machinery; an auth error there falls back to the SDK, which knows how to
-    renew credentials.
+    renew credentials. With *slot_held*, the caller holds one of ``cancel_slots(client)``
+    (else it waits for one, within grace).
     """
     quick = _quick(client)
     started = anyio.current_time()
@@ -185,10 +197,11 @@ async def cancel_on_server(
     error: str | None = None
     with anyio.move_on_after(grace, shield=True) as budget:
         try:
-            async with _in_flight(client):
-                status = await _send(quick, response_id, lean, tries)
-                if confirm and status == "cancelled":
-                    status = await _confirm(quick, response_id, tries.lean)
+            if slot_held:
+                status = await _send_and_confirm(quick, response_id, lean, tries, confirm)
+            else:
+                async with cancel_slots(client):
+                    status = await _send_and_confirm(quick, response_id, lean, tries, confirm)
         except openai.NotFoundError:
             status = "gone"
         except Exception as exc:
@@ -197,6 +210,18 @@ async def cancel_on_server(
     latency = anyio.current_time() - started
     if budget.cancelled_caught:
         error = f"no answer within grace={grace!r}s after {attempts} attempt(s)"
+    return _receipt(response_id, status, attempts, latency, error)
+
+
+def unsent(response_id: str, *, grace: float, latency: float) -> CancelReceipt:
+    """The receipt of a cancel that waited for a slot until its grace ran out: never sent."""
+    error = f"no answer within grace={grace!r}s after 0 attempt(s)"
+    return _receipt(response_id, None, 0, latency, error)
+
+
+def _receipt(
+    response_id: str, status: str | None, attempts: int, latency: float, error: str | None
+) -> CancelReceipt:
     if error is not None:
         log.warning("could not confirm the cancel of response %s: %s", response_id, error)
     return CancelReceipt(

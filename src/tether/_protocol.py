@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections import deque
 from typing import TYPE_CHECKING, Any, final
 
 import anyio
@@ -26,7 +25,7 @@ import stamina
 from anyio.lowlevel import checkpoint_if_cancelled
 
 from . import observe
-from ._cancel import cancel_on_server, log
+from ._cancel import cancel_on_server, cancel_slots, log, unsent
 from ._compat import (
     STREAM_CONNECTION_ERRORS,
     cancel_cause,
@@ -38,7 +37,7 @@ from ._compat import (
     sdk_inner_generator,
     sdk_next,
 )
-from ._critical import run_critical
+from ._critical import ki_protected, run_critical, run_critical_queued
 from ._errors import ResponseNotCompleted, StallError, StallKind, TetherError
 from ._outcome import CancelReceipt, DetachedResponse, EndReason, StreamOutcome
 
@@ -81,6 +80,56 @@ class ResponseGuard:
     the plain-named methods below. Nothing outside this module touches its state.
     """
 
+    __slots__ = (
+        "__weakref__",
+        "_abort_requested",
+        "_admitted",
+        "_background",
+        "_cleanup_error",
+        "_deltas",
+        "_entered",
+        "_events",
+        "_exhausted",
+        "_final",
+        "_finished",
+        "_first_event_timeout",
+        "_first_token_timeout",
+        "_grace",
+        "_handle",
+        "_holds_slot",
+        "_idle_timeout",
+        "_intent",
+        "_key",
+        "_last_seq",
+        "_model",
+        "_multiplexed",
+        "_opened",
+        "_opening",
+        "_outcome",
+        "_pending",
+        "_queued",
+        "_reading",
+        "_reason",
+        "_receipt",
+        "_request",
+        "_request_sent",
+        "_response_id",
+        "_resumes",
+        "_scope",
+        "_sdk",
+        "_sdk_inner",
+        "_sdk_next",
+        "_stall",
+        "_started",
+        "_status",
+        "_stop_ended",
+        "_stopped",
+        "_stopping",
+        "_timed",
+        "_yielded_seq",
+        "node",
+    )
+
     def __init__(
         self,
         scope: Scope,
@@ -107,7 +156,7 @@ class ResponseGuard:
         self._sdk: Any = None
         self._sdk_next: Callable[[], Awaitable[Any]] = _never_opened
         self._sdk_inner: Any = _UNKNOWN  # see _compat.sdk_inner_generator
-        self._pending: deque[ResponseStreamEvent] = deque()
+        self._pending: list[ResponseStreamEvent] = []  # read before response.created
         self._response_id: str | None = None if handle is None else handle.response_id
         self._last_seq: int | None = None if handle is None else handle.last_sequence_number
         self._yielded_seq: int | None = self._last_seq
@@ -124,7 +173,9 @@ class ResponseGuard:
         # stopping
         self._reason: EndReason | None = None
         self._stall: StallKind | None = None
-        self._stopping: anyio.Event | None = None
+        self._stopping = False  # stop() started
+        self._stopped: anyio.Event | None = None  # made by a second caller of stop(), if any
+        self._stop_ended = False
         self._receipt: CancelReceipt | None = None
         self._cleanup_error: str | None = None
         self._outcome: StreamOutcome | None = None
@@ -135,6 +186,7 @@ class ResponseGuard:
         self._request_sent = False
         self._abort_requested = False
         self._holds_slot = False
+        self._queued = False  # the stop waits for a cancel slot (see stop)
         # On HTTP/2 a read blocked on a closed stream never raises: a reader in another task
         # must then be interrupted through its own cancel scope (HTTP/1.1 needs none).
         self._multiplexed = False
@@ -290,7 +342,7 @@ class ResponseGuard:
         client = self._scope.client
         timeout = self._first_event_timeout
         with anyio.CancelScope() as opening:
-            self._opening = opening
+            self._opening = opening  # dropped below: a thousand open streams add up
             if self._abort_requested:
                 opening.cancel()
             limiter = self._scope.limiter
@@ -330,6 +382,7 @@ class ResponseGuard:
                 observe.emit(observe.StreamOpened(id=self.node, response_id=self._response_id))
             if journal is not None and self._intent is not None:
                 await journal.started(self._intent, self._response_id)
+        self._opening = None
         if (self._response_id is None or self._sdk is None) and opening.cancelled_caught:
             if self._abort_requested and not self._request_sent:
                 return  # cancel() before the request left: nothing was sent, nothing to stop
@@ -371,10 +424,10 @@ class ResponseGuard:
 
     async def __anext__(self) -> ResponseStreamEvent:
         if self._pending:
-            event = self._pending.popleft()
+            event = self._pending.pop(0)
             self._yielded_seq = getattr(event, "sequence_number", self._yielded_seq)
             return event
-        if self._stopping is not None or self._exhausted or self._sdk is None:
+        if self._stopping or self._exhausted or self._sdk is None:
             raise StopAsyncIteration
         if self._timed or self._multiplexed:
             with anyio.CancelScope(
@@ -385,7 +438,7 @@ class ResponseGuard:
                     return await self._next()
                 finally:
                     self._reading = None
-            if self._stopping is not None:  # interrupted by stop() from another task
+            if self._stopping:  # interrupted by stop() from another task
                 raise StopAsyncIteration
             # Otherwise the deadline above fired: a stall.
             self._stall = self._stall_kind()
@@ -433,12 +486,12 @@ class ResponseGuard:
                     raise raised
                 event = await self._sdk_next()
             except StopAsyncIteration:
-                if self._stopping is None and self._finished is None and await self._recover(False):
+                if not self._stopping and self._finished is None and await self._recover(False):
                     continue
                 self._exhausted = True
                 raise
             except Exception as exc:
-                if self._stopping is not None:  # closed under us by cancel() or detach()
+                if self._stopping:  # closed under us by cancel() or detach()
                     raise StopAsyncIteration from None
                 if isinstance(exc, STREAM_CONNECTION_ERRORS) and await self._recover(True):
                     continue
@@ -522,7 +575,7 @@ class ResponseGuard:
             with attempt:
                 self._adopt(await self._retrieve_stream())
         self._resumes += 1
-        if self._stopping is not None:  # stopped by another task meanwhile
+        if self._stopping:  # stopped by another task meanwhile
             await close_sdk_stream(self._sdk)
             await drain_sdk_stream(self._sdk)
             return False
@@ -598,72 +651,150 @@ class ResponseGuard:
             return "interrupted"
         return "exception"
 
+    @ki_protected
     async def stop(self, reason: EndReason) -> None:
         """The one way out: close the HTTP stream, then cancel on the server. Runs once.
 
         The whole stop is bounded by ``grace`` (close, cancel with retries, journal) and runs
-        to its end even under a native asyncio cancellation or Ctrl-C (``run_critical``);
-        a second caller waits for the first one.
+        to its end even under a native asyncio cancellation or Ctrl-C (``run_critical``).
+        A cancel that finds every slot of its client taken (``_cancel.cancel_slots``)
+        queues in this task, not in a child task (``run_critical_queued``: a thousand
+        streams stopped at once). A second caller waits for the first one.
         """
-        if self._stopping is not None:
-            with anyio.CancelScope(shield=True):  # the first caller is bounded by grace
-                await self._stopping.wait()
+        if self._stopping:
+            if not self._stop_ended:
+                if self._stopped is None:  # made only when needed: a thousand stops add up
+                    self._stopped = anyio.Event()
+                with anyio.CancelScope(shield=True):  # the first caller is bounded by grace
+                    await self._stopped.wait()
             return
-        self._stopping = anyio.Event()
+        self._stopping = True
         if self._reason is None:
             self._reason = reason
-        try:
-            await run_critical("stop", self._stop_now)
-        finally:
-            self._stopping.set()
-
-    async def _stop_now(self) -> None:
         deadline = anyio.current_time() + self._grace
+        interruption: BaseException | None = None
+        try:
+            try:
+                await run_critical("stop", lambda: self._stop_now(deadline))
+            except BaseException as exc:  # an interruption, raised once the section ended
+                interruption = exc
+            if self._queued:
+                slots = cancel_slots(self._scope.client)
+                try:
+                    await run_critical_queued(
+                        "cancel",
+                        lambda: slots.acquire_on_behalf_of(self),
+                        lambda taken: self._stop_queued(taken, deadline),
+                        deadline,
+                    )
+                except BaseException as exc:
+                    interruption = interruption or exc
+            if interruption is not None:
+                raise interruption
+        finally:
+            self._stop_ended = True
+            if self._stopped is not None:
+                self._stopped.set()
+
+    async def _stop_now(self, deadline: float) -> None:
+        """Close the stream, then cancel on the server if a cancel slot is free (else queue)."""
         with anyio.CancelScope(shield=True, deadline=deadline):
             try:
-                await self._stop_on_server(deadline)
+                if self._reading is not None:
+                    self._reading.cancel()  # a reader blocked in another task, on HTTP/2
+                if self._sdk is not None:
+                    await close_sdk_stream(self._sdk)  # frees the connection, ends a read
+                if self._cancel_needed():
+                    if not self._background:
+                        self._disconnected()
+                    elif not self._take_slot():
+                        self._queued = True  # stop() waits for a slot, then _stop_queued
+                        return
+                    else:
+                        try:
+                            await self._cancel_on_server(deadline)
+                        finally:
+                            cancel_slots(self._scope.client).release_on_behalf_of(self)
+                await self._drain()
             except Exception as exc:  # a bug, an unexpected SDK error: report, never raise
-                self._cleanup_error = f"{type(exc).__name__}: {exc}"
-                log.warning("cleanup of response %s failed: %s", self._response_id, exc)
+                self._cleanup_failed(exc)
             await self._forget(deadline)
 
-    async def _stop_on_server(self, deadline: float) -> None:
-        if self._reading is not None:
-            self._reading.cancel()  # a reader blocked in another task, on HTTP/2
-        sdk = self._sdk
-        if sdk is not None:
-            await close_sdk_stream(sdk)  # first: frees the connection, ends another task's read
-        if self._finished is None and self._response_id is not None and self._reason != "detached":
-            if self._background:
-                watched = observe.watched()
-                if watched:
-                    observe.emit(
-                        observe.CancelStarted(
-                            id=self.node, response_id=self._response_id, reason=self._reason or ""
-                        )
+    async def _stop_queued(self, taken: bool, deadline: float) -> None:
+        """The rest of a stop that queued for a cancel slot: *taken* says if it got one."""
+        with anyio.CancelScope(shield=True, deadline=deadline):
+            try:
+                if taken:
+                    try:
+                        await self._cancel_on_server(deadline)
+                    finally:
+                        cancel_slots(self._scope.client).release_on_behalf_of(self)
+                else:  # grace ran out in the queue: nothing was sent
+                    self._receipt = unsent(
+                        self._response_id or "",
+                        grace=self._grace,
+                        latency=self._grace - max(deadline - anyio.current_time(), 0.0),
                     )
-                client = self._scope.client
-                self._receipt = await cancel_on_server(
-                    client,
-                    self._response_id,
-                    grace=max(deadline - anyio.current_time(), 1e-3),
-                    confirm=self._scope.confirm,
-                    lean=None if sdk is None else lean_target(client, sdk),
+                await self._drain()
+            except Exception as exc:  # a bug, an unexpected SDK error: report, never raise
+                self._cleanup_failed(exc)
+            await self._forget(deadline)
+
+    def _cancel_needed(self) -> bool:
+        return (
+            self._finished is None and self._response_id is not None and self._reason != "detached"
+        )
+
+    def _take_slot(self) -> bool:
+        try:
+            cancel_slots(self._scope.client).acquire_on_behalf_of_nowait(self)
+        except anyio.WouldBlock:
+            return False
+        return True
+
+    def _disconnected(self) -> None:
+        # The server stops a non-background response when its connection closes; what it
+        # last reported (in_progress) is no longer true, and nothing says more.
+        self._status = None
+        self._receipt = CancelReceipt(
+            response_id=self._response_id or "", kind="disconnect", status=None
+        )
+
+    def _cleanup_failed(self, exc: Exception) -> None:
+        self._cleanup_error = f"{type(exc).__name__}: {exc}"
+        log.warning("cleanup of response %s failed: %s", self._response_id, exc)
+
+    async def _cancel_on_server(self, deadline: float) -> None:
+        """The server-side cancel, holding one of the client's cancel slots."""
+        response_id = self._response_id or ""
+        watched = observe.watched()
+        if watched:
+            observe.emit(
+                observe.CancelStarted(
+                    id=self.node, response_id=response_id, reason=self._reason or ""
                 )
-                if watched:
-                    observe.emit(observe.CancelEnded(id=self.node, receipt=self._receipt))
-                if self._receipt.status:
-                    self._status = self._receipt.status
-            else:
-                # The server stops a non-background response when its connection closes;
-                # what it last reported (in_progress) is no longer true, and nothing says more.
-                self._status = None
-                self._receipt = CancelReceipt(
-                    response_id=self._response_id, kind="disconnect", status=None
-                )
-        if sdk is not None:
+            )
+        client = self._scope.client
+        sdk = self._sdk
+        self._receipt = await cancel_on_server(
+            client,
+            response_id,
+            grace=max(deadline - anyio.current_time(), 1e-3),
+            confirm=self._scope.confirm,
+            lean=None if sdk is None else lean_target(client, sdk),
+            slot_held=True,
+        )
+        if watched:
+            observe.emit(observe.CancelEnded(id=self.node, receipt=self._receipt))
+        if self._receipt.status:
+            self._status = self._receipt.status
+
+    async def _drain(self) -> None:
+        if self._sdk is not None:
             # After the cancel: finish the SDK's half-run generators (never waits).
-            await drain_sdk_stream(sdk, None if self._sdk_inner is _UNKNOWN else self._sdk_inner)
+            await drain_sdk_stream(
+                self._sdk, None if self._sdk_inner is _UNKNOWN else self._sdk_inner
+            )
 
     async def _forget(self, deadline: float) -> None:
         """Remove the journal entry once the response is known to have stopped, within grace.
