@@ -138,10 +138,10 @@ class HedgeBudget:
     def __init__(self, ratio: float, max_tokens: float = 10.0) -> None:
         self.ratio = ratio
         self.max_tokens = max_tokens
-        self.tokens = 0.0
-        self.primaries = 0
-        self.hedges = 0
-        self.refused = 0
+        self.tokens: float = 0.0
+        self.primaries: int = 0
+        self.hedges: int = 0
+        self.refused: int = 0
 
     def on_primary(self) -> None:
         """Count one primary request: ``ratio`` more tokens."""
@@ -199,7 +199,7 @@ class AdaptiveStagger:
         """The stagger, in seconds, while a bucket has fewer than ``min_samples`` observations."""
         self.key = key
         """``key(request)``: the bucket a request learns in and is staggered by."""
-        self.throttle = HedgeBudget(budget, max_tokens)
+        self.throttle: HedgeBudget = HedgeBudget(budget, max_tokens)
         """The token bucket: ``throttle.hedges``, ``throttle.primaries``, ``throttle.tokens``."""
         self._sketches: dict[Bucket, P2Quantile] = {}
 

@@ -101,7 +101,7 @@ class SqliteJournal(LeasedJournal):
         timeout: float = 1.0,
     ) -> None:
         super().__init__(lease=lease, timeout=timeout)
-        self.path = Path(path).expanduser() if path is not None else default_journal_path()
+        self.path: Path = Path(path).expanduser() if path is not None else default_journal_path()
         """The database file."""
         self._lock = threading.Lock()
         self._ready = False

@@ -191,7 +191,7 @@ class ResponseGuard:
         # must then be interrupted through its own cancel scope (HTTP/1.1 needs none).
         self._multiplexed = False
         self._reading: anyio.CancelScope | None = None
-        self.node = observe.new_id()
+        self.node: int = observe.new_id()
         """This stream's id in progress events."""
 
     # ------------------------------------------------------------------ state

@@ -75,7 +75,7 @@ class Progress:
     """
 
     def __init__(self, count: int) -> None:
-        self.failed = [anyio.Event() for _ in range(count)]
+        self.failed: list[anyio.Event] = [anyio.Event() for _ in range(count)]
         """Per attempt: set once it failed (or was rejected)."""
         self.streaming: set[int] = set()
         """The attempts producing tokens right now."""
@@ -156,9 +156,9 @@ class Contestant:
         self.guard = guard
         self.bucket = bucket
         self.model: str | None = guard.model
-        self.node = observe.new_id()
+        self.node: int = observe.new_id()
         """Its id in progress events."""
-        self.cancel_scope = anyio.CancelScope()
+        self.cancel_scope: anyio.CancelScope = anyio.CancelScope()
         self.state: AttemptState = "pending"
         self.trigger: Trigger | None = None
         self.lost = False
@@ -287,17 +287,20 @@ class Race:
         self.win = win
         self.stagger = stagger
         self.handover = handover  # race_stream: the winner's events go to the caller
-        self.node = observe.new_id()
+        self.node: int = observe.new_id()
         """Its id in progress events."""
         self.winner: Contestant | None = None
         self.crash: BaseException | None = None
-        self.started_at = self.decided_at = 0.0
+        self.started_at: float = 0.0
+        self.decided_at: float = 0.0
         self._ended = 0
 
     def start(self, tg: TaskGroup) -> None:
         """Start the race in *tg*: the launcher, which starts the attempts in turn."""
-        self.decision = anyio.Event()  # the winner is known, or nothing can win any more
-        self.progress = Progress(len(self.contestants))
+        self.decision: anyio.Event = (
+            anyio.Event()
+        )  # the winner is known, or nothing can win any more
+        self.progress: Progress = Progress(len(self.contestants))
         self._launcher = anyio.CancelScope()
         self._group = tg.cancel_scope
         self.started_at = anyio.current_time()

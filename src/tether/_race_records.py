@@ -70,9 +70,9 @@ class WinCondition:
         return self.name
 
 
-first_completed = WinCondition("first_completed", "completed")
+first_completed: WinCondition = WinCondition("first_completed", "completed")
 """The first attempt whose response completes wins (the default of ``race``)."""
-first_token = WinCondition("first_token", "first_token")
+first_token: WinCondition = WinCondition("first_token", "first_token")
 """The first attempt to produce an output token wins (the default of ``race_stream``)."""
 
 Win: TypeAlias = (

@@ -43,10 +43,10 @@ from typing import TYPE_CHECKING, Any, cast, final
 try:
     from opentelemetry import metrics, trace
     from opentelemetry.trace import SpanKind, Status, StatusCode
-except ImportError as exc:  # pragma: no cover - tested in a subprocess with an import blocker
+except ImportError as _missing:  # pragma: no cover - tested in a subprocess with an import blocker
     raise ImportError(
         "tether.otel needs the OpenTelemetry API: pip install 'tether[otel]'"
-    ) from exc
+    ) from _missing
 
 from . import observe
 

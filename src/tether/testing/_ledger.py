@@ -208,13 +208,13 @@ class Ledger:
         self._lock = threading.Lock()
         self._records: dict[str, ResponseRecord] = {}
         self._waiters: list[_Waiter] = []
-        self.request_count = 0
+        self.request_count: int = 0
         """POST /v1/responses requests received, rejected ones included."""
-        self.cancel_requests = 0
+        self.cancel_requests: int = 0
         """Cancel requests received, for any id."""
-        self.cancels_in_flight = 0
+        self.cancels_in_flight: int = 0
         """Cancel requests received and not answered yet."""
-        self.max_concurrent_cancels = 0
+        self.max_concurrent_cancels: int = 0
         """The most cancel requests ever in flight at once."""
 
     @property

@@ -190,7 +190,7 @@ class ResponsesEmulator:
             _require_http2()
         self.models: MutableMapping[str, Model] = default_models() if models is None else models
         """Simulated models by name: add or replace one at any time."""
-        self.ledger = Ledger()
+        self.ledger: Ledger = Ledger()
         """What the server did (see `Ledger`)."""
         self.seed = seed
         self.host = host
