@@ -216,38 +216,46 @@ def serve() -> None:
         sys.stdin.read()
 
 
-async def paired_round(client: openai.AsyncOpenAI) -> tuple[float, float, int]:
+async def paired_round(
+    client: openai.AsyncOpenAI, guarded_first: bool = False
+) -> tuple[float, float, int]:
     """One raw SDK stream and one guarded stream of the same model, read in alternation,
     one event each in turn; each read's CPU time (this thread's) added to its own side.
 
     Both see the same process state, the same server and the same moment, so the ratio is
     not at the mercy of what the SDK's per-event cost does from one run to the next (it
-    varies by a third between runs of the same contender). (raw CPU s, guarded CPU s, events)
+    varies by a third between runs of the same contender). Which side reads first in each
+    pair alternates from round to round (*guarded_first*): a read that waits runs the loop's
+    work for the other stream's socket too. (raw CPU s, guarded CPU s, events)
     """
     clock = time.thread_time
-    raw_cpu = guarded_cpu = 0.0
+    cpu = [0.0, 0.0]  # raw, guarded
     events = 0
     raw = await client.responses.create(model="bulk", input="hi", stream=True, background=True)
     raw_events: Any = raw.__aiter__()  # what `async for event in raw` reads
     async with tether.guarded_stream(client, model="bulk", input="hi") as stream:
         guarded_events = stream.__aiter__()
-        while True:
-            started = clock()
-            try:
-                await raw_events.__anext__()
-            except StopAsyncIteration:
-                break
-            between = clock()
-            try:
-                await guarded_events.__anext__()
-            except StopAsyncIteration:
-                break
-            raw_cpu += between - started
-            guarded_cpu += clock() - between
-            events += 1
+        sides = [(1, guarded_events), (0, raw_events)]
+        if not guarded_first:
+            sides.reverse()
+        ended = False
+        while not ended:
+            spent = [0.0, 0.0]
+            for side, reader in sides:
+                started = clock()
+                try:
+                    await reader.__anext__()
+                except StopAsyncIteration:
+                    ended = True
+                    break
+                spent[side] = clock() - started
+            if not ended:
+                cpu[0] += spent[0]
+                cpu[1] += spent[1]
+                events += 1
     await raw_events.aclose()  # the SDK's generator, finished here rather than by the GC
     await raw.close()
-    return raw_cpu, guarded_cpu, events
+    return cpu[0], cpu[1], events
 
 
 async def throughput(base_url: str, rounds: int) -> dict[str, Any]:
@@ -257,8 +265,8 @@ async def throughput(base_url: str, rounds: int) -> dict[str, Any]:
     ratios: list[float] = []
     async with openai.AsyncOpenAI(base_url=base_url, api_key="sk-emulator") as client:
         await paired_round(client)  # warm: imports, schemas, the pool
-        for _ in range(rounds):
-            raw_cpu, guarded_cpu, events = await paired_round(client)
+        for round_ in range(rounds):
+            raw_cpu, guarded_cpu, events = await paired_round(client, round_ % 2 == 1)
             raw.append(events / raw_cpu)
             guarded.append(events / guarded_cpu)
             ratios.append(raw_cpu / guarded_cpu)
@@ -363,8 +371,9 @@ def render(results: dict[str, dict[str, Any]], rounds: int) -> str:
     lines += [
         "",
         "**Throughput**, per client CPU-second: a raw SDK stream and a guarded one of the same "
-        "5,000-event model, read in alternation, one event each in turn, each read's CPU time "
-        "counted to its side (the emulator in another process); "
+        "5,000-event model, read in alternation, one event each in turn (which side reads first "
+        "alternates from round to round), each read's CPU time counted to its side (the "
+        "emulator in another process); "
         f"{results[backends[0]]['throughput_rounds']} rounds, the ratio is the median of the "
         "per-round ratios, with their interquartile range.",
         "",

@@ -97,6 +97,7 @@ class ResponseGuard:
         "_grace",
         "_handle",
         "_holds_slot",
+        "_hot",
         "_idle_timeout",
         "_intent",
         "_key",
@@ -191,6 +192,7 @@ class ResponseGuard:
         # must then be interrupted through its own cancel scope (HTTP/1.1 needs none).
         self._multiplexed = False
         self._reading: anyio.CancelScope | None = None
+        self._hot = False  # the next read may take __anext__'s hot path (see _update_hot)
         self.node: int = observe.new_id()
         """This stream's id in progress events."""
 
@@ -378,6 +380,7 @@ class ResponseGuard:
                 self._note(event)
                 self._pending.append(event)
             self._sdk_inner = sdk_inner_generator(self._sdk)
+            self._update_hot()
             if observe.watched():
                 observe.emit(observe.StreamOpened(id=self.node, response_id=self._response_id))
             if journal is not None and self._intent is not None:
@@ -409,6 +412,24 @@ class ResponseGuard:
         self._sdk = sdk
         self._sdk_next = sdk_next(sdk)
         self._multiplexed = is_multiplexed(sdk)
+        self._update_hot()
+
+    def _update_hot(self) -> None:
+        """Say whether the next read may take ``__anext__``'s hot path: nothing to replay,
+        not stopping or ended, no read deadline, HTTP/1.1, the SDK's inner generator known.
+
+        Called wherever one of those changes (the open, ``_adopt``, the slow path, the end,
+        ``stop``), so that the hot path tests one attribute instead of seven.
+        """
+        self._hot = (
+            not self._pending
+            and not self._stopping
+            and not self._exhausted
+            and self._sdk is not None
+            and not self._timed
+            and not self._multiplexed
+            and self._sdk_inner is not _UNKNOWN
+        )
 
     async def _retrieve_stream(self) -> Any:
         assert self._response_id is not None
@@ -423,9 +444,38 @@ class ResponseGuard:
         return self
 
     async def __anext__(self) -> ResponseStreamEvent:
+        if not self._hot:
+            return await self._read_slowly()
+        # The hot path (no read deadline, HTTP/1.1, nothing to replay: _update_hot): one
+        # event straight from the SDK, in this frame. Anything unusual (the end, an error,
+        # an event replayed by a resume) is _next's. No cancel scope here (it would cost
+        # more than the rest of tether's per-event work): another task's ``cancel()``
+        # interrupts a blocked read by closing the stream, and the read then fails, which
+        # ends the iteration.
+        try:
+            event = await self._sdk_next()
+        except (StopAsyncIteration, Exception) as exc:
+            return await self._next(exc)
+        seq = event.sequence_number
+        if seq is not None and self._last_seq is not None and seq <= self._last_seq:
+            return await self._next()  # replayed by a resume: already seen
+        self._events += 1  # _note, inlined: a call costs more than its delta branch
+        if seq is not None:
+            self._last_seq = seq
+        kind: str = event.type
+        if kind.endswith(".delta"):
+            self._deltas += 1
+        elif kind in _LIFECYCLE:
+            self._note_lifecycle(event, kind)
+        self._yielded_seq = seq
+        return event
+
+    async def _read_slowly(self) -> ResponseStreamEvent:
+        """Everything but the hot path: replayed events, the end, read deadlines, HTTP/2."""
         if self._pending:
             event = self._pending.pop(0)
             self._yielded_seq = getattr(event, "sequence_number", self._yielded_seq)
+            self._update_hot()
             return event
         if self._stopping or self._exhausted or self._sdk is None:
             raise StopAsyncIteration
@@ -448,29 +498,8 @@ class ResponseGuard:
                 or 0.0,
                 self._response_id,
             )
-        # The hot path (no read deadline, HTTP/1.1): one event straight from the SDK, in this
-        # frame. Anything unusual (the end, an error, an event replayed by a resume) is
-        # _next's. No cancel scope here (it would cost more than the rest of tether's
-        # per-event work): another task's ``cancel()`` interrupts a blocked read by closing
-        # the stream, and the read then fails, which ends the iteration.
-        try:
-            event = await self._sdk_next()
-        except (StopAsyncIteration, Exception) as exc:
-            return await self._next(exc)
-        if self._sdk_inner is _UNKNOWN:
-            self._sdk_inner = sdk_inner_generator(self._sdk)
-        seq = event.sequence_number
-        if seq is not None and self._last_seq is not None and seq <= self._last_seq:
-            return await self._next()  # replayed by a resume: already seen
-        self._events += 1  # _note, inlined: a call costs more than its delta branch
-        if seq is not None:
-            self._last_seq = seq
-        kind: str = event.type
-        if kind.endswith(".delta"):
-            self._deltas += 1
-        elif kind in _LIFECYCLE:
-            self._note_lifecycle(event, kind)
-        self._yielded_seq = seq
+        event = await self._next()  # e.g. the first event after a resume
+        self._update_hot()
         return event
 
     async def _next(self, failed: BaseException | None = None) -> ResponseStreamEvent:
@@ -489,6 +518,7 @@ class ResponseGuard:
                 if not self._stopping and self._finished is None and await self._recover(False):
                     continue
                 self._exhausted = True
+                self._hot = False
                 raise
             except Exception as exc:
                 if self._stopping:  # closed under us by cancel() or detach()
@@ -557,6 +587,7 @@ class ResponseGuard:
         await close_sdk_stream(self._sdk)
         await drain_sdk_stream(self._sdk, None if self._sdk_inner is _UNKNOWN else self._sdk_inner)
         self._sdk_inner = _UNKNOWN
+        self._hot = False
         client = self._scope.client
         if not lost:
             current = await client.responses.retrieve(self._response_id)
@@ -669,6 +700,7 @@ class ResponseGuard:
                     await self._stopped.wait()
             return
         self._stopping = True
+        self._hot = False
         if self._reason is None:
             self._reason = reason
         deadline = anyio.current_time() + self._grace
