@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, final
 import anyio
 import openai
 import stamina
-from anyio.lowlevel import checkpoint_if_cancelled
+from anyio.lowlevel import cancel_shielded_checkpoint, checkpoint_if_cancelled
 
 from . import observe
 from ._cancel import cancel_on_server, cancel_slots, log, unsent
@@ -744,6 +744,11 @@ class ResponseGuard:
                         return
                     else:
                         try:
+                            # One turn of the loop first: when many streams stop at once,
+                            # their closes then run before the cancels, which otherwise pay
+                            # for every still-open connection in the pool's assignment pass
+                            # (100 race losers: 2.8x one cancel with it, 3.1x without).
+                            await cancel_shielded_checkpoint()
                             await self._cancel_on_server(deadline)
                         finally:
                             cancel_slots(self._scope.client).release_on_behalf_of(self)
