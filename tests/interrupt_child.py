@@ -30,6 +30,19 @@ async def opening(base_url: str) -> None:
                 pass
 
 
+async def report(client: openai.AsyncOpenAI) -> None:
+    """Say ``queued`` once the main task's stop waits for the slot, then wait like the rest.
+
+    KI-protected on trio (see ``__main__``): a SIGINT that comes while this task prints then
+    goes to the main task's wait, as it does when every task waits, not into this task.
+    """
+    slots = cancel_slots(client)
+    while slots.statistics().tasks_waiting == 0:
+        await anyio.wait_all_tasks_blocked()
+    print("queued", file=sys.stderr, flush=True)
+    await anyio.sleep_forever()
+
+
 async def queued(base_url: str) -> None:
     tether._cancel._IN_FLIGHT = 1  # pyright: ignore[reportPrivateUsage]
     async with openai.AsyncOpenAI(base_url=base_url, api_key="sk-emulator") as client:
@@ -38,23 +51,24 @@ async def queued(base_url: str) -> None:
             async with tether.guarded_stream(client, model="slow", input="hi"):
                 pass  # its stop takes the only slot; the parent holds its cancel
 
-        async def report() -> None:
-            slots = cancel_slots(client)
-            while slots.statistics().tasks_waiting == 0:
-                await anyio.wait_all_tasks_blocked()
-            print("queued", file=sys.stderr, flush=True)
-
         async with anyio.create_task_group() as tg:
-            async with tether.guarded_stream(client, model="slow", input="hi") as stream:
-                tg.start_soon(first)
-                while cancel_slots(client).borrowed_tokens == 0:
-                    await anyio.wait_all_tasks_blocked()
-                tg.start_soon(report)
-                del stream  # leaving the block: this stop waits for the slot
+            try:
+                async with tether.guarded_stream(client, model="slow", input="hi") as stream:
+                    tg.start_soon(first)
+                    while cancel_slots(client).borrowed_tokens == 0:
+                        await anyio.wait_all_tasks_blocked()
+                    tg.start_soon(report, client)
+                    del stream  # leaving the block: this stop waits for the slot
+            finally:
+                tg.cancel_scope.cancel()  # the reporter's wait
 
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.DEBUG, stream=sys.stderr, format="%(message)s")
     url, backend = sys.argv[1:3]
     mode = sys.argv[3] if len(sys.argv) > 3 else "open"
+    if backend == "trio":
+        import trio
+
+        trio.lowlevel.enable_ki_protection(report)
     anyio.run({"open": opening, "queued": queued}[mode], url, backend=backend)

@@ -101,18 +101,19 @@ async def test_a_request_without_the_emulator_s_key_is_refused_like_the_api_refu
     assert refused.value.code == "invalid_api_key"
 
 
-async def test_a_scope_stopping_many_streams_keeps_at_most_64_cancels_in_flight(
-    emulator: ResponsesEmulator,
-) -> None:
+async def stop_many_with_cancels_held(emulator: ResponsesEmulator, streams: int, slots: int) -> int:
+    """Open *streams* guarded streams in one scope, then cancel the scope while the emulator
+    holds every cancel: once *slots* cancels are in flight and every task is blocked, count
+    the running tasks; then let the cancels through. Returns that count."""
     emulator.models["slow-cancel"] = Model(ttft=0.0, tokens_per_s=5.0, length=2000)
-    opened = 0
+    opened = tasks = 0
     all_open = anyio.Event()
 
     async def one(scope: tether.Scope) -> None:
         nonlocal opened
         async with tether.guarded_stream(scope, model="slow-cancel", input="hi") as stream:
             opened += 1
-            if opened == 100:
+            if opened == streams:
                 all_open.set()
             async for _ in stream:
                 pass
@@ -120,13 +121,21 @@ async def test_a_scope_stopping_many_streams_keeps_at_most_64_cancels_in_flight(
     async with emulator.async_client() as client:
         async with tether.open_scope(client, grace=10) as scope:
             async with anyio.create_task_group() as tg:
-                for _ in range(100):
+                for _ in range(streams):
                     tg.start_soon(one, scope)
                 await all_open.wait()
                 with emulator.hold("cancel"), anyio.CancelScope(shield=True):
                     scope.cancel()  # no cancel is answered until every stop got a slot or waits
-                    await emulator.wait_for(lambda ledger: ledger.cancels_in_flight >= 64)
-                    await anyio.wait_all_tasks_blocked()  # the other 36 wait for a slot
+                    await emulator.wait_for(lambda ledger: ledger.cancels_in_flight >= slots)
+                    await anyio.wait_all_tasks_blocked()  # the others wait for a slot
+                    tasks = len(anyio.get_running_tasks())
+    return tasks
+
+
+async def test_a_scope_stopping_many_streams_keeps_at_most_64_cancels_in_flight(
+    emulator: ResponsesEmulator,
+) -> None:
+    await stop_many_with_cancels_held(emulator, streams=100, slots=64)
     assert emulator.ledger.max_concurrent_cancels == 64
     assert [r.status for r in emulator.ledger].count("cancelled") == 100
 
@@ -135,32 +144,10 @@ async def test_a_stop_waiting_for_a_cancel_slot_holds_no_task_of_its_own(
     emulator: ResponsesEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("tether._cancel._IN_FLIGHT", 2)
-    emulator.models["slow-cancel"] = Model(ttft=0.0, tokens_per_s=5.0, length=2000)
-    opened = 0
-    all_open = anyio.Event()
-
-    async def one(scope: tether.Scope) -> None:
-        nonlocal opened
-        async with tether.guarded_stream(scope, model="slow-cancel", input="hi") as stream:
-            opened += 1
-            if opened == 10:
-                all_open.set()
-            async for _ in stream:
-                pass
-
-    async with emulator.async_client() as client:
-        async with tether.open_scope(client, grace=10) as scope:
-            async with anyio.create_task_group() as tg:
-                for _ in range(10):
-                    tg.start_soon(one, scope)
-                await all_open.wait()
-                with emulator.hold("cancel"), anyio.CancelScope(shield=True):
-                    scope.cancel()
-                    await emulator.wait_for(lambda ledger: ledger.cancels_in_flight == 2)
-                    await anyio.wait_all_tasks_blocked()
-                    tasks = len(anyio.get_running_tasks())
+    tasks = await stop_many_with_cancels_held(emulator, streams=10, slots=2)
     # the 10 readers, the 2 cancels in flight (a task each), the test's own: not 8 more
     assert tasks <= 10 + 2 + 3
+    assert emulator.ledger.max_concurrent_cancels == 2
     assert [r.status for r in emulator.ledger].count("cancelled") == 10
 
 

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -214,6 +215,38 @@ async def test_asyncio_timeout_while_a_stop_waits_for_a_cancel_slot_still_sends_
 # --------------------------------------------------------------------- Ctrl-C while opening
 
 
+def interrupt_child(
+    emulator: ResponsesEmulator,
+    backend: str,
+    mode: str,
+    hold: Any,
+    ready: Callable[[subprocess.Popen[str]], None],
+    reached: str,
+) -> str:
+    """Run ``interrupt_child.py`` in *mode*; once *ready* returns, send it a real SIGINT; once
+    its log says *reached* (the interruption reached tether), release *hold*. Returns the
+    rest of its stderr, once it has exited."""
+    child = subprocess.Popen(
+        [sys.executable, str(CHILD), emulator.base_url, backend, mode],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
+    )
+    try:
+        assert child.stderr is not None
+        ready(child)
+        child.send_signal(signal.SIGINT)
+        for line in child.stderr:
+            if reached in line:
+                break
+        hold.release()
+        _, rest = child.communicate(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    return rest
+
+
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 def test_sigint_while_opening_cancels_the_response_then_raises_keyboard_interrupt(
     emulator: ResponsesEmulator, backend: str
@@ -222,25 +255,14 @@ def test_sigint_while_opening_cancels_the_response_then_raises_keyboard_interrup
     cancelled on the server, then KeyboardInterrupt goes on (the process exits with it)."""
     if backend == "asyncio" and sys.version_info < (3, 11):
         pytest.skip("asyncio turns SIGINT into a cancellation only from Python 3.11")
+
+    def opening(_: subprocess.Popen[str]) -> None:
+        emulator.wait_for_sync(lambda ledger: len(ledger.responses) == 1)
+
     with emulator.hold("created") as hold:
-        child = subprocess.Popen(
-            [sys.executable, str(CHILD), emulator.base_url, backend],
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
+        rest = interrupt_child(
+            emulator, backend, "open", hold, opening, reached="finishing the open first"
         )
-        try:
-            emulator.wait_for_sync(lambda ledger: len(ledger.responses) == 1)
-            child.send_signal(signal.SIGINT)
-            assert child.stderr is not None
-            for line in child.stderr:  # the child logs when the interruption reached tether
-                if "finishing the open first" in line:
-                    break
-            hold.release()
-            _, rest = child.communicate(timeout=30)
-        finally:
-            if child.poll() is None:
-                child.kill()
     assert "KeyboardInterrupt" in rest
     (record,) = emulator.ledger.responses
     emulator.wait_for_sync(lambda ledger: not ledger[record.id].generating)
@@ -256,27 +278,17 @@ def test_sigint_while_a_stop_waits_for_a_cancel_slot_sends_the_cancel_then_raise
     the wait goes on, the cancel is sent once the slot frees, then KeyboardInterrupt."""
     if backend == "asyncio" and sys.version_info < (3, 11):
         pytest.skip("asyncio turns SIGINT into a cancellation only from Python 3.11")
+
+    def queued(child: subprocess.Popen[str]) -> None:
+        assert child.stderr is not None
+        for line in child.stderr:  # the child says when its stop waits for the slot
+            if line.strip() == "queued":
+                break
+
     with emulator.hold("cancel") as hold:
-        child = subprocess.Popen(
-            [sys.executable, str(CHILD), emulator.base_url, backend, "queued"],
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
+        rest = interrupt_child(
+            emulator, backend, "queued", hold, queued, reached="waiting on to cancel first"
         )
-        try:
-            assert child.stderr is not None
-            for line in child.stderr:
-                if line.strip() == "queued":
-                    break
-            child.send_signal(signal.SIGINT)
-            for line in child.stderr:  # the child logs when the interruption reached tether
-                if "waiting on to cancel first" in line:
-                    break
-            hold.release()
-            _, rest = child.communicate(timeout=30)
-        finally:
-            if child.poll() is None:
-                child.kill()
     assert "KeyboardInterrupt" in rest
     assert len(emulator.ledger.responses) == 2
     for record in emulator.ledger.responses:
