@@ -73,7 +73,7 @@ pool at once: its assignment loop is O(requests x connections) per event, and ea
 holds its buffers, so the stop of all of them took longer than their grace and peaked at
 twice the memory of the streams (``benchmarks/bench_memory.py``). The wait for a slot is
 inside the cancel's grace. A guarded stream's stop queues in its own task, not in a child
-task of its own (``_critical.wait_in_place``)."""
+task of its own (``_critical.run_critical_queued``)."""
 _limiters: RunVar[weakref.WeakKeyDictionary[AsyncOpenAI, anyio.CapacityLimiter]] = RunVar(
     "tether_cancel_limiters"
 )
