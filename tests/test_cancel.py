@@ -156,33 +156,39 @@ async def test_a_stop_whose_grace_runs_out_waiting_for_a_slot_sends_nothing_and_
 ) -> None:
     monkeypatch.setattr("tether._cancel._IN_FLIGHT", 1)
     emulator.models["slow-cancel"] = Model(ttft=0.0, tokens_per_s=5.0, length=2000)
-    streams: list[tether.GuardedStream] = []
-    both_open = anyio.Event()
+    opened = {"holder": anyio.Event(), "queued": anyio.Event()}
+    ended = anyio.Event()
+    streams: dict[str, tether.GuardedStream] = {}
 
-    async def one(scope: tether.Scope) -> None:
-        async with tether.guarded_stream(scope, model="slow-cancel", input="hi") as stream:
-            streams.append(stream)
-            if len(streams) == 2:
-                both_open.set()
-            async for _ in stream:
-                pass
+    async def one(scope: tether.Scope, name: str, grace: float, stop: anyio.CancelScope) -> None:
+        with stop:
+            async with tether.guarded_stream(
+                scope, model="slow-cancel", input="hi", grace=grace
+            ) as stream:
+                streams[name] = stream
+                opened[name].set()
+                async for _ in stream:
+                    pass
+        if name == "queued":
+            ended.set()
 
     async with emulator.async_client() as client:
         with emulator.hold("cancel") as hold:
-            async with tether.open_scope(client, grace=0.5) as scope:
+            async with tether.open_scope(client) as scope:
+                stop_holder, stop_queued = anyio.CancelScope(), anyio.CancelScope()
                 async with anyio.create_task_group() as tg:
-                    tg.start_soon(one, scope)
-                    tg.start_soon(one, scope)
-                    await both_open.wait()
-                    scope.cancel()
-            hold.release()
-        receipts = [stream.outcome.receipt for stream in streams]
-        assert all(receipt is not None for receipt in receipts)
-        # one sent and held by the emulator past grace, one queued behind it: never sent
-        assert sorted(receipt.attempts for receipt in receipts if receipt is not None) == [0, 1]
-        for receipt in receipts:
-            assert receipt is not None
-            assert (receipt.error or "").startswith("no answer within grace=")
+                    tg.start_soon(one, scope, "holder", 30.0, stop_holder)
+                    tg.start_soon(one, scope, "queued", 0.3, stop_queued)
+                    await opened["holder"].wait()
+                    await opened["queued"].wait()
+                    stop_holder.cancel()  # its cancel takes the one slot; the emulator holds it
+                    await emulator.wait_for(lambda ledger: ledger.cancels_in_flight == 1)
+                    stop_queued.cancel()  # queues behind it, for longer than its grace
+                    await ended.wait()
+                    hold.release()
+        queued = streams["queued"].outcome.receipt
+        assert queued is not None
+        assert queued.attempts == 0
+        assert (queued.error or "").startswith("no answer within grace=")
         assert emulator.ledger.cancel_requests == 1
-        for stream in streams:  # tidy up the one never cancelled
-            await client.responses.cancel(stream.response_id or "")
+        await client.responses.cancel(streams["queued"].response_id or "")  # tidy up
