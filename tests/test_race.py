@@ -10,8 +10,8 @@ import openai
 import pytest
 
 import tether
-from tether import AttemptRejected, RaceFailed, race, race_stream, races
-from tether.races import first_completed, first_token
+from tether import AttemptRejected, RaceFailed, observe, race, race_stream, races
+from tether.races import AttemptStarted, first_completed, first_token
 from tether.testing import Faults, Model
 
 if sys.version_info < (3, 11):
@@ -81,6 +81,33 @@ async def test_losers_are_cancelled_concurrently(
     assert len(results) == losers
     assert all(o.receipt is not None and o.receipt.status == "cancelled" for o in results)
     no_orphans(emulator)
+
+
+async def test_parallel_attempts_without_concurrency_slots_all_start_in_one_scheduler_pass(
+    emulator: ResponsesEmulator, client: openai.AsyncOpenAI
+) -> None:
+    """Counted in passes of a ticker task, not in time: before, each attempt waited for the
+    one before it to run (``tg.start``), two passes each."""
+    passes = 0
+    started_in_pass: list[int] = []
+    attempts = 10
+
+    def observer(event: observe.Event) -> None:
+        if isinstance(event, AttemptStarted):
+            started_in_pass.append(passes)
+
+    async def ticker() -> None:
+        nonlocal passes
+        while len(started_in_pass) < attempts:
+            passes += 1
+            await anyio.lowlevel.checkpoint()
+
+    with observe.observing(observer):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(ticker)
+            await race(client, [req("fast")] + [req("slow")] * (attempts - 1))
+    assert len(started_in_pass) == attempts
+    assert max(started_in_pass) - min(started_in_pass) <= 1
 
 
 async def test_predicate_rejection_continues_the_race(

@@ -13,7 +13,10 @@ is closed, and cancellation propagates unchanged.
 Concurrency slots (``max_concurrency``) are taken in request order on both backends: the
 launcher starts attempt *k + 1* only once attempt *k* is in line for its slot (its task
 calls ``task_status.started()`` right before ``ResponseGuard.open``, which joins the
-limiter's FIFO queue before its first checkpoint).
+limiter's FIFO queue before its first checkpoint). Without slots to queue for, attempts
+started together are started at once: ``tg.start`` waits two scheduler passes for each,
+and with a hundred streams live a pass is long (101 parallel attempts took 2.2-2.7 s to
+start on trio, ``benchmarks/bench_race.py``).
 """
 
 from __future__ import annotations
@@ -273,7 +276,9 @@ def prepare_race(
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"requests[{index}]: {exc}") from None
         contestants.append(Contestant(index, guard, bucket, keep=handover))
-    return Race(contestants, condition, stagger, handover=handover)
+    return Race(
+        contestants, condition, stagger, handover=handover, ordered=scope.limiter is not None
+    )
 
 
 @final
@@ -281,9 +286,16 @@ class Race:
     """The engine shared by ``race`` and ``race_stream`` (internal)."""
 
     def __init__(
-        self, contestants: list[Contestant], win: WinCondition, stagger: Stagger, *, handover: bool
+        self,
+        contestants: list[Contestant],
+        win: WinCondition,
+        stagger: Stagger,
+        *,
+        handover: bool,
+        ordered: bool,
     ) -> None:
         self.contestants = contestants
+        self.ordered = ordered  # attempts queue for concurrency slots: start them in turn
         self.win = win
         self.stagger = stagger
         self.handover = handover  # race_stream: the winner's events go to the caller
@@ -321,7 +333,11 @@ class Race:
     async def _launch(self, tg: TaskGroup) -> None:
         async def start(index: int, trigger: Trigger) -> None:
             contestant = self.contestants[index]
-            await tg.start(self._attempt, contestant, trigger, name=f"tether attempt {index}")
+            name = f"tether attempt {index}"
+            if self.ordered:
+                await tg.start(self._attempt, contestant, trigger, name=name)
+            else:  # no slots to queue for: no need to wait for each one's turn (see above)
+                tg.start_soon(self._attempt, contestant, trigger, name=name)
 
         with self._launcher:
             await launch_staggered(
@@ -337,7 +353,11 @@ class Race:
         return not isinstance(self.stagger, AdaptiveStagger) or self.stagger.throttle.try_spend()
 
     async def _attempt(
-        self, contestant: Contestant, trigger: Trigger, *, task_status: TaskStatus[None]
+        self,
+        contestant: Contestant,
+        trigger: Trigger,
+        *,
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
         contestant.trigger = trigger
         contestant.started_at = anyio.current_time()
