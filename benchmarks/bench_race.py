@@ -346,7 +346,9 @@ def render(results: dict[str, dict[str, Any]]) -> str:
             lines.append(f"| {label} | {contender} | {cells} |")
     lines += [
         "",
-        "The emulator runs in another process. The losers are cancelled concurrently (the "
+        f"The emulator runs in another process. The winner wins {WINNER_TTFT:.0f} s in, once "
+        "every loser streams (each run checks that all of them were cancelled). "
+        "The losers are cancelled concurrently (the "
         "loop is ~N× one cancel when the server takes its time); what remains above 1× is "
         "per-request CPU in one Python thread on each side, which the hand-written floor pays "
         "as well: N requests cost N × (client CPU per cancel) before the last one has left "
