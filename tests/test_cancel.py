@@ -151,6 +151,43 @@ async def test_a_stop_waiting_for_a_cancel_slot_holds_no_task_of_its_own(
     assert [r.status for r in emulator.ledger].count("cancelled") == 10
 
 
+async def test_streams_queued_for_a_concurrency_slot_send_nothing_while_open_ones_queue_to_cancel(
+    emulator: ResponsesEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``max_concurrency=3``, one cancel slot, six streams: three open, three wait to open;
+    cancelling the scope sends three cancels, one at a time, and nothing for the others
+    (a slot freed by a stop is not taken by an opener whose scope is cancelled)."""
+    monkeypatch.setattr("tether._cancel._IN_FLIGHT", 1)
+    emulator.models["slow-cancel"] = Model(ttft=0.0, tokens_per_s=5.0, length=2000)
+    opened = 0
+    three_open = anyio.Event()
+
+    async def one(scope: tether.Scope) -> None:
+        nonlocal opened
+        async with tether.guarded_stream(scope, model="slow-cancel", input="hi") as stream:
+            opened += 1
+            if opened == 3:
+                three_open.set()
+            async for _ in stream:
+                pass
+
+    async with emulator.async_client() as client:
+        async with tether.open_scope(client, grace=10, max_concurrency=3) as scope:
+            async with anyio.create_task_group() as tg:
+                for _ in range(6):
+                    tg.start_soon(one, scope)
+                await three_open.wait()
+                await anyio.wait_all_tasks_blocked()  # the other three wait for a slot
+                with emulator.hold("cancel"), anyio.CancelScope(shield=True):
+                    scope.cancel()
+                    await emulator.wait_for(lambda ledger: ledger.cancels_in_flight == 1)
+                    await anyio.wait_all_tasks_blocked()  # two stops queue behind it
+    assert opened == 3
+    assert len(emulator.ledger.responses) == 3
+    assert [r.status for r in emulator.ledger] == ["cancelled"] * 3
+    assert emulator.ledger.max_concurrent_cancels == 1
+
+
 async def test_a_stop_whose_grace_runs_out_waiting_for_a_slot_sends_nothing_and_says_so(
     emulator: ResponsesEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -14,6 +14,7 @@ import pytest
 
 import tether
 from tests.conftest import TEST_MODELS
+from tests.test_cancel import stop_many_with_cancels_held
 from tests.test_guard import read_deltas, settled
 from tether.testing import ResponsesEmulator
 
@@ -104,4 +105,15 @@ async def test_scope_deadline_on_http2_cancels_every_stream(
 
                     tg.start_soon(one)
     assert [o.receipt.status for o in scope.outcomes if o.receipt] == ["cancelled"] * 5
+    assert h2_emulator.ledger.orphans() == []
+
+
+async def test_stops_queued_for_a_cancel_slot_on_http2_each_cancel_on_the_server(
+    h2_emulator: ResponsesEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Readers blocked on one HTTP/2 connection, two cancel slots, six stops: four queue."""
+    monkeypatch.setattr("tether._cancel._IN_FLIGHT", 2)
+    await stop_many_with_cancels_held(h2_emulator, streams=6, slots=2)
+    assert h2_emulator.ledger.max_concurrent_cancels == 2
+    assert [r.status for r in h2_emulator.ledger].count("cancelled") == 6
     assert h2_emulator.ledger.orphans() == []
