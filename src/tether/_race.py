@@ -114,8 +114,8 @@ async def launch_staggered(
 ) -> None:
     """Start attempts ``0..count-1`` in order, each when the previous one failed or stayed silent.
 
-    ``await start(k, trigger)`` starts attempt *k* and returns once it is in line (for a
-    concurrency slot): the attempts queue in request order. ``stagger_after(k)`` is the
+    ``await start(k, trigger)`` starts attempt *k* and, when there are concurrency slots,
+    returns once it is in line for one: the attempts queue in request order. ``stagger_after(k)`` is the
     stagger after attempt *k* (``None``: start the next one at once, ``parallel``).
     Attempt *k + 1* starts when *k* has failed (``failure``), or when ``stagger_after(k)``
     seconds have passed since *k* started and no attempt is streaming (``silence``, if
