@@ -22,12 +22,15 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import attrs
 
 __all__ = [
     "PostgresServer",
     "RedisServer",
+    "close_journal",
+    "connections_to",
     "drop_journal_tables",
     "flush_redis",
     "missing",
@@ -37,6 +40,38 @@ __all__ = [
 
 _START_TIMEOUT = 30.0
 _POSTGRES_DIRS = ("/usr/local/bin", "/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin")
+
+
+def connections_to(url: str) -> int:
+    """How many TCP connections this process holds open to the server at *url* (Linux).
+
+    Read from ``/proc``: the sockets among this process's file descriptors whose remote end
+    is the URL's port. A socket closed is gone from both at once: nothing to wait for.
+    """
+    port = urlsplit(url).port
+    assert port is not None, url
+    inodes = set()
+    for fd in Path("/proc/self/fd").iterdir():
+        with contextlib.suppress(OSError):  # a descriptor closed while listing
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:[") : -1])
+    count = 0
+    for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
+        for row in Path(table).read_text().splitlines()[1:]:
+            fields = row.split()
+            remote_port = int(fields[2].rsplit(":", 1)[1], 16)
+            if remote_port == port and fields[9] in inodes:
+                count += 1
+    return count
+
+
+def close_journal(journal: object) -> None:
+    """Close a built-in journal's connections (a journal object is its owner's to close)."""
+    from tether.journal import PostgresJournal, RedisJournal, SqliteJournal
+
+    assert isinstance(journal, (SqliteJournal, RedisJournal, PostgresJournal)), journal
+    journal.close()
 
 
 def missing(binary: str) -> str | None:

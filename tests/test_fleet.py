@@ -7,8 +7,9 @@ owner, exactly as another process would be (its own instance id and lease).
 
 from __future__ import annotations
 
+import gc
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import anyio
@@ -16,6 +17,7 @@ import openai
 import pytest
 
 import tether
+from tests.fleet_servers import close_journal, connections_to
 from tether.testing import ResponsesEmulator
 
 if sys.version_info < (3, 11):
@@ -26,17 +28,28 @@ LEASE = 3.0  # generous: a loaded machine can hold an event loop for a second
 
 
 @pytest.fixture(params=["sqlite", "redis", "postgres"])
-def make_journal(request: pytest.FixtureRequest, tmp_path: Path) -> MakeJournal:
-    """A factory of journal objects (owners) on one store, for this test alone."""
+def make_journal(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeJournal]:
+    """A factory of journal objects (owners) on one store, for this test alone (each closed
+    at the end: a journal object is its owner's to close)."""
     if request.param == "sqlite":
         where = str(tmp_path / "journal.sqlite3")
     else:
         where = request.getfixturevalue(f"{request.param}_url")
+    made: list[tether.journal.Journal] = []
 
     def make(lease: float = LEASE) -> tether.journal.Journal:
-        return tether.open_journal(where, lease=lease)
+        made.append(tether.open_journal(where, lease=lease))
+        return made[-1]
 
-    return make
+    yield make
+    for journal in made:
+        close_journal(journal)
+
+
+@pytest.fixture(params=["redis", "postgres"])
+def server_url(request: pytest.FixtureRequest) -> str:
+    """A store that holds connections open between calls: Redis or PostgreSQL."""
+    return request.getfixturevalue(f"{request.param}_url")
 
 
 async def create_background(client: openai.AsyncOpenAI, model: str = "slow") -> str:
@@ -272,3 +285,56 @@ async def test_reap_of_a_database_without_a_journal_is_an_error(
 ) -> None:
     with pytest.raises(tether.JournalError, match="no tether journal"):
         await tether.reap(client, postgres_url)
+
+
+async def test_a_scope_closes_the_connections_of_a_journal_it_opened_from_a_url(
+    server_url: str, client: openai.AsyncOpenAI
+) -> None:
+    before = connections_to(server_url)
+    async with tether.open_scope(client, journal=server_url) as scope:
+        async with tether.guarded_stream(scope, model="fast", input="hi") as stream:
+            await stream.get_final_response()
+        assert connections_to(server_url) > before  # the journal is connected while in use
+    assert connections_to(server_url) == before
+
+
+async def test_a_scope_leaves_a_journal_object_it_was_given_open_for_its_owner(
+    server_url: str, client: openai.AsyncOpenAI
+) -> None:
+    before = connections_to(server_url)
+    journal = tether.open_journal(server_url)
+    async with tether.open_scope(client, journal=journal):
+        pass
+    assert connections_to(server_url) > before
+    close_journal(journal)
+    assert connections_to(server_url) == before
+
+
+async def create_journal(url: str, client: openai.AsyncOpenAI) -> None:
+    """Write to the store once, so that a journal exists there (reap never creates one)."""
+    async with tether.open_scope(client, journal=url) as scope:
+        async with tether.guarded_stream(scope, model="fast", input="hi") as stream:
+            await stream.get_final_response()
+
+
+async def test_a_reap_that_fails_closes_the_connections_of_the_journal_it_opened(
+    postgres_url: str, client: openai.AsyncOpenAI
+) -> None:
+    before = connections_to(postgres_url)
+    with pytest.raises(tether.JournalError, match="no tether journal") as caught:
+        await tether.reap(client, postgres_url)  # the traceback holds reap's frames
+    assert caught.value.__traceback__ is not None
+    assert connections_to(postgres_url) == before
+
+
+async def test_a_journal_dropped_without_close_closes_its_connections_when_collected(
+    server_url: str, client: openai.AsyncOpenAI
+) -> None:
+    await create_journal(server_url, client)
+    before = connections_to(server_url)
+    journal = tether.open_journal(server_url)
+    await journal.check()
+    assert connections_to(server_url) > before
+    del journal
+    gc.collect()
+    assert connections_to(server_url) == before

@@ -29,7 +29,7 @@ async def test_a_scope_on_a_store_that_is_down_fails_at_open_naming_the_url(
 async def test_a_redis_restart_mid_run_keeps_the_entries_and_the_listener_comes_back(
     redis_server: RedisServer, redis_url: str, client: openai.AsyncOpenAI
 ) -> None:
-    journal = tether.open_journal(redis_url, lease=5.0)
+    journal = tether.journal.RedisJournal(redis_url, lease=5.0)
     opened = anyio.Event()
     async with tether.open_scope(client, journal=journal) as scope:
         async with anyio.create_task_group() as tg:
@@ -51,6 +51,7 @@ async def test_a_redis_restart_mid_run_keeps_the_entries_and_the_listener_comes_
             with anyio.fail_after(30):
                 while not (await tether.request_cancel(redis_url, key="k", wait=1.0)).stopped:
                     pass
+    journal.close()
     (outcome,) = scope.outcomes
     assert outcome.reason == "cancel_requested"
 
@@ -66,6 +67,7 @@ async def test_a_frozen_redis_does_not_hold_the_stop_path(
                 redis_server.process.send_signal(signal.SIGSTOP)
             # the stop path ran: cancelled on the server, its journal call failed in time
     redis_server.process.send_signal(signal.SIGCONT)
+    journal.close()
     assert not watchdog.cancel_called
     assert stream.outcome.receipt is not None
     assert stream.outcome.receipt.status == "cancelled"

@@ -19,6 +19,7 @@ import anyio
 import pytest
 
 import tether
+from tests.fleet_servers import close_journal
 from tether.testing import ResponsesEmulator
 
 CHILD = Path(__file__).with_name("fleet_child.py")
@@ -80,6 +81,7 @@ async def test_a_reaper_cancels_only_the_killed_workers_response(
     with anyio.fail_after(20):  # the store expires the dead worker's lease: poll it, bounded
         while any(e.alive for e in await journal.entries() if e.response_id == ids[0]):
             await anyio.sleep(0.05)
+    close_journal(journal)
     async with emulator.async_client() as client:
         report = await tether.reap(client, journal_url, grace=5.0)
     assert [(e.response_id, r.status) for e, r in report.cancelled] == [(ids[0], "cancelled")]

@@ -18,7 +18,7 @@ import attrs
 
 from ._cancel import cancel_on_server
 from ._compat import check_async_client
-from ._journal import Journal, JournalEntry, open_journal
+from ._journal import Journal, JournalEntry, close_if_opened, open_journal
 from ._validate import check_positive
 
 if TYPE_CHECKING:
@@ -181,6 +181,15 @@ async def reap(
     client = check_async_client(client)
     grace = check_positive("grace", grace)
     store = _fleet_journal(journal)
+    try:
+        return await _reap(store, client, grace=grace, include_live=include_live)
+    finally:
+        close_if_opened(journal, store)
+
+
+async def _reap(
+    store: Journal, client: AsyncOpenAI, *, grace: float, include_live: bool
+) -> ReapReport:
     await store.check()
     entries = await store.entries()
     base_url = str(client.base_url)
@@ -253,6 +262,15 @@ async def request_cancel(
     if not isinstance(wait, (int, float)) or isinstance(wait, bool) or not wait >= 0:
         raise ValueError(f"wait must be a number >= 0, got {wait!r}")
     store = _fleet_journal(journal)
+    try:
+        return await _request_cancel(store, key=key, client=client, grace=grace, wait=wait)
+    finally:
+        close_if_opened(journal, store)
+
+
+async def _request_cancel(
+    store: Journal, *, key: str, client: AsyncOpenAI | None, grace: float, wait: float
+) -> CancelRequestReport:
     await store.check()
     found = [e for e in await store.entries() if e.key == key]
     listeners = await store.request(key)  # first: live owners start stopping now

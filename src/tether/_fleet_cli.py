@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING, Any
 import openai
 
 from ._fleet import reap, request_cancel
-from ._journal import JournalEntry, default_journal_path, open_journal, redact_url
+from ._journal import (
+    JournalEntry,
+    close_if_opened,
+    default_journal_path,
+    open_journal,
+    redact_url,
+)
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -76,7 +82,15 @@ def _client(base_url: str | None) -> openai.AsyncOpenAI | None:
 
 async def run(console: Console, args: Any) -> int:
     """Run ``tether reap`` or ``tether cancel``; returns the exit status."""
-    journal = open_journal(args.journal or default_journal_path())
+    given = args.journal or default_journal_path()
+    journal = open_journal(given)
+    try:
+        return await _run(console, args, journal)
+    finally:
+        close_if_opened(given, journal)
+
+
+async def _run(console: Console, args: Any, journal: Journal) -> int:
     await journal.check()  # never creates one: a typo is an error naming the path
     where = _where(journal, args.journal)
     client = _client(args.base_url)

@@ -15,11 +15,12 @@ a URL or a path.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, final, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, cast, final, runtime_checkable
 from urllib.parse import urlsplit, urlunsplit
 
 import attrs
@@ -36,6 +37,7 @@ __all__ = [
     "JournalEntry",
     "JournalError",
     "Owner",
+    "close_if_opened",
     "default_journal_path",
     "open_journal",
     "redact_url",
@@ -286,3 +288,20 @@ def open_journal(
     raise TypeError(
         f"journal must be a tether.journal.Journal, a URL, a path or None, got {journal!r}"
     )
+
+
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+def close_if_opened(given: object, journal: Journal) -> None:
+    """Close *journal*'s connections if ``open_journal(given)`` opened it from a URL or a
+    path; a journal object passed in as *given* is its owner's to close."""
+    if journal is given:
+        return
+    try:
+        cast("_Closable", journal).close()  # one of the built-in journals: each has close()
+    except Exception:  # never mask what ended the block with a cleanup error
+        logging.getLogger("tether.journal").warning(
+            "closing the journal %s failed", redact_url(str(given)), exc_info=True
+        )

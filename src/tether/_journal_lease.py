@@ -53,6 +53,24 @@ class LeasedJournal:
         self._held: dict[str, str] = {}  # intent -> key: this owner's live entries with a key
         self._attached = 0
 
+    def close(self) -> None:
+        """Close the journal's connections to its store (more are opened if it is used again).
+
+        A journal that ``open_scope``, [`reap`][tether.reap] or
+        [`request_cancel`][tether.request_cancel] opened from a URL or a path is closed by them
+        when they are done; a journal object you pass in is yours to close. An SQLite journal
+        holds no connection between calls: there is nothing to close.
+
+        Example:
+            ```python
+            journal = tether.open_journal("redis://127.0.0.1:6379/0")
+            try:
+                async with tether.open_scope(client, journal=journal) as scope: ...
+            finally:
+                journal.close()
+            ```
+        """
+
     # ------------------------------------------------------------ store hooks
 
     def _where(self) -> str:

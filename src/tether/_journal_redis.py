@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import time
+import weakref
 from typing import TYPE_CHECKING, Any, TypeVar, final
 
 import anyio
@@ -147,12 +148,25 @@ class RedisJournal(LeasedJournal):
             health_check_interval=0,
         )
         self._claim_script: Any = self._redis.register_script(_CLAIM)
+        # A journal dropped without close(): its pooled sockets are closed with it, not left
+        # for the garbage collector (which warns about each, and closes them late).
+        weakref.finalize(self, self._redis.connection_pool.disconnect)
 
     def __repr__(self) -> str:
         return f"RedisJournal({redact_url(self.url)!r})"
 
     def _where(self) -> str:
         return redact_url(self.url)
+
+    def close(self) -> None:
+        """Close the pooled connections (more are opened if the journal is used again).
+
+        Example:
+            ```python
+            journal.close()
+            ```
+        """
+        self._redis.connection_pool.disconnect()
 
     def _key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)

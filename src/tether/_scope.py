@@ -10,7 +10,7 @@ import anyio
 
 from ._compat import check_async_client
 from ._errors import DeadlineExceeded
-from ._journal import Journal, open_journal
+from ._journal import Journal, close_if_opened, open_journal
 from ._validate import check_positive, check_timeout
 
 if TYPE_CHECKING:
@@ -64,6 +64,7 @@ class Scope:
         """Re-read a cancelled response with ``retrieve`` to confirm its final status."""
         self.journal: Journal | None = None if journal is None else open_journal(journal)
         """Where live background responses are recorded, for [`reap`][tether.reap] after a crash."""
+        self._given_journal = journal  # a URL or a path: the scope opened it, and closes it
         if max_concurrency is not None and (
             isinstance(max_concurrency, bool)
             or not isinstance(max_concurrency, int)
@@ -122,18 +123,22 @@ class Scope:
     @asynccontextmanager
     async def run(self, limit: float | None) -> AsyncGenerator[Scope]:
         """Open the scope with *limit* seconds (or none): what ``open_scope`` returns."""
-        async with self.attach_journal():  # a fleet journal's lease and cancel listener
-            with anyio.CancelScope() as cancel_scope:
-                if limit is not None:
-                    self._deadline = cancel_scope.deadline = anyio.current_time() + limit
-                self._cancel_scope = cancel_scope
-                yield self
-            if (
-                cancel_scope.cancelled_caught
-                and limit is not None
-                and not self._cancelled_explicitly
-            ):
-                raise DeadlineExceeded(limit)
+        try:
+            async with self.attach_journal():  # a fleet journal's lease and cancel listener
+                with anyio.CancelScope() as cancel_scope:
+                    if limit is not None:
+                        self._deadline = cancel_scope.deadline = anyio.current_time() + limit
+                    self._cancel_scope = cancel_scope
+                    yield self
+                if (
+                    cancel_scope.cancelled_caught
+                    and limit is not None
+                    and not self._cancelled_explicitly
+                ):
+                    raise DeadlineExceeded(limit)
+        finally:
+            if self.journal is not None:
+                close_if_opened(self._given_journal, self.journal)
 
     def track(self, guard: ResponseGuard) -> None:
         """Count *guard* as live in this scope (called by the protocol as it opens)."""
