@@ -198,8 +198,13 @@ async def test_asyncio_timeout_while_a_stop_waits_for_a_cancel_slot_still_sends_
             tg.start_soon(first)
             tg.start_soon(queued)
             await emulator.wait_for(lambda ledger: ledger.cancels_in_flight == 1)
-            await anyio.wait_all_tasks_blocked()
-            assert cancel_slots(client).statistics().tasks_waiting == 1  # the second stop
+            # The second stop queues for the slot once its stream has read its delta (not
+            # yet, on a busy machine, when every task is merely blocked): yield until then.
+            slots = cancel_slots(client)
+            with anyio.fail_after(10):
+                while slots.statistics().tasks_waiting == 0:
+                    await asyncio.sleep(0)
+            assert slots.statistics().tasks_waiting == 1
             timeouts[0].reschedule(asyncio.get_running_loop().time())  # fires now, natively
             await until_cancel_requested(tasks[0])
             hold.release()
