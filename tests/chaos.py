@@ -47,15 +47,6 @@ Trigger = Literal[
 ]
 FAULTS: tuple[Fault, ...] = get_args(Fault)
 TRIGGERS: tuple[Trigger, ...] = get_args(Trigger)
-KNOWN_LEAKS: frozenset[tuple[Fault, Trigger]] = (
-    frozenset({("drop", "native_timeout")})
-    if int(openai.__version__.split(".")[0]) < 3
-    else frozenset()
-)
-"""Pairs left out of every schedule: a known defect, not yet fixed (docs/design.md, "Known
-limitations"). On openai 2.x (httpx, httpcore 1.x) an ``asyncio.timeout`` that lands while a
-stream resumed after a dropped connection is read leaves that stream's connection checked
-out of the pool (6 of 80 streams measured; 0 of 80 on openai 3.x)."""
 GRACE = 1.0
 HANGING_GRACE = 0.2  # grace given to streams whose cancel hangs, to keep the run short
 OPEN_BOUND = 5.0  # first_event_timeout of a stream cancelled while it opens (before_created)
@@ -366,7 +357,7 @@ async def run_schedule(
     busy, so a cleanup's end waits for the loop (and for the cyclic GC of a big test
     process: hundreds of milliseconds); a wait that is not bounded takes far longer.
     """
-    records = [Record(step) for step in schedule if (step.fault, step.trigger) not in KNOWN_LEAKS]
+    records = [Record(step) for step in schedule]
     limiter = anyio.CapacityLimiter(concurrency)
 
     async def one(record: Record) -> None:

@@ -8,6 +8,7 @@ backends. Synchronised with the emulator's holds and ledger, never with sleeps.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
 import signal
 import subprocess
@@ -22,8 +23,10 @@ import pytest
 from exceptiongroup import ExceptionGroup
 
 import tether
+from tests.conftest import requests_in_flight
 from tests.test_guard import read_deltas, settled
 from tether._cancel import cancel_slots
+from tether._compat import OPENAI_MAJOR
 from tether.testing import ResponsesEmulator
 
 CHILD = Path(__file__).with_name("interrupt_child.py")
@@ -215,6 +218,35 @@ async def test_asyncio_timeout_while_a_stop_waits_for_a_cancel_slot_still_sends_
     assert stream.outcome.receipt.status == "cancelled"
     assert (await settled(emulator, stream.response_id)).status == "cancelled"
     assert emulator.ledger.orphans() == []
+
+
+@needs_311
+@asyncio_only
+async def test_asyncio_timeout_landing_inside_the_http_close_leaves_no_connection_checked_out(
+    client: openai.AsyncOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """httpcore marks a response closed before its cleanup awaits, and anyio's shield there
+    does not stop a native cancellation (encode/httpcore#1115): landing inside, it left the
+    request in the pool for good. The stop finishes that close."""
+    core = importlib.import_module("httpcore2" if OPENAI_MAJOR >= 3 else "httpcore")
+    connection_class: Any = core._async.http11.AsyncHTTP11Connection
+    response_closed = connection_class._response_closed
+    timeouts: list[asyncio.Timeout] = []
+
+    async def interrupted(connection: Any) -> None:
+        if timeouts:  # the stream's own close, in the reader's task: the timeout fires now,
+            timeouts.pop().reschedule(asyncio.get_running_loop().time())  # at its next await
+        await response_closed(connection)
+
+    monkeypatch.setattr(connection_class, "_response_closed", interrupted)
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(None) as timeout:
+            async with tether.guarded_stream(client, model="fast", input="hi") as stream:
+                timeouts.append(timeout)
+                async for _ in stream:  # the body ends in this task: httpcore closes it here
+                    pass
+    assert not timeouts  # the close ran in the reader's task, and the timeout fired in it
+    assert requests_in_flight(client) == 0
 
 
 # --------------------------------------------------------------------- Ctrl-C while opening

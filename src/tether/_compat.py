@@ -65,9 +65,48 @@ def check_async_client(client: object, *, argument: str = "client") -> AsyncOpen
 
 
 async def close_sdk_stream(stream: Any) -> None:
-    """Close an SDK ``AsyncStream``: releases its connection (``close()``: 2.x and 3.x)."""
+    """Close an SDK ``AsyncStream``: releases its connection (``close()``: 2.x and 3.x).
+
+    It also finishes a close that a native cancellation interrupted earlier
+    (`_finish_interrupted_close`). tether calls it on the stop path, in a task of its own
+    (``run_critical``), where no native cancellation lands.
+    """
     with contextlib.suppress(Exception):  # the connection is dropped either way
         await stream.close()
+    await _finish_interrupted_close(stream)
+
+
+async def _finish_interrupted_close(stream: Any) -> None:
+    """Finish the close of a response that a native cancellation interrupted.
+
+    httpcore's ``PoolByteStream.aclose`` (and the HTTP/1.1 stream's under it) mark
+    themselves closed *before* their cleanup awaits, under an anyio shield that a native
+    ``Task.cancel()`` goes through. An ``asyncio.timeout`` (a ``TaskGroup``, a ``wait_for``)
+    landing there, as the reader's read reaches the end of the body, leaves the request in
+    the pool for good and its connection checked out (encode/httpcore#1115,
+    encode/httpx#3782, open upstream). On httpcore 1.x (openai 2.x) the close's lock
+    awaits even when it is free: measured, 64 of 96 streams resumed under an
+    ``asyncio.timeout``; httpcore2 (openai 3.x) acquires a free lock without awaiting, so
+    only a close that also shuts the connection has an await to land on. When the
+    response's request is still in its pool although its stream says closed, mark both
+    open again and close once more: httpcore's own cleanup then runs to its end.
+    """
+    response_stream = getattr(getattr(stream, "response", None), "stream", None)
+    pool_stream: Any = getattr(getattr(response_stream, "_stream", None), "_httpcore_stream", None)
+    pool: Any = getattr(pool_stream, "_pool", None)
+    requests = getattr(pool, "_requests", None)
+    if (
+        requests is None
+        or not getattr(pool_stream, "_closed", False)
+        or getattr(pool_stream, "_pool_request", None) not in requests
+    ):
+        return
+    inner: Any = getattr(pool_stream, "_stream", None)
+    if getattr(inner, "_closed", False):
+        inner._closed = False
+    pool_stream._closed = False
+    with contextlib.suppress(Exception):
+        await pool_stream.aclose()
 
 
 async def drain_sdk_stream(stream: Any, inner: Any = None) -> None:
