@@ -524,7 +524,9 @@ async def test_fast_first_attempt_is_not_queued_behind_later_ones(
     """Regression: on trio, late attempts could take the slots first and the fast one waited."""
     result = await race(client, [req("fast")] + [req("slow")] * 29, max_concurrency=2)
     assert result.winner.index == 0
-    assert emulator.ledger.requests == 2  # the fast one and the next; the rest never sent
+    # The fast one and the next took the two slots (the next one's request may not have
+    # left yet when the fast one won, on a busy machine); none of the rest was ever sent.
+    assert emulator.ledger.requests <= 2
     assert [a.state for a in result.attempts[2:]] == ["skipped"] * 28
     no_orphans(emulator)
 
