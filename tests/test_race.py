@@ -20,6 +20,7 @@ if sys.version_info < (3, 11):
 if TYPE_CHECKING:
     from openai.types.responses import Response
 
+    from tether.races import RaceResult
     from tether.testing import ResponsesEmulator
 
 
@@ -36,13 +37,34 @@ def no_orphans(emulator: ResponsesEmulator) -> None:
     assert all(not record.generating for record in emulator.ledger)
 
 
+async def race_all_sent(emulator: ResponsesEmulator, *args: Any, **kwargs: Any) -> RaceResult:
+    """``race(*args, **kwargs)``, every attempt's request sent before any can win: the
+    emulator holds each response at ``response.created`` until all of them have arrived.
+    Otherwise, on a busy machine, a fast attempt can win before a slow one's request has
+    left, and the slow one is stopped with nothing to cancel (no receipt)."""
+    attempts = len(args[1])
+    results: list[RaceResult] = []
+
+    async def run() -> None:
+        results.append(await race(*args, **kwargs))
+
+    with emulator.hold("created") as created:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run)
+            await emulator.wait_for(lambda ledger: len(ledger.responses) == attempts)
+            created.release()
+    return results[0]
+
+
 # ------------------------------------------------------------------ deciding
 
 
 async def test_first_completed_wins_and_every_loser_is_cancelled_on_the_server(
     emulator: ResponsesEmulator, client: openai.AsyncOpenAI
 ) -> None:
-    result = await race(client, [req("slow"), req("fast"), req("slow"), req("slow")])
+    result = await race_all_sent(
+        emulator, client, [req("slow"), req("fast"), req("slow"), req("slow")]
+    )
     assert result.winner.index == 1
     assert result.winner.state == "won"
     assert result.winner.response is not None
@@ -146,7 +168,7 @@ async def test_first_token_race_reads_the_winner_to_completion(
     emulator: ResponsesEmulator, client: openai.AsyncOpenAI
 ) -> None:
     emulator.models["steady"] = Model(ttft=0.0, tokens_per_s=2000.0, length=40)
-    result = await race(client, [req("silent"), req("steady")], win=first_token)
+    result = await race_all_sent(emulator, client, [req("silent"), req("steady")], win=first_token)
     assert result.win == "first_token"
     assert result.winner.index == 1
     assert result.winner.response is not None
@@ -450,7 +472,7 @@ async def test_race_in_a_scope_and_across_clients(
 ) -> None:
     async with emulator.async_client() as other:
         async with tether.open_scope(client, grace=2) as scope:
-            result = await race(scope, [req("slow"), req("fast", client=other)])
+            result = await race_all_sent(emulator, scope, [req("slow"), req("fast", client=other)])
     assert result.winner.index == 1
     assert result.losers[0].receipt is not None
     assert result.losers[0].receipt.status == "cancelled"
