@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -18,6 +19,8 @@ if sys.version_info < (3, 11):
     from exceptiongroup import ExceptionGroup
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
     from openai.types.responses import Response
 
     from tether.races import RaceResult
@@ -37,23 +40,29 @@ def no_orphans(emulator: ResponsesEmulator) -> None:
     assert all(not record.generating for record in emulator.ledger)
 
 
-async def race_all_sent(emulator: ResponsesEmulator, *args: Any, **kwargs: Any) -> RaceResult:
-    """``race(*args, **kwargs)``, every attempt's request sent before any can win: the
-    emulator holds each response at ``response.created`` until all of them have arrived.
-    Otherwise, on a busy machine, a fast attempt can win before a slow one's request has
-    left, and the slow one is stopped with nothing to cancel (no receipt)."""
-    attempts = len(args[1])
-    results: list[RaceResult] = []
-
-    async def run() -> None:
-        results.append(await race(*args, **kwargs))
-
+@asynccontextmanager
+async def every_request_sent_first(
+    emulator: ResponsesEmulator, attempts: int
+) -> AsyncIterator[None]:
+    """Hold each response at ``response.created`` until all *attempts* requests have arrived,
+    so that no attempt can win before the others are sent. Otherwise, on a busy machine, a
+    fast attempt can win before a slow one's request has left, and the slow one is stopped
+    with nothing to cancel (no receipt, no cancel)."""
     with emulator.hold("created") as created:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(run)
-            await emulator.wait_for(lambda ledger: len(ledger.responses) == attempts)
-            created.release()
-    return results[0]
+
+            async def release() -> None:
+                await emulator.wait_for(lambda ledger: len(ledger.responses) == attempts)
+                created.release()
+
+            tg.start_soon(release)
+            yield
+
+
+async def race_all_sent(emulator: ResponsesEmulator, *args: Any, **kwargs: Any) -> RaceResult:
+    """``race(*args, **kwargs)`` under `every_request_sent_first`."""
+    async with every_request_sent_first(emulator, len(args[1])):
+        return await race(*args, **kwargs)
 
 
 # ------------------------------------------------------------------ deciding
@@ -384,7 +393,10 @@ async def test_first_token_race_stream_yields_the_winner_from_sequence_zero_with
     emulator: ResponsesEmulator, client: openai.AsyncOpenAI
 ) -> None:
     sequence: list[int] = []
-    async with race_stream(client, [req("silent"), req("slow")]) as stream:
+    async with (
+        every_request_sent_first(emulator, 2),
+        race_stream(client, [req("silent"), req("slow")]) as stream,
+    ):
         assert stream.winner_index == 1
         async for event in stream:
             sequence.append(event.sequence_number)
@@ -587,7 +599,8 @@ async def test_losers_confirmed_and_winner_ended_are_reported_apart(
     out: list[tether.races.RaceResult] = []
 
     async def run() -> None:
-        out.append(await race(client, [req("silent"), req("steady")], win="first_token"))
+        async with every_request_sent_first(emulator, 2):
+            out.append(await race(client, [req("silent"), req("steady")], win="first_token"))
 
     with emulator.hold("cancel") as hold:
         async with anyio.create_task_group() as tg:
