@@ -816,7 +816,18 @@ def no_orphans(emulator: ResponsesEmulator) -> None:
 def test_race_first_completed_wins_and_every_loser_is_cancelled_on_the_server(
     emulator: ResponsesEmulator, client: openai.OpenAI
 ) -> None:
-    result = tether.sync.race(client, [req("slow"), req("fast"), req("slow")])
+    # Every request is sent before any attempt can win (else, on a busy machine, a slow
+    # attempt whose request had not left yet has nothing to cancel).
+    with emulator.hold("created") as created:
+
+        def release_once_all_sent() -> None:
+            emulator.wait_for_sync(lambda ledger: len(ledger.responses) == 3)
+            created.release()
+
+        releaser = threading.Thread(target=release_once_all_sent)
+        releaser.start()
+        result = tether.sync.race(client, [req("slow"), req("fast"), req("slow")])
+        releaser.join()
     assert result.winner.index == 1
     assert result.winner.response is not None
     assert result.winner.response.status == "completed"
