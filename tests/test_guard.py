@@ -12,6 +12,9 @@ import pytest
 import tether
 from tests._http import httpx2
 from tests.conftest import requests_in_flight
+from tether._lifecycle import TRANSITIONS, IllegalTransition, State, check_transition
+from tether._protocol import ResponseGuard
+from tether._stream import build_guard
 
 if TYPE_CHECKING:
     from tether.testing import ResponsesEmulator
@@ -588,3 +591,149 @@ async def test_cancel_before_entering_is_an_error(client: openai.AsyncOpenAI) ->
     guarded = tether.guarded_stream(client, model="fast", input="hi")
     with pytest.raises(RuntimeError, match="open stream"):
         await guarded.cancel()
+
+
+# ----------------------------------------------------------------- the lifecycle (State)
+
+
+@pytest.fixture
+def transitions(monkeypatch: pytest.MonkeyPatch) -> dict[int, list[State]]:
+    """Every state each guard moves to, by guard, in order (``ResponseGuard._to`` recorded)."""
+    seen: dict[int, list[State]] = {}
+    original = ResponseGuard._to
+
+    def recording(guard: ResponseGuard, new: State) -> None:
+        original(guard, new)
+        seen.setdefault(id(guard), []).append(new)
+
+    monkeypatch.setattr(ResponseGuard, "_to", recording)
+    return seen
+
+
+OPENED = [State.QUEUED, State.ADMITTED, State.SENDING, State.OPEN]
+STOPPED = [State.STOPPING, State.STOPPED, State.FINISHED]
+
+
+async def test_a_completed_stream_goes_through_every_state_from_queued_to_finished(
+    client: openai.AsyncOpenAI, transitions: dict[int, list[State]]
+) -> None:
+    async with tether.guarded_stream(client, model="fast", input="hi") as stream:
+        async for _ in stream:
+            pass
+    assert list(transitions.values()) == [[*OPENED, State.EXHAUSTED, *STOPPED]]
+    assert stream._guard.state is State.FINISHED
+
+
+async def test_a_break_stops_an_open_stream_that_is_not_exhausted(
+    client: openai.AsyncOpenAI, transitions: dict[int, list[State]]
+) -> None:
+    async with tether.guarded_stream(client, model="slow", input="hi") as stream:
+        await read_deltas(stream, 1)
+    assert list(transitions.values()) == [[*OPENED, *STOPPED]]
+    assert not stream._guard.exhausted
+    assert stream._guard.request_sent
+
+
+async def test_a_resume_goes_from_admitted_to_open_without_sending_a_create(
+    emulator: ResponsesEmulator, client: openai.AsyncOpenAI, transitions: dict[int, list[State]]
+) -> None:
+    async with tether.guarded_stream(client, model="slow", input="hi") as stream:
+        await read_deltas(stream, 1)
+        handle = await stream.detach()
+    transitions.clear()
+    async with tether.resume(client, handle) as resumed:
+        await read_deltas(resumed, 1)
+    assert list(transitions.values()) == [[State.QUEUED, State.ADMITTED, State.OPEN, *STOPPED]]
+    assert len(emulator.ledger.responses) == 1
+
+
+async def test_a_stream_cancelled_while_queued_for_a_slot_stops_from_queued_and_sent_nothing(
+    client: openai.AsyncOpenAI, transitions: dict[int, list[State]]
+) -> None:
+    async with tether.open_scope(client, max_concurrency=1) as scope:
+        async with tether.guarded_stream(scope, model="slow", input="a") as first:
+            await read_deltas(first, 1)
+            queued = tether.guarded_stream(scope, model="slow", input="b")
+            async with anyio.create_task_group() as tg:
+
+                async def owner() -> None:
+                    async with queued:
+                        pass  # pragma: no cover - a cancelled queued stream never opens
+
+                tg.start_soon(owner)
+                await anyio.wait_all_tasks_blocked()
+                assert queued._guard.state is State.QUEUED
+                assert scope.live == 1  # not admitted: not counted
+                await queued.cancel()
+    assert transitions[id(queued._guard)] == [State.QUEUED, *STOPPED]
+    assert not queued._guard.request_sent
+
+
+async def test_a_stop_that_finds_no_free_cancel_slot_waits_in_cancel_queued(
+    emulator: ResponsesEmulator,
+    client: openai.AsyncOpenAI,
+    transitions: dict[int, list[State]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("tether._cancel._IN_FLIGHT", 1)
+    both_open = anyio.Event()
+    opened = 0
+
+    async def one(scope: tether.Scope) -> None:
+        nonlocal opened
+        async with tether.guarded_stream(scope, model="slow", input="hi") as stream:
+            opened += 1
+            if opened == 2:
+                both_open.set()
+            async for _ in stream:
+                pass
+
+    async with tether.open_scope(client, grace=10) as scope:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(one, scope)
+            tg.start_soon(one, scope)
+            await both_open.wait()
+            with emulator.hold("cancel"), anyio.CancelScope(shield=True):
+                scope.cancel()
+                await emulator.wait_for(lambda ledger: ledger.cancels_in_flight == 1)
+                await anyio.wait_all_tasks_blocked()  # the other stop queues behind it
+    paths = sorted(transitions.values())
+    assert paths == [  # sorted: CANCEL_QUEUED comes before STOPPED
+        [*OPENED, State.STOPPING, State.CANCEL_QUEUED, State.STOPPED, State.FINISHED],
+        [*OPENED, *STOPPED],
+    ]
+    assert [r.status for r in emulator.ledger] == ["cancelled"] * 2
+
+
+async def test_an_illegal_transition_of_a_guard_fails_loudly_and_names_both_states(
+    client: openai.AsyncOpenAI,
+) -> None:
+    guard = build_guard(client, model="fast", input="hi")
+    with pytest.raises(IllegalTransition, match="from NEW to OPEN"):
+        guard._to(State.OPEN)
+    assert guard.state is State.NEW
+
+
+def test_every_state_is_reachable_and_only_finished_is_final() -> None:
+    reached = {State.NEW}
+    frontier = [State.NEW]
+    while frontier:
+        for new in TRANSITIONS[frontier.pop()]:
+            if new not in reached:
+                reached.add(new)
+                frontier.append(new)
+    assert reached == set(State)
+    assert [state for state in State if not TRANSITIONS[state]] == [State.FINISHED]
+
+
+def test_a_stop_is_legal_from_every_state_before_it_and_from_none_after() -> None:
+    for state in State:
+        if state < State.STOPPING:
+            check_transition(state, State.STOPPING)
+        else:
+            with pytest.raises(IllegalTransition):
+                check_transition(state, State.STOPPING)
+
+
+def test_the_states_move_forward_only() -> None:
+    assert all(new > old for old, targets in TRANSITIONS.items() for new in targets)

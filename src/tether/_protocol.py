@@ -39,6 +39,7 @@ from ._compat import (
 )
 from ._critical import ki_protected, run_critical, run_critical_queued
 from ._errors import ResponseNotCompleted, StallError, StallKind, TetherError
+from ._lifecycle import State, check_transition
 from ._outcome import CancelReceipt, DetachedResponse, EndReason, StreamOutcome
 
 if TYPE_CHECKING:
@@ -83,20 +84,18 @@ class ResponseGuard:
     __slots__ = (
         "__weakref__",
         "_abort_requested",
-        "_admitted",
         "_background",
         "_cleanup_error",
         "_deltas",
-        "_entered",
         "_events",
-        "_exhausted",
         "_final",
         "_finished",
         "_first_event_timeout",
         "_first_token_timeout",
         "_grace",
         "_handle",
-        "_holds_slot",
+        "_has_stall_timeout",
+        "_holds_concurrency_slot",
         "_hot",
         "_idle_timeout",
         "_intent",
@@ -108,12 +107,11 @@ class ResponseGuard:
         "_opening",
         "_outcome",
         "_pending",
-        "_queued",
+        "_reached",
         "_reading",
         "_reason",
         "_receipt",
         "_request",
-        "_request_sent",
         "_response_id",
         "_resumes",
         "_scope",
@@ -122,11 +120,9 @@ class ResponseGuard:
         "_sdk_next",
         "_stall",
         "_started",
+        "_state",
         "_status",
-        "_stop_ended",
         "_stopped",
-        "_stopping",
-        "_timed",
         "_yielded_seq",
         "node",
     )
@@ -168,26 +164,21 @@ class ResponseGuard:
         self._deltas = 0
         self._resumes = 0
         self._started = 0.0
-        self._entered = False
+        self._state = State.NEW  # changed only by _to (see _lifecycle.py)
+        self._reached = State.NEW  # how far the response got: a stop does not erase it
         self._opened: anyio.Event | None = None  # set once __aenter__ is done, either way
-        self._exhausted = False
         # stopping
         self._reason: EndReason | None = None
         self._stall: StallKind | None = None
-        self._stopping = False  # stop() started
         self._stopped: anyio.Event | None = None  # made by a second caller of stop(), if any
-        self._stop_ended = False
         self._receipt: CancelReceipt | None = None
         self._cleanup_error: str | None = None
         self._outcome: StreamOutcome | None = None
         self._intent: str | None = None  # this stream's journal entry, if the scope has one
-        self._timed = first_token_timeout is not None or idle_timeout is not None
-        self._admitted = False  # past the max_concurrency queue
+        self._has_stall_timeout = first_token_timeout is not None or idle_timeout is not None
         self._opening: anyio.CancelScope | None = None
-        self._request_sent = False
-        self._abort_requested = False
-        self._holds_slot = False
-        self._queued = False  # the stop waits for a cancel slot (see stop)
+        self._abort_requested = False  # another task gave up the open before it sent anything
+        self._holds_concurrency_slot = False  # a max_concurrency slot, released by _finish
         # On HTTP/2 a read blocked on a closed stream never raises: a reader in another task
         # must then be interrupted through its own cancel scope (HTTP/1.1 needs none).
         self._multiplexed = False
@@ -252,9 +243,14 @@ class ResponseGuard:
         return self._outcome
 
     @property
+    def state(self) -> State:
+        """Where the guard is in its lifecycle (see ``_lifecycle.py``)."""
+        return self._state
+
+    @property
     def request_sent(self) -> bool:
         """Whether its request started leaving (a stream aborted before sent nothing)."""
-        return self._request_sent
+        return self._reached >= State.SENDING
 
     @property
     def key(self) -> str | None:
@@ -264,20 +260,27 @@ class ResponseGuard:
     @property
     def admitted(self) -> bool:
         """Whether it is past the ``max_concurrency`` queue (its request may be sent)."""
-        return self._admitted
+        return self._reached >= State.ADMITTED
 
     @property
     def exhausted(self) -> bool:
         """Whether the stream's events were read to their end."""
-        return self._exhausted
+        return self._reached is State.EXHAUSTED
+
+    def _to(self, new: State) -> None:
+        """Move to *new*: the one place the state changes (``_lifecycle.TRANSITIONS``)."""
+        check_transition(self._state, new)
+        self._state = new
+        if new < State.STOPPING:
+            self._reached = new
 
     # -------------------------------------------------------------- lifecycle
 
     async def open(self) -> None:
-        if self._entered:
+        if self._state is not State.NEW:
             raise RuntimeError("a guarded stream can be entered only once")
         await checkpoint_if_cancelled()  # already cancelled: send nothing at all
-        self._entered = True
+        self._to(State.QUEUED)
         if observe.watched():
             self._announce()
         self._opened = anyio.Event()
@@ -350,8 +353,8 @@ class ResponseGuard:
             limiter = self._scope.limiter
             if limiter is not None:
                 await limiter.acquire_on_behalf_of(self)
-                self._holds_slot = True
-            self._admitted = True
+                self._holds_concurrency_slot = True
+            self._to(State.ADMITTED)
             self._started = anyio.current_time()  # timeouts count from the request
             opening.deadline = self._started + timeout
             journal = self._scope.journal
@@ -364,6 +367,7 @@ class ResponseGuard:
                 if journal is not None:
                     await journal.started(self._intent or "", self._handle.response_id)
                 self._adopt(await self._retrieve_stream())
+                self._to(State.OPEN)  # the id is the handle's: nothing was created
                 return
             with on_request_sent(client, self._sent):
                 self._adopt(
@@ -379,6 +383,7 @@ class ResponseGuard:
                     raise TetherError("the stream ended before response.created") from None
                 self._note(event)
                 self._pending.append(event)
+            self._to(State.OPEN)
             self._sdk_inner = sdk_inner_generator(self._sdk)
             self._update_hot()
             if observe.watched():
@@ -387,7 +392,7 @@ class ResponseGuard:
                 await journal.started(self._intent, self._response_id)
         self._opening = None
         if (self._response_id is None or self._sdk is None) and opening.cancelled_caught:
-            if self._abort_requested and not self._request_sent:
+            if self._abort_requested and self._state < State.SENDING:
                 return  # cancel() before the request left: nothing was sent, nothing to stop
             await checkpoint_if_cancelled()  # an enclosing cancel is not a stall
             self._stall = "first_event"
@@ -395,14 +400,14 @@ class ResponseGuard:
 
     def _sent(self) -> None:
         """The request's headers are leaving: from now on the open must learn the id."""
-        if not self._request_sent:
-            self._request_sent = True
+        if self._state is State.ADMITTED:
+            self._to(State.SENDING)
             if self._background and self._opening is not None:
                 self._opening.shield = True  # an orphan otherwise: see _open
 
     def _abort_open(self) -> None:
         """Give up the open if its request has not left yet (nothing sent, nothing to stop)."""
-        if not self._request_sent:
+        if self._state < State.SENDING:
             self._abort_requested = True
             if self._opening is not None:
                 self._opening.cancel()
@@ -422,11 +427,9 @@ class ResponseGuard:
         ``stop``), so that the hot path tests one attribute instead of seven.
         """
         self._hot = (
-            not self._pending
-            and not self._stopping
-            and not self._exhausted
-            and self._sdk is not None
-            and not self._timed
+            self._state is State.OPEN
+            and not self._pending
+            and not self._has_stall_timeout
             and not self._multiplexed
             and self._sdk_inner is not _UNKNOWN
         )
@@ -477,18 +480,18 @@ class ResponseGuard:
             self._yielded_seq = getattr(event, "sequence_number", self._yielded_seq)
             self._update_hot()
             return event
-        if self._stopping or self._exhausted or self._sdk is None:
+        if self._state is not State.OPEN:  # not opened, read to the end, or stopping
             raise StopAsyncIteration
-        if self._timed or self._multiplexed:
+        if self._has_stall_timeout or self._multiplexed:
             with anyio.CancelScope(
-                deadline=self._read_deadline() if self._timed else math.inf
+                deadline=self._read_deadline() if self._has_stall_timeout else math.inf
             ) as reading:
                 self._reading = reading
                 try:
                     return await self._next()
                 finally:
                     self._reading = None
-            if self._stopping:  # interrupted by stop() from another task
+            if self._state >= State.STOPPING:  # interrupted by stop() from another task
                 raise StopAsyncIteration
             # Otherwise the deadline above fired: a stall.
             self._stall = self._stall_kind()
@@ -515,13 +518,16 @@ class ResponseGuard:
                     raise raised
                 event = await self._sdk_next()
             except StopAsyncIteration:
-                if not self._stopping and self._finished is None and await self._recover(False):
+                if (
+                    self._state is State.OPEN
+                    and self._finished is None
+                    and await self._recover(False)
+                ):
                     continue
-                self._exhausted = True
-                self._hot = False
+                self._read_ended()
                 raise
             except Exception as exc:
-                if self._stopping:  # closed under us by cancel() or detach()
+                if self._state >= State.STOPPING:  # closed under us by cancel() or detach()
                     raise StopAsyncIteration from None
                 if isinstance(exc, STREAM_CONNECTION_ERRORS) and await self._recover(True):
                     continue
@@ -534,6 +540,14 @@ class ResponseGuard:
             self._note(event)
             self._yielded_seq = seq
             return event
+
+    def _read_ended(self) -> None:
+        """The server ended the events (or a stop closed the stream under a read)."""
+        self._hot = False
+        if self._state is State.OPEN:
+            self._to(State.EXHAUSTED)
+        else:  # under a stop: it stays where it is, but the events did end
+            self._reached = State.EXHAUSTED
 
     def _read_deadline(self) -> float:
         deadline = math.inf
@@ -606,7 +620,7 @@ class ResponseGuard:
             with attempt:
                 self._adopt(await self._retrieve_stream())
         self._resumes += 1
-        if self._stopping:  # stopped by another task meanwhile
+        if self._state >= State.STOPPING:  # stopped by another task meanwhile
             await close_sdk_stream(self._sdk)
             await drain_sdk_stream(self._sdk)
             return False
@@ -692,14 +706,14 @@ class ResponseGuard:
         queues in this task, not in a child task (``run_critical_queued``: a thousand
         streams stopped at once). A second caller waits for the first one.
         """
-        if self._stopping:
-            if not self._stop_ended:
+        if self._state >= State.STOPPING:
+            if self._state < State.STOPPED:
                 if self._stopped is None:  # made only when needed: a thousand stops add up
                     self._stopped = anyio.Event()
                 with anyio.CancelScope(shield=True):  # the first caller is bounded by grace
                     await self._stopped.wait()
             return
-        self._stopping = True
+        self._to(State.STOPPING)
         self._hot = False
         if self._reason is None:
             self._reason = reason
@@ -710,7 +724,7 @@ class ResponseGuard:
                 await run_critical("stop", lambda: self._stop_now(deadline))
             except BaseException as exc:  # an interruption, raised once the section ended
                 interruption = exc
-            if self._queued:
+            if self._state is State.CANCEL_QUEUED:
                 slots = cancel_slots(self._scope.client)
                 try:
                     await run_critical_queued(
@@ -724,7 +738,8 @@ class ResponseGuard:
             if interruption is not None:
                 raise interruption
         finally:
-            self._stop_ended = True
+            if self._state is not State.FINISHED:  # (a second caller's wait cut: _lifecycle)
+                self._to(State.STOPPED)
             if self._stopped is not None:
                 self._stopped.set()
 
@@ -740,7 +755,7 @@ class ResponseGuard:
                     if not self._background:
                         self._disconnected()
                     elif not self._take_slot():
-                        self._queued = True  # stop() waits for a slot, then _stop_queued
+                        self._to(State.CANCEL_QUEUED)  # stop() waits, then _stop_queued
                         return
                     else:
                         try:
@@ -865,6 +880,7 @@ class ResponseGuard:
             log.warning("%s", message)
 
     def _finish(self, exc: BaseException | None) -> None:
+        self._to(State.FINISHED)
         receipt = self._receipt
         error = self._cleanup_error or (receipt.error if receipt is not None else None)
         self._outcome = StreamOutcome(
@@ -886,8 +902,8 @@ class ResponseGuard:
         self._scope.record(self, self._outcome)
         if observe.watched():
             observe.emit(observe.StreamEnded(id=self.node, outcome=self._outcome))
-        if self._holds_slot and self._scope.limiter is not None:
-            self._holds_slot = False
+        if self._holds_concurrency_slot and self._scope.limiter is not None:
+            self._holds_concurrency_slot = False
             self._scope.limiter.release_on_behalf_of(self)
         add_note = getattr(exc, "add_note", None) if isinstance(exc, Exception) else None
         if error is not None and add_note is not None:  # Python >= 3.11
