@@ -15,7 +15,7 @@ import anyio
 
 from ._errors import DeadlineExceeded
 from ._outcome import DetachedResponse
-from ._protocol import ResponseGuard
+from ._protocol import ResponseGuard, set_stream_view
 from ._scope import Scope, as_scope
 from ._validate import check_positive, check_timeout
 
@@ -243,6 +243,9 @@ class GuardedStream:
                 "already stopped; detach inside the block"
             )
         return await self._guard.detach()
+
+
+set_stream_view(GuardedStream)  # observers' live view of every guard (StreamStarted.stream)
 
 
 class _Events(Protocol):
