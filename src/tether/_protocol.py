@@ -74,7 +74,9 @@ class ResponseGuard(StreamReader):
 
     One guard per response. The public [`GuardedStream`][tether.GuardedStream] is a thin
     facade over it; races, agents, the sync facade and the CLI drive guards directly through
-    the plain-named methods below. Nothing outside this module touches its state.
+    the plain-named methods below and those of its base class, ``StreamReader`` (the read
+    path, ``_reading.py``). Nothing outside those two modules touches its state, and the
+    state changes only through ``_to`` (``_lifecycle.py``).
     """
 
     __slots__ = (
