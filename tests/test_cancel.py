@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import anyio
 import openai
 import pytest
@@ -58,6 +60,127 @@ async def test_a_cancelled_response_without_usage_is_reported_without_assuming_o
     assert stream.outcome.receipt.status == "cancelled"
     assert stream.outcome.usage is None
     assert stream.outcome.cleanup_error is None
+
+
+# ------------------------------------------- best effort: the default receipt is honest
+
+
+async def test_a_best_effort_cancel_that_completed_anyway_is_reported_completed_by_default(
+    emulator: ResponsesEmulator, client: openai.AsyncOpenAI
+) -> None:
+    emulator.models["best-effort"] = best_effort("completed")
+    async with tether.guarded_stream(client, model="best-effort", input="hi") as stream:
+        await read_deltas(stream, 1)
+    receipt = stream.outcome.receipt
+    assert receipt is not None
+    assert (receipt.status, receipt.confirmed) == ("completed", True)
+    assert (await settled(emulator, stream.response_id)).status == "completed"
+
+
+async def test_an_honoured_cancel_is_confirmed_by_one_read_back(
+    emulator: ResponsesEmulator, client: openai.AsyncOpenAI
+) -> None:
+    async with tether.guarded_stream(client, model="slow", input="hi") as stream:
+        await read_deltas(stream, 1)
+    receipt = stream.outcome.receipt
+    assert receipt is not None
+    assert (receipt.status, receipt.confirmed, receipt.stopped) == ("cancelled", True, True)
+    assert emulator.ledger[stream.response_id or ""].status == "cancelled"
+
+
+async def test_explicit_cancel_returns_the_receipt_the_server_finally_gave(
+    emulator: ResponsesEmulator, client: openai.AsyncOpenAI
+) -> None:
+    emulator.models["best-effort"] = best_effort("completed")
+    async with tether.guarded_stream(client, model="best-effort", input="hi") as stream:
+        await read_deltas(stream, 1)
+        receipt = await stream.cancel()
+    assert (receipt.status, receipt.confirmed) == ("completed", True)
+
+
+async def test_inside_open_scope_the_receipt_is_read_back_by_the_block_s_exit(
+    emulator: ResponsesEmulator, client: openai.AsyncOpenAI
+) -> None:
+    emulator.models["best-effort"] = best_effort("completed")
+    async with tether.open_scope(client) as scope:
+        async with tether.guarded_stream(scope, model="best-effort", input="hi") as stream:
+            await read_deltas(stream, 1)
+        receipt = stream.outcome.receipt
+        assert receipt is not None
+        assert (receipt.status, receipt.confirmed) == ("completed", True)
+
+
+async def test_a_cancel_not_honoured_within_grace_keeps_the_journal_entry_and_says_so(
+    tmp_path: Path, emulator: ResponsesEmulator, client: openai.AsyncOpenAI
+) -> None:
+    emulator.models["lazy"] = Model(
+        ttft=0.0, tokens_per_s=20.0, length=2000, faults=Faults(cancel_best_effort=1000)
+    )
+    journal = tether.journal.SqliteJournal(tmp_path / "j.sqlite3")
+    async with tether.open_scope(client, journal=journal, grace=0.3) as scope:
+        async with tether.guarded_stream(scope, model="lazy", input="hi") as stream:
+            await read_deltas(stream, 1)
+    receipt = stream.outcome.receipt
+    assert receipt is not None
+    assert (receipt.status, receipt.confirmed, receipt.stopped) == ("in_progress", False, False)
+    assert stream.outcome.cleanup_error is not None
+    assert "best-effort" in stream.outcome.cleanup_error
+    (entry,) = await journal.entries()
+    assert entry.response_id == stream.response_id
+
+
+async def test_a_best_effort_cancel_that_ended_keeps_no_journal_entry(
+    tmp_path: Path, emulator: ResponsesEmulator, client: openai.AsyncOpenAI
+) -> None:
+    emulator.models["best-effort"] = best_effort("completed")
+    journal = tether.journal.SqliteJournal(tmp_path / "j.sqlite3")
+    async with tether.open_scope(client, journal=journal) as scope:
+        async with tether.guarded_stream(scope, model="best-effort", input="hi") as stream:
+            await read_deltas(stream, 1)
+    assert stream.outcome.receipt is not None
+    assert stream.outcome.receipt.status == "completed"
+    assert await journal.entries() == []
+
+
+async def test_a_cancel_not_honoured_is_an_event_observers_can_alert_on(
+    emulator: ResponsesEmulator, client: openai.AsyncOpenAI
+) -> None:
+    emulator.models["best-effort"] = best_effort("completed")
+    overruled: list[tether.observe.CancelOverruled] = []
+
+    def watch(event: object) -> None:
+        if isinstance(event, tether.observe.CancelOverruled):
+            overruled.append(event)
+
+    with tether.observe.observing(watch):
+        async with tether.guarded_stream(client, model="best-effort", input="hi") as stream:
+            await read_deltas(stream, 1)
+    assert [event.receipt.status for event in overruled] == ["completed"]
+    assert overruled[0].receipt.response_id == stream.response_id
+
+
+async def test_no_overruled_event_when_the_cancel_was_honoured(
+    client: openai.AsyncOpenAI,
+) -> None:
+    seen: list[object] = []
+    with tether.observe.observing(seen.append):
+        async with tether.guarded_stream(client, model="slow", input="hi") as stream:
+            await read_deltas(stream, 1)
+    assert not [e for e in seen if isinstance(e, tether.observe.CancelOverruled)]
+
+
+def test_the_sync_facade_reports_a_best_effort_cancel_that_completed_anyway(
+    emulator: ResponsesEmulator,
+) -> None:
+    emulator.models["best-effort"] = best_effort("completed")
+    with emulator.client() as client:
+        with tether.sync.guarded_stream(client, model="best-effort", input="hi") as stream:
+            for event in stream:
+                if event.type == "response.output_text.delta":
+                    break
+    receipt = stream.outcome.receipt
+    assert receipt is not None
+    assert (receipt.status, receipt.confirmed) == ("completed", True)
 
 
 # ---------------------------------------------------------------- the stop's own requests

@@ -12,6 +12,7 @@ import weakref
 from typing import TYPE_CHECKING
 
 import anyio
+import attrs
 import openai
 import stamina
 from anyio.lowlevel import RunVar
@@ -23,7 +24,14 @@ if TYPE_CHECKING:
 
     from ._compat import LeanTarget
 
-__all__ = ["cancel_on_server", "cancel_slots", "log", "unsent"]
+__all__ = [
+    "cancel_on_server",
+    "cancel_slots",
+    "log",
+    "needs_verifying",
+    "unsent",
+    "verify_cancel",
+]
 
 log = logging.getLogger("tether")
 
@@ -43,7 +51,9 @@ def _retryable(exc: Exception) -> bool:
     return False
 
 
-async def _cancel_once(client: AsyncOpenAI, response_id: str, lean: LeanTarget | None) -> str:
+async def _cancel_once(
+    client: AsyncOpenAI, response_id: str, lean: LeanTarget | None, tries: _Tries
+) -> str:
     try:
         if lean is not None:
             return _status(await lean.request("POST", f"responses/{response_id}/cancel"))
@@ -51,7 +61,9 @@ async def _cancel_once(client: AsyncOpenAI, response_id: str, lean: LeanTarget |
     except openai.BadRequestError:
         # "Cannot cancel a completed response." (or it was never a background one):
         # not an error; read back what it really is.
-        return await _retrieve_status(client, response_id, lean)
+        status = await _retrieve_status(client, response_id, lean)
+        tries.read_back = True
+        return status
 
 
 def _status(body: dict[str, object]) -> str:
@@ -124,11 +136,12 @@ async def _confirm(client: AsyncOpenAI, response_id: str, lean: LeanTarget | Non
 class _Tries:
     """How many cancel requests were sent, and whether the lean path is still in use."""
 
-    __slots__ = ("count", "lean")
+    __slots__ = ("count", "lean", "read_back")
 
     def __init__(self) -> None:
         self.count = 0
         self.lean: LeanTarget | None = None
+        self.read_back = False  # the status was read back with retrieve (the server's final word)
 
 
 async def _send(
@@ -139,12 +152,12 @@ async def _send(
     try:
         tries.count = 1
         try:
-            return await _cancel_once(client, response_id, lean)
+            return await _cancel_once(client, response_id, lean, tries)
         except (openai.AuthenticationError, openai.PermissionDeniedError):
             if lean is None:
                 raise
             tries.lean = None  # the credentials of the create went stale: the SDK's way
-            return await _cancel_once(client, response_id, None)
+            return await _cancel_once(client, response_id, None, tries)
     except Exception as exc:
         if not _retryable(exc):
             raise
@@ -158,7 +171,7 @@ async def _send(
     ):
         with attempt:
             tries.count += 1
-            return await _cancel_once(client, response_id, tries.lean)
+            return await _cancel_once(client, response_id, tries.lean, tries)
     raise AssertionError("unreachable: the retry loop has no attempt limit")  # pragma: no cover
 
 
@@ -168,6 +181,7 @@ async def _send_and_confirm(
     status = await _send(client, response_id, lean, tries)
     if confirm and status == "cancelled":
         status = await _confirm(client, response_id, tries.lean)
+        tries.read_back = True
     return status
 
 
@@ -204,23 +218,29 @@ async def cancel_on_server(
                     status = await _send_and_confirm(quick, response_id, lean, tries, confirm)
         except openai.NotFoundError:
             status = "gone"
+            tries.read_back = True
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
     attempts = tries.count
     latency = anyio.current_time() - started
     if budget.cancelled_caught:
         error = f"no answer within grace={grace!r}s after {attempts} attempt(s)"
-    return _receipt(response_id, status, attempts, latency, error)
+    return _receipt(response_id, status, attempts, latency, error, tries.read_back)
 
 
 def unsent(response_id: str, *, grace: float, latency: float) -> CancelReceipt:
     """The receipt of a cancel that waited for a slot until its grace ran out: never sent."""
     error = f"no answer within grace={grace!r}s after 0 attempt(s)"
-    return _receipt(response_id, None, 0, latency, error)
+    return _receipt(response_id, None, 0, latency, error, False)
 
 
 def _receipt(
-    response_id: str, status: str | None, attempts: int, latency: float, error: str | None
+    response_id: str,
+    status: str | None,
+    attempts: int,
+    latency: float,
+    error: str | None,
+    confirmed: bool,
 ) -> CancelReceipt:
     if error is not None:
         log.warning("could not confirm the cancel of response %s: %s", response_id, error)
@@ -231,4 +251,63 @@ def _receipt(
         attempts=attempts,
         latency=latency,
         error=error,
+        confirmed=confirmed and error is None,
     )
+
+
+def needs_verifying(receipt: CancelReceipt | None) -> bool:
+    """Whether *receipt* is a ``cancelled`` answer the server has not confirmed yet.
+
+    The API's cancel is best effort (openai-python #2643): the answer ``cancelled`` does
+    not say that the response stopped; only a read-back does.
+    """
+    return (
+        receipt is not None
+        and receipt.kind == "server"
+        and receipt.status == "cancelled"
+        and not receipt.confirmed
+    )
+
+
+async def verify_cancel(
+    client: AsyncOpenAI, receipt: CancelReceipt, *, deadline: float, lean: LeanTarget | None
+) -> CancelReceipt:
+    """Read back a response the server answered ``cancelled``: what did it finally do?
+
+    One ``retrieve`` when the cancel was honoured (the usual case); while the server still
+    reports it generating (a best-effort cancel that was not honoured), read again until it
+    is final or *deadline* passes. Never raises an ``Exception``; a shielded wait, bounded
+    by *deadline*. The receipt that comes back is ``confirmed`` if the server's final
+    status was read; otherwise it says what was last seen and why it is not confirmed.
+    """
+    response_id = receipt.response_id or ""
+    seen: str | None = None
+    error: str | None = None
+    with anyio.CancelScope(shield=True, deadline=deadline) as bound:
+        try:
+            try:
+                seen = await _confirm(_quick(client), response_id, lean)
+            except (openai.AuthenticationError, openai.PermissionDeniedError):
+                if lean is None:
+                    raise
+                seen = await _confirm(_quick(client), response_id, None)  # as in _send
+        except openai.NotFoundError:
+            seen = "gone"
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+    if bound.cancelled_caught:
+        error = (
+            "the server answered cancelled, but the response was still generating when "
+            "grace ran out (a best-effort cancel): it may still be generating"
+        )
+        seen = "in_progress"
+    if error is not None:
+        log.warning("could not verify the cancel of response %s: %s", response_id, error)
+        return attrs.evolve(receipt, status=seen or receipt.status, error=error)
+    if seen not in ("cancelled", "gone"):
+        log.warning(
+            "response %s was answered cancelled but ended %s: the cancel was not honoured",
+            response_id,
+            seen,
+        )
+    return attrs.evolve(receipt, status=seen, confirmed=True)

@@ -84,6 +84,15 @@ class CancelReceipt:
     """Seconds from the first cancel request to the server's answer (or to giving up)."""
     error: str | None = None
     """Why the cancel could not be confirmed, if it could not."""
+    confirmed: bool = False
+    """Whether ``status`` was read back from the server after the cancel (its final word).
+
+    The API's cancel is best effort: it may answer ``cancelled`` for a response that goes
+    on generating and ends ``completed`` (billed). A ``cancelled`` answer alone is
+    ``confirmed=False``; the stop then reads the response back within what is left of
+    grace, and the receipt says what the server finally reported (``completed`` for a
+    cancel that was not honoured; still ``in_progress``, not ``stopped``, when grace ran
+    out first: the journal then keeps the entry for ``reap``)."""
 
     @property
     def stopped(self) -> bool:

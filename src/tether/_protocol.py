@@ -28,7 +28,14 @@ import anyio
 from anyio.lowlevel import cancel_shielded_checkpoint, checkpoint_if_cancelled
 
 from . import observe
-from ._cancel import cancel_on_server, cancel_slots, log, unsent
+from ._cancel import (
+    cancel_on_server,
+    cancel_slots,
+    log,
+    needs_verifying,
+    unsent,
+    verify_cancel,
+)
 from ._compat import (
     cancel_cause,
     close_sdk_stream,
@@ -445,6 +452,7 @@ class ResponseGuard(StreamReader):
                             await self._cancel_on_server(deadline)
                         finally:
                             cancel_slots(self._scope.client).release_on_behalf_of(self)
+                        await self._verify(deadline)
                 await self._drain()
             except Exception as exc:  # a bug, an unexpected SDK error: report, never raise
                 self._cleanup_failed(exc)
@@ -459,6 +467,7 @@ class ResponseGuard(StreamReader):
                         await self._cancel_on_server(deadline)
                     finally:
                         cancel_slots(self._scope.client).release_on_behalf_of(self)
+                    await self._verify(deadline)
                 else:  # grace ran out in the queue: nothing was sent
                     self._receipt = unsent(
                         self._response_id or "",
@@ -519,6 +528,27 @@ class ResponseGuard(StreamReader):
         if self._receipt.status:
             self._status = self._receipt.status
 
+    async def _verify(self, deadline: float) -> None:
+        """A ``cancelled`` answer is best effort: read back what the server finally did,
+        within what is left of grace (one ``retrieve`` when the cancel was honoured). Until
+        it is read, the journal keeps the entry (``_forget``)."""
+        receipt = self._receipt
+        if receipt is None or not needs_verifying(receipt):
+            return
+        client = self._scope.client
+        sdk = self._sdk
+        verified = await verify_cancel(
+            client,
+            receipt,
+            deadline=deadline,
+            lean=None if sdk is None else lean_target(client, sdk),
+        )
+        self._receipt = verified
+        if verified.status:
+            self._status = verified.status
+        if verified.status not in ("cancelled", "gone") and observe.watched():
+            observe.emit(observe.CancelOverruled(id=self.node, receipt=verified))
+
     async def _drain(self) -> None:
         if self._sdk is not None:
             # After the cancel: finish the SDK's half-run generators (never waits).
@@ -537,6 +567,8 @@ class ResponseGuard(StreamReader):
         if journal is None or self._intent is None:
             return
         receipt = self._receipt
+        if needs_verifying(receipt):
+            return  # the server's final word was not read: it may still be generating
         if not (
             self._finished is not None
             or self._reason == "detached"

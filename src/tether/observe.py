@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CancelEnded",
+    "CancelOverruled",
     "CancelStarted",
     "Event",
     "Observer",
@@ -145,6 +146,26 @@ class CancelEnded:
     """The stream's id in events."""
     receipt: CancelReceipt
     """What the server said."""
+
+
+@final
+@attrs.frozen(kw_only=True)
+class CancelOverruled:
+    """The server answered ``cancelled``, then read back otherwise: the cancel was best effort
+    and not honoured (the response went on, and ended ``completed``, or still generated when
+    grace ran out). Billed tokens nobody read: alert on it.
+
+    Example:
+        ```python
+        if isinstance(event, tether.observe.CancelOverruled):
+            print("not honoured:", event.receipt.response_id, event.receipt.status)
+        ```
+    """
+
+    id: int
+    """The stream's id in events."""
+    receipt: CancelReceipt
+    """The receipt as read back (``status`` is what the server finally reported)."""
 
 
 @final

@@ -149,6 +149,12 @@ class OtelObserver:
             "Server-side cancels the server did not confirm within grace: responses that "
             "may still be generating (alert on it).",
         )
+        self._overruled = meter.create_counter(
+            "tether.cancels.overruled",
+            "{cancel}",
+            "Server-side cancels answered cancelled that the server did not honour: the "
+            "response went on and completed (billed), or was still generating (alert on it).",
+        )
         self._cancel_duration = meter.create_histogram(
             "tether.cancel.duration",
             "s",
@@ -181,6 +187,7 @@ class OtelObserver:
             "StreamOpened": self._stream_opened,
             "CancelStarted": self._cancel_started,
             "CancelEnded": self._cancel_ended,
+            "CancelOverruled": self._cancel_overruled,
             "StreamEnded": self._stream_ended,
             "RaceStarted": self._race_started,
             "AttemptStarted": self._attempt_started,
@@ -302,6 +309,10 @@ class OtelObserver:
             span.set_attribute("error.type", "cancel_unconfirmed")
             span.set_status(Status(StatusCode.ERROR, event.receipt.error or "cancel unconfirmed"))
         span.end()
+
+    def _cancel_overruled(self, event: observe.CancelOverruled) -> None:
+        receipt = event.receipt
+        self._overruled.add(1, {"tether.cancel.status": receipt.status or "unknown"})
 
     def _stream_ended(self, event: observe.StreamEnded) -> None:
         node = self._nodes.pop(event.id, None)
