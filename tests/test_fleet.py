@@ -233,7 +233,7 @@ async def test_a_stopped_heartbeat_lets_the_lease_run_out_by_itself(
     await record_dead(owner, client, "k")
     # The lease once the stream is open: under load the open alone outlasted the 0.3 s lease,
     # and the entry was dead before it was looked at.
-    await owner._renew()  # type: ignore[attr-defined]
+    await owner._renew([])  # type: ignore[attr-defined]
     assert [e.alive for e in await owner.entries()] == [True]
     with anyio.fail_after(10):
         while (await owner.entries())[0].alive:
