@@ -163,3 +163,23 @@ async def test_a_journal_removal_cut_at_grace_is_reported_on_the_outcome_and_log
     assert "it stays for reap" in error
     assert [e.response_id for e in await inner.entries()] == [stream.response_id]
     assert any("no answer within grace" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_redis_restart_without_persistence_loses_no_entry_of_a_live_owner(
+    redis_server: RedisServer, redis_url: str, client: openai.AsyncOpenAI
+) -> None:
+    """Issue 24, item 9: the owner writes again what the restart lost, on its next heartbeat,
+    so that ``reap`` (once the owner is gone) and ``request_cancel`` still find it."""
+    journal = tether.journal.RedisJournal(redis_url, lease=1.5)
+    try:
+        async with tether.open_scope(client, journal=journal) as scope:
+            async with tether.guarded_stream(scope, model="slow", input="hi", key="k") as stream:
+                (written,) = await journal.entries()
+                await anyio.to_thread.run_sync(redis_server.restart_empty)
+                with anyio.fail_after(10):  # the next heartbeats (every 0.5 s) write it again
+                    while not (found := await journal.entries()):
+                        await anyio.sleep(0.05)
+                assert found == [written]
+                assert found[0].response_id == stream.response_id
+    finally:
+        journal.close()
