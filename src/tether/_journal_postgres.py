@@ -7,8 +7,11 @@ loop`` (checked on psycopg 3.3). A connection per call costs 6 to 9 ms on loopba
 here), a pooled one 0.35 to 0.5 ms, hence the pool (at most four idle connections kept).
 
 Every connection has ``connect_timeout``, ``statement_timeout``, ``lock_timeout`` and TCP
-keepalives set from ``timeout``, so no call holds a thread for long (the scans and claims of
-``reap`` and ``request_cancel``, never on a stop path, get 30 s). Leases are
+keepalives set from ``timeout`` (the scans and claims of ``reap`` and ``request_cancel``,
+never on a stop path, get 30 s). None of them helps against a server that accepts and then
+stalls (frozen, or a pgbouncer that stalls): libpq has no client-side timeout. A call whose
+caller went away (cut at grace: ``_journal_bound``) has its socket shut down, so its thread
+ends at once and its connection is closed, never pooled. Leases are
 ``expires_at`` times on the server's clock (``now()``), so hosts whose clocks disagree still
 agree on who is alive. A reaper claims entries with one ``UPDATE ... FROM (SELECT ... FOR
 UPDATE SKIP LOCKED) RETURNING``: two reapers never claim the same entry. Cancel requests are

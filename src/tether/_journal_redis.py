@@ -6,7 +6,8 @@ redis-py in a thread 307 µs (asyncio) / 347 µs (trio), coredis (anyio-native) 
 redis-py's async client is asyncio-only; the sync one works the same under both backends,
 its pool is thread-safe, and it is not tied to one event loop. Every socket has a timeout
 (``timeout``, 1 s by default) and a call is retried once on a fresh connection (a restarted
-server), so no call holds a thread longer than about four timeouts.
+server), so no call holds a thread longer than about four timeouts; on a stop path the
+caller does not wait that long: the thread is abandoned at grace (``_journal_bound``).
 
 Layout (``prefix`` is ``tether:`` by default):
 
@@ -22,7 +23,10 @@ The server's failures: down when a scope opens, the open fails with a
 [`JournalError`][tether.JournalError] naming the URL (never its password). Down or slow
 mid-run, the stream's calls fail within the timeout (the stream stops rather than run an
 unrecorded response), the heartbeat and the listener log, retry and reconnect. A restart
-keeps what was written only if the server persists it (``appendonly yes``): run it so.
+without persistence (or a failover to an empty replica) loses the entries, and every live
+owner writes its own again at its next heartbeat: the heartbeat's one pipeline renews the
+lease and asks ``EXISTS`` of each entry the owner holds (entries whose owner died meanwhile
+are lost: persist, ``appendonly yes``, to keep those too).
 A cancel request published while an owner's listener was reconnecting is not delivered:
 [`request_cancel`][tether.request_cancel] reports it as not confirmed.
 """

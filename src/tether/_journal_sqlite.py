@@ -3,8 +3,8 @@
 Every call runs in a worker thread (``anyio.to_thread``) on a short-lived connection of its
 own: nothing to close, safe across ``fork``, and several processes can share the file (WAL
 mode). A lock held by another process is waited for at most ``timeout`` seconds (1 s by
-default), then the call fails with a [`JournalError`][tether.JournalError]: the stop path is
-never held up by the disk for long.
+default), then the call fails with a [`JournalError`][tether.JournalError]; on a stop path
+the caller waits at most what is left of grace, and the thread is abandoned (``_journal_bound``).
 
 Leases are wall-clock times (``time.time()``: one machine, one clock). Cancel requests are
 rows of a ``cancels`` table that each attached owner polls every 0.2 s (one indexed ``SELECT``
