@@ -16,9 +16,11 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +35,7 @@ __all__ = [
     "connections_to",
     "drop_journal_tables",
     "flush_redis",
+    "frozen",
     "missing",
     "postgres_server",
     "redis_server",
@@ -157,6 +160,19 @@ class RedisServer:
             self.process.wait(timeout=_START_TIMEOUT)
         self.process = None
 
+    def restart_empty(self) -> None:
+        """Restart it with nothing in it: a Redis without persistence, or a failover to an
+        empty replica (the append-only file is deleted between the stop and the start)."""
+        self.stop()
+        shutil.rmtree(self.folder / "appendonlydir", ignore_errors=True)
+        (self.folder / "dump.rdb").unlink(missing_ok=True)
+        self.start()
+
+    def pids(self) -> list[int]:
+        """The server's processes."""
+        assert self.process is not None
+        return [self.process.pid]
+
 
 @contextlib.contextmanager
 def redis_server() -> Iterator[RedisServer]:
@@ -177,11 +193,70 @@ class PostgresServer:
     port: int
     folder: Path
     user: str
+    process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         """The server's URL, database ``postgres``."""
         return f"postgresql://{self.user}@127.0.0.1:{self.port}/postgres"
+
+    def pids(self) -> list[int]:
+        """The processes under the postmaster: every connection's backend (and the background
+        workers). Frozen, every open connection stalls, as behind a pgbouncer that stalls. The
+        postmaster is left running: ``runuser`` above it (as root) would see it stop and stop
+        itself, and nothing would wake it."""
+        assert self.process is not None
+        # The first "postgres" from the top: the process itself, or runuser's one child.
+        postmaster = next(pid for pid in _descendants(self.process.pid) if _name(pid) == "postgres")
+        return _descendants(postmaster)[1:]
+
+
+def _name(pid: int) -> str:
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    return ""
+
+
+def _descendants(root: int) -> list[int]:
+    """*root* and every process under it (read from ``/proc``)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            # "pid (comm) state ppid ...": comm may hold spaces, so split after the last ")"
+            pid, rest = stat.read_text().split(" ", 1)
+            ppid = int(rest.rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(pid))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
+@contextlib.contextmanager
+def frozen(server: RedisServer | PostgresServer, *, at_most: float = 30.0) -> Iterator[None]:
+    """Freeze the server (SIGSTOP on every process of it) for the block: it still accepts
+    connections (the kernel does) and answers nothing. Thawed (SIGCONT) at the block's end,
+    or after *at_most* seconds whatever happens (code that waits for the server forever,
+    such as the code before a fix, then fails instead of hanging the session)."""
+    pids = server.pids()
+
+    def thaw() -> None:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    safety = threading.Timer(at_most, thaw)
+    safety.daemon = True
+    safety.start()
+    try:
+        yield
+    finally:
+        safety.cancel()
+        thaw()
 
 
 def _wait_until_accepting(
@@ -250,7 +325,7 @@ def postgres_server() -> Iterator[PostgresServer]:
             )
         try:
             _wait_until_listening(port, process, log)
-            server = PostgresServer(port=port, folder=root, user=user)
+            server = PostgresServer(port=port, folder=root, user=user, process=process)
             _wait_until_accepting(server, process, log)
             yield server
         finally:

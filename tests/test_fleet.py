@@ -233,7 +233,7 @@ async def test_a_stopped_heartbeat_lets_the_lease_run_out_by_itself(
     await record_dead(owner, client, "k")
     # The lease once the stream is open: under load the open alone outlasted the 0.3 s lease,
     # and the entry was dead before it was looked at.
-    await owner._renew()  # type: ignore[attr-defined]
+    await owner._renew([])  # type: ignore[attr-defined]
     assert [e.alive for e in await owner.entries()] == [True]
     with anyio.fail_after(10):
         while (await owner.entries())[0].alive:
@@ -338,3 +338,27 @@ async def test_a_journal_dropped_without_close_closes_its_connections_when_colle
     del journal
     gc.collect()
     assert connections_to(server_url) == before
+
+
+async def wait_for_entries(journal: tether.journal.Journal) -> list[tether.journal.JournalEntry]:
+    """The journal's entries once there are any (the owner's heartbeat decides: poll the
+    store, bounded)."""
+    with anyio.fail_after(10):
+        while not (found := await journal.entries()):
+            await anyio.sleep(0.05)
+    return found
+
+
+async def test_a_live_owner_writes_again_the_entries_its_store_lost(
+    make_journal: MakeJournal, client: openai.AsyncOpenAI
+) -> None:
+    """Issue 24, item 9: an entry the store lost comes back, whole, at the next heartbeat."""
+    owner = make_journal(lease=1.5)
+    async with tether.open_scope(client, journal=owner) as scope:
+        async with tether.guarded_stream(scope, model="slow", input="hi", key="k") as stream:
+            (written,) = await owner.entries()
+            await make_journal().finished(written.intent)  # lost behind the owner's back
+            (restored,) = await wait_for_entries(owner)
+            assert restored == written
+            assert restored.response_id == stream.response_id
+    assert await owner.entries() == []  # and removed as usual once stopped

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
+from pathlib import Path
+from typing import Any
 
 import anyio
 import openai
 import pytest
 
 import tether
-from tests.fleet_servers import RedisServer, free_port
+from tests.fleet_servers import PostgresServer, RedisServer, free_port, frozen
 from tether.testing import ResponsesEmulator
 
 
@@ -74,3 +77,109 @@ async def test_a_frozen_redis_does_not_hold_the_stop_path(
     # the journal's failure is reported on the outcome, never raised into the code
     assert "TimeoutError" in (stream.outcome.cleanup_error or "")
     assert stream.outcome.reason == "break"
+
+
+async def leave_a_stream_with_the_store_frozen(
+    server: RedisServer | PostgresServer,
+    journal: tether.journal.Journal,
+    client: openai.AsyncOpenAI,
+) -> tether.StreamOutcome:
+    """Open a background stream, freeze the store, leave the block and the scope; thaw after.
+
+    The journal's own timeout is 30 s a call: without a bound of grace's, leaving takes that
+    long at least (PostgreSQL: until the server comes back). ``fail_after(10)`` is generous
+    next to a grace of 0.5 s, and well below the stall.
+    """
+    with contextlib.ExitStack() as thaw:
+        with anyio.fail_after(10):
+            async with tether.open_scope(client, journal=journal, grace=0.5) as scope:
+                async with tether.guarded_stream(scope, model="slow", input="hi") as stream:
+                    thaw.enter_context(frozen(server, at_most=20))
+    return stream.outcome
+
+
+async def test_a_frozen_redis_holds_neither_the_stop_nor_the_scope_exit_past_grace(
+    redis_server: RedisServer,
+    redis_url: str,
+    emulator: ResponsesEmulator,
+    client: openai.AsyncOpenAI,
+) -> None:
+    """Issue 24, item 10: the removal, the heartbeat and the lease's drop are cut at grace."""
+    journal = tether.journal.RedisJournal(redis_url, lease=1.5, timeout=30.0)
+    try:
+        outcome = await leave_a_stream_with_the_store_frozen(redis_server, journal, client)
+    finally:
+        journal.close()
+    assert outcome.receipt is not None
+    assert outcome.receipt.status == "cancelled"  # the API cancel went out all the same
+    assert emulator.ledger[outcome.response_id or ""].status == "cancelled"
+    assert "no answer within grace" in (outcome.cleanup_error or "")
+
+
+async def test_a_frozen_postgres_holds_neither_the_stop_nor_the_scope_exit_past_grace(
+    postgres_server: PostgresServer,
+    postgres_url: str,
+    emulator: ResponsesEmulator,
+    client: openai.AsyncOpenAI,
+) -> None:
+    """Issue 24, item 10: libpq has no client-side timeout; grace bounds every journal call."""
+    journal = tether.journal.PostgresJournal(postgres_url, lease=1.5, timeout=30.0)
+    try:
+        outcome = await leave_a_stream_with_the_store_frozen(postgres_server, journal, client)
+    finally:
+        journal.close()
+    assert outcome.receipt is not None
+    assert outcome.receipt.status == "cancelled"
+    assert emulator.ledger[outcome.response_id or ""].status == "cancelled"
+    assert "no answer within grace" in (outcome.cleanup_error or "")
+
+
+class _NeverAnswers:
+    """A journal whose removals never answer (a store that accepts and stalls); the rest is
+    the SQLite journal it wraps."""
+
+    def __init__(self, inner: tether.journal.Journal) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def finished(self, intent: str) -> None:
+        await anyio.sleep_forever()
+
+
+async def test_a_journal_removal_cut_at_grace_is_reported_on_the_outcome_and_logged(
+    tmp_path: Path, client: openai.AsyncOpenAI, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 24, item 4: the cut shared its deadline with the stop's shield and went unseen."""
+    inner = tether.journal.SqliteJournal(tmp_path / "j.sqlite3")
+    journal = _NeverAnswers(inner)
+    with anyio.fail_after(10):
+        async with tether.open_scope(client, journal=journal, grace=0.3) as scope:
+            async with tether.guarded_stream(scope, model="slow", input="hi") as stream:
+                pass
+    error = stream.outcome.cleanup_error or ""
+    assert "no answer within grace" in error
+    assert "it stays for reap" in error
+    assert [e.response_id for e in await inner.entries()] == [stream.response_id]
+    assert any("no answer within grace" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_redis_restart_without_persistence_loses_no_entry_of_a_live_owner(
+    redis_server: RedisServer, redis_url: str, client: openai.AsyncOpenAI
+) -> None:
+    """Issue 24, item 9: the owner writes again what the restart lost, on its next heartbeat,
+    so that ``reap`` (once the owner is gone) and ``request_cancel`` still find it."""
+    journal = tether.journal.RedisJournal(redis_url, lease=1.5)
+    try:
+        async with tether.open_scope(client, journal=journal) as scope:
+            async with tether.guarded_stream(scope, model="slow", input="hi", key="k") as stream:
+                (written,) = await journal.entries()
+                await anyio.to_thread.run_sync(redis_server.restart_empty)
+                with anyio.fail_after(10):  # the next heartbeats (every 0.5 s) write it again
+                    while not (found := await journal.entries()):
+                        await anyio.sleep(0.05)
+                assert found == [written]
+                assert found[0].response_id == stream.response_id
+    finally:
+        journal.close()

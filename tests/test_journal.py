@@ -191,3 +191,25 @@ async def test_a_locked_sqlite_journal_fails_within_its_timeout(tmp_path: Path) 
     finally:
         blocker.close()
     assert [e.intent for e in await journal.entries()] == ["a"]  # nothing lost
+
+
+async def test_a_write_locked_sqlite_journal_holds_neither_the_stop_nor_the_exit_past_grace(
+    tmp_path: Path, emulator: ResponsesEmulator, client: openai.AsyncOpenAI
+) -> None:
+    """Issue 24, item 3: another process's write lock (``tether reap``'s ``BEGIN IMMEDIATE``)
+    is waited for up to the journal's timeout (30 s here) by the worker thread; the stop and
+    the scope's exit wait at most what is left of grace (0.5 s), and say so."""
+    path = tmp_path / "j.sqlite3"
+    journal = tether.journal.SqliteJournal(path, timeout=30.0)
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        with anyio.fail_after(10):  # generous next to the grace, well below the stall
+            async with tether.open_scope(client, journal=journal, grace=0.5) as scope:
+                async with tether.guarded_stream(scope, model="slow", input="hi") as stream:
+                    holder.execute("BEGIN IMMEDIATE")
+        # the entry stays for reap: the removal never got the lock (readers are not blocked)
+        assert [e.response_id for e in await journal.entries()] == [stream.response_id]
+    finally:
+        holder.close()  # the abandoned removal then gets the lock, and ends
+    assert emulator.ledger[stream.response_id or ""].status == "cancelled"
+    assert "no answer within grace" in (stream.outcome.cleanup_error or "")

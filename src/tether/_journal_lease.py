@@ -1,10 +1,16 @@
 """What every built-in journal shares: the owner's lease heartbeat and the cancel listener.
 
-A store implements four hooks (``_renew``, ``_drop_owner``, ``_listen``, ``_timeout``); this
-base runs them for the lifetime of ``attach``. The heartbeat and the listener each live in a
-task of the attach's own task group, visibly bounded by the ``async with``; the body's
-exception leaves unchanged (see ``attach``). Store failures inside are logged and retried,
-with a backoff, never raised into the body: a scope does not die because Redis blinked.
+A store implements five hooks (``_renew``, ``_restore``, ``_drop_owner``, ``_listen``,
+``_where``); this base runs them for the lifetime of ``attach``. The heartbeat and the
+listener each live in a task of the attach's own task group, visibly bounded by the
+``async with``; the body's exception leaves unchanged (see ``attach``). Store failures inside
+are logged and retried, with a backoff, never raised into the body: a scope does not die
+because Redis blinked.
+
+The owner keeps every entry it holds (``_held``), so each heartbeat also asks the store which
+of them it lost (a Redis restarted without persistence, a failover to an empty replica) and
+writes those again: an entry that was written is never lost while its owner lives. At the
+exit, the lease's drop is bounded by the scope's grace (``_journal_bound.within``).
 """
 
 from __future__ import annotations
@@ -12,20 +18,23 @@ from __future__ import annotations
 import logging
 import math
 import sys
+import threading
+import time
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 import anyio
 import attrs
 
-from ._journal import DEFAULT_LEASE, Owner
+from ._journal import DEFAULT_LEASE, JournalEntry, Owner
+from ._journal_bound import within
 from ._validate import check_positive
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, Awaitable, Callable
+    from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 
     from anyio.abc import TaskGroup
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -50,7 +59,9 @@ class LeasedJournal:
         """Seconds each call to the store may take (a socket, statement or lock timeout)."""
         self.owner: Owner = Owner.here()
         """Who this journal object writes its entries as."""
-        self._held: dict[str, str] = {}  # intent -> key: this owner's live entries with a key
+        # intent -> entry: this owner's live entries, as written (read by store threads too)
+        self._held: dict[str, JournalEntry] = {}
+        self._held_lock = threading.Lock()
         self._attached = 0
 
     def close(self) -> None:
@@ -77,8 +88,12 @@ class LeasedJournal:
         """The store, for messages (a path, or a URL without its password)."""
         raise NotImplementedError
 
-    async def _renew(self) -> None:
-        """Write the owner's record with a fresh lease."""
+    async def _renew(self, intents: Sequence[str]) -> list[str]:
+        """Write the owner's record with a fresh lease; return which of *intents* the store lacks."""
+        raise NotImplementedError
+
+    async def _restore(self, entries: Sequence[JournalEntry]) -> None:
+        """Write *entries* again, each unless the store has it (the store lost them)."""
         raise NotImplementedError
 
     async def _drop_owner(self) -> None:
@@ -95,18 +110,56 @@ class LeasedJournal:
 
     # ------------------------------------------------------------ bookkeeping
 
-    def _hold(self, intent: str, key: str | None) -> None:
-        if key is not None:
-            self._held[intent] = key
+    def _entry(
+        self, intent: str, *, key: str | None, model: str | None, base_url: str
+    ) -> JournalEntry:
+        """A new entry of this owner (what ``intend`` writes, and holds once written)."""
+        owner = self.owner
+        return JournalEntry(
+            intent=intent,
+            key=key,
+            response_id=None,
+            model=model,
+            base_url=base_url,
+            host=owner.host,
+            pid=owner.pid,
+            owner=owner.instance,
+            created_at=time.time(),
+            alive=True,
+        )
+
+    def _hold(self, entry: JournalEntry) -> None:
+        with self._held_lock:
+            self._held[entry.intent] = entry
+
+    def _hold_started(self, intent: str, response_id: str) -> JournalEntry | None:
+        """Note *intent*'s response id; the entry as held now (``None`` if not held)."""
+        with self._held_lock:
+            entry = self._held.get(intent)
+            if entry is not None:
+                entry = self._held[intent] = attrs.evolve(entry, response_id=response_id)
+            return entry
 
     def _unhold(self, intent: str) -> None:
-        self._held.pop(intent, None)
+        """Before the store's removal: a heartbeat's restore never writes it back afterwards."""
+        with self._held_lock:
+            self._held.pop(intent, None)
+
+    def _holding(self) -> dict[str, JournalEntry]:
+        with self._held_lock:
+            return dict(self._held)
 
     # ----------------------------------------------------------------- attach
 
     @asynccontextmanager
-    async def attach(self, on_cancel: Callable[[str], Awaitable[None]]) -> AsyncGenerator[None]:
+    async def attach(
+        self, on_cancel: Callable[[str], Awaitable[None]], *, grace: float | None = None
+    ) -> AsyncGenerator[None]:
         """Hold the lease and hear cancel requests for the block (see [`Journal.attach`][tether.journal.Journal.attach]).
+
+        The exit waits at most *grace* seconds (``open_scope`` passes its own), and never more
+        than the journal's ``timeout``, for the lease's drop: a store that stalls costs that,
+        and the lease then runs out by itself.
 
         Example:
             ```python
@@ -114,7 +167,7 @@ class LeasedJournal:
                 ...  # streams run here
             ```
         """
-        await self._renew()  # fail fast: a store that is down fails the scope's open
+        await self._renew([])  # fail fast: a store that is down fails the scope's open
         self._attached += 1
         host: BaseException | None = None  # what the block (or the listener's start) raised
         unwrap = False
@@ -145,11 +198,12 @@ class LeasedJournal:
         finally:
             self._attached -= 1
             if self._attached == 0:
-                with anyio.move_on_after(self.timeout * 2, shield=True):
-                    try:
-                        await self._drop_owner()
-                    except Exception as exc:  # the lease runs out by itself anyway
-                        log.warning("could not drop the lease on %s: %s", self._where(), exc)
+                bound = self.timeout if grace is None else min(grace, self.timeout)
+                problem = await within(
+                    anyio.current_time() + bound, self._drop_owner, late="no answer in time"
+                )
+                if problem is not None:  # the lease runs out by itself anyway
+                    log.warning("could not drop the lease on %s: %s", self._where(), problem)
         if unwrap:
             assert host is not None
             raise host
@@ -160,7 +214,7 @@ class LeasedJournal:
         while True:
             await anyio.sleep(delay)
             try:
-                await self._renew()
+                await self._renew_and_restore()
             except Exception as exc:
                 delay = min(interval, 0.5)
                 log.warning(
@@ -173,6 +227,33 @@ class LeasedJournal:
                 )
             else:
                 delay = interval
+
+    async def _renew_and_restore(self) -> None:
+        """Renew the lease, and write again whatever entries of this owner the store lost."""
+        missing = await self._renew(list(self._holding()))
+        if not missing:
+            return
+        held = self._holding()
+        lost = [held[intent] for intent in missing if intent in held]
+        if not lost:
+            return
+        log.warning(
+            "the journal %s had lost %d entr%s of this live owner (restarted without "
+            "persistence?): writing %s again",
+            self._where(),
+            len(lost),
+            "y" if len(lost) == 1 else "ies",
+            "it" if len(lost) == 1 else "them",
+        )
+        await self._restore(lost)
+        # An entry finished while it was being written back is removed again: never a ghost.
+        for entry in lost:
+            if entry.intent not in self._holding():
+                await self.finished(entry.intent)
+
+    async def finished(self, intent: str) -> None:
+        """Forget *intent* (each store implements it)."""
+        raise NotImplementedError
 
     async def _dispatch(
         self,
@@ -188,7 +269,7 @@ class LeasedJournal:
             async for key in inbox:
                 if key is None:
                     state.ready.set()
-                elif key in self._held.values():  # a key this owner holds an entry of
+                elif any(e.key == key for e in self._holding().values()):  # a key of this owner
                     services.start_soon(cancel, key, name=f"tether cancel {key!r}")
 
     async def _listen_forever(

@@ -7,8 +7,11 @@ loop`` (checked on psycopg 3.3). A connection per call costs 6 to 9 ms on loopba
 here), a pooled one 0.35 to 0.5 ms, hence the pool (at most four idle connections kept).
 
 Every connection has ``connect_timeout``, ``statement_timeout``, ``lock_timeout`` and TCP
-keepalives set from ``timeout``, so no call holds a thread for long (the scans and claims of
-``reap`` and ``request_cancel``, never on a stop path, get 30 s). Leases are
+keepalives set from ``timeout`` (the scans and claims of ``reap`` and ``request_cancel``,
+never on a stop path, get 30 s). None of them helps against a server that accepts and then
+stalls (frozen, or a pgbouncer that stalls): libpq has no client-side timeout. A call whose
+caller went away (cut at grace: ``_journal_bound``) has its socket shut down, so its thread
+ends at once and its connection is closed, never pooled. Leases are
 ``expires_at`` times on the server's clock (``now()``), so hosts whose clocks disagree still
 agree on who is alive. A reaper claims entries with one ``UPDATE ... FROM (SELECT ... FOR
 UPDATE SKIP LOCKED) RETURNING``: two reapers never claim the same entry. Cancel requests are
@@ -23,15 +26,19 @@ reconnect. A notification sent while an owner was reconnecting is not delivered:
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import socket
 import threading
-import time
 import weakref
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar, final
 
 import anyio
 
 from ._journal import DEFAULT_LEASE, JournalEntry, JournalError, redact_url
+from ._journal_bound import Interrupt, in_thread
 from ._journal_lease import LeasedJournal
 
 if TYPE_CHECKING:
@@ -63,6 +70,29 @@ CREATE TABLE IF NOT EXISTS tether_owners (
 _ALIVE = (
     "EXISTS (SELECT 1 FROM tether_owners o WHERE o.instance = e.owner AND o.expires_at > now())"
 )
+
+
+def _shut_down(fd: int) -> None:
+    """Shut a connection's socket down (from another thread): a call blocked on it fails."""
+    with contextlib.suppress(OSError):
+        sock = socket.socket(fileno=os.dup(fd))
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        finally:
+            sock.close()
+
+
+_INSERT = (
+    f"INSERT INTO tether_entries ({_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    " ON CONFLICT (intent) DO NOTHING"
+)
+
+
+def _values(entry: JournalEntry) -> tuple[object, ...]:
+    return (
+        *(entry.intent, entry.key, entry.response_id, entry.model, entry.base_url),
+        *(entry.host, entry.pid, entry.owner, entry.created_at),
+    )
 
 
 def _close_all(connections: list[Any]) -> None:
@@ -154,12 +184,15 @@ class PostgresJournal(LeasedJournal):
             return JournalError(f"no tether journal in {self._where()} (no tether_entries table)")
         return JournalError(f"the journal {self._where()} failed: {type(exc).__name__}: {text}")
 
-    def _run(self, create: bool, work: Callable[[Any], T]) -> T:
+    def _run(self, create: bool, work: Callable[[Any], T], interrupt: Interrupt) -> T:
         with self._lock:
             conn = self._idle.pop() if self._idle else None
         try:
             if conn is None:
                 conn = self._connect()
+            # A caller that went away (cut at grace) shuts the socket down: the call fails
+            # at once instead of waiting for a frozen server (libpq has no timeout of its own).
+            interrupt.arm(partial(_shut_down, conn.pgconn.socket))
             if create and not self._ready:
                 with conn.transaction():
                     conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_ID,))
@@ -167,9 +200,11 @@ class PostgresJournal(LeasedJournal):
                 self._ready = True
             result = work(conn)
         except Exception as exc:
+            interrupt.disarm()
             if conn is not None:
                 conn.close()  # its state is unknown: never back in the pool
             raise self._error(exc) from None
+        interrupt.disarm()
         with self._lock:
             if len(self._idle) < _IDLE and not conn.closed:
                 self._idle.append(conn)
@@ -179,7 +214,8 @@ class PostgresJournal(LeasedJournal):
         return result
 
     async def _call(self, work: Callable[[Any], T], *, create: bool = False) -> T:
-        return await anyio.to_thread.run_sync(self._run, create, work)
+        interrupt = Interrupt()
+        return await in_thread(self._run, create, work, interrupt, interrupt=interrupt)
 
     async def _sql(
         self, sql: str, *params: object, create: bool = False, slow: bool = False
@@ -214,25 +250,21 @@ class PostgresJournal(LeasedJournal):
         self, intent: str, *, key: str | None, model: str | None, base_url: str
     ) -> None:
         """Record an intent (see [`Journal`][tether.journal.Journal])."""
-        owner = self.owner
-        await self._sql(
-            f"INSERT INTO tether_entries ({_COLUMNS}) VALUES (%s, %s, NULL, %s, %s, %s, %s, %s, %s)"
-            " ON CONFLICT (intent) DO NOTHING",
-            *(intent, key, model, base_url, owner.host, owner.pid, owner.instance, time.time()),
-            create=True,
-        )
-        self._hold(intent, key)
+        entry = self._entry(intent, key=key, model=model, base_url=base_url)
+        await self._sql(_INSERT, *_values(entry), create=True)
+        self._hold(entry)
 
     async def started(self, intent: str, response_id: str) -> None:
         """Record a response id (see [`Journal`][tether.journal.Journal])."""
+        self._hold_started(intent, response_id)
         await self._sql(
             "UPDATE tether_entries SET response_id = %s WHERE intent = %s", response_id, intent
         )
 
     async def finished(self, intent: str) -> None:
         """Forget an entry (see [`Journal`][tether.journal.Journal])."""
-        await self._sql("DELETE FROM tether_entries WHERE intent = %s", intent)
         self._unhold(intent)
+        await self._sql("DELETE FROM tether_entries WHERE intent = %s", intent)
 
     # --------------------------------------------------------------- the fleet's
 
@@ -283,24 +315,48 @@ class PostgresJournal(LeasedJournal):
 
     # ------------------------------------------------------------ lease, listener
 
-    async def _renew(self) -> None:
+    async def _renew(self, intents: Sequence[str]) -> list[str]:
         owner = self.owner
-        await self._sql(
-            "INSERT INTO tether_owners VALUES (%s, %s, %s, now() + make_interval(secs => %s)) "
-            "ON CONFLICT (instance) DO UPDATE SET expires_at = excluded.expires_at",
-            *(owner.instance, owner.host, owner.pid, self.lease),
-            create=True,
-        )
+        wanted = list(intents)
+
+        def work(conn: Any) -> list[str]:
+            conn.execute(
+                "INSERT INTO tether_owners VALUES (%s, %s, %s, now() + make_interval(secs => %s)) "
+                "ON CONFLICT (instance) DO UPDATE SET expires_at = excluded.expires_at",
+                (owner.instance, owner.host, owner.pid, self.lease),
+            )
+            if not wanted:
+                return []
+            rows = conn.execute(
+                "SELECT i FROM unnest(%s::text[]) AS i "
+                "WHERE NOT EXISTS (SELECT 1 FROM tether_entries WHERE intent = i)",
+                (wanted,),
+            ).fetchall()
+            return [str(intent) for (intent,) in rows]
+
+        return await self._call(work, create=True)
+
+    async def _restore(self, entries: Sequence[JournalEntry]) -> None:
+        def work(conn: Any) -> None:
+            held = self._holding()  # an entry finished meanwhile is not written back
+            rows = [_values(held[e.intent]) for e in entries if e.intent in held]
+            with conn.transaction(), conn.cursor() as cursor:
+                cursor.executemany(_INSERT, rows)
+
+        await self._call(work, create=True)
 
     async def _drop_owner(self) -> None:
         await self._sql("DELETE FROM tether_owners WHERE instance = %s", self.owner.instance)
 
     async def _listen(self, post: Callable[[str | None], None]) -> None:
+        interrupt = Interrupt()
+
         def listen() -> None:
             try:
                 conn = self._connect()
             except Exception as exc:
                 raise self._error(exc) from None
+            interrupt.arm(partial(_shut_down, conn.pgconn.socket))
             try:
                 conn.execute(f"LISTEN {_CHANNEL}")
                 anyio.from_thread.run_sync(post, None)
@@ -311,7 +367,11 @@ class PostgresJournal(LeasedJournal):
             except Exception as exc:
                 raise self._error(exc) from None
             finally:
+                interrupt.disarm()
                 conn.close()
 
         # The listener holds its thread for the scope's lifetime: not one of the shared pool's.
-        await anyio.to_thread.run_sync(listen, limiter=anyio.CapacityLimiter(1))
+        # Cancelled, its socket is shut down: it ends, and closes its connection, at once.
+        await in_thread(
+            listen, limiter=anyio.CapacityLimiter(1), interrupt=interrupt, settle=self.timeout
+        )

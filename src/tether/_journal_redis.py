@@ -6,7 +6,8 @@ redis-py in a thread 307 µs (asyncio) / 347 µs (trio), coredis (anyio-native) 
 redis-py's async client is asyncio-only; the sync one works the same under both backends,
 its pool is thread-safe, and it is not tied to one event loop. Every socket has a timeout
 (``timeout``, 1 s by default) and a call is retried once on a fresh connection (a restarted
-server), so no call holds a thread longer than about four timeouts.
+server), so no call holds a thread longer than about four timeouts; on a stop path the
+caller does not wait that long: the thread is abandoned at grace (``_journal_bound``).
 
 Layout (``prefix`` is ``tether:`` by default):
 
@@ -22,7 +23,10 @@ The server's failures: down when a scope opens, the open fails with a
 [`JournalError`][tether.JournalError] naming the URL (never its password). Down or slow
 mid-run, the stream's calls fail within the timeout (the stream stops rather than run an
 unrecorded response), the heartbeat and the listener log, retry and reconnect. A restart
-keeps what was written only if the server persists it (``appendonly yes``): run it so.
+without persistence (or a failover to an empty replica) loses the entries, and every live
+owner writes its own again at its next heartbeat: the heartbeat's one pipeline renews the
+lease and asks ``EXISTS`` of each entry the owner holds (entries whose owner died meanwhile
+are lost: persist, ``appendonly yes``, to keep those too).
 A cancel request published while an owner's listener was reconnecting is not delivered:
 [`request_cancel`][tether.request_cancel] reports it as not confirmed.
 """
@@ -37,6 +41,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, final
 import anyio
 
 from ._journal import DEFAULT_LEASE, JournalEntry, JournalError, redact_url
+from ._journal_bound import in_thread
 from ._journal_lease import LeasedJournal
 
 if TYPE_CHECKING:
@@ -78,6 +83,20 @@ return claimed
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _fields(entry: JournalEntry) -> dict[str, str]:
+    return {
+        "intent": entry.intent,
+        "key": entry.key or "",
+        "response_id": entry.response_id or "",
+        "model": entry.model or "",
+        "base_url": entry.base_url,
+        "host": entry.host,
+        "pid": str(entry.pid),
+        "owner": entry.owner,
+        "created_at": repr(entry.created_at),
+    }
 
 
 def _entry(fields: dict[str, str], alive: bool) -> JournalEntry:
@@ -181,9 +200,11 @@ class RedisJournal(LeasedJournal):
                     f"the journal {self._where()} failed: {type(exc).__name__}: {message}"
                 ) from None
 
-        # The listener holds its thread for the scope's lifetime: not one of the shared pool's.
-        limiter = anyio.CapacityLimiter(1) if own_thread else None
-        return await anyio.to_thread.run_sync(run, limiter=limiter)
+        if not own_thread:
+            return await in_thread(run)
+        # The listener holds its thread for the scope's lifetime: not one of the shared pool's;
+        # it sees the cancellation within _POLL and closes its connection before attach exits.
+        return await in_thread(run, limiter=anyio.CapacityLimiter(1), settle=self.timeout)
 
     # ------------------------------------------------------------- the stream's
 
@@ -191,36 +212,23 @@ class RedisJournal(LeasedJournal):
         self, intent: str, *, key: str | None, model: str | None, base_url: str
     ) -> None:
         """Record an intent (see [`Journal`][tether.journal.Journal])."""
-        owner = self.owner
-        fields = {
-            "intent": intent,
-            "key": key or "",
-            "response_id": "",
-            "model": model or "",
-            "base_url": base_url,
-            "host": owner.host,
-            "pid": str(owner.pid),
-            "owner": owner.instance,
-            "created_at": repr(time.time()),
-        }
-
-        def work() -> None:
-            with self._redis.pipeline(transaction=True) as pipe:
-                pipe.hset(self._key("entry", intent), mapping=fields)
-                pipe.zadd(self._key("entries"), {intent: float(fields["created_at"])})
-                pipe.execute()
-
-        await self._call(work)
-        self._hold(intent, key)
+        entry = self._entry(intent, key=key, model=model, base_url=base_url)
+        await self._call(lambda: self._write([entry]))
+        self._hold(entry)
 
     async def started(self, intent: str, response_id: str) -> None:
         """Record a response id (see [`Journal`][tether.journal.Journal])."""
-        await self._call(
-            lambda: self._redis.hset(self._key("entry", intent), "response_id", response_id)
-        )
+        entry = self._hold_started(intent, response_id)
+        if entry is None:  # not this owner's (a handle adopted elsewhere): the field alone
+            await self._call(
+                lambda: self._redis.hset(self._key("entry", intent), "response_id", response_id)
+            )
+        else:  # the whole entry: one the store lost (a restart) comes back whole, never half
+            await self._call(lambda: self._write([entry]))
 
     async def finished(self, intent: str) -> None:
         """Forget an entry (see [`Journal`][tether.journal.Journal])."""
+        self._unhold(intent)
 
         def work() -> None:
             with self._redis.pipeline(transaction=True) as pipe:
@@ -229,7 +237,14 @@ class RedisJournal(LeasedJournal):
                 pipe.execute()
 
         await self._call(work)
-        self._unhold(intent)
+
+    def _write(self, entries: Sequence[JournalEntry]) -> None:
+        """Write *entries* whole (from a worker thread): one transaction, one round trip."""
+        with self._redis.pipeline(transaction=True) as pipe:
+            for entry in entries:
+                pipe.hset(self._key("entry", entry.intent), mapping=_fields(entry))
+                pipe.zadd(self._key("entries"), {entry.intent: entry.created_at})
+            pipe.execute()
 
     # --------------------------------------------------------------- the fleet's
 
@@ -283,13 +298,29 @@ class RedisJournal(LeasedJournal):
 
     # ------------------------------------------------------------ lease, listener
 
-    async def _renew(self) -> None:
+    async def _renew(self, intents: Sequence[str]) -> list[str]:
         owner = self.owner
         record = json.dumps({"host": owner.host, "pid": owner.pid})
         millis = max(1, int(self.lease * 1000))
-        await self._call(
-            lambda: self._redis.set(self._key("owner", owner.instance), record, px=millis)
-        )
+        wanted = list(intents)
+
+        def work() -> list[str]:
+            # One round trip: the lease, and whether each held entry is still there.
+            with self._redis.pipeline(transaction=False) as pipe:
+                pipe.set(self._key("owner", owner.instance), record, px=millis)
+                for intent in wanted:
+                    pipe.exists(self._key("entry", intent))
+                _, *there = pipe.execute()
+            return [intent for intent, n in zip(wanted, there, strict=True) if not n]
+
+        return await self._call(work)
+
+    async def _restore(self, entries: Sequence[JournalEntry]) -> None:
+        def work() -> None:
+            held = self._holding()  # an entry finished meanwhile is not written back
+            self._write([held[e.intent] for e in entries if e.intent in held])
+
+        await self._call(work)
 
     async def _drop_owner(self) -> None:
         await self._call(lambda: self._redis.delete(self._key("owner", self.owner.instance)))

@@ -3,8 +3,8 @@
 Every call runs in a worker thread (``anyio.to_thread``) on a short-lived connection of its
 own: nothing to close, safe across ``fork``, and several processes can share the file (WAL
 mode). A lock held by another process is waited for at most ``timeout`` seconds (1 s by
-default), then the call fails with a [`JournalError`][tether.JournalError]: the stop path is
-never held up by the disk for long.
+default), then the call fails with a [`JournalError`][tether.JournalError]; on a stop path
+the caller waits at most what is left of grace, and the thread is abandoned (``_journal_bound``).
 
 Leases are wall-clock times (``time.time()``: one machine, one clock). Cancel requests are
 rows of a ``cancels`` table that each attached owner polls every 0.2 s (one indexed ``SELECT``
@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, final
 import anyio
 
 from ._journal import DEFAULT_LEASE, JournalEntry, JournalError, default_journal_path
+from ._journal_bound import in_thread
 from ._journal_lease import LeasedJournal
 
 if TYPE_CHECKING:
@@ -57,7 +58,16 @@ PRAGMA user_version = {_VERSION};
 """
 _ALIVE = "EXISTS (SELECT 1 FROM owners o WHERE o.instance = e.owner AND o.expires_at > ?)"
 
+_INSERT = f"INTO entries ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+
 Row = tuple[object, ...]
+
+
+def _values(entry: JournalEntry) -> tuple[object, ...]:
+    return (
+        *(entry.intent, entry.key, entry.response_id, entry.model, entry.base_url),
+        *(entry.host, entry.pid, entry.owner, entry.created_at),
+    )
 
 
 def _entry(row: Row, alive: bool) -> JournalEntry:
@@ -161,7 +171,7 @@ class SqliteJournal(LeasedJournal):
     async def _call(
         self, work: Callable[[sqlite3.Connection], list[Row]], *, create: bool
     ) -> list[Row]:
-        return await anyio.to_thread.run_sync(self._run, create, work)
+        return await in_thread(self._run, create, work)
 
     async def _sql(self, sql: str, *params: object, create: bool = False) -> list[Row]:
         return await self._call(lambda db: db.execute(sql, params).fetchall(), create=create)
@@ -172,24 +182,21 @@ class SqliteJournal(LeasedJournal):
         self, intent: str, *, key: str | None, model: str | None, base_url: str
     ) -> None:
         """Record an intent (see [`Journal`][tether.journal.Journal])."""
-        owner = self.owner
-        await self._sql(
-            f"INSERT OR REPLACE INTO entries ({_COLUMNS}) VALUES (?, ?, NULL, ?, ?, ?, ?, ?, ?)",
-            *(intent, key, model, base_url, owner.host, owner.pid, owner.instance, time.time()),
-            create=True,
-        )
-        self._hold(intent, key)
+        entry = self._entry(intent, key=key, model=model, base_url=base_url)
+        await self._sql(f"INSERT OR REPLACE {_INSERT}", *_values(entry), create=True)
+        self._hold(entry)
 
     async def started(self, intent: str, response_id: str) -> None:
         """Record a response id (see [`Journal`][tether.journal.Journal])."""
+        self._hold_started(intent, response_id)
         await self._sql(
             "UPDATE entries SET response_id = ? WHERE intent = ?", response_id, intent, create=True
         )
 
     async def finished(self, intent: str) -> None:
         """Forget an entry (see [`Journal`][tether.journal.Journal])."""
-        await self._sql("DELETE FROM entries WHERE intent = ?", intent, create=True)
         self._unhold(intent)
+        await self._sql("DELETE FROM entries WHERE intent = ?", intent, create=True)
 
     # --------------------------------------------------------------- the fleet's
 
@@ -256,13 +263,40 @@ class SqliteJournal(LeasedJournal):
 
     # ------------------------------------------------------------ lease, listener
 
-    async def _renew(self) -> None:
+    async def _renew(self, intents: Sequence[str]) -> list[str]:
         owner = self.owner
-        await self._sql(
-            "INSERT OR REPLACE INTO owners VALUES (?, ?, ?, ?)",
-            *(owner.instance, owner.host, owner.pid, time.time() + self.lease),
-            create=True,
-        )
+        wanted = list(intents)
+
+        def work(db: sqlite3.Connection) -> list[Row]:
+            db.execute(
+                "INSERT OR REPLACE INTO owners VALUES (?, ?, ?, ?)",
+                (owner.instance, owner.host, owner.pid, time.time() + self.lease),
+            )
+            found: list[Row] = []
+            for start in range(0, len(wanted), _CHUNK):
+                chunk = wanted[start : start + _CHUNK]
+                marks = ", ".join("?" * len(chunk))
+                sql = f"SELECT intent FROM entries WHERE intent IN ({marks})"
+                found += db.execute(sql, chunk).fetchall()
+            return found
+
+        found = {str(intent) for (intent,) in await self._call(work, create=True)}
+        return [intent for intent in wanted if intent not in found]
+
+    async def _restore(self, entries: Sequence[JournalEntry]) -> None:
+        def work(db: sqlite3.Connection) -> list[Row]:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                held = self._holding()  # under the write lock: a removal waits, or went first
+                rows = [_values(held[e.intent]) for e in entries if e.intent in held]
+                db.executemany(f"INSERT OR IGNORE {_INSERT}", rows)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            return []
+
+        await self._call(work, create=True)
 
     async def _drop_owner(self) -> None:
         await self._sql("DELETE FROM owners WHERE instance = ?", self.owner.instance, create=True)

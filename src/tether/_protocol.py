@@ -46,6 +46,7 @@ from ._compat import (
 )
 from ._critical import ki_protected, run_critical, run_critical_queued
 from ._errors import StallError, TetherError
+from ._journal_bound import within
 from ._lifecycle import State
 from ._outcome import CancelReceipt, DetachedResponse, EndReason, StreamOutcome
 from ._reading import UNKNOWN, StreamReader
@@ -576,14 +577,10 @@ class ResponseGuard(StreamReader):
             or (self._response_id is None and self._stall != "first_event")
         ):
             return
-        problem: str | None = None
-        with anyio.move_on_after(max(deadline - anyio.current_time(), _JOURNAL_FLOOR)) as bound:
-            try:
-                await journal.finished(self._intent)
-            except Exception as exc:
-                problem = f"{type(exc).__name__}: {exc}"
-        if bound.cancelled_caught:
-            problem = "no answer within grace"
+        intent = self._intent
+        problem = await within(
+            max(deadline, anyio.current_time() + _JOURNAL_FLOOR), lambda: journal.finished(intent)
+        )
         if problem is not None:
             message = f"journal: could not remove the entry of {self._response_id} ({problem}); it stays for reap"
             self._cleanup_error = self._cleanup_error or message

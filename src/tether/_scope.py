@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
-from typing import TYPE_CHECKING, final
+from typing import TYPE_CHECKING, cast, final
 
 import anyio
 
 from ._compat import check_async_client
 from ._errors import DeadlineExceeded
 from ._journal import Journal, close_if_opened, open_journal
+from ._journal_lease import LeasedJournal
 from ._validate import check_positive, check_timeout
 
 if TYPE_CHECKING:
@@ -153,6 +154,9 @@ class Scope:
         """The journal's lease and cancel listener, held for the scope's lifetime."""
         if self.journal is None:
             return nullcontext()
+        if isinstance(self.journal, LeasedJournal):  # a built-in store: its exit within grace
+            leased = cast("LeasedJournal", self.journal)  # narrowed to Journal's attach
+            return leased.attach(self.on_cancel_requested, grace=self.grace)
         return self.journal.attach(self.on_cancel_requested)
 
     async def on_cancel_requested(self, key: str) -> None:
