@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, final
 
 import anyio
 
-from ._journal import DEFAULT_LEASE, JournalEntry, JournalError, redact_url
+from ._journal import DEFAULT_LEASE, JournalEntry, JournalError, redact_url, scrub
 from ._journal_lease import LeasedJournal
 
 if TYPE_CHECKING:
@@ -147,9 +147,7 @@ class PostgresJournal(LeasedJournal):
         )
 
     def _error(self, exc: Exception) -> JournalError:
-        text = " ".join(str(exc).split())
-        if self.url in text:
-            text = text.replace(self.url, self._where())
+        text = scrub(" ".join(str(exc).split()), self.url)
         if isinstance(exc, self._psycopg.errors.UndefinedTable):
             return JournalError(f"no tether journal in {self._where()} (no tether_entries table)")
         return JournalError(f"the journal {self._where()} failed: {type(exc).__name__}: {text}")

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, final
 
 import anyio
 
-from ._journal import DEFAULT_LEASE, JournalEntry, JournalError, redact_url
+from ._journal import DEFAULT_LEASE, JournalEntry, JournalError, redact_url, scrub
 from ._journal_lease import LeasedJournal
 
 if TYPE_CHECKING:
@@ -176,7 +176,7 @@ class RedisJournal(LeasedJournal):
             try:
                 return work()
             except Exception as exc:  # redis.RedisError, OSError: say where, never the password
-                message = redact_url(str(exc)) if self.url in str(exc) else str(exc)
+                message = scrub(str(exc), self.url)
                 raise JournalError(
                     f"the journal {self._where()} failed: {type(exc).__name__}: {message}"
                 ) from None
