@@ -20,6 +20,7 @@ import pytest
 
 import tether
 from tests.fleet_servers import close_journal
+from tests.fleet_soak import trial
 from tether.testing import ResponsesEmulator
 
 CHILD = Path(__file__).with_name("fleet_child.py")
@@ -111,3 +112,12 @@ async def test_request_cancel_from_one_process_stops_a_stream_another_owns(
     assert await anyio.to_thread.run_sync(owner.wait) == 0
     assert emulator.ledger[response_id].status == "cancelled"
     assert emulator.ledger[other_id].generating
+
+
+async def test_ctrl_c_after_a_kill_a_reap_and_a_cancel_request_stops_every_worker(
+    journal_url: str, emulator: ResponsesEmulator, anyio_backend: str
+) -> None:
+    """Issue 24's scenario, once per store and backend (``tests/fleet_soak.py``; many times
+    by hand): SIGINT ends both live workers, after their responses were cancelled."""
+    verdict = await trial(emulator, journal_url, anyio_backend, float(LEASE))
+    assert verdict.ok, "\n".join(verdict.problems + verdict.stacks)
