@@ -59,6 +59,7 @@ CREATE TABLE IF NOT EXISTS tether_owners (
     instance text PRIMARY KEY, host text NOT NULL, pid integer NOT NULL,
     expires_at timestamptz NOT NULL
 );
+ALTER TABLE tether_owners ADD COLUMN IF NOT EXISTS process text;
 """
 _ALIVE = (
     "EXISTS (SELECT 1 FROM tether_owners o WHERE o.instance = e.owner AND o.expires_at > now())"
@@ -70,7 +71,9 @@ def _close_all(connections: list[Any]) -> None:
         connections.pop().close()
 
 
-def _entry(row: tuple[Any, ...], alive: bool) -> JournalEntry:
+def _entry(
+    row: tuple[Any, ...], alive: bool, lease_until: Any = None, process: Any = None
+) -> JournalEntry:
     intent, key, rid, model, base_url, host, pid, owner, created = row
     return JournalEntry(
         intent=intent,
@@ -83,6 +86,8 @@ def _entry(row: tuple[Any, ...], alive: bool) -> JournalEntry:
         owner=owner,
         created_at=float(created),
         alive=alive,
+        lease_until=float(lease_until) if alive and lease_until is not None else None,
+        owner_process=process,
     )
 
 
@@ -242,11 +247,23 @@ class PostgresJournal(LeasedJournal):
 
     async def entries(self) -> list[JournalEntry]:
         """Every entry not yet finished (see [`Journal`][tether.journal.Journal])."""
+        # The lease's end on this host's clock (the server's "now() + what is left"); the
+        # process read through to_jsonb: NULL, not an error, in a table from before it.
+        columns = ", ".join(f"e.{c}" for c in _COLUMNS.split(", "))
         rows = await self._sql(
-            f"SELECT {_COLUMNS}, {_ALIVE} FROM tether_entries e ORDER BY created_at, intent",
+            f"SELECT {columns}, coalesce(o.expires_at > now(), false), "
+            "extract(epoch from o.expires_at - now()), to_jsonb(o) ->> 'process' "
+            "FROM tether_entries e LEFT JOIN tether_owners o ON o.instance = e.owner "
+            "ORDER BY e.created_at, e.intent",
             slow=True,
         )
-        return [_entry(row[:-1], bool(row[-1])) for row in rows]
+        now = time.time()
+        return [
+            _entry(
+                row[:-3], bool(row[-3]), None if row[-2] is None else now + float(row[-2]), row[-1]
+            )
+            for row in rows
+        ]
 
     async def claim(
         self, intents: Sequence[str], *, ttl: float, include_live: bool = False
@@ -284,9 +301,10 @@ class PostgresJournal(LeasedJournal):
     async def _renew(self) -> None:
         owner = self.owner
         await self._sql(
-            "INSERT INTO tether_owners VALUES (%s, %s, %s, now() + make_interval(secs => %s)) "
+            "INSERT INTO tether_owners (instance, host, pid, expires_at, process) "
+            "VALUES (%s, %s, %s, now() + make_interval(secs => %s), %s) "
             "ON CONFLICT (instance) DO UPDATE SET expires_at = excluded.expires_at",
-            *(owner.instance, owner.host, owner.pid, self.lease),
+            *(owner.instance, owner.host, owner.pid, self.lease, owner.process),
             create=True,
         )
 
