@@ -19,6 +19,7 @@ by hand, many: ``python -m tests.fleet_soak --trials 50 --backend trio --store r
 from __future__ import annotations
 
 import argparse
+import random
 import signal
 import subprocess
 import sys
@@ -73,9 +74,17 @@ async def _exited(process: subprocess.Popen[str], bound: float) -> bool:
 
 
 async def trial(
-    emulator: ResponsesEmulator, journal_url: str, backend: str, lease: float = 1.0
+    emulator: ResponsesEmulator,
+    journal_url: str,
+    backend: str,
+    lease: float = 1.0,
+    jitter: random.Random | None = None,
 ) -> Verdict:
-    """Run the scenario once; every worker is gone at the end, whatever happened."""
+    """Run the scenario once; every worker is gone at the end, whatever happened.
+
+    With *jitter* (the soak by hand), the SIGINTs come at a random moment instead of after
+    the request's confirmation: while the owner stops w1-a, or up to 1.5 s later.
+    """
     verdict = Verdict()
     workers = [_start(emulator.base_url, journal_url, f"w{i}", backend, lease) for i in range(3)]
     try:
@@ -104,11 +113,14 @@ async def trial(
             cancelled = {e.response_id for e, _ in report.cancelled}
             if not set(ids[0].values()) <= cancelled:
                 verdict.problems.append(f"the reap did not cancel the dead worker's: {report}")
-            request = await tether.request_cancel(journal_url, key="w1-a", client=client, wait=10)
-        if [e.response_id for e in request.stopped] != [ids[1]["w1-a"]]:
+            wait = 10.0 if jitter is None else jitter.choice([0.0, 10.0])
+            request = await tether.request_cancel(journal_url, key="w1-a", client=client, wait=wait)
+        if wait and [e.response_id for e in request.stopped] != [ids[1]["w1-a"]]:
             verdict.problems.append(f"request_cancel did not stop w1-a: {request}")
-        if await _line(owner) != ["ENDED", "w1-a", "cancel_requested"]:
+        if wait and await _line(owner) != ["ENDED", "w1-a", "cancel_requested"]:
             verdict.problems.append("w1-a did not end by the request")
+        if jitter is not None:
+            await anyio.sleep(jitter.uniform(0, 1.5))  # a random moment: the soak's reach
         for process in (owner, other):
             process.send_signal(signal.SIGINT)
         for name, process in (("w1", owner), ("w2", other)):
@@ -142,12 +154,14 @@ def main() -> None:  # pragma: no cover - by hand
     parser.add_argument("--backend", choices=["asyncio", "trio"], default="trio")
     parser.add_argument("--store", choices=["redis", "postgres"], default="redis")
     parser.add_argument("--lease", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=None, help="random SIGINT moments")
     args = parser.parse_args()
     from tests import fleet_servers
     from tests.conftest import TEST_MODELS
 
     servers = fleet_servers.redis_server if args.store == "redis" else fleet_servers.postgres_server
     failures = 0
+    jitter = None if args.seed is None else random.Random(args.seed)
     with servers() as server, ResponsesEmulator(models=dict(TEST_MODELS), seed=1) as emulator:
         for number in range(args.trials):
             if args.store == "redis":
@@ -155,7 +169,7 @@ def main() -> None:  # pragma: no cover - by hand
             else:
                 fleet_servers.drop_journal_tables(server)  # pyright: ignore[reportArgumentType]
             started = time.monotonic()
-            verdict = anyio.run(trial, emulator, server.url, args.backend, args.lease)
+            verdict = anyio.run(trial, emulator, server.url, args.backend, args.lease, jitter)
             took = time.monotonic() - started
             print(f"trial {number}: {'ok' if verdict.ok else 'FAILED'} ({took:.1f}s)", flush=True)
             if not verdict.ok:
