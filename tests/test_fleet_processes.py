@@ -20,6 +20,7 @@ import pytest
 
 import tether
 from tests.fleet_servers import close_journal
+from tests.fleet_soak import trial
 from tether.testing import ResponsesEmulator
 
 CHILD = Path(__file__).with_name("fleet_child.py")
@@ -44,10 +45,15 @@ def workers() -> Iterator[list[subprocess.Popen[str]]]:
 
 
 def start_worker(
-    workers: list[subprocess.Popen[str]], base_url: str, journal: str, key: str, backend: str
+    workers: list[subprocess.Popen[str]],
+    base_url: str,
+    journal: str,
+    key: str,
+    backend: str,
+    lease: str = LEASE,
 ) -> subprocess.Popen[str]:
     process = subprocess.Popen(
-        [sys.executable, str(CHILD), "worker", base_url, journal, key, backend, LEASE],
+        [sys.executable, str(CHILD), "worker", base_url, journal, key, backend, lease],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -111,3 +117,43 @@ async def test_request_cancel_from_one_process_stops_a_stream_another_owns(
     assert await anyio.to_thread.run_sync(owner.wait) == 0
     assert emulator.ledger[response_id].status == "cancelled"
     assert emulator.ledger[other_id].generating
+
+
+async def test_ctrl_c_after_a_kill_a_reap_and_a_cancel_request_stops_every_worker(
+    journal_url: str, emulator: ResponsesEmulator, anyio_backend: str
+) -> None:
+    """Issue 24's scenario, once per store and backend (``tests/fleet_soak.py``; many times
+    by hand): SIGINT ends both live workers, after their responses were cancelled."""
+    verdict = await trial(emulator, journal_url, anyio_backend, float(LEASE))
+    assert verdict.ok, "\n".join(verdict.problems + verdict.stacks)
+
+
+async def test_reap_right_after_a_sigkill_on_the_workers_host_cancels_at_once(
+    journal_url: str,
+    emulator: ResponsesEmulator,
+    workers: list[subprocess.Popen[str]],
+    anyio_backend: str,
+) -> None:
+    """Issue 24: the killed worker's process is gone, so its minute-long lease does not hold
+    the reap; the live worker's entry is skipped, and the report says whose lease holds it."""
+    processes = [
+        start_worker(workers, emulator.base_url, journal_url, f"job-{i}", anyio_backend, "60")
+        for i in range(2)
+    ]
+    ids = []
+    for process in processes:
+        ready, response_id = await read_line(process)
+        assert ready == "READY"
+        ids.append(response_id)
+    processes[0].send_signal(signal.SIGKILL)
+    await anyio.to_thread.run_sync(processes[0].wait)
+    async with emulator.async_client() as client:
+        report = await tether.reap(client, journal_url, grace=5.0)
+    assert [(e.response_id, r.status) for e, r in report.cancelled] == [(ids[0], "cancelled")]
+    assert [e.response_id for e in report.skipped] == ids[1:]
+    (live,) = report.skipped
+    assert report.reasons[live.intent].startswith(
+        f"lease held by live owner {live.host}:{processes[1].pid} until "
+    )
+    assert emulator.ledger[ids[0]].status == "cancelled"
+    assert emulator.ledger[ids[1]].generating

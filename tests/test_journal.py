@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import anyio
+import attrs
 import openai
 import pytest
 
@@ -118,6 +119,69 @@ async def test_reap_cancels_what_a_sigkilled_process_left_running(
     assert emulator.ledger.orphans() == []
     assert await tether.journal.SqliteJournal(path).entries() == []
     assert (await tether.reap(client, path)).found == ()  # idempotent: nothing left to do
+
+
+async def test_reap_right_after_a_sigkill_on_the_owners_host_cancels_at_once(
+    tmp_path: Path, emulator: ResponsesEmulator, client: openai.AsyncOpenAI, anyio_backend: str
+) -> None:
+    """Issue 24: the owner's process is gone, so its minute-long lease does not hold the reap."""
+    path = tmp_path / "j.sqlite3"
+    child = subprocess.Popen(
+        [sys.executable, str(CHILD), emulator.base_url, str(path), "2", anyio_backend, "60"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        assert (await anyio.to_thread.run_sync(child.stdout.readline)).strip() == "READY"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        if child.stdout is not None:
+            child.stdout.close()
+    assert all(e.alive for e in await tether.journal.SqliteJournal(path).entries())
+    report = await tether.reap(client, path)
+    assert [receipt.status for _, receipt in report.cancelled] == ["cancelled"] * 2
+    assert report.skipped == ()
+    assert emulator.ledger.orphans() == []
+
+
+def _machine_of(process: str | None) -> str:
+    assert process is not None, "this test needs Linux's /proc"
+    return process.rpartition("/")[0]
+
+
+async def test_reap_takes_an_owner_whose_pid_now_names_another_process_for_dead(
+    tmp_path: Path, client: openai.AsyncOpenAI
+) -> None:
+    """A reused pid: the pid lives, but its start time is not the owner's."""
+    journal = tether.journal.SqliteJournal(tmp_path / "j.sqlite3")
+    mine = journal.owner
+    journal.owner = attrs.evolve(mine, process=f"{_machine_of(mine.process)}/1")
+    async with journal.attach(nothing):
+        await journal.intend("x", key=None, model="m", base_url=str(client.base_url))
+        report = await tether.reap(client, journal.path)
+    assert [e.intent for e in report.unknown] == ["x"]
+    assert report.skipped == ()
+
+
+async def test_reap_gives_each_skipped_entry_its_reason(
+    tmp_path: Path, client: openai.AsyncOpenAI
+) -> None:
+    path = tmp_path / "j.sqlite3"
+    here = tether.journal.SqliteJournal(path, lease=60)
+    away = tether.journal.SqliteJournal(path, lease=60)
+    away.owner = attrs.evolve(away.owner, host="elsewhere", process="another-boot/pid:[1]/5")
+    async with here.attach(nothing), away.attach(nothing):
+        await here.intend("live", key=None, model="m", base_url=str(client.base_url))
+        await here.intend("api", key=None, model="m", base_url="http://other.example/v1/")
+        await away.intend("away", key=None, model="m", base_url=str(client.base_url))
+        report = await tether.reap(client, path)
+    reasons = {e.intent: report.reasons[e.intent] for e in report.skipped}
+    owner = f"{here.owner.host}:{here.owner.pid}"
+    assert reasons["live"].startswith(f"lease held by live owner {owner} until ")
+    assert reasons["away"].startswith("owner on another host, lease current until ")
+    assert reasons["api"] == "another API base URL (http://other.example/v1/)"
 
 
 async def wait_until_the_lease_ran_out(journal: tether.journal.Journal) -> None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import math
 import string
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import quote
 
 import openai
 import pytest
@@ -14,6 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tether
+from tether._journal import redact_url
+from tether.cli import main
 from tether.testing import ResponsesEmulator
 
 SECRET = "sk-tether-test-secret-0123456789"
@@ -200,3 +203,121 @@ def test_resume_refuses_a_handle_without_an_id(module_client: openai.AsyncOpenAI
     handle = tether.DetachedResponse(response_id=None, last_sequence_number=None)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"handle\.response_id"):
         tether.resume(module_client, handle)
+
+
+# ------------------------------------------------------------------ store passwords in URLs
+
+
+def _read_redis(url: str) -> dict[str, Any]:
+    from redis.connection import parse_url
+
+    return dict(parse_url(url))
+
+
+def _read_libpq(url: str) -> dict[str, Any]:
+    from psycopg.conninfo import conninfo_to_dict
+
+    return dict(conninfo_to_dict(url))
+
+
+def _quote_some(name: str, which: list[bool]) -> str:
+    """*name* with the characters *which* marks percent-encoded (the clients decode names)."""
+    return "".join(f"%{ord(c):02X}" if q else c for c, q in zip(name, which, strict=True))
+
+
+@st.composite
+def secret_urls(draw: st.DrawFn) -> tuple[str, str, str, Callable[[str], dict[str, Any]]]:
+    """A URL that carries a secret in one of the forms redis-py or libpq read: (url, secret,
+    the client's name for it, the client's own parser)."""
+    secret = "S3cr" + draw(
+        st.text(st.characters(exclude_categories=("Cs", "Cc")), min_size=1, max_size=12)
+    )
+    encoded = quote(secret, safe="")
+    form = draw(st.sampled_from(["userinfo", "query", "conninfo"]))
+    client = draw(st.sampled_from(["redis", "libpq"]))
+    if form == "conninfo":  # libpq's key/value string: host=... password='...'
+        name = draw(st.sampled_from(["password", "sslpassword"]))
+        quoted = secret.replace("\\", "\\\\").replace("'", "\\'")
+        return f"host=db {name} = '{quoted}' dbname=app", secret, name, _read_libpq
+    base = {
+        "redis": draw(
+            st.sampled_from(["redis://{}db:6379/0", "rediss://{}db/1", "unix://{}/run/r.sock"])
+        ),
+        "libpq": draw(
+            st.sampled_from(["postgresql://{}db:5432/app", "postgres://{}db1:5432,db2/app"])
+        ),
+    }[client]
+    reader = _read_redis if client == "redis" else _read_libpq
+    user = draw(st.sampled_from(["", "app"]))
+    if form == "userinfo":
+        return (
+            base.format(f"{user}:{encoded}@") + "?connect_timeout=2" * (client == "libpq"),
+            secret,
+            "password",
+            reader,
+        )
+    names = ["password", "ssl_password"] if client == "redis" else ["password", "sslpassword"]
+    field = draw(st.sampled_from(names))
+    name = _quote_some(
+        field, draw(st.lists(st.booleans(), min_size=len(field), max_size=len(field)))
+    )
+    other = "application_name=x" if client == "libpq" else "socket_keepalive=1"
+    query = draw(st.permutations([f"{name}={encoded}", other]))
+    return base.format(f"{user}@" if user else "") + "?" + "&".join(query), secret, field, reader
+
+
+@settings(max_examples=300, deadline=None)
+@given(case=secret_urls())
+def test_redact_url_masks_every_password_form_the_clients_read(
+    case: tuple[str, str, str, Callable[[str], dict[str, Any]]],
+) -> None:
+    url, secret, field, read = case
+    assert read(url)[field] == secret  # a form the client really reads
+    redacted = redact_url(url)
+    assert secret not in redacted
+    assert quote(secret, safe="") not in redacted
+    assert secret not in read(redacted).values()  # nor anything the client would read from it
+    assert {k: v for k, v in read(redacted).items() if "pass" not in k} == {
+        k: v for k, v in read(url).items() if "pass" not in k
+    }  # and nothing else changed
+
+
+STORE_SECRET = "pw-S3cret-0123456789"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"redis://127.0.0.1:1/0?password={STORE_SECRET}",
+        f"postgresql://app@127.0.0.1:1/app?password={STORE_SECRET}",
+        f"postgresql://app@127.0.0.1:1/app?sslpassword={STORE_SECRET}",
+    ],
+)
+async def test_a_store_password_in_the_query_is_in_no_repr_error_or_log(
+    url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The journal's repr, its JournalError (the store is down) and the log never show it."""
+    caplog.set_level(logging.DEBUG, logger="tether")
+    journal = tether.open_journal(url)
+    with pytest.raises(tether.JournalError) as caught:
+        await journal.check()
+    journal.close()  # pyright: ignore[reportAttributeAccessIssue]
+    for text in (repr(journal), str(caught.value), repr(caught.value), caplog.text):
+        assert STORE_SECRET not in text
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"redis://127.0.0.1:1/0?password={STORE_SECRET}",
+        f"postgresql://app@127.0.0.1:1/app?password={STORE_SECRET}",
+    ],
+)
+def test_a_store_password_in_the_query_is_not_in_the_clis_output(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["cancel", "--journal", url, "--key", "k"])
+    captured = capsys.readouterr()
+    assert code != 0, captured.out
+    assert "127.0.0.1:1" in captured.out + captured.err  # the error names the store...
+    assert STORE_SECRET not in captured.out + captured.err  # ...without its password

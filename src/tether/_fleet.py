@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 import os
+import socket
+import time
 from typing import TYPE_CHECKING, final
 
 import anyio
@@ -18,7 +20,14 @@ import attrs
 
 from ._cancel import cancel_on_server
 from ._compat import check_async_client
-from ._journal import Journal, JournalEntry, close_if_opened, open_journal
+from ._journal import (
+    Journal,
+    JournalEntry,
+    close_if_opened,
+    open_journal,
+    owner_gone,
+    owner_on_this_machine,
+)
 from ._validate import check_positive
 
 if TYPE_CHECKING:
@@ -63,6 +72,10 @@ class ReapReport:
     taken: tuple[JournalEntry, ...] = ()
     """Entries another reaper claimed first (it cancels and reports them), or whose owner
     renewed its lease meanwhile."""
+    reasons: dict[str, str] = attrs.field(factory=lambda: dict[str, str]())
+    """Why each skipped entry was skipped, by intent: ``"lease held by live owner HOST:PID
+    until HH:MM:SS"``, ``"owner on another host, lease current until HH:MM:SS"``, or
+    ``"another API base URL (URL)"``."""
 
 
 @final
@@ -102,6 +115,52 @@ class CancelRequestReport:
     def ok(self) -> bool:
         """Whether something was found and every response of the key is known stopped."""
         return bool(self.found) and not (self.unconfirmed or self.failed or self.left)
+
+
+def _until(entry: JournalEntry) -> str:
+    if entry.lease_until is None:
+        return "its lease runs out"
+    return time.strftime("%H:%M:%S", time.localtime(entry.lease_until))
+
+
+def _why_skipped(entry: JournalEntry, base_url: str) -> str:
+    """Why a reaper leaves *entry* alone (it is of another API, or its owner's lease holds)."""
+    if entry.base_url != base_url:
+        return f"another API base URL ({entry.base_url})"
+    owner = f"{entry.host}:{entry.pid}"
+    if owner_on_this_machine(entry.owner_process):
+        return f"lease held by live owner {owner} until {_until(entry)}"
+    if entry.host == socket.gethostname() and entry.owner_process is None:
+        return (
+            f"lease held by owner {owner} until {_until(entry)} (its process is not checkable here)"
+        )
+    return f"owner on another host, lease current until {_until(entry)}"
+
+
+def _judge(entries: list[JournalEntry]) -> tuple[list[JournalEntry], set[str]]:
+    """*entries* with the owners known dead here marked dead, and their intents.
+
+    An owner whose lease is current but whose process, on this machine, no longer exists
+    (or whose pid now names another process: its start time differs) is dead now: there
+    is no need to wait for its lease to run out.
+    """
+    gone = {e.intent for e in entries if e.alive and owner_gone(e.owner_process, e.pid)}
+    judged = [
+        attrs.evolve(e, alive=False, lease_until=None) if e.intent in gone else e for e in entries
+    ]
+    return judged, gone
+
+
+async def _claim(
+    store: Journal, entries: list[JournalEntry], gone: set[str], *, ttl: float, include_live: bool
+) -> list[JournalEntry]:
+    """Claim *entries*: those of owners known dead here although their lease is current too."""
+    expired = [e.intent for e in entries if e.intent not in gone]
+    claimed = await store.claim(expired, ttl=ttl, include_live=include_live) if expired else []
+    dead_here = [e.intent for e in entries if e.intent in gone]
+    if dead_here:
+        claimed += await store.claim(dead_here, ttl=ttl, include_live=True)
+    return claimed
 
 
 def _fleet_journal(journal: Journal | str | os.PathLike[str] | None) -> Journal:
@@ -151,8 +210,10 @@ async def reap(
 ) -> ReapReport:
     """Cancel every response that a dead owner (its lease ran out) left in the journal.
 
-    Entries whose owner's lease is current are skipped, on any machine: their owner will
-    stop them. So are entries of another API than *client*'s. Every other entry is claimed
+    Entries whose owner's lease is current are skipped: their owner will stop them. Except
+    on the owner's own machine (Linux): there an owner whose process no longer exists (or
+    whose pid now names another process, told apart by its start time) is dead now, and its
+    entries are reaped at once, without waiting for its lease. So are entries of another API than *client*'s. Every other entry is claimed
     atomically first (two reapers at once: each response is cancelled and reported by one),
     then the cancels run concurrently (32 at a time, each within its own *grace*), each
     through the same shielded path as a guarded stream's. Idempotent: a response already stopped is just removed. Never creates a
@@ -191,12 +252,14 @@ async def _reap(
     store: Journal, client: AsyncOpenAI, *, grace: float, include_live: bool
 ) -> ReapReport:
     await store.check()
-    entries = await store.entries()
+    entries, gone = _judge(await store.entries())
     base_url = str(client.base_url)
     skipped = [e for e in entries if e.base_url != base_url or (e.alive and not include_live)]
     candidates = [e for e in entries if e not in skipped]
-    claimed = await store.claim(
-        [e.intent for e in candidates],
+    claimed = await _claim(
+        store,
+        candidates,
+        gone,
         ttl=_claim_ttl(len(candidates), grace),
         include_live=include_live,
     )
@@ -209,6 +272,7 @@ async def _reap(
         unknown=tuple(unknown),
         skipped=tuple(skipped),
         taken=tuple(e for e in candidates if e.intent not in mine),
+        reasons={e.intent: _why_skipped(e, base_url) for e in skipped},
     )
 
 
@@ -272,7 +336,7 @@ async def _request_cancel(
     store: Journal, *, key: str, client: AsyncOpenAI | None, grace: float, wait: float
 ) -> CancelRequestReport:
     await store.check()
-    found = [e for e in await store.entries() if e.key == key]
+    found, gone = _judge([e for e in await store.entries() if e.key == key])
     listeners = await store.request(key)  # first: live owners start stopping now
     live = [e for e in found if e.alive]
     dead = [e for e in found if not e.alive]
@@ -282,7 +346,9 @@ async def _request_cancel(
     left = list(dead)
     if client is not None and dead:
         ours = [e for e in dead if e.base_url == str(client.base_url)]
-        claimed = await store.claim([e.intent for e in ours], ttl=_claim_ttl(len(ours), grace))
+        claimed = await _claim(
+            store, ours, gone, ttl=_claim_ttl(len(ours), grace), include_live=False
+        )
         cancelled, failed, unknown = await _cancel_claimed(store, client, claimed, grace)
         mine = {e.intent for e in claimed}
         left = [e for e in dead if e.intent not in mine]

@@ -135,13 +135,13 @@ def _print_reap(console: Console, where: str, report: ReapReport) -> int:
     for entry in report.taken:
         _row(table, entry, "[dim]taken by another reaper[/]")
     for entry in report.skipped:
-        _row(table, entry, "[dim]skipped: live owner or another API[/]")
+        _row(table, entry, f"[dim]skipped: {report.reasons.get(entry.intent, 'live owner')}[/]")
     console.print(table)
     console.print(
         f"{len(report.found)} found: {len(report.cancelled)} stopped, "
         f"{len(report.failed)} not confirmed (kept), {len(report.unknown)} without an id, "
         f"{len(report.taken)} taken by another reaper, "
-        f"{len(report.skipped)} skipped (live owner or another API)"
+        f"{len(report.skipped)} skipped (a live owner's lease, or another API)"
     )
     return 1 if report.failed else 0
 

@@ -31,13 +31,14 @@ import math
 import os
 import socket
 import threading
+import time
 import weakref
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar, final
 
 import anyio
 
-from ._journal import DEFAULT_LEASE, JournalEntry, JournalError, redact_url
+from ._journal import DEFAULT_LEASE, JournalEntry, JournalError, redact_url, scrub
 from ._journal_bound import Interrupt, in_thread
 from ._journal_lease import LeasedJournal
 
@@ -66,6 +67,7 @@ CREATE TABLE IF NOT EXISTS tether_owners (
     instance text PRIMARY KEY, host text NOT NULL, pid integer NOT NULL,
     expires_at timestamptz NOT NULL
 );
+ALTER TABLE tether_owners ADD COLUMN IF NOT EXISTS process text;
 """
 _ALIVE = (
     "EXISTS (SELECT 1 FROM tether_owners o WHERE o.instance = e.owner AND o.expires_at > now())"
@@ -100,7 +102,9 @@ def _close_all(connections: list[Any]) -> None:
         connections.pop().close()
 
 
-def _entry(row: tuple[Any, ...], alive: bool) -> JournalEntry:
+def _entry(
+    row: tuple[Any, ...], alive: bool, lease_until: Any = None, process: Any = None
+) -> JournalEntry:
     intent, key, rid, model, base_url, host, pid, owner, created = row
     return JournalEntry(
         intent=intent,
@@ -113,6 +117,8 @@ def _entry(row: tuple[Any, ...], alive: bool) -> JournalEntry:
         owner=owner,
         created_at=float(created),
         alive=alive,
+        lease_until=float(lease_until) if alive and lease_until is not None else None,
+        owner_process=process,
     )
 
 
@@ -177,9 +183,7 @@ class PostgresJournal(LeasedJournal):
         )
 
     def _error(self, exc: Exception) -> JournalError:
-        text = " ".join(str(exc).split())
-        if self.url in text:
-            text = text.replace(self.url, self._where())
+        text = scrub(" ".join(str(exc).split()), self.url)
         if isinstance(exc, self._psycopg.errors.UndefinedTable):
             return JournalError(f"no tether journal in {self._where()} (no tether_entries table)")
         return JournalError(f"the journal {self._where()} failed: {type(exc).__name__}: {text}")
@@ -276,11 +280,23 @@ class PostgresJournal(LeasedJournal):
 
     async def entries(self) -> list[JournalEntry]:
         """Every entry not yet finished (see [`Journal`][tether.journal.Journal])."""
+        # The lease's end on this host's clock (the server's "now() + what is left"); the
+        # process read through to_jsonb: NULL, not an error, in a table from before it.
+        columns = ", ".join(f"e.{c}" for c in _COLUMNS.split(", "))
         rows = await self._sql(
-            f"SELECT {_COLUMNS}, {_ALIVE} FROM tether_entries e ORDER BY created_at, intent",
+            f"SELECT {columns}, coalesce(o.expires_at > now(), false), "
+            "extract(epoch from o.expires_at - now()), to_jsonb(o) ->> 'process' "
+            "FROM tether_entries e LEFT JOIN tether_owners o ON o.instance = e.owner "
+            "ORDER BY e.created_at, e.intent",
             slow=True,
         )
-        return [_entry(row[:-1], bool(row[-1])) for row in rows]
+        now = time.time()
+        return [
+            _entry(
+                row[:-3], bool(row[-3]), None if row[-2] is None else now + float(row[-2]), row[-1]
+            )
+            for row in rows
+        ]
 
     async def claim(
         self, intents: Sequence[str], *, ttl: float, include_live: bool = False
@@ -321,9 +337,10 @@ class PostgresJournal(LeasedJournal):
 
         def work(conn: Any) -> list[str]:
             conn.execute(
-                "INSERT INTO tether_owners VALUES (%s, %s, %s, now() + make_interval(secs => %s)) "
+                "INSERT INTO tether_owners (instance, host, pid, expires_at, process) "
+                "VALUES (%s, %s, %s, now() + make_interval(secs => %s), %s) "
                 "ON CONFLICT (instance) DO UPDATE SET expires_at = excluded.expires_at",
-                (owner.instance, owner.host, owner.pid, self.lease),
+                (owner.instance, owner.host, owner.pid, self.lease, owner.process),
             )
             if not wanted:
                 return []

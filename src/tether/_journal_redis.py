@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, final
 
 import anyio
 
-from ._journal import DEFAULT_LEASE, JournalEntry, JournalError, redact_url
+from ._journal import DEFAULT_LEASE, JournalEntry, JournalError, redact_url, scrub
 from ._journal_bound import in_thread
 from ._journal_lease import LeasedJournal
 
@@ -99,7 +99,12 @@ def _fields(entry: JournalEntry) -> dict[str, str]:
     }
 
 
-def _entry(fields: dict[str, str], alive: bool) -> JournalEntry:
+def _entry(
+    fields: dict[str, str],
+    alive: bool,
+    lease_until: float | None = None,
+    process: str | None = None,
+) -> JournalEntry:
     def opt(name: str) -> str | None:
         value = fields.get(name, "")
         return value or None
@@ -115,6 +120,8 @@ def _entry(fields: dict[str, str], alive: bool) -> JournalEntry:
         owner=fields["owner"],
         created_at=float(fields["created_at"]),
         alive=alive,
+        lease_until=lease_until,
+        owner_process=process,
     )
 
 
@@ -195,7 +202,7 @@ class RedisJournal(LeasedJournal):
             try:
                 return work()
             except Exception as exc:  # redis.RedisError, OSError: say where, never the password
-                message = redact_url(str(exc)) if self.url in str(exc) else str(exc)
+                message = scrub(str(exc), self.url)
                 raise JournalError(
                     f"the journal {self._where()} failed: {type(exc).__name__}: {message}"
                 ) from None
@@ -265,9 +272,22 @@ class RedisJournal(LeasedJournal):
             owners = sorted({row["owner"] for row in rows})
             with self._redis.pipeline(transaction=False) as pipe:
                 for owner in owners:
-                    pipe.exists(self._key("owner", owner))
-                alive = dict(zip(owners, (bool(n) for n in pipe.execute()), strict=True))
-            return [_entry(row, alive[row["owner"]]) for row in rows]
+                    pipe.get(self._key("owner", owner))
+                    pipe.pttl(self._key("owner", owner))
+                answers = pipe.execute()
+            now = time.time()
+            leases: dict[str, tuple[float | None, str | None]] = {}
+            for owner, record, millis in zip(owners, answers[::2], answers[1::2], strict=True):
+                if record is None:
+                    leases[owner] = (None, None)
+                    continue
+                process = json.loads(_text(record)).get("process")
+                until = now + int(millis) / 1000 if int(millis) >= 0 else None
+                leases[owner] = (until, None if process is None else str(process))
+            return [
+                _entry(row, leases[row["owner"]][0] is not None, *leases[row["owner"]])
+                for row in rows
+            ]
 
         return await self._call(work)
 
@@ -300,7 +320,7 @@ class RedisJournal(LeasedJournal):
 
     async def _renew(self, intents: Sequence[str]) -> list[str]:
         owner = self.owner
-        record = json.dumps({"host": owner.host, "pid": owner.pid})
+        record = json.dumps({"host": owner.host, "pid": owner.pid, "process": owner.process})
         millis = max(1, int(self.lease * 1000))
         wanted = list(intents)
 

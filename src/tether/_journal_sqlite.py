@@ -49,7 +49,8 @@ CREATE TABLE IF NOT EXISTS entries (
 );
 CREATE INDEX IF NOT EXISTS entries_key ON entries (key);
 CREATE TABLE IF NOT EXISTS owners (
-    instance TEXT PRIMARY KEY, host TEXT NOT NULL, pid INTEGER NOT NULL, expires_at REAL NOT NULL
+    instance TEXT PRIMARY KEY, host TEXT NOT NULL, pid INTEGER NOT NULL, expires_at REAL NOT NULL,
+    process TEXT
 );
 CREATE TABLE IF NOT EXISTS cancels (
     id INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL, requested_at REAL NOT NULL
@@ -70,7 +71,16 @@ def _values(entry: JournalEntry) -> tuple[object, ...]:
     )
 
 
-def _entry(row: Row, alive: bool) -> JournalEntry:
+def _add_process_column(db: sqlite3.Connection) -> None:
+    """A journal written before owners recorded their process: add the column (once)."""
+    columns = {str(row[1]) for row in db.execute("PRAGMA table_info(owners)").fetchall()}
+    if columns and "process" not in columns:
+        db.execute("ALTER TABLE owners ADD COLUMN process TEXT")
+
+
+def _entry(
+    row: Row, alive: bool, lease_until: object = None, process: object = None
+) -> JournalEntry:
     intent, key, rid, model, base_url, host, pid, owner, created = row
     return JournalEntry(
         intent=str(intent),
@@ -83,6 +93,8 @@ def _entry(row: Row, alive: bool) -> JournalEntry:
         owner=str(owner),
         created_at=float(str(created)),
         alive=alive,
+        lease_until=float(str(lease_until)) if alive and lease_until is not None else None,
+        owner_process=None if process is None else str(process),
     )
 
 
@@ -135,6 +147,7 @@ class SqliteJournal(LeasedJournal):
                     try:
                         db.execute("PRAGMA journal_mode=WAL")
                         db.executescript(_SCHEMA)
+                        _add_process_column(db)
                     finally:
                         db.close()
                     self._ready = True
@@ -151,6 +164,12 @@ class SqliteJournal(LeasedJournal):
         if version != _VERSION:
             db.close()
             raise JournalError(f"{self.path} is not a tether journal (user_version {version})")
+        if not self._ready:
+            try:
+                _add_process_column(db)
+            except BaseException:
+                db.close()
+                raise
         return db
 
     def _run(self, create: bool, work: Callable[[sqlite3.Connection], list[Row]]) -> list[Row]:
@@ -208,10 +227,13 @@ class SqliteJournal(LeasedJournal):
         """Every entry not yet finished (see [`Journal`][tether.journal.Journal])."""
         if not self.path.exists():
             return []
+        columns = ", ".join(f"e.{c}" for c in _COLUMNS.split(", "))
         rows = await self._sql(
-            f"SELECT {_COLUMNS}, {_ALIVE} FROM entries e ORDER BY created_at, rowid", time.time()
+            f"SELECT {columns}, o.expires_at > ?, o.expires_at, o.process FROM entries e "
+            "LEFT JOIN owners o ON o.instance = e.owner ORDER BY e.created_at, e.rowid",
+            time.time(),
         )
-        return [_entry(row[:-1], bool(row[-1])) for row in rows]
+        return [_entry(row[:-3], bool(row[-3]), row[-2], row[-1]) for row in rows]
 
     async def claim(
         self, intents: Sequence[str], *, ttl: float, include_live: bool = False
@@ -269,8 +291,9 @@ class SqliteJournal(LeasedJournal):
 
         def work(db: sqlite3.Connection) -> list[Row]:
             db.execute(
-                "INSERT OR REPLACE INTO owners VALUES (?, ?, ?, ?)",
-                (owner.instance, owner.host, owner.pid, time.time() + self.lease),
+                "INSERT OR REPLACE INTO owners (instance, host, pid, expires_at, process) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (owner.instance, owner.host, owner.pid, time.time() + self.lease, owner.process),
             )
             found: list[Row] = []
             for start in range(0, len(wanted), _CHUNK):
