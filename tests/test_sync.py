@@ -686,6 +686,59 @@ def test_detach_handle_counts_only_the_events_handed_to_the_caller(
     assert settled(emulator, response_id).status == "cancelled"
 
 
+def wait_read_to_the_end(stream: tether.sync.GuardedStream) -> None:
+    """Block until the loop's reader has read the whole stream ahead of the caller.
+
+    The reader has no event for it: a task on the loop checks after each turn of the loop
+    (a checkpoint, not a sleep), under the watchdog.
+    """
+    guard = stream._guard
+
+    async def until_read() -> None:
+        with anyio.fail_after(WATCHDOG):
+            while not guard.exhausted:
+                await anyio.lowlevel.checkpoint()
+
+    stream._scope.run(until_read, "the read-ahead")
+
+
+def test_status_describes_the_events_handed_not_those_read_ahead(client: openai.OpenAI) -> None:
+    """Regression test for issue 24 (2): the read-ahead buffer does not show through."""
+    with tether.sync.guarded_stream(client, model="fast", input="hi") as stream:
+        wait_read_to_the_end(stream)  # the reader has seen response.completed
+        first = next(stream)
+        assert first.type == "response.created"
+        assert first.response.status == "queued"
+        assert stream.status == "queued"
+        shown = "queued"
+        for event in stream:
+            if event.type in ("response.queued", "response.in_progress", "response.completed"):
+                shown = event.response.status
+            assert stream.status == shown, event.type
+    assert stream.status == "completed"
+
+
+def test_last_sequence_number_describes_the_events_handed(client: openai.OpenAI) -> None:
+    """Before the first event, the response.created the open read (as on the async stream)."""
+    with tether.sync.guarded_stream(client, model="fast", input="hi") as stream:
+        wait_read_to_the_end(stream)
+        assert stream.last_sequence_number == 0
+        for event in stream:
+            assert stream.last_sequence_number == event.sequence_number
+
+
+def test_status_after_cancel_is_the_receipts_though_events_were_read_ahead(
+    client: openai.OpenAI,
+) -> None:
+    """Once the stream ended for the caller, its status is what the stop learnt."""
+    with tether.sync.guarded_stream(client, model="slow", input="hi") as stream:
+        next(stream)
+        receipt = stream.cancel()
+        assert stream.status == receipt.status == "cancelled"
+        assert list(stream) == []
+    assert stream.status == "cancelled"
+
+
 # ---------------------------------------------------------------- public names
 
 
