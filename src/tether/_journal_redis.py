@@ -38,6 +38,7 @@ import anyio
 
 from ._journal import DEFAULT_LEASE, JournalEntry, JournalError, redact_url
 from ._journal_lease import LeasedJournal
+from ._validate import check_str
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -126,6 +127,9 @@ class RedisJournal(LeasedJournal):
         timeout: float = 1.0,
         prefix: str = "tether:",
     ) -> None:
+        check_str("url", url)
+        if not isinstance(prefix, str):
+            raise TypeError(f"prefix must be a str, got {prefix!r}")
         super().__init__(lease=lease, timeout=timeout)
         try:
             import redis
