@@ -686,6 +686,42 @@ def test_detach_handle_counts_only_the_events_handed_to_the_caller(
     assert settled(emulator, response_id).status == "cancelled"
 
 
+def test_a_stream_cancelled_while_queued_runs_its_body_without_id_or_events(
+    emulator: ResponsesEmulator, client: openai.OpenAI
+) -> None:
+    """As on the async stream: cancel() gives up the queued open, sending nothing, at once
+    (it used to wait for the slot, then send the request and cancel it)."""
+    seen: list[object] = []
+    with tether.sync.open_scope(client, max_concurrency=1) as scope:
+        limiter = scope.async_scope.limiter
+        assert limiter is not None
+        with tether.sync.guarded_stream(scope, model="slow", input="a") as first:
+            next(first)
+            queued = tether.sync.guarded_stream(scope, model="slow", input="b")
+
+            def owner() -> None:
+                with queued as stream:
+                    seen.append(stream.response_id)
+                    seen.extend(stream)
+
+            thread = in_thread(owner)
+
+            async def until_queued() -> None:
+                with anyio.fail_after(WATCHDOG):
+                    while limiter.statistics().tasks_waiting == 0:
+                        await anyio.lowlevel.checkpoint()
+
+            scope.run(until_queued, "the queue")
+            receipt = queued.cancel()  # the slot is still held by `first`
+            thread.join(WATCHDOG)
+            assert not thread.is_alive()
+    assert receipt.kind == "none"
+    assert receipt.response_id is None
+    assert seen == [None]
+    assert len(emulator.ledger.responses) == 1
+    assert queued.outcome.reason == "explicit"
+
+
 def wait_read_to_the_end(stream: tether.sync.GuardedStream) -> None:
     """Block until the loop's reader has read the whole stream ahead of the caller.
 

@@ -120,6 +120,7 @@ class GuardedStream:
         self._own: anyio.CancelScope | None = None
         self._interrupted = False
         self._opened: anyio.Event | None = None
+        self._opening: anyio.Event | None = None  # set as the session starts the guard's open
         self._leave: anyio.Event | None = None
         self._exit_exc: BaseException | None = None
 
@@ -246,6 +247,7 @@ class GuardedStream:
     def _prepare(self) -> None:
         """(On the loop, before the session starts.) What cancel() and __exit__ wait on."""
         self._opened = anyio.Event()
+        self._opening = anyio.Event()
         self._leave = anyio.Event()
 
     async def _session(self) -> None:
@@ -259,6 +261,8 @@ class GuardedStream:
                 if self._interrupted:
                     own.cancel()
                 try:
+                    assert self._opening is not None
+                    self._opening.set()  # guard.open() runs to its first wait before cancel()
                     await guard.open()
                     self._shown_status = guard.status  # before the reader reads ahead
                     self._shown_seq = guard.last_sequence_number
@@ -419,8 +423,12 @@ class GuardedStream:
             return self._settled_receipt()
 
     async def _cancel_on_loop(self) -> CancelReceipt:
-        assert self._opened is not None
-        await self._opened.wait()  # the id first: a cancel while opening is no orphan
+        assert self._opening is not None
+        # The guard's cancel() handles an open in progress, as on the async stream: one
+        # still queued for a max_concurrency slot gives up and sends nothing (the body then
+        # runs with response_id None and no events); one whose request left is waited for
+        # until its id is known, then cancelled (no orphan).
+        await self._opening.wait()
         receipt = await self._guard.cancel()
         self._end("explicit")
         return receipt
