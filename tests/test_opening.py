@@ -170,6 +170,30 @@ async def test_cancel_of_a_queued_stream_returns_at_once_and_sends_nothing(
     assert emulator.ledger.orphans() == []
 
 
+async def test_a_stream_cancelled_while_queued_runs_its_body_without_id_or_events(
+    emulator: ResponsesEmulator, client: openai.AsyncOpenAI
+) -> None:
+    """As docs/cancellation.md says: the body runs, response_id None, nothing to read."""
+    seen: list[object] = []
+    async with tether.open_scope(client, max_concurrency=1) as scope:
+        async with tether.guarded_stream(scope, model="slow", input="a") as first:
+            await read_deltas(first, 1)
+            queued = tether.guarded_stream(scope, model="slow", input="b")
+            async with anyio.create_task_group() as tg:
+
+                async def owner() -> None:
+                    async with queued as stream:
+                        seen.append(stream.response_id)
+                        seen.extend([event async for event in stream])
+
+                tg.start_soon(owner)
+                await anyio.wait_all_tasks_blocked()
+                await queued.cancel()
+    assert seen == [None]
+    assert queued.outcome.reason == "explicit"
+    assert len(emulator.ledger.responses) == 1
+
+
 async def test_cancel_of_a_queued_stream_whose_task_was_cancelled_does_not_hang(
     client: openai.AsyncOpenAI,
 ) -> None:

@@ -686,6 +686,95 @@ def test_detach_handle_counts_only_the_events_handed_to_the_caller(
     assert settled(emulator, response_id).status == "cancelled"
 
 
+def test_a_stream_cancelled_while_queued_runs_its_body_without_id_or_events(
+    emulator: ResponsesEmulator, client: openai.OpenAI
+) -> None:
+    """As on the async stream: cancel() gives up the queued open, sending nothing, at once
+    (it used to wait for the slot, then send the request and cancel it)."""
+    seen: list[object] = []
+    with tether.sync.open_scope(client, max_concurrency=1) as scope:
+        limiter = scope.async_scope.limiter
+        assert limiter is not None
+        with tether.sync.guarded_stream(scope, model="slow", input="a") as first:
+            next(first)
+            queued = tether.sync.guarded_stream(scope, model="slow", input="b")
+
+            def owner() -> None:
+                with queued as stream:
+                    seen.append(stream.response_id)
+                    seen.extend(stream)
+
+            thread = in_thread(owner)
+
+            async def until_queued() -> None:
+                with anyio.fail_after(WATCHDOG):
+                    while limiter.statistics().tasks_waiting == 0:
+                        await anyio.lowlevel.checkpoint()
+
+            scope.run(until_queued, "the queue")
+            receipt = queued.cancel()  # the slot is still held by `first`
+            thread.join(WATCHDOG)
+            assert not thread.is_alive()
+    assert receipt.kind == "none"
+    assert receipt.response_id is None
+    assert seen == [None]
+    assert len(emulator.ledger.responses) == 1
+    assert queued.outcome.reason == "explicit"
+
+
+def wait_read_to_the_end(stream: tether.sync.GuardedStream) -> None:
+    """Block until the loop's reader has read the whole stream ahead of the caller.
+
+    The reader has no event for it: a task on the loop checks after each turn of the loop
+    (a checkpoint, not a sleep), under the watchdog.
+    """
+    guard = stream._guard
+
+    async def until_read() -> None:
+        with anyio.fail_after(WATCHDOG):
+            while not guard.exhausted:
+                await anyio.lowlevel.checkpoint()
+
+    stream._scope.run(until_read, "the read-ahead")
+
+
+def test_status_describes_the_events_handed_not_those_read_ahead(client: openai.OpenAI) -> None:
+    """Regression test for issue 24 (2): the read-ahead buffer does not show through."""
+    with tether.sync.guarded_stream(client, model="fast", input="hi") as stream:
+        wait_read_to_the_end(stream)  # the reader has seen response.completed
+        first = next(stream)
+        assert first.type == "response.created"
+        assert first.response.status == "queued"
+        assert stream.status == "queued"
+        shown = "queued"
+        for event in stream:
+            if event.type in ("response.queued", "response.in_progress", "response.completed"):
+                shown = event.response.status
+            assert stream.status == shown, event.type
+    assert stream.status == "completed"
+
+
+def test_last_sequence_number_describes_the_events_handed(client: openai.OpenAI) -> None:
+    """Before the first event, the response.created the open read (as on the async stream)."""
+    with tether.sync.guarded_stream(client, model="fast", input="hi") as stream:
+        wait_read_to_the_end(stream)
+        assert stream.last_sequence_number == 0
+        for event in stream:
+            assert stream.last_sequence_number == event.sequence_number
+
+
+def test_status_after_cancel_is_the_receipts_though_events_were_read_ahead(
+    client: openai.OpenAI,
+) -> None:
+    """Once the stream ended for the caller, its status is what the stop learnt."""
+    with tether.sync.guarded_stream(client, model="slow", input="hi") as stream:
+        next(stream)
+        receipt = stream.cancel()
+        assert stream.status == receipt.status == "cancelled"
+        assert list(stream) == []
+    assert stream.status == "cancelled"
+
+
 # ---------------------------------------------------------------- public names
 
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal, final
 
 import anyio
 import attrs
+import pydantic
 from anyio.lowlevel import checkpoint_if_cancelled
 
 from . import observe
@@ -33,6 +34,7 @@ from ._errors import fatal_in
 from ._scope import as_scope
 from ._stream import build_guard
 from ._tools import AgentContext, Tool, ToolCall, tool
+from ._validate import check_non_negative
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
@@ -352,11 +354,7 @@ def _check_tools(tools: object) -> dict[str, Tool[..., Any]]:
 def _check_reserve(reserve: object) -> float | None:
     if reserve is None:
         return None
-    if isinstance(reserve, bool) or not isinstance(reserve, (int, float)):
-        raise TypeError(f"reserve must be a number of seconds or None, got {reserve!r}")
-    if not math.isfinite(reserve) or reserve < 0:
-        raise ValueError(f"reserve must be a finite number >= 0, got {reserve!r}")
-    return float(reserve)
+    return check_non_negative("reserve", reserve, what="a number of seconds or None")
 
 
 async def run_agent(
@@ -442,6 +440,10 @@ async def run_agent(
         )
     if isinstance(input, (bytes, Mapping)) or not isinstance(input, (str, Sequence)):
         raise TypeError(f"input must be a str or a list of input items, got {input!r}")
+    if not isinstance(input, str):
+        for i, item in enumerate(input):  # pyright: ignore[reportUnknownVariableType, reportUnknownArgumentType]
+            if not isinstance(item, (Mapping, pydantic.BaseModel)):
+                raise TypeError(f"input[{i}] must be an input item (a dict), got {item!r}")
     registry = _check_tools(tools)
     turns = _check_count("max_turns", max_turns)
     assert turns is not None

@@ -28,7 +28,7 @@ from ._journal import (
     owner_gone,
     owner_on_this_machine,
 )
-from ._validate import check_positive
+from ._validate import check_bool, check_non_negative, check_positive
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
@@ -231,6 +231,7 @@ async def reap(
 
     Raises:
         JournalError: No journal there, not a journal, or the store failed.
+        TypeError, ValueError: A bad argument (checked before anything is sent).
 
     Example:
         ```python
@@ -241,6 +242,7 @@ async def reap(
     """
     client = check_async_client(client)
     grace = check_positive("grace", grace)
+    include_live = check_bool("include_live", include_live)
     store = _fleet_journal(journal)
     try:
         return await _reap(store, client, grace=grace, include_live=include_live)
@@ -323,8 +325,12 @@ async def request_cancel(
     if client is not None:
         client = check_async_client(client, argument="client")
     grace = check_positive("grace", grace)
-    if not isinstance(wait, (int, float)) or isinstance(wait, bool) or not wait >= 0:
-        raise ValueError(f"wait must be a number >= 0, got {wait!r}")
+    wait = check_non_negative("wait", wait)
+    if journal is None:  # pyright: ignore[reportUnnecessaryComparison] - checked at run time
+        raise TypeError(
+            "journal must be a tether.journal.Journal, a URL or a path, got None "
+            "(request_cancel never picks the per-user journal by itself)"
+        )
     store = _fleet_journal(journal)
     try:
         return await _request_cancel(store, key=key, client=client, grace=grace, wait=wait)

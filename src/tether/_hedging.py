@@ -17,6 +17,8 @@ import math
 from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, final
 
+from ._validate import check_non_negative, check_number
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
@@ -307,9 +309,8 @@ def adaptive(
         raise ValueError(f"budget must be between 0 and 1, got {budget!r}")
     if isinstance(min_samples, bool) or not isinstance(min_samples, int) or min_samples < 5:
         raise ValueError(f"min_samples must be an int >= 5, got {min_samples!r}")
-    if not isinstance(initial, (int, float)) or not math.isfinite(initial) or initial < 0:
-        raise ValueError(f"initial must be a finite number >= 0, got {initial!r}")
-    if not isinstance(max_tokens, (int, float)) or not max_tokens >= 1:
+    initial = check_non_negative("initial", initial)
+    if check_number("max_tokens", max_tokens, what="a number") < 1:
         raise ValueError(f"max_tokens must be >= 1, got {max_tokens!r}")
     if not callable(key):
         raise TypeError(f"key must be a callable taking a request, got {key!r}")

@@ -41,6 +41,7 @@ import anyio
 from ._journal import DEFAULT_LEASE, JournalEntry, JournalError, redact_url, scrub
 from ._journal_bound import Interrupt, in_thread
 from ._journal_lease import LeasedJournal
+from ._validate import check_str
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -143,6 +144,7 @@ class PostgresJournal(LeasedJournal):
     """
 
     def __init__(self, url: str, *, lease: float = DEFAULT_LEASE, timeout: float = 1.0) -> None:
+        check_str("url", url)
         super().__init__(lease=lease, timeout=timeout)
         try:
             import psycopg

@@ -43,6 +43,7 @@ import anyio
 from ._journal import DEFAULT_LEASE, JournalEntry, JournalError, redact_url, scrub
 from ._journal_bound import in_thread
 from ._journal_lease import LeasedJournal
+from ._validate import check_str
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -152,6 +153,9 @@ class RedisJournal(LeasedJournal):
         timeout: float = 1.0,
         prefix: str = "tether:",
     ) -> None:
+        check_str("url", url)
+        if not isinstance(prefix, str):
+            raise TypeError(f"prefix must be a str, got {prefix!r}")
         super().__init__(lease=lease, timeout=timeout)
         try:
             import redis

@@ -122,6 +122,8 @@ class SqliteJournal(LeasedJournal):
         lease: float = DEFAULT_LEASE,
         timeout: float = 1.0,
     ) -> None:
+        if path is not None and not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be a str, an os.PathLike or None, got {path!r}")
         super().__init__(lease=lease, timeout=timeout)
         self.path: Path = Path(path).expanduser() if path is not None else default_journal_path()
         """The database file."""

@@ -47,7 +47,7 @@ from ._race_records import (
 )
 from ._scope import Scope
 from ._stream import build_guard
-from ._validate import check_positive
+from ._validate import check_non_negative, check_positive
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -214,11 +214,7 @@ def _win_condition(win: Win) -> WinCondition:
 def _check_stagger(stagger: Stagger) -> Stagger:
     if stagger is None or isinstance(stagger, AdaptiveStagger):
         return stagger
-    if isinstance(stagger, bool) or not isinstance(stagger, (int, float)):
-        raise TypeError(f"stagger must be seconds, tether.adaptive(...) or None, got {stagger!r}")
-    if not math.isfinite(stagger) or stagger < 0:
-        raise ValueError(f"stagger must be a finite number >= 0, got {stagger!r}")
-    return float(stagger)
+    return check_non_negative("stagger", stagger, what="seconds, tether.adaptive(...) or None")
 
 
 def prepare_race(

@@ -54,6 +54,14 @@ def async_twin(
         )
     if not isinstance(client, openai.OpenAI):
         raise TypeError(f"client must be an openai.OpenAI, got {client!r}")
+    if http_client is not None and not any(
+        module is not None and isinstance(http_client, module.AsyncClient)
+        for module in map(sys.modules.get, _HTTPX_MODULES)
+    ):
+        raise TypeError(
+            f"async_http_client must be an httpx2.AsyncClient (httpx.AsyncClient on openai "
+            f"2.x) or None, got {http_client!r}"
+        )
     sdk: Any = client  # the SDK's private attributes, read as OpenAI.copy() reads them
     http = http_client if http_client is not None else _mirror_http_client(sdk._client, sdk)
     settings: dict[str, Any] = {

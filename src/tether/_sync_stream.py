@@ -24,7 +24,11 @@ the one stop path, the async ``ResponseGuard.stop``, for every way out:
   on the loop, which close the stream under the reader.
 
 Events read ahead but not handed to you are dropped when the stream stops early; a
-detach handle counts only the events you were handed.
+detach handle counts only the events you were handed, and ``status`` and
+``last_sequence_number`` describe those events (what the open read, then each event handed
+over), not the reader's position, as on the async stream, whose reads are the caller's:
+once the stream has ended for you (its end handed over, an early stop, the block's exit),
+``status`` is the guard's, which then includes what the stop learnt from the server.
 """
 
 from __future__ import annotations
@@ -51,6 +55,18 @@ if TYPE_CHECKING:
     from ._sync_scope import Scope
 
 __all__ = ["GuardedStream"]
+
+_LIFECYCLE = frozenset(
+    {
+        "response.created",
+        "response.queued",
+        "response.in_progress",
+        "response.completed",
+        "response.failed",
+        "response.incomplete",
+    }
+)
+"""The events that carry the response, and so its status (as ``_protocol``'s)."""
 
 
 @final
@@ -89,6 +105,13 @@ class GuardedStream:
         self._ahead = ReadAhead(lambda func: scope.call(func))
         self._buffer = self._ahead.events
         self._last: Any = None  # the last event handed to the caller
+        # What the caller has been shown: the open's (set on the loop before the reader
+        # starts), then each event handed over; the guard's once the stream has ended
+        # for the caller (_settled), since the reader's position is not the caller's.
+        self._shown_status: str | None = None
+        self._shown_seq: int | None = guard.last_sequence_number  # a resume's handle
+        self._handed_seq = self._shown_seq  # what a detach handle resumes after
+        self._settled = False
         self._ended = False  # the caller was told the stream ended (StopIteration)
         # Resolved by the session (on the loop) for the caller's thread.
         self._ready: futures.Future[None] = futures.Future()
@@ -97,13 +120,14 @@ class GuardedStream:
         self._own: anyio.CancelScope | None = None
         self._interrupted = False
         self._opened: anyio.Event | None = None
+        self._opening: anyio.Event | None = None  # set as the session starts the guard's open
         self._leave: anyio.Event | None = None
         self._exit_exc: BaseException | None = None
 
     def __repr__(self) -> str:
         guard = self._guard
         return (
-            f"<tether.sync.GuardedStream response_id={guard.response_id!r} status={guard.status!r}>"
+            f"<tether.sync.GuardedStream response_id={guard.response_id!r} status={self.status!r}>"
         )
 
     # ------------------------------------------------------------------ state
@@ -120,14 +144,23 @@ class GuardedStream:
 
     @property
     def status(self) -> str | None:
-        """The last status the stream reported (``queued``, ``in_progress``, ``completed``...)."""
-        return self._guard.status
+        """The status the events handed to you reported (``queued``, ``in_progress``...).
+
+        As on the async stream: the ``response.created`` the open read, then each event
+        you are handed, never events read ahead but not yet handed to you; once the stream
+        has ended for you (its end, ``cancel()``, ``detach()``, the deadline, the block's
+        exit), the last status known, a cancel's included (``cancelled``).
+        """
+        if self._settled or self._state == "closed":
+            return self._guard.status
+        return self._shown_status
 
     @property
     def last_sequence_number(self) -> int | None:
-        """The ``sequence_number`` of the last event handed to you."""
+        """The ``sequence_number`` of the last event handed to you (before the first, of the
+        ``response.created`` the open read, as on the async stream)."""
         last = self._last
-        return None if last is None else last.sequence_number
+        return self._shown_seq if last is None else last.sequence_number
 
     @property
     def outcome(self) -> StreamOutcome:
@@ -214,6 +247,7 @@ class GuardedStream:
     def _prepare(self) -> None:
         """(On the loop, before the session starts.) What cancel() and __exit__ wait on."""
         self._opened = anyio.Event()
+        self._opening = anyio.Event()
         self._leave = anyio.Event()
 
     async def _session(self) -> None:
@@ -227,7 +261,11 @@ class GuardedStream:
                 if self._interrupted:
                     own.cancel()
                 try:
+                    assert self._opening is not None
+                    self._opening.set()  # guard.open() runs to its first wait before cancel()
                     await guard.open()
+                    self._shown_status = guard.status  # before the reader reads ahead
+                    self._shown_seq = guard.last_sequence_number
                 except Exception as exc:
                     self._ready.set_exception(exc)
                     return
@@ -258,6 +296,7 @@ class GuardedStream:
 
     def _end(self, reason: str) -> None:
         """(On the loop.) The stream was stopped early: drop what was read ahead."""
+        self._settled = True  # the stop's status (a cancel's receipt) is the caller's now
         if reason == "deadline":
             self._ahead.replace(Stop(DeadlineExceeded(self._scope.limit or 0.0)))
         else:
@@ -275,6 +314,8 @@ class GuardedStream:
         if item.__class__ is Stop:
             return self._stop(item)
         self._last = item
+        if item.type in _LIFECYCLE:
+            self._shown_status = item.response.status
         return item
 
     def _next_slow(self) -> Any:
@@ -287,6 +328,7 @@ class GuardedStream:
         # From now on, every next() says the stream ended (or, after the block, raises).
         self._buffer.appendleft(item if item.sticky else END)
         self._ended = True
+        self._settled = True
         if item.error is not None:
             raise item.error
         raise StopIteration
@@ -381,8 +423,12 @@ class GuardedStream:
             return self._settled_receipt()
 
     async def _cancel_on_loop(self) -> CancelReceipt:
-        assert self._opened is not None
-        await self._opened.wait()  # the id first: a cancel while opening is no orphan
+        assert self._opening is not None
+        # The guard's cancel() handles an open in progress, as on the async stream: one
+        # still queued for a max_concurrency slot gives up and sends nothing (the body then
+        # runs with response_id None and no events); one whose request left is waited for
+        # until its id is known, then cancelled (no orphan).
+        await self._opening.wait()
         receipt = await self._guard.cancel()
         self._end("explicit")
         return receipt
@@ -418,7 +464,8 @@ class GuardedStream:
                     f"detach() after the `with` block: the stream has already ended ({reason})"
                 )
             raise RuntimeError("detach() needs an open stream: call it inside `with`")
-        seen = self.last_sequence_number
+        last = self._last
+        seen = self._handed_seq if last is None else last.sequence_number
         future = self._scope.submit(self._detach_on_loop)
         wait(future)
         handle = future.result()

@@ -20,6 +20,8 @@ import pydantic
 import pydantic_core
 from typing_extensions import NotRequired, ParamSpec, TypedDict
 
+from ._validate import check_str
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -441,6 +443,14 @@ def tool(
 
     Added in version 0.1.
     """
+
+    if fn is not None and not callable(fn):
+        raise TypeError(f"fn must be a function (async or sync), got {fn!r}")
+    check_str("name", name, optional=True)
+    if description is not None and not isinstance(description, str):
+        raise TypeError(f"description must be a str or None, got {description!r}")
+    if strict is not None and not isinstance(strict, bool):
+        raise TypeError(f"strict must be a bool or None, got {strict!r}")
 
     def make(function: Callable[P, R]) -> Tool[P, R]:
         if isinstance(function, Tool):

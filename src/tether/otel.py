@@ -135,6 +135,7 @@ class OtelObserver:
         tracer_provider: TracerProvider | None = None,
         meter_provider: MeterProvider | None = None,
     ) -> None:
+        _check_providers(tracer_provider, meter_provider)
         self.tracer_provider = tracer_provider
         self.meter_provider = meter_provider
         version = _version()
@@ -601,6 +602,17 @@ _lock = threading.Lock()
 _installed: OtelObserver | None = None
 
 
+def _check_providers(tracer_provider: object, meter_provider: object) -> None:
+    """Providers are duck-typed (the SDK's, a proxy, a no-op one): what tether calls."""
+    for name, value, method in (
+        ("tracer_provider", tracer_provider, "get_tracer"),
+        ("meter_provider", meter_provider, "get_meter"),
+    ):
+        if value is not None and not callable(getattr(value, method, None)):
+            kind = "TracerProvider" if method == "get_tracer" else "MeterProvider"
+            raise TypeError(f"{name} must be an OpenTelemetry {kind} or None, got {value!r}")
+
+
 def instrument(
     *,
     tracer_provider: TracerProvider | None = None,
@@ -631,6 +643,7 @@ def instrument(
         ```
     """
     global _installed
+    _check_providers(tracer_provider, meter_provider)
     with _lock:
         if _installed is not None:
             if (
