@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, cast, final
 import attrs
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, CancelledError, TimeoutError
+from temporalio.exceptions import CancelledError, TimeoutError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -128,7 +128,7 @@ def checkpoint_from_failure(error: BaseException) -> Checkpoint | None:
             found = Checkpoint.from_details(current.details)
             if found is not None:
                 return found
-        current = current.cause if isinstance(current, ActivityError) else current.__cause__
+        current = current.__cause__  # ActivityError.cause is its __cause__
     return None
 
 
