@@ -159,6 +159,23 @@ class Activities:
             "user_details": list(tether.temporal.user_details()),
         }
 
+    @activity.defn(name="raw_essay")
+    async def raw_essay(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The raw SDK's background stream, for the benchmark: a retry creates a new one."""
+        text: list[str] = []
+        response_id = None
+        stream = await self.client.responses.create(
+            model=request["model"], input="Write an essay", stream=True, background=True
+        )
+        async with stream:
+            async for event in stream:
+                if event.type == "response.created":
+                    response_id = event.response.id
+                elif event.type == "response.output_text.delta":
+                    text.append(event.delta)
+                    activity.heartbeat()  # as a raw activity must, to hear a cancel
+        return {"text": "".join(text), "response_id": response_id}
+
 
 # ------------------------------------------------------------------- workflows
 
@@ -173,6 +190,7 @@ class EssayRequest:
     resume_from: str = "start"
     user_heartbeat: list[Any] | None = None
     cancel_left_over: bool = False
+    activity: str = "essay"
 
 
 @workflow.defn(name="Essay")
@@ -184,7 +202,7 @@ class EssayWorkflow:
         request = EssayRequest(**req)
         try:
             return await workflow.execute_activity(
-                "essay",
+                request.activity,
                 {
                     "model": request.model,
                     "resume_from": request.resume_from,
@@ -234,7 +252,10 @@ async def _child(address: str, task_queue: str, base_url: str) -> None:
     from temporalio.worker import Worker
 
     client = await Client.connect(address)
-    async with Worker(client, task_queue=task_queue, activities=[Activities(base_url).essay]):
+    activities = Activities(base_url)
+    async with Worker(
+        client, task_queue=task_queue, activities=[activities.essay, activities.raw_essay]
+    ):
         print("READY", flush=True)
         await _forever()
 
