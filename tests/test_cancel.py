@@ -10,6 +10,8 @@ import pytest
 
 import tether
 from tests.test_guard import read_deltas, settled
+from tether._cancel import cancel_slots
+from tether._compat import HTTP, OPENAI_MAJOR
 from tether.testing import Faults, Model, ResponsesEmulator
 
 
@@ -224,10 +226,16 @@ async def test_a_request_without_the_emulator_s_key_is_refused_like_the_api_refu
     assert refused.value.code == "invalid_api_key"
 
 
-async def stop_many_with_cancels_held(emulator: ResponsesEmulator, streams: int, slots: int) -> int:
+async def stop_many_with_cancels_held(
+    emulator: ResponsesEmulator,
+    streams: int,
+    slots: int,
+    client: openai.AsyncOpenAI | None = None,
+) -> int:
     """Open *streams* guarded streams in one scope, then cancel the scope while the emulator
     holds every cancel: once *slots* cancels are in flight and every task is blocked, count
-    the running tasks; then let the cancels through. Returns that count."""
+    the running tasks; then let the cancels through. Returns that count. Through *client*
+    if given (closed here), else a default one."""
     emulator.models["slow-cancel"] = Model(ttft=0.0, tokens_per_s=5.0, length=2000)
     opened = tasks = 0
     all_open = anyio.Event()
@@ -241,7 +249,7 @@ async def stop_many_with_cancels_held(emulator: ResponsesEmulator, streams: int,
             async for _ in stream:
                 pass
 
-    async with emulator.async_client() as client:
+    async with client or emulator.async_client() as client:
         async with tether.open_scope(client, grace=10) as scope:
             async with anyio.create_task_group() as tg:
                 for _ in range(streams):
@@ -255,12 +263,54 @@ async def stop_many_with_cancels_held(emulator: ResponsesEmulator, streams: int,
     return tasks
 
 
-async def test_a_scope_stopping_many_streams_keeps_at_most_64_cancels_in_flight(
+@pytest.mark.skipif(OPENAI_MAJOR < 3, reason="openai 2.x (httpcore 1.x) keeps 64 slots")
+async def test_a_scope_stopping_100_streams_sends_their_100_cancels_at_once(
     emulator: ResponsesEmulator,
 ) -> None:
-    await stop_many_with_cancels_held(emulator, streams=100, slots=64)
-    assert emulator.ledger.max_concurrent_cancels == 64
+    """The SDK's default pool keeps 100 connections alive: 100 cancels leave in one wave
+    (a race's 100 losers sent 64, and the other 36 waited for an answer)."""
+    await stop_many_with_cancels_held(emulator, streams=100, slots=100)
+    assert emulator.ledger.max_concurrent_cancels == 100
     assert [r.status for r in emulator.ledger].count("cancelled") == 100
+
+
+@pytest.mark.skipif(OPENAI_MAJOR < 3, reason="openai 2.x (httpcore 1.x) keeps 64 slots")
+async def test_a_scope_stopping_more_streams_than_the_pool_keeps_alive_queues_the_rest(
+    emulator: ResponsesEmulator,
+) -> None:
+    await stop_many_with_cancels_held(emulator, streams=130, slots=100)
+    assert emulator.ledger.max_concurrent_cancels == 100
+    assert [r.status for r in emulator.ledger].count("cancelled") == 130
+
+
+@pytest.mark.skipif(OPENAI_MAJOR < 3, reason="openai 2.x (httpcore 1.x) keeps 64 slots")
+@pytest.mark.parametrize(
+    ("limits", "slots"),
+    [
+        (None, 100),  # the SDK's default pool: 1,000 connections, 100 kept alive
+        ({"max_connections": 100, "max_keepalive_connections": 20}, 64),  # at least 64
+        ({"max_connections": 12}, 12),  # never more than the pool may open
+        ({"max_connections": 500, "max_keepalive_connections": 200}, 200),
+    ],
+)
+async def test_cancel_slots_follow_the_pool_s_keepalive_within_its_max_connections(
+    emulator: ResponsesEmulator, limits: dict[str, int] | None, slots: int
+) -> None:
+    kwargs = (
+        {}
+        if limits is None
+        else {"http_client": openai.DefaultAsyncHttpxClient(limits=HTTP.Limits(**limits))}
+    )
+    async with emulator.async_client(**kwargs) as client:
+        assert cancel_slots(client).total_tokens == slots
+
+
+async def test_cancel_slots_are_64_where_the_client_s_pool_does_not_say(
+    emulator: ResponsesEmulator,
+) -> None:
+    http = openai.DefaultAsyncHttpxClient(transport=HTTP.MockTransport(lambda _: None))
+    async with emulator.async_client(http_client=http) as client:
+        assert cancel_slots(client).total_tokens == 64
 
 
 async def test_a_stop_waiting_for_a_cancel_slot_holds_no_task_of_its_own(

@@ -17,6 +17,7 @@ import openai
 import stamina
 from anyio.lowlevel import RunVar
 
+from ._compat import pool_limits
 from ._outcome import CancelReceipt
 
 if TYPE_CHECKING:
@@ -77,22 +78,45 @@ async def _retrieve_status(client: AsyncOpenAI, response_id: str, lean: LeanTarg
     return (await client.responses.retrieve(response_id)).status or "unknown"
 
 
-_IN_FLIGHT = 64
-"""Cancels in flight at once per client (and event loop); the others queue for a slot.
+_IN_FLIGHT_FLOOR = 64
+"""Cancels in flight at once per client (and event loop), at least; the others queue for a slot.
 
 A thousand streams stopped at once would otherwise put a thousand requests in the client's
-pool at once: its assignment loop is O(requests x connections) per event, and each request
-holds its buffers, so the stop of all of them took longer than their grace and peaked at
-twice the memory of the streams (``benchmarks/bench_memory.py``). The wait for a slot is
-inside the cancel's grace. A guarded stream's stop queues in its own task, not in a child
-task of its own (``_critical.run_critical_queued``)."""
+pool at once: each request holds its buffers, and httpcore 1.x's assignment loop probes
+every idle connection on each pass, so the stop of all of them took longer than their grace
+and peaked at twice the memory of the streams (``benchmarks/bench_memory.py``). The wait for
+a slot is inside the cancel's grace. A guarded stream's stop queues in its own task, not in
+a child task of its own (``_critical.run_critical_queued``). Where the pool says how many
+connections it keeps alive, the cap follows it (`_in_flight`)."""
+_IN_FLIGHT: int | None = None
+"""A fixed number of cancel slots instead of `_in_flight`'s (tests set it to make stops queue)."""
 _limiters: RunVar[weakref.WeakKeyDictionary[AsyncOpenAI, anyio.CapacityLimiter]] = RunVar(
     "tether_cancel_limiters"
 )
 
 
+def _in_flight(client: AsyncOpenAI) -> int:
+    """How many cancels *client* may have in flight: what its pool keeps alive, at least 64.
+
+    The pool's ``max_keepalive_connections`` (100 for the SDK's default client) is the
+    concurrency it is sized for: that many cancels reuse warm connections, wave after wave;
+    beyond it, each extra one opens a connection that is closed after its answer. A race's
+    100 losers then leave in one wave instead of two (the 36 beyond 64 waited for a 200 ms
+    answer). Never more than ``max_connections``: more would queue inside the pool, where
+    they cost every pass of its assignment loop. 64 where the pool does not say
+    (`_compat.pool_limits`).
+    """
+    if _IN_FLIGHT is not None:
+        return _IN_FLIGHT
+    limits = pool_limits(client)
+    if limits is None:
+        return _IN_FLIGHT_FLOOR
+    connections, keepalive = limits
+    return max(1, min(connections, max(keepalive, _IN_FLIGHT_FLOOR)))
+
+
 def cancel_slots(client: AsyncOpenAI) -> anyio.CapacityLimiter:
-    """The cancel slots of *client* on the running event loop."""
+    """The cancel slots of *client* on the running event loop (`_in_flight` of them)."""
     try:
         table = _limiters.get()
     except LookupError:
@@ -100,7 +124,7 @@ def cancel_slots(client: AsyncOpenAI) -> anyio.CapacityLimiter:
         _limiters.set(table)
     limiter = table.get(client)
     if limiter is None:
-        limiter = table[client] = anyio.CapacityLimiter(_IN_FLIGHT)
+        limiter = table[client] = anyio.CapacityLimiter(_in_flight(client))
     return limiter
 
 

@@ -29,6 +29,7 @@ __all__ = [
     "is_multiplexed",
     "lean_target",
     "on_request_sent",
+    "pool_limits",
     "sdk_inner_generator",
     "sdk_next",
 ]
@@ -164,6 +165,28 @@ def cancel_cause(exc: BaseException) -> Literal["deadline", "cancelled"]:
     if getattr(exc, "source", None) == "deadline" or "deadline exceeded" in str(exc):
         return "deadline"
     return "cancelled"
+
+
+def pool_limits(client: AsyncOpenAI) -> tuple[int, int] | None:
+    """``(max_connections, max_keepalive_connections)`` of *client*'s connection pool.
+
+    Read-only, from the HTTP client's default transport (httpx and httpx2 keep them on the
+    httpcore pool; ``None`` limits are stored as ``sys.maxsize``). None where the client's
+    HTTP stack does not say: a custom transport, or an HTTP client that is not httpx's.
+    On openai 2.x (httpx, httpcore 1.x) also None: that pool still probes every idle
+    connection on each assignment pass (encode/httpcore#928), so the more requests it
+    holds, the dearer each one; httpcore2's pass is linear.
+    """
+    if OPENAI_MAJOR < 3:
+        return None
+    pool: Any = getattr(
+        getattr(getattr(client, "_client", None), "_transport", None), "_pool", None
+    )
+    connections = getattr(pool, "_max_connections", None)
+    keepalive = getattr(pool, "_max_keepalive_connections", None)
+    if not isinstance(connections, int) or not isinstance(keepalive, int):
+        return None
+    return connections, keepalive
 
 
 # -- knowing when a request has left ----------------------------------------------------------
