@@ -8,10 +8,12 @@ so the global default is tested in a subprocess.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -776,3 +778,73 @@ async def test_an_agent_that_raises_ends_its_span_with_the_exception(
     assert attributes(agent)["error.type"] == "Boom"
     assert telemetry.span("tether.turn 1").end_time is not None
     assert telemetry.span("execute_tool explode").status.status_code is StatusCode.ERROR
+
+
+# ------------------------------------------------------ zero code: opentelemetry-instrument
+
+_APP = """
+import anyio, tether
+from tether.testing import ResponsesEmulator
+
+async def main():
+    with ResponsesEmulator() as emu:
+        async with emu.async_client() as client:
+            async with tether.guarded_stream(client, model="gpt-5-nano", input="hi") as stream:
+                async for event in stream:
+                    if event.type == "response.output_text.delta":
+                        break
+    print("RESPONSE", stream.response_id)
+
+anyio.run(main)
+"""
+
+
+def test_opentelemetry_instrument_traces_tether_with_no_code_change(tmp_path: Path) -> None:
+    """Issue 24, item 8: the `opentelemetry_instrumentor` entry point, as users run it."""
+    app = tmp_path / "app.py"
+    app.write_text(_APP)
+    command = Path(sys.executable).parent / "opentelemetry-instrument"
+    done = subprocess.run(
+        [
+            str(command),
+            "--traces_exporter",
+            "console",
+            "--metrics_exporter",
+            "none",
+            "--logs_exporter",
+            "none",
+            sys.executable,
+            str(app),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "OTEL_SERVICE_NAME": "app", "OTEL_BSP_SCHEDULE_DELAY": "10"},
+    )
+    assert done.returncode == 0, done.stderr
+    response_id = done.stdout.split("RESPONSE ", 1)[1].split()[0]
+    spans = [json.loads(chunk) for chunk in _json_objects(done.stdout)]
+    (stream,) = [
+        span
+        for span in spans
+        if span["name"].startswith("chat")
+        and span["attributes"].get("gen_ai.response.id") == response_id
+    ]
+    assert stream["attributes"]["tether.end_reason"] == "break"
+
+
+def _json_objects(text: str) -> list[str]:
+    """The console exporter's spans: JSON objects one after another, pretty-printed."""
+    objects: list[str] = []
+    depth, start = 0, 0
+    for i, char in enumerate(text):
+        if char == "{":
+            if depth == 0:
+                start = i
+            depth += 1
+        elif char == "}" and depth:
+            depth -= 1
+            if depth == 0:
+                objects.append(text[start : i + 1])
+    return objects
