@@ -127,13 +127,23 @@ class Activities:
     @activity.defn(name="essay")
     async def essay(self, request: dict[str, Any]) -> dict[str, Any]:
         """Stream a response; return its text, what tether saw, and the attempt."""
+        journal = request.get("journal")
+        if journal is None:
+            return await self._essay(self.client, request)
+        async with tether.open_scope(self.client, journal=journal) as scope:
+            return await self._essay(scope, request)
+
+    async def _essay(
+        self, scope: tether.Scope | openai.AsyncOpenAI, request: dict[str, Any]
+    ) -> dict[str, Any]:
         text: list[str] = []
         stream = tether.temporal.guarded_stream(
-            self.client,
+            scope,
             model=request["model"],
             input=request.get("input", "Write an essay"),
             grace=2.0,
             resume_from=request.get("resume_from", "start"),
+            on_lost=request.get("on_lost", "raise"),
         )
         try:
             async with stream:
@@ -191,6 +201,8 @@ class EssayRequest:
     user_heartbeat: list[Any] | None = None
     cancel_left_over: bool = False
     activity: str = "essay"
+    journal: str | None = None
+    on_lost: str = "raise"
 
 
 @workflow.defn(name="Essay")
@@ -207,6 +219,8 @@ class EssayWorkflow:
                     "model": request.model,
                     "resume_from": request.resume_from,
                     "user_heartbeat": request.user_heartbeat,
+                    "journal": request.journal,
+                    "on_lost": request.on_lost,
                 },
                 task_queue=request.essay_queue,
                 start_to_close_timeout=timedelta(seconds=request.start_to_close_timeout),

@@ -14,12 +14,14 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
-from temporalio.exceptions import ActivityError, CancelledError, TimeoutError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutError
 from temporalio.worker import Worker
 
 import tether.temporal
@@ -320,3 +322,146 @@ async def test_workflow_that_gives_up_cancels_the_response_its_dead_worker_left(
     assert result == {"left_over": "cancelled"}
     [record] = emulator.ledger.responses
     assert record.status == "cancelled"
+
+
+async def test_retry_whose_response_was_cancelled_meanwhile_fails_non_retryable(
+    temporal: Client, emulator: ResponsesEmulator, worker: Worker, queue: str
+) -> None:
+    essay_queue = f"{queue}-essay"
+    child = temporal_app.start_worker_process(
+        temporal.service_client.config.target_host, essay_queue, emulator.base_url
+    )
+    try:
+        handle = await start_essay(
+            temporal, queue, model="slow", essay_queue=essay_queue, heartbeat_timeout=2.0
+        )
+        await until(lambda: checkpoint_of(handle), "the checkpoint")
+    finally:
+        temporal_app.kill(child)
+    [record] = emulator.ledger.responses
+    async with emulator.async_client() as client:
+        await client.responses.cancel(record.id)  # an operator, say
+    async with (
+        Activities(emulator.base_url) as activities,
+        Worker(temporal, task_queue=essay_queue, activities=[activities.essay]),
+    ):
+        with pytest.raises(WorkflowFailureError) as caught:
+            await handle.result()
+    assert isinstance(caught.value.cause, ActivityError)
+    failure = caught.value.cause.cause
+    assert isinstance(failure, ApplicationError)
+    assert failure.type == "ResumeFailed"
+    assert failure.non_retryable
+    assert len(emulator.ledger) == 1
+
+
+async def test_retry_with_on_lost_restart_creates_a_new_response_after_a_cancel(
+    temporal: Client, emulator: ResponsesEmulator, worker: Worker, queue: str
+) -> None:
+    essay_queue = f"{queue}-essay"
+    child = temporal_app.start_worker_process(
+        temporal.service_client.config.target_host, essay_queue, emulator.base_url
+    )
+    try:
+        handle = await start_essay(
+            temporal,
+            queue,
+            model="steady",
+            essay_queue=essay_queue,
+            heartbeat_timeout=2.0,
+            on_lost="restart",
+        )
+        await until(lambda: checkpoint_of(handle), "the checkpoint")
+    finally:
+        temporal_app.kill(child)
+    first = emulator.ledger.responses[0].id
+    async with emulator.async_client() as client:
+        await client.responses.cancel(first)
+    async with (
+        Activities(emulator.base_url) as activities,
+        Worker(temporal, task_queue=essay_queue, activities=[activities.essay]),
+    ):
+        result = await handle.result()
+    assert result["response_id"] != first
+    assert result["resumed"] is False
+    assert [r.status for r in emulator.ledger.responses] == ["cancelled", "completed"]
+
+
+async def test_retry_resuming_from_the_checkpoint_skips_the_events_already_seen(
+    temporal: Client, emulator: ResponsesEmulator, worker: Worker, queue: str
+) -> None:
+    essay_queue = f"{queue}-essay"
+    child = temporal_app.start_worker_process(
+        temporal.service_client.config.target_host, essay_queue, emulator.base_url
+    )
+
+    async def past_event_10() -> Any:
+        point = tether.temporal.Checkpoint.from_details(await checkpoint_of(handle))
+        return point if point is not None and (point.sequence_number or 0) > 10 else None
+
+    try:
+        handle = await start_essay(
+            temporal,
+            queue,
+            model="steady",
+            essay_queue=essay_queue,
+            heartbeat_timeout=2.0,
+            resume_from="checkpoint",
+        )
+        point = await until(past_event_10, "a checkpoint past event 10")
+    finally:
+        temporal_app.kill(child)
+    async with (
+        Activities(emulator.base_url) as activities,
+        Worker(temporal, task_queue=essay_queue, activities=[activities.essay]),
+    ):
+        result = await handle.result()
+    assert len(emulator.ledger) == 1
+    seqs = result["sequence_numbers"]
+    assert seqs[0] > point.sequence_number
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+
+
+async def test_stream_with_a_journal_records_the_response_under_the_activitys_key(
+    temporal: Client,
+    emulator: ResponsesEmulator,
+    worker: Worker,
+    queue: str,
+    tmp_path: Path,
+) -> None:
+    path = str(tmp_path / "journal.sqlite")
+    handle = await start_essay(temporal, queue, model="slow", journal=path)
+    point = await until(lambda: _checkpoint(handle), "the checkpoint", timeout=20)
+    journal = tether.open_journal(path)
+    try:
+        [entry] = await journal.entries()
+    finally:
+        journal.close()
+    assert entry.response_id == point.response_id
+    assert entry.key == f"temporal:{handle.id}:1"
+    await handle.cancel()
+    with pytest.raises(WorkflowFailureError):
+        await handle.result()
+
+
+async def _checkpoint(handle: WorkflowHandle[Any, Any]) -> Any:
+    return tether.temporal.Checkpoint.from_details(await checkpoint_of(handle))
+
+
+async def test_worker_shutdown_cancels_the_response_on_the_server(
+    temporal: Client, emulator: ResponsesEmulator, queue: str
+) -> None:
+    async with Activities(emulator.base_url) as activities:
+        worker = Worker(
+            temporal,
+            task_queue=queue,
+            workflows=[EssayWorkflow],
+            activities=[activities.essay],
+            graceful_shutdown_timeout=timedelta(0),
+        )
+        async with worker:
+            await start_essay(temporal, queue, model="slow", maximum_attempts=1)
+            await emulator.wait_for(lambda ledger: any(r.tokens_generated > 3 for r in ledger))
+        [record] = emulator.ledger.responses
+        assert record.status == "cancelled"
+        assert record.stopped_by == "cancel"
