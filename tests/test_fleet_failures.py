@@ -13,6 +13,7 @@ import pytest
 
 import tether
 from tests.fleet_servers import PostgresServer, RedisServer, free_port, frozen
+from tests.test_fleet import wait_for_entries
 from tether.testing import ResponsesEmulator
 
 
@@ -176,9 +177,7 @@ async def test_a_redis_restart_without_persistence_loses_no_entry_of_a_live_owne
             async with tether.guarded_stream(scope, model="slow", input="hi", key="k") as stream:
                 (written,) = await journal.entries()
                 await anyio.to_thread.run_sync(redis_server.restart_empty)
-                with anyio.fail_after(10):  # the next heartbeats (every 0.5 s) write it again
-                    while not (found := await journal.entries()):
-                        await anyio.sleep(0.05)
+                found = await wait_for_entries(journal)  # the next heartbeats write it again
                 assert found == [written]
                 assert found[0].response_id == stream.response_id
     finally:
