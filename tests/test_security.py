@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tether
-from tether._journal import redact_url
+from tether._redact import redact_url
 from tether.cli import main
 from tether.testing import ResponsesEmulator
 

@@ -25,9 +25,8 @@ from ._journal import (
     JournalEntry,
     close_if_opened,
     open_journal,
-    owner_gone,
-    owner_on_this_machine,
 )
+from ._process import owner_gone, owner_on_this_machine
 from ._validate import check_bool, check_non_negative, check_positive
 
 if TYPE_CHECKING:

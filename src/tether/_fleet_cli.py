@@ -20,8 +20,8 @@ from ._journal import (
     close_if_opened,
     default_journal_path,
     open_journal,
-    redact_url,
 )
+from ._redact import redact_url
 
 if TYPE_CHECKING:
     from rich.console import Console

@@ -17,16 +17,16 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import socket
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, cast, final, runtime_checkable
-from urllib.parse import unquote, unquote_plus
 
 import attrs
 
 from ._errors import TetherError
+from ._process import process_identity
+from ._redact import redact_url
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
@@ -41,11 +41,6 @@ __all__ = [
     "close_if_opened",
     "default_journal_path",
     "open_journal",
-    "owner_gone",
-    "owner_on_this_machine",
-    "process_identity",
-    "redact_url",
-    "scrub",
 ]
 
 DEFAULT_LEASE = 10.0
@@ -99,62 +94,6 @@ class Owner:
             instance=uuid.uuid4().hex,
             process=process_identity(pid),
         )
-
-
-def _read(path: str) -> str | None:
-    try:
-        with open(path) as file:
-            return file.read()
-    except OSError:
-        return None
-
-
-def _machine() -> str | None:
-    """This kernel's boot and this process's pid namespace: where a pid means one process."""
-    boot = _read("/proc/sys/kernel/random/boot_id")
-    try:
-        namespace = os.readlink("/proc/self/ns/pid")
-    except OSError:
-        return None
-    return None if boot is None else f"{boot.strip()}/{namespace}"
-
-
-def _started(pid: int) -> str | None:
-    """The start time of *pid* (clock ticks since boot), or ``None`` if it is gone (a zombie
-    is gone: it runs no code, and only waits for its parent to read its status)."""
-    stat = _read(f"/proc/{pid}/stat")
-    if stat is None:
-        return None
-    fields = stat[stat.rfind(")") + 2 :].split()  # after "(comm)", which may hold spaces
-    if len(fields) < 20 or fields[0] in ("Z", "X"):
-        return None
-    return fields[19]  # field 22 of proc(5): starttime
-
-
-def process_identity(pid: int) -> str | None:
-    """``BOOT/PIDNS/START`` for the live process *pid* of this machine, or ``None`` (not Linux,
-    no /proc, or no such process)."""
-    machine, started = _machine(), _started(pid)
-    if machine is None or started is None:
-        return None
-    return f"{machine}/{started}"
-
-
-def owner_on_this_machine(process: str | None) -> bool:
-    """Whether an owner's *process* identity names this kernel and pid namespace (so its pid
-    can be checked here)."""
-    machine = _machine()
-    return process is not None and machine is not None and process.rpartition("/")[0] == machine
-
-
-def owner_gone(process: str | None, pid: int) -> bool:
-    """Whether the owner whose identity is *process* is known dead, now: it ran in this kernel
-    and pid namespace, and *pid* no longer exists or is another process (its start time
-    differs: the pid was reused). ``False`` whenever this cannot be told from here."""
-    if not owner_on_this_machine(process):
-        return False
-    assert process is not None
-    return _started(pid) != process.rpartition("/")[2]
 
 
 @final
@@ -291,82 +230,6 @@ def default_journal_path() -> Path:
     """
     state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(state) / "tether" / "journal.sqlite3"
-
-
-_MASK = "***"
-# A conninfo string's "password = 'it''s'" (libpq's key/value form): quoted, or up to a space.
-_CONNINFO_SECRET = re.compile(
-    r"(?P<name>\b[\w.-]*pass[\w.-]*\s*=\s*)(?P<value>'(?:[^'\\]|\\.)*'?|[^\s']+)", re.I
-)
-
-
-def _is_secret(name: str) -> bool:
-    """Whether a query or conninfo parameter carries a secret: ``password`` (redis-py and
-    libpq), libpq's ``sslpassword``, redis-py's ``ssl_password``, or any other name with
-    ``pass`` in it (a ``passfile`` path is masked too: harmless)."""
-    return "pass" in unquote_plus(name).lower()
-
-
-def redact_url(url: str) -> str:
-    """*url* without its secrets, fit for an error message, a repr or a log.
-
-    Masks every form of password that redis-py and libpq read from a URL: the user-info's
-    (``redis://:***@host``), a query parameter (``?password=***``, ``&sslpassword=***``,
-    ``&ssl_password=***``, names percent-decoded as the clients decode them), and the
-    ``password=***`` of a libpq key/value string (``"host=db password=***"``).
-
-    Example:
-        ``redact_url("redis://:s3cret@cache:6379/0?password=s3cret")`` is
-        ``"redis://:***@cache:6379/0?password=***"``.
-    """
-    if "://" not in url:  # libpq's key/value form, or a path: mask "password = value"
-        return _CONNINFO_SECRET.sub(lambda m: m["name"] + _MASK, url)
-    scheme, rest = url.split("://", 1)
-    # The authority ends at the first "/", "?" or "#" (RFC 3986, as urllib and libpq read it).
-    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
-    authority, tail = rest[:end], rest[end:]
-    userinfo, at, hosts = authority.rpartition("@")
-    if at and ":" in userinfo:
-        authority = f"{userinfo.split(':', 1)[0]}:{_MASK}@{hosts}"
-    path, hash_, fragment = tail.partition("#")
-    path, question, query = path.partition("?")
-    if question:
-        params = [
-            f"{name}={_MASK}" if eq and _is_secret(name) else f"{name}{eq}{value}"
-            for name, eq, value in (part.partition("=") for part in query.split("&"))
-        ]
-        query = "&".join(params)
-    return f"{scheme}://{authority}{path}{question}{query}{hash_}{fragment}"
-
-
-def scrub(text: str, url: str) -> str:
-    """*text* (a store's error message) with *url* redacted, and every secret of *url* masked
-    wherever it shows (a client that quotes the value it could not use)."""
-    if url in text:
-        text = text.replace(url, redact_url(url))
-    for secret in _secrets(url):
-        text = text.replace(secret, _MASK)
-    return text
-
-
-def _secrets(url: str) -> list[str]:
-    """The secrets in *url*, as written and decoded (only those long enough to be told apart)."""
-    found: list[str] = []
-    if "://" in url:
-        rest = url.split("://", 1)[1]
-        end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
-        userinfo, at, _ = rest[:end].rpartition("@")
-        if at and ":" in userinfo:
-            found.append(userinfo.split(":", 1)[1])
-        query = rest[end:].partition("#")[0].partition("?")[2]
-        for part in query.split("&"):
-            name, eq, value = part.partition("=")
-            if eq and _is_secret(name):
-                found.append(value)
-    else:
-        found += [m["value"].strip("'") for m in _CONNINFO_SECRET.finditer(url)]
-    decoded = [unquote_plus(s) for s in found] + [unquote(s) for s in found]
-    return sorted({s for s in found + decoded if len(s) >= 4}, key=len, reverse=True)
 
 
 _REDIS_SCHEMES = ("redis", "rediss", "unix")

@@ -38,9 +38,10 @@ from typing import TYPE_CHECKING, Any, TypeVar, final
 
 import anyio
 
-from ._journal import DEFAULT_LEASE, JournalEntry, JournalError, redact_url, scrub
+from ._journal import DEFAULT_LEASE, JournalEntry, JournalError
 from ._journal_bound import Interrupt, in_thread
 from ._journal_lease import LeasedJournal
+from ._redact import redact_url, scrub
 from ._validate import check_str
 
 if TYPE_CHECKING:
