@@ -1,37 +1,40 @@
-"""The one seam between tether and the installed ``openai`` SDK (2.x on httpx, 3.x on httpx2).
+# pyright: reportPrivateUsage=false
+# This package is tether's one seam into other libraries' private objects: each one read here
+# has a Protocol of its shape, an upstream reference, and a test in tests/test_compat.py.
+"""The installed openai SDK: its major, its HTTP library, its client's private settings.
 
-Everything that differs between the two majors, or that reaches into the SDK's objects,
-lives here, so the rest of tether is written against one surface.
+Also the lean stop path: tether's own stop requests, sent through the SDK client's HTTP
+client with the headers of the request that opened the stream.
 """
 
 from __future__ import annotations
 
-import contextlib
 import importlib
-import weakref
-from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, Literal, cast
+import sys
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast, final, runtime_checkable
 
-import anyio
+import attrs
 import openai
 from openai import AsyncOpenAI, OpenAI
+from typing_extensions import TypeIs
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Generator
+    from collections.abc import Callable, Mapping
 
 __all__ = [
+    "HTTP",
     "OPENAI_MAJOR",
     "STREAM_CONNECTION_ERRORS",
-    "cancel_cause",
+    "LeanTarget",
+    "SyncClientSettings",
     "check_async_client",
-    "close_sdk_stream",
-    "drain_sdk_stream",
-    "is_multiplexed",
+    "conforms",
+    "copy_azure_routing",
+    "is_sdk_default_http_client",
     "lean_target",
-    "on_request_sent",
-    "pool_limits",
-    "sdk_inner_generator",
-    "sdk_next",
+    "sdk_http_client",
+    "sdk_http_client_of",
+    "sync_client_settings",
 ]
 
 OPENAI_MAJOR = int(openai.__version__.split(".", 1)[0])
@@ -40,17 +43,34 @@ OPENAI_MAJOR = int(openai.__version__.split(".", 1)[0])
 HTTP: Any = importlib.import_module("httpx2" if OPENAI_MAJOR >= 3 else "httpx")
 """The HTTP library the installed SDK is built on (httpx2 for 3.x, httpx for 2.x)."""
 
+_T = TypeVar("_T")
+_conforming: dict[tuple[type, type], bool] = {}
+
+
+def conforms(obj: object, shape: type[_T]) -> TypeIs[_T]:
+    """Whether *obj* has the private *shape* (a ``runtime_checkable`` Protocol).
+
+    Checked once per class (``isinstance`` on a Protocol costs microseconds; the stop path
+    asks per stream): the shapes read here are attributes every instance of the upstream
+    class sets in its ``__init__``.
+    """
+    key = (type(obj), shape)
+    found = _conforming.get(key)
+    if found is None:
+        found = _conforming[key] = isinstance(obj, shape)
+    return found
+
 
 def _stream_connection_errors() -> tuple[type[BaseException], ...]:
     if OPENAI_MAJOR >= 3:
         return (openai.APIConnectionError,)
-    # 2.x wraps transport errors of the request, not those raised while reading the stream.
+    # 2.x wraps transport errors of the request, not those raised while reading the stream
+    # (openai 2.x _streaming.py AsyncStream.__stream__ reads the httpx response unwrapped).
     return (openai.APIConnectionError, HTTP.TransportError)
 
 
 STREAM_CONNECTION_ERRORS = _stream_connection_errors()
 """What a lost connection raises while a stream is read, on the installed SDK."""
-_DRAIN_LIMIT = 10_000  # events still buffered after a close, at most
 
 
 def check_async_client(client: object, *, argument: str = "client") -> AsyncOpenAI:
@@ -65,188 +85,130 @@ def check_async_client(client: object, *, argument: str = "client") -> AsyncOpen
     raise TypeError(f"{argument} must be an openai.AsyncOpenAI, got {client!r}")
 
 
-async def close_sdk_stream(stream: Any) -> None:
-    """Close an SDK ``AsyncStream``: releases its connection (``close()``: 2.x and 3.x).
-
-    It also finishes a close that a native cancellation interrupted earlier
-    (`_finish_interrupted_close`). tether calls it on the stop path, in a task of its own
-    (``run_critical``), where no native cancellation lands.
-    """
-    with contextlib.suppress(Exception):  # the connection is dropped either way
-        await stream.close()
-    await _finish_interrupted_close(stream)
-
-
-async def _finish_interrupted_close(stream: Any) -> None:
-    """Finish the close of a response that a native cancellation interrupted.
-
-    httpcore's ``PoolByteStream.aclose`` (and the HTTP/1.1 stream's under it) mark
-    themselves closed *before* their cleanup awaits, under an anyio shield that a native
-    ``Task.cancel()`` goes through. An ``asyncio.timeout`` (a ``TaskGroup``, a ``wait_for``)
-    landing there, as the reader's read reaches the end of the body, leaves the request in
-    the pool for good and its connection checked out (encode/httpcore#1115,
-    encode/httpx#3782, open upstream). On httpcore 1.x (openai 2.x) the close's lock
-    awaits even when it is free: measured, 64 of 96 streams resumed under an
-    ``asyncio.timeout``; httpcore2 (openai 3.x) acquires a free lock without awaiting, so
-    only a close that also shuts the connection has an await to land on. When the
-    response's request is still in its pool although its stream says closed, mark both
-    open again and close once more: httpcore's own cleanup then runs to its end.
-    """
-    response_stream = getattr(getattr(stream, "response", None), "stream", None)
-    pool_stream: Any = getattr(getattr(response_stream, "_stream", None), "_httpcore_stream", None)
-    pool: Any = getattr(pool_stream, "_pool", None)
-    requests = getattr(pool, "_requests", None)
-    if (
-        requests is None
-        or not getattr(pool_stream, "_closed", False)
-        or getattr(pool_stream, "_pool_request", None) not in requests
-    ):
-        return
-    inner: Any = getattr(pool_stream, "_stream", None)
-    if getattr(inner, "_closed", False):
-        inner._closed = False
-    pool_stream._closed = False
-    with contextlib.suppress(Exception):
-        await pool_stream.aclose()
-
-
-async def drain_sdk_stream(stream: Any, inner: Any = None) -> None:
-    """Finalise a closed SDK stream's chain of async generators.
-
-    ``AsyncStream.close()`` releases the connection but leaves the SDK's nested generators
-    (``__stream__`` -> ``_iter_events`` -> the decoder -> httpx -> httpcore) suspended, to be
-    garbage-collected half-run (trio warns about each). Reading on once, in an
-    already-cancelled scope, makes the innermost read raise (the closed transport on
-    HTTP/1.1, the cancellation at its first checkpoint on HTTP/2, where a read after close
-    would block), and the exception finishes every layer on its way out. Buffered events are
-    discarded. Never waits.
-    """
-    for iterator in (getattr(stream, "_iterator", None), inner):
-        if iterator is None:
-            continue
-        with anyio.CancelScope() as scope, contextlib.suppress(Exception):
-            scope.cancel()
-            for _ in range(_DRAIN_LIMIT):
-                await iterator.__anext__()
-
-
-def is_multiplexed(stream: Any) -> bool:
-    """Whether an SDK stream's response came over HTTP/2 (where a read after close blocks)."""
-    return getattr(getattr(stream, "response", None), "http_version", "") == "HTTP/2"
-
-
-def sdk_next(stream: Any) -> Callable[[], Awaitable[Any]]:
-    """The next-event coroutine of an SDK ``AsyncStream``, one call shallower.
-
-    ``AsyncStream.__anext__`` only awaits its ``_iterator``'s (2.x and 3.x): on the hot path,
-    tether awaits that one directly (one coroutine less per event).
-    """
-    iterator = getattr(stream, "_iterator", None)
-    step = getattr(iterator, "__anext__", None)
-    return step if step is not None else stream.__anext__
-
-
-def sdk_inner_generator(stream: Any) -> Any:
-    """The generator the SDK's event generator reads from, once it has started.
-
-    When the SDK raises mid-stream (an error event with a nested ``error``), its outer
-    generator ends but this one stays suspended; keep it to finalise it on close.
-    """
-    frame = getattr(getattr(stream, "_iterator", None), "ag_frame", None)
-    return None if frame is None else frame.f_locals.get("iterator")
-
-
-def cancel_cause(exc: BaseException) -> Literal["deadline", "cancelled"]:
-    """Tell a deadline from an explicit cancel, from the cancellation exception itself.
-
-    trio's ``Cancelled`` carries ``source="deadline"``; anyio's asyncio backend puts
-    ``reason: deadline exceeded`` in the ``CancelledError``'s message.
-    """
-    if getattr(exc, "source", None) == "deadline" or "deadline exceeded" in str(exc):
-        return "deadline"
-    return "cancelled"
-
-
-def pool_limits(client: AsyncOpenAI) -> tuple[int, int] | None:
-    """``(max_connections, max_keepalive_connections)`` of *client*'s connection pool.
-
-    Read-only, from the HTTP client's default transport (httpx and httpx2 keep them on the
-    httpcore pool; ``None`` limits are stored as ``sys.maxsize``). None where the client's
-    HTTP stack does not say: a custom transport, or an HTTP client that is not httpx's.
-    On openai 2.x (httpx, httpcore 1.x) also None: that pool still probes every idle
-    connection on each assignment pass (encode/httpcore#928), so the more requests it
-    holds, the dearer each one; httpcore2's pass is linear.
-    """
-    if OPENAI_MAJOR < 3:
-        return None
-    pool: Any = getattr(
-        getattr(getattr(client, "_client", None), "_transport", None), "_pool", None
-    )
-    connections = getattr(pool, "_max_connections", None)
-    keepalive = getattr(pool, "_max_keepalive_connections", None)
-    if not isinstance(connections, int) or not isinstance(keepalive, int):
-        return None
-    return connections, keepalive
-
-
-# -- knowing when a request has left ----------------------------------------------------------
+# -- the SDK client's private settings ----------------------------------------------------------
 #
-# The open must not be shielded while a request only waits (for a pooled connection, say):
-# cancelled there, it is simply never sent. It must be shielded from the moment its headers
-# go out. The HTTP stack says when through httpcore's per-request ``trace`` extension; the
-# SDK gives no way to set request extensions, so a request hook on the client's HTTP client
-# (installed once per HTTP client) adds it to the requests of the task that asked for it.
-
-_on_sent: ContextVar[Callable[[], None] | None] = ContextVar("tether_on_sent", default=None)
-_hooked: weakref.WeakSet[Any] = weakref.WeakSet()
-_SENT = "send_request_headers.started"  # http11.… and http2.…
+# The SDK has no public accessor for its HTTP client, its default headers and query, or its
+# strictness; ``OpenAI.copy()`` reads them from the private attributes set in
+# ``openai/_base_client.py`` (``BaseClient.__init__``: ``_custom_headers``, ``_custom_query``,
+# ``_strict_response_validation``; ``SyncAPIClient``/``AsyncAPIClient.__init__``: ``_client``),
+# ``openai/lib/_client_auth.py`` (3.x: ``_api_key_provider``, ``_provider``) and
+# ``openai/lib/azure.py`` (``AzureOpenAI.__init__``: ``_api_version``, ``_azure_*``).
 
 
-async def _request_hook(request: Any) -> None:
-    callback = _on_sent.get()
-    if callback is None:
-        return
-    previous = request.extensions.get("trace")
+@runtime_checkable
+class _SdkClient(Protocol):
+    """``openai._base_client.BaseClient`` and its sync/async ``APIClient`` subclasses."""
 
-    async def trace(name: str, info: dict[str, Any]) -> None:
-        if name.endswith(_SENT):
-            callback()
-        if previous is not None:
-            result = previous(name, info)
-            if hasattr(result, "__await__"):
-                await result
+    _client: Any  # the httpx/httpx2 Client or AsyncClient
+    _custom_headers: Mapping[str, str]
+    _custom_query: Mapping[str, object]
+    _strict_response_validation: bool
 
-    request.extensions = {**request.extensions, "trace": trace}
+    def _make_status_error_from_response(self, response: Any) -> openai.APIStatusError: ...
 
 
-def _hook(client: AsyncOpenAI) -> bool:
-    http: Any = getattr(client, "_client", None)  # the SDK's HTTP client (no public accessor)
-    if http is None or not hasattr(http, "event_hooks"):
-        return False
-    if http not in _hooked:
-        hooks = dict(http.event_hooks)
-        hooks["request"] = [*hooks.get("request", []), _request_hook]
-        http.event_hooks = hooks
-        _hooked.add(http)
-    return True
+@runtime_checkable
+class _AzureClient(Protocol):
+    """``openai.lib.azure.AzureOpenAI`` / ``AsyncAzureOpenAI`` (``__init__``)."""
+
+    _api_version: str
+    _azure_ad_token: str | None
+    _azure_ad_token_provider: Callable[[], object] | None
+    _azure_endpoint: object
+    _azure_deployment: str | None
 
 
-@contextlib.contextmanager
-def on_request_sent(client: AsyncOpenAI, callback: Callable[[], None]) -> Generator[None]:
-    """Call *callback* when a request made in this block starts sending its headers.
+def _sdk_client(client: object) -> _SdkClient:
+    if not conforms(client, _SdkClient):
+        raise TypeError(f"not an openai SDK client of a known shape: {client!r}")
+    return client
 
-    Where the client's HTTP stack cannot say (a custom transport), *callback* is called at
-    once: the request is then treated as sent from the start, the safe side.
+
+def sdk_http_client_of(client: OpenAI | AsyncOpenAI) -> Any:
+    """The HTTP client (httpx/httpx2) an SDK client sends its requests through."""
+    return _sdk_client(client)._client
+
+
+@final
+@attrs.frozen(kw_only=True)
+class SyncClientSettings:
+    """What ``OpenAI.copy()`` reads from a sync client beyond its public attributes."""
+
+    http_client: Any
+    """The SDK's HTTP client (an ``httpx2.Client``; ``httpx.Client`` on 2.x)."""
+    default_headers: dict[str, str]
+    """The ``default_headers`` it was built with."""
+    default_query: dict[str, object]
+    """The ``default_query`` it was built with."""
+    strict_response_validation: bool
+    """Its ``_strict_response_validation``."""
+    api_key_provider: Callable[[], str] | None
+    """The callable given as ``api_key`` (openai 3.x), if any."""
+    provider: object
+    """The auth provider it was built with (openai 3.x), if any."""
+    azure: dict[str, Any] | None
+    """An Azure client's ``api_version``, ``azure_ad_token`` and ``azure_ad_token_provider``."""
+
+
+def sync_client_settings(client: OpenAI) -> SyncClientSettings:
+    """The private settings of a sync SDK client, as ``OpenAI.copy()`` reads them."""
+    sdk = _sdk_client(client)
+    azure = None
+    if conforms(client, _AzureClient):
+        azure = {
+            "api_version": client._api_version,
+            "azure_ad_token": client._azure_ad_token,
+            "azure_ad_token_provider": client._azure_ad_token_provider,
+        }
+    provider: Callable[[], str] | None = getattr(client, "_api_key_provider", None)
+    return SyncClientSettings(
+        http_client=sdk._client,
+        default_headers=dict(sdk._custom_headers),
+        default_query=dict(sdk._custom_query),
+        strict_response_validation=sdk._strict_response_validation,
+        api_key_provider=provider,
+        provider=getattr(client, "_provider", None),
+        azure=azure,
+    )
+
+
+def copy_azure_routing(source: object, target: object) -> None:
+    """Give *target* the Azure endpoint and deployment of *source*, as ``AzureOpenAI.copy()`` does.
+
+    The routing of non-deployment endpoints needs them; the constructor does not take both.
     """
-    if not _hook(client):
-        callback()
-        yield
-        return
-    token = _on_sent.set(callback)
-    try:
-        yield
-    finally:
-        _on_sent.reset(token)
+    if not conforms(source, _AzureClient) or not conforms(target, _AzureClient):
+        raise TypeError(f"both clients must be Azure clients, got {source!r} and {target!r}")
+    target._azure_endpoint = source._azure_endpoint
+    target._azure_deployment = source._azure_deployment
+
+
+def _wrapper_class(*, sync: bool) -> type | None:
+    """``openai._base_client.SyncHttpxClientWrapper`` or ``AsyncHttpxClientWrapper``.
+
+    The HTTP client class the SDK builds when given none (its ``__del__`` closes it).
+    """
+    base_client = sys.modules.get("openai._base_client")
+    wrapper: object = getattr(
+        base_client, "SyncHttpxClientWrapper" if sync else "AsyncHttpxClientWrapper", None
+    )
+    return wrapper if isinstance(wrapper, type) else None
+
+
+def is_sdk_default_http_client(http_client: object) -> bool:
+    """Whether the SDK built this sync HTTP client itself (no ``http_client=`` given)."""
+    wrapper = _wrapper_class(sync=True)
+    return wrapper is not None and type(http_client) is wrapper
+
+
+def sdk_http_client(*, sync: bool, **kwargs: Any) -> Any:
+    """A new HTTP client of the class the SDK makes when given none, or None if it has none.
+
+    *kwargs* go to the ``httpx2.Client`` / ``AsyncClient`` constructor (``verify=``,
+    ``base_url=``, ``timeout=``).
+    """
+    wrapper = _wrapper_class(sync=sync)
+    return None if wrapper is None else wrapper(**kwargs)
 
 
 # -- the lean stop path -------------------------------------------------------------------------
@@ -257,7 +219,8 @@ def on_request_sent(client: AsyncOpenAI, callback: Callable[[], None]) -> Genera
 # through the client's own HTTP client, with the headers of the request that opened the
 # stream (auth, organization, project, user agent, the caller's own extra headers). Only for
 # clients it can mirror: a plain ``AsyncOpenAI`` without default query parameters (Azure's
-# deployments and api-version, a subclass's own auth: the SDK path).
+# deployments and api-version, a subclass's own auth: the SDK path). Errors are made by the
+# SDK's own ``_make_status_error_from_response`` (``openai/_client.py``).
 
 _NOT_MIRRORED = frozenset(
     {
@@ -303,16 +266,18 @@ class LeanTarget:
         if response.is_success:
             body: Any = response.json()
             return cast("dict[str, Any]", body) if isinstance(body, dict) else {}
-        raise self.client._make_status_error_from_response(response)  # pyright: ignore[reportPrivateUsage]
+        raise _sdk_client(self.client)._make_status_error_from_response(response)
 
 
 def lean_target(client: AsyncOpenAI, stream: Any) -> LeanTarget | None:
     """The lean stop path for a stream opened through *client*, or None (use the SDK's)."""
-    if type(client) is not AsyncOpenAI or client._custom_query:  # pyright: ignore[reportPrivateUsage]
+    if type(client) is not AsyncOpenAI or not conforms(client, _SdkClient):
         return None
-    http: Any = getattr(client, "_client", None)
+    if client._custom_query:
+        return None
+    http: Any = client._client
     request: Any = getattr(getattr(stream, "response", None), "request", None)
-    if http is None or request is None or not hasattr(http, "request"):
+    if request is None or not hasattr(http, "request"):
         return None
     headers = {k: v for k, v in request.headers.items() if k.lower() not in _NOT_MIRRORED}
     headers["accept"] = "application/json"
