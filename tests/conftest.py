@@ -1,4 +1,7 @@
-"""Shared fixtures: every async test runs on asyncio and trio."""
+"""Shared fixtures: every async test runs on asyncio and trio.
+
+Helpers shared by test modules live in `tests.support`.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from hypothesis import settings
 from trio.testing import MockClock
 
 from tests import fleet_servers
+from tests.support import requests_in_flight
 from tether.testing import Faults, Model, ResponsesEmulator
 
 # Property tests are deterministic (the same examples every run) and write nothing to disk.
@@ -77,12 +81,6 @@ async def client(emulator: ResponsesEmulator) -> AsyncIterator[openai.AsyncOpenA
     async with emulator.async_client() as c:
         yield c
         assert requests_in_flight(c) == 0, "a connection was left checked out of the pool"
-
-
-def requests_in_flight(client: openai.AsyncOpenAI) -> int:
-    """Requests holding a connection of the client's pool (httpcore's own book-keeping)."""
-    pool = client._client._transport._pool  # type: ignore[attr-defined]
-    return len(pool._requests)
 
 
 # --------------------------------------------------------------------- fleet servers (journal)

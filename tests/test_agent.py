@@ -16,6 +16,7 @@ import pydantic
 import pytest
 
 import tether
+from tests.support import Boom, no_orphans
 from tether._agent import run_agent
 from tether._tools import AgentContext, tool
 from tether.testing import Model
@@ -27,10 +28,6 @@ if TYPE_CHECKING:
     from tether.testing import ResponsesEmulator
 
 FAST: dict[str, Any] = {"ttft": 0.0, "tokens_per_s": 5000.0}
-
-
-class Boom(Exception):
-    """A tool's own exception."""
 
 
 def scripted(*turns: Turn) -> Model:
@@ -65,12 +62,6 @@ def to_fahrenheit(celsius: float) -> float:
 
 async def noop() -> str:
     return "ok"
-
-
-def no_orphans(emulator: ResponsesEmulator) -> None:
-    ledger = emulator.ledger
-    assert ledger.orphans() == []
-    assert not [record.id for record in ledger if record.generating]
 
 
 # --------------------------------------------------------------- the happy path

@@ -9,7 +9,7 @@ import openai
 import pytest
 
 import tether
-from tests.test_guard import read_deltas, settled
+from tests.support import read_deltas, settled
 from tether._cancel import cancel_slots
 from tether._compat import HTTP, OPENAI_MAJOR
 from tether.testing import Faults, Model, ResponsesEmulator

@@ -11,34 +11,13 @@ import pytest
 
 import tether
 from tests._http import httpx2
-from tests.conftest import requests_in_flight
+from tests.support import Boom, read_deltas, requests_in_flight, settled
 from tether._lifecycle import TRANSITIONS, IllegalTransition, State, check_transition
 from tether._protocol import ResponseGuard
 from tether._stream import build_guard
 
 if TYPE_CHECKING:
     from tether.testing import ResponsesEmulator
-
-
-class Boom(Exception):
-    """The user's own exception."""
-
-
-async def read_deltas(stream: tether.GuardedStream, n: int) -> None:
-    """Read until *n* output deltas arrived."""
-    seen = 0
-    async for event in stream:
-        if event.type == "response.output_text.delta":
-            seen += 1
-            if seen >= n:
-                return
-
-
-async def settled(emulator: ResponsesEmulator, response_id: str | None) -> Any:
-    """Wait until the emulator stopped generating *response_id*, and return its record."""
-    assert response_id is not None
-    await emulator.wait_for(lambda ledger: not ledger[response_id].generating)
-    return emulator.ledger[response_id]
 
 
 # ----------------------------------------------------------------- finishing

@@ -14,8 +14,8 @@ import pytest
 
 import tether
 from tests.conftest import TEST_MODELS
+from tests.support import read_deltas, settled
 from tests.test_cancel import stop_many_with_cancels_held
-from tests.test_guard import read_deltas, settled
 from tether.testing import ResponsesEmulator
 
 

@@ -15,8 +15,7 @@ import openai
 import pytest
 
 import tether
-from tests.conftest import requests_in_flight
-from tests.test_guard import read_deltas, settled
+from tests.support import read_deltas, requests_in_flight, settled
 from tether._compat import OPENAI_MAJOR
 from tether.testing import ResponsesEmulator
 

@@ -11,6 +11,7 @@ import openai
 import pytest
 
 import tether
+from tests.support import Boom, no_orphans, req
 from tether import AttemptRejected, RaceFailed, observe, race, race_stream, races
 from tether.races import AttemptStarted, first_completed, first_token
 from tether.testing import Faults, Model
@@ -25,19 +26,6 @@ if TYPE_CHECKING:
 
     from tether.races import RaceResult
     from tether.testing import ResponsesEmulator
-
-
-class Boom(Exception):
-    """The user's own exception."""
-
-
-def req(model: str, **extra: Any) -> dict[str, Any]:
-    return {"model": model, "input": "hi", **extra}
-
-
-def no_orphans(emulator: ResponsesEmulator) -> None:
-    assert emulator.ledger.orphans() == []
-    assert all(not record.generating for record in emulator.ledger)
 
 
 @asynccontextmanager
