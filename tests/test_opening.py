@@ -121,6 +121,9 @@ async def test_deadline_around_an_opening_stream_is_caught_not_reported_as_a_sta
     assert (await settled(emulator, guarded.response_id)).status == "cancelled"
 
 
+@pytest.mark.leaves_responses_generating(
+    "response.created is held past the first-event timeout: no id reaches tether to cancel it with"
+)
 async def test_enclosing_cancel_during_a_first_event_stall_is_not_a_stall_error(
     emulator: ResponsesEmulator, client: openai.AsyncOpenAI
 ) -> None:
