@@ -1,4 +1,9 @@
-"""The crash-safe journal and the reaper."""
+"""The crash-safe journal (SQLite) and the reaper, on asyncio and trio.
+
+What an entry records and when it goes; the file's privacy (no API key, owner-only mode);
+`reap` after a SIGKILLed process (tests/crash_child.py), its skip reasons and its leases;
+a locked journal that must not hold the stop path past grace.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""Scopes: the budget, the book-keeping, the concurrency limit."""
+"""Scopes (``tether.open_scope``): the deadline and what remains of it, ``cancel()``, the
+outcomes recorded in the order streams ended, the concurrency limit, and ``confirm``
+re-reading a cancelled status; on asyncio and trio."""
 
 from __future__ import annotations
 
