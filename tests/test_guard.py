@@ -78,7 +78,6 @@ async def test_break_cancels_the_response_on_the_server(
     assert stream.outcome.reason == "break"
     assert stream.outcome.receipt is not None
     assert stream.outcome.receipt.status == "cancelled"
-    assert emulator.ledger.orphans() == []
 
 
 async def test_exception_in_the_body_propagates_unchanged(client: openai.AsyncOpenAI) -> None:
@@ -205,7 +204,6 @@ async def test_cancel_before_created_waits_for_the_id_and_cancels_it(
     (stream,) = streams
     record = await settled(emulator, stream.response_id)
     assert record.status == "cancelled"
-    assert emulator.ledger.orphans() == []
 
 
 # --------------------------------------------------------- explicit cancel (PR #2916)

@@ -27,7 +27,6 @@ from tests.support import (
     WATCHDOG,
     Boom,
     in_thread,
-    no_orphans,
     portal_threads,
     read_deltas_sync,
     req,
@@ -112,6 +111,9 @@ def test_iteration_ends_after_cancel(client: openai.OpenAI) -> None:
         assert list(stream) == []
 
 
+@pytest.mark.leaves_responses_generating(
+    "the cancel hangs: tether gives up after grace and the response runs on"
+)
 def test_stream_is_closed_even_when_the_cancel_hangs(
     emulator: ResponsesEmulator, client: openai.OpenAI
 ) -> None:
@@ -236,7 +238,6 @@ def test_break_cancels_the_response_on_the_server(
         read_deltas_sync(stream, 3)
     assert settled_sync(emulator, stream.response_id).status == "cancelled"
     assert stream.outcome.reason == "break"
-    assert emulator.ledger.orphans() == []
 
 
 def test_exception_in_the_body_propagates_unchanged_and_cancels(
@@ -339,7 +340,6 @@ def test_ctrl_c_while_opening_cancels_once_the_id_is_known(
     assert not body_ran
     assert guarded.outcome.reason == "interrupted"
     assert settled_sync(emulator, guarded.response_id).status == "cancelled"
-    assert emulator.ledger.orphans() == []
 
 
 def test_deadline_during_iteration_raises_timeout_error_and_cancels(
@@ -443,7 +443,6 @@ def test_cancel_from_another_thread_while_opening_waits_for_the_id_then_cancels(
     assert receipts[0].status == "cancelled"
     assert stream.outcome.reason == "explicit"
     assert settled_sync(emulator, stream.response_id).status == "cancelled"
-    assert emulator.ledger.orphans() == []
 
 
 def test_stream_works_from_a_thread_that_is_not_the_main_one(
@@ -894,7 +893,6 @@ def test_race_first_completed_wins_and_every_loser_is_cancelled_on_the_server(
         assert loser.outcome.reason == "race_lost"
         assert loser.receipt is not None
         assert loser.receipt.status == "cancelled"
-    no_orphans(emulator)
     assert portal_threads() == []
 
 
@@ -911,7 +909,6 @@ def test_race_across_sync_clients_carries_each_client_over(
     with emulator.client(max_retries=0) as other:
         result = tether.sync.race(client, [req("slow"), req("fast", client=other)])
     assert result.winner.index == 1
-    no_orphans(emulator)
 
 
 def test_race_deadline_raises_timeout_error_after_cancelling_every_attempt(
@@ -921,7 +918,6 @@ def test_race_deadline_raises_timeout_error_after_cancelling_every_attempt(
         tether.sync.race(client, [req("slow"), req("slow")], deadline=1.0)
     assert len(emulator.ledger.responses) == 2
     assert all(record.status == "cancelled" for record in emulator.ledger)
-    no_orphans(emulator)
 
 
 def test_race_ctrl_c_cancels_every_attempt_and_propagates(
@@ -944,7 +940,6 @@ def test_race_ctrl_c_cancels_every_attempt_and_propagates(
         tether.sync.race(client, [req("slow"), req("slow")])
     presser.join()
     assert all(record.status == "cancelled" for record in emulator.ledger)
-    no_orphans(emulator)
     assert portal_threads() == []
 
 
