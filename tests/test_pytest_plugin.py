@@ -78,13 +78,13 @@ SUITE_TESTS = """
 import pytest
 
 
-def test_left_generating(emulator):
+def test_suite_left_generating(emulator):
     with emulator.client() as client:
         client.responses.create(model="slow", input="x", background=True)
 
 
 @pytest.mark.leaves_responses_generating("a test about orphans")
-def test_marked(emulator):
+def test_suite_marked(emulator):
     with emulator.client() as client:
         client.responses.create(model="slow", input="x", background=True)
 """
@@ -111,82 +111,86 @@ def run_project(folder: Path, files: dict[str, str]) -> str:
 
 @pytest.fixture(scope="module")
 def checked(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A user's project that turns the check on."""
-    ini = "[pytest]\ntether_fail_if_left_generating = true\n"
-    files = {"pytest.ini": ini, "test_user.py": USER_TESTS}
+    """A user's project that turns the check on, with tests on this suite's ``emulator``
+    fixture (imported from ``tests/conftest.py``) beside them."""
+    files = {
+        "pytest.ini": "[pytest]\ntether_fail_if_left_generating = true\n",
+        "conftest.py": "from tests.conftest import emulator  # noqa: F401\n",
+        "test_user.py": USER_TESTS,
+        "test_suite.py": SUITE_TESTS,
+    }
     return run_project(tmp_path_factory.mktemp("checked"), files)
 
 
 @pytest.fixture(scope="module")
 def unchecked(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """The same project without the option (the default)."""
+    """The same user's tests without the option (the default)."""
     files = {"pytest.ini": "[pytest]\n", "test_user.py": USER_TESTS}
     return run_project(tmp_path_factory.mktemp("unchecked"), files)
 
 
-@pytest.fixture(scope="module")
-def suite(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """Tests on this suite's ``emulator`` fixture, imported from ``tests/conftest.py``."""
-    conftest = "from tests.conftest import emulator  # noqa: F401\n"
-    files = {"pytest.ini": "[pytest]\n", "conftest.py": conftest, "test_suite.py": SUITE_TESTS}
-    return run_project(tmp_path_factory.mktemp("suite"), files)
-
-
 def passed(report: str, test: str) -> bool:
-    return re.search(rf"^PASSED \S+::{test}$", report, re.MULTILINE) is not None
+    """Whether *test* (``file.py::name``) passed, teardown included."""
+    return (
+        re.search(rf"^PASSED {re.escape(test)}$", report, re.MULTILINE) is not None
+        and re.search(rf"^ERROR {re.escape(test)} ", report, re.MULTILINE) is None
+    )
 
 
 def failed_at_teardown(report: str, test: str) -> str:
-    """The teardown error of *test* in *report*, or fail."""
-    sections = re.split(r"^_+ (?=ERROR at teardown of )", report, flags=re.MULTILINE)
-    for section in sections:
-        if section.startswith(f"ERROR at teardown of {test} "):
+    """The teardown error of *test* (``file.py::name``) in *report*, or fail."""
+    name = test.split("::")[1]
+    for section in re.split(r"^_+ (?=ERROR at teardown of )", report, flags=re.MULTILINE):
+        if section.startswith(f"ERROR at teardown of {name} "):
+            assert re.search(rf"^ERROR {re.escape(test)} ", report, re.MULTILINE), report
             return section
     raise AssertionError(f"no teardown error for {test}:\n{report}")
 
 
 def test_the_suites_emulator_fixture_fails_a_test_that_left_a_response_generating(
-    suite: str,
+    checked: str,
 ) -> None:
-    error = failed_at_teardown(suite, "test_left_generating")
+    error = failed_at_teardown(checked, "test_suite.py::test_suite_left_generating")
     assert "the test left responses generating on the emulator: 1" in error
     assert "model 'slow', in_progress, background" in error
     assert '@pytest.mark.leaves_responses_generating("why")' in error
 
 
-def test_the_suites_emulator_fixture_passes_a_test_marked_with_its_reason(suite: str) -> None:
-    assert passed(suite, "test_marked"), suite
+def test_the_suites_emulator_fixture_passes_a_test_marked_with_its_reason(checked: str) -> None:
+    assert passed(checked, "test_suite.py::test_suite_marked"), checked
 
 
 def test_the_check_fails_a_users_test_that_left_a_response_generating(checked: str) -> None:
-    error = failed_at_teardown(checked, "test_left_generating")
+    error = failed_at_teardown(checked, "test_user.py::test_left_generating")
     assert "the test left responses generating on the emulator: 1" in error
     assert "model 'slow', in_progress, background" in error
 
 
 def test_the_check_passes_a_users_test_that_cancelled_its_response(checked: str) -> None:
-    assert passed(checked, "test_stopped"), checked
+    assert passed(checked, "test_user.py::test_stopped"), checked
 
 
 def test_the_marker_is_registered_by_the_plugin_and_exempts_a_test(checked: str) -> None:
     """The project runs with ``--strict-markers`` and registers no marker of its own."""
-    assert passed(checked, "test_marked"), checked
+    assert passed(checked, "test_user.py::test_marked"), checked
 
 
 def test_the_marker_without_a_reason_fails_the_test(checked: str) -> None:
-    error = failed_at_teardown(checked, "test_marked_without_a_reason")
+    error = failed_at_teardown(checked, "test_user.py::test_marked_without_a_reason")
     assert "says why the test leaves responses generating" in error
 
 
-def test_the_check_waits_for_a_disconnected_stream_to_be_stopped(checked: str) -> None:
-    assert passed(checked, "test_left_a_stream_whose_client_is_closing"), checked
+def test_the_check_passes_a_test_that_closed_its_client_mid_stream(checked: str) -> None:
+    """A non-background response stops when its client goes: it is not left generating."""
+    assert passed(checked, "test_user.py::test_left_a_stream_whose_client_is_closing"), checked
 
 
 def test_the_check_waits_for_a_cancel_in_flight(checked: str) -> None:
-    assert passed(checked, "test_left_a_cancel_in_flight"), checked
+    """The test ends while its cancel is still on the server (``cancel_delay=0.5``)."""
+    assert passed(checked, "test_user.py::test_left_a_cancel_in_flight"), checked
 
 
 def test_without_the_option_a_users_test_may_leave_responses_generating(unchecked: str) -> None:
     """The check is opt-in: turning it on by default would fail existing users' tests."""
-    assert passed(unchecked, "test_left_generating"), unchecked
-    assert passed(unchecked, "test_stopped"), unchecked
+    assert passed(unchecked, "test_user.py::test_left_generating"), unchecked
+    assert passed(unchecked, "test_user.py::test_stopped"), unchecked
