@@ -19,6 +19,7 @@ import attrs
 import openai
 
 import tether
+from tests.support import Boom, read_deltas
 from tether.testing import Faults, Model, ResponsesEmulator
 
 Fault = Literal[
@@ -96,21 +97,6 @@ class Record:
     response_ids: list[str] = attrs.Factory(list)  # every response this step created
 
 
-class Boom(Exception):
-    """The body's own exception."""
-
-
-async def _read(stream: tether.GuardedStream, n: int) -> None:
-    seen = 0
-    if n == 0:
-        return
-    async for event in stream:
-        if event.type == "response.output_text.delta":
-            seen += 1
-            if seen >= n:
-                return
-
-
 async def run_step(client: openai.AsyncOpenAI, record: Record) -> None:
     """Run one stream; record a violation of the promises, if any."""
     step = record.step
@@ -134,13 +120,13 @@ async def run_step(client: openai.AsyncOpenAI, record: Record) -> None:
             try:
                 async with tether.open_scope(client, grace=grace, deadline=3600) as scope:
                     async with tether.guarded_stream(scope, model=model, input="x") as stream:
-                        await _read(stream, step.after)
+                        await read_deltas(stream, step.after)
                         mark()
                         if trigger == "scope_cancel":
                             scope.cancel()
                         else:
                             scope._cancel_scope.deadline = anyio.current_time()  # type: ignore[union-attr]
-                        await _read(stream, 10**6)
+                        await read_deltas(stream, 10**6)
                 if trigger == "scope_deadline" and stream.outcome.status != "completed":
                     record.violation = "scope deadline swallowed"
             except tether.DeadlineExceeded:
@@ -150,10 +136,10 @@ async def run_step(client: openai.AsyncOpenAI, record: Record) -> None:
             with anyio.move_on_after(3600) as cancel_scope:
                 async with tether.guarded_stream(client, model=model, input="x", grace=grace) as s:
                     stream = s
-                    await _read(s, step.after)
+                    await read_deltas(s, step.after)
                     mark()
                     cancel_scope.deadline = anyio.current_time()
-                    await _read(s, 10**6)
+                    await read_deltas(s, 10**6)
             if not cancel_scope.cancelled_caught and s.outcome.status != "completed":
                 record.violation = "move_on_after did not see its cancellation"
         elif trigger == "fail_after":
@@ -163,10 +149,10 @@ async def run_step(client: openai.AsyncOpenAI, record: Record) -> None:
                         client, model=model, input="x", grace=grace
                     ) as s:
                         stream = s
-                        await _read(s, step.after)
+                        await read_deltas(s, step.after)
                         mark()
                         cancel_scope.deadline = anyio.current_time()
-                        await _read(s, 10**6)
+                        await read_deltas(s, 10**6)
                 if s.outcome.status != "completed":
                     record.violation = "fail_after did not raise TimeoutError"
             except TimeoutError:
@@ -180,7 +166,7 @@ async def run_step(client: openai.AsyncOpenAI, record: Record) -> None:
             mark()
             with anyio.move_on_after(0.002) as cancel_scope:
                 async with guarded:
-                    await _read(guarded, 10**6)
+                    await read_deltas(guarded, 10**6)
             if not cancel_scope.cancelled_caught and guarded.outcome.status != "completed":
                 record.violation = "a cancellation while opening was swallowed"
         elif trigger == "race_lost":
@@ -218,10 +204,10 @@ async def run_step(client: openai.AsyncOpenAI, record: Record) -> None:
                             client, model=model, input="x", grace=grace
                         ) as s:
                             stream = s
-                            await _read(s, step.after)
+                            await read_deltas(s, step.after)
                             mark()
                             timeout.reschedule(asyncio.get_running_loop().time())
-                            await _read(s, 10**6)
+                            await read_deltas(s, 10**6)
                 else:
                     import trio
 
@@ -230,10 +216,10 @@ async def run_step(client: openai.AsyncOpenAI, record: Record) -> None:
                             client, model=model, input="x", grace=grace
                         ) as s:
                             stream = s
-                            await _read(s, step.after)
+                            await read_deltas(s, step.after)
                             mark()
                             cancel_scope.deadline = trio.current_time()
-                            await _read(s, 10**6)
+                            await read_deltas(s, 10**6)
                 if s.outcome.status != "completed":
                     record.violation = "the native timeout did not raise its error"
             except Exception as exc:  # TimeoutError (asyncio) or trio.TooSlowError
@@ -258,13 +244,13 @@ async def run_step(client: openai.AsyncOpenAI, record: Record) -> None:
                             waiting.cancel()
                     if queued.outcome.response_id is not None:
                         record.violation = "a stream cancelled in the queue was sent"
-                    await _read(s, step.after)
+                    await read_deltas(s, step.after)
         elif trigger == "exception":
             boom = Boom()
             try:
                 async with tether.guarded_stream(client, model=model, input="x", grace=grace) as s:
                     stream = s
-                    await _read(s, step.after)
+                    await read_deltas(s, step.after)
                     mark()
                     raise boom
             except Boom as caught:
@@ -280,7 +266,7 @@ async def run_step(client: openai.AsyncOpenAI, record: Record) -> None:
                         pass
                     mark()
                 else:
-                    await _read(s, step.after)
+                    await read_deltas(s, step.after)
                     mark()
                     if trigger == "explicit":
                         await s.cancel()

@@ -1,4 +1,8 @@
-"""Shared fixtures: every async test runs on asyncio and trio."""
+"""Shared fixtures: every async test runs on asyncio and trio; the emulator and its client
+check at teardown that the test left no response generating and no connection checked out.
+
+Helpers shared by test modules live in `tests.support`.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,8 @@ from hypothesis import settings
 from trio.testing import MockClock
 
 from tests import fleet_servers
+from tests.support import requests_in_flight
+from tether._pytest_plugin import fail_if_left_generating
 from tether.testing import Faults, Model, ResponsesEmulator
 
 # Property tests are deterministic (the same examples every run) and write nothing to disk.
@@ -40,6 +46,29 @@ def anyio_backend(request: pytest.FixtureRequest) -> Any:
 
 # --------------------------------------------------------------------- the emulator
 
+LEAVES_RESPONSES_GENERATING = {
+    "test_fleet_processes.py": dict.fromkeys(
+        (
+            "test_a_reaper_cancels_only_the_killed_workers_response",
+            "test_request_cancel_from_one_process_stops_a_stream_another_owns",
+            "test_reap_right_after_a_sigkill_on_the_workers_host_cancels_at_once",
+        ),
+        "worker processes are killed at the end: their live responses run on",
+    ),
+}
+"""Tests marked ``leaves_responses_generating`` from here, by module and name, with the
+reason: modules this suite's maintainers have not marked in place yet. Mark a test in its
+own module instead (``@pytest.mark.leaves_responses_generating("why")``)."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        name = getattr(item, "originalname", item.name)
+        reason = LEAVES_RESPONSES_GENERATING.get(item.path.name, {}).get(name)
+        if reason is not None:
+            item.add_marker(pytest.mark.leaves_responses_generating(reason))
+
+
 SLOW = Model(ttft=0.0, tokens_per_s=40.0, length=2000)
 """Streams for about a minute: long enough that only tether stops it."""
 
@@ -65,10 +94,16 @@ TEST_MODELS = {
 
 
 @pytest.fixture
-def emulator() -> Iterator[ResponsesEmulator]:
-    """A fresh emulator with the test models above."""
+def emulator(request: pytest.FixtureRequest) -> Iterator[ResponsesEmulator]:
+    """A fresh emulator with the test models above.
+
+    At teardown (after the clients' teardown), the test fails if it left a response
+    generating, once what was settling settled (a bounded wait on the ledger), unless it
+    is marked ``@pytest.mark.leaves_responses_generating("why")``.
+    """
     with ResponsesEmulator(models=dict(TEST_MODELS), seed=1) as emu:
         yield emu
+        fail_if_left_generating(request, emu)
 
 
 @pytest.fixture
@@ -77,12 +112,6 @@ async def client(emulator: ResponsesEmulator) -> AsyncIterator[openai.AsyncOpenA
     async with emulator.async_client() as c:
         yield c
         assert requests_in_flight(c) == 0, "a connection was left checked out of the pool"
-
-
-def requests_in_flight(client: openai.AsyncOpenAI) -> int:
-    """Requests holding a connection of the client's pool (httpcore's own book-keeping)."""
-    pool = client._client._transport._pool  # type: ignore[attr-defined]
-    return len(pool._requests)
 
 
 # --------------------------------------------------------------------- fleet servers (journal)

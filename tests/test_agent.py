@@ -16,6 +16,7 @@ import pydantic
 import pytest
 
 import tether
+from tests.support import Boom, no_orphans
 from tether._agent import run_agent
 from tether._tools import AgentContext, tool
 from tether.testing import Model
@@ -27,10 +28,6 @@ if TYPE_CHECKING:
     from tether.testing import ResponsesEmulator
 
 FAST: dict[str, Any] = {"ttft": 0.0, "tokens_per_s": 5000.0}
-
-
-class Boom(Exception):
-    """A tool's own exception."""
 
 
 def scripted(*turns: Turn) -> Model:
@@ -65,12 +62,6 @@ def to_fahrenheit(celsius: float) -> float:
 
 async def noop() -> str:
     return "ok"
-
-
-def no_orphans(emulator: ResponsesEmulator) -> None:
-    ledger = emulator.ledger
-    assert ledger.orphans() == []
-    assert not [record.id for record in ledger if record.generating]
 
 
 # --------------------------------------------------------------- the happy path
@@ -179,7 +170,6 @@ async def test_deadline_during_a_stream_cancels_it_on_the_server_and_returns_a_r
     assert turn.response_id is not None
     assert emulator.ledger[turn.response_id].status == "cancelled"
     assert emulator.ledger[turn.response_id].stopped_by == "cancel"
-    no_orphans(emulator)
 
 
 async def test_deadline_during_a_tool_cancels_the_tool_and_leaves_no_stream_running(
@@ -233,7 +223,6 @@ async def test_raise_on_deadline_raises_the_scopes_timeout(
     assert outcome.reason == "deadline"
     assert outcome.response_id is not None
     assert emulator.ledger[outcome.response_id].status == "cancelled"
-    no_orphans(emulator)
 
 
 async def test_an_enclosing_cancel_during_tools_propagates(
@@ -254,7 +243,6 @@ async def test_an_enclosing_cancel_during_tools_propagates(
             returned = True
     assert outer.cancelled_caught
     assert not returned
-    no_orphans(emulator)
 
 
 async def test_scope_cancel_during_a_stream_propagates_and_cancels_on_the_server(
@@ -276,7 +264,6 @@ async def test_scope_cancel_during_a_stream_propagates_and_cancels_on_the_server
     assert outcome.reason == "scope_cancelled"
     assert outcome.receipt is not None
     assert outcome.receipt.status == "cancelled"
-    no_orphans(emulator)
 
 
 # ---------------------------------------------------------- turns and tokens
@@ -387,7 +374,6 @@ async def test_on_tool_error_raise_propagates_the_tools_exception_unchanged(
         await run_agent(client, model="fails", input="go", tools=[explode], on_tool_error="raise")
     assert caught.value is boom
     assert len(emulator.ledger) == 1
-    no_orphans(emulator)
 
 
 async def test_on_tool_error_stop_cancels_the_other_calls_and_says_why(
@@ -565,7 +551,6 @@ async def test_keyboard_interrupt_in_a_tool_propagates_as_itself(
 
     with pytest.raises(KeyboardInterrupt):
         await run_agent(client, model="ctrl-c", input="go", tools=[interrupt])
-    no_orphans(emulator)
 
 
 @pytest.mark.parametrize("anyio_backend", ["trio"])

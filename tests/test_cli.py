@@ -49,7 +49,6 @@ def test_race_against_an_emulator_by_base_url(
         "slow": "cancelled",
         "fast": "completed",
     }
-    assert emulator.ledger.orphans() == []
 
 
 def test_race_with_first_token_and_stagger(
@@ -292,7 +291,6 @@ def test_ctrl_c_cancels_every_attempt_on_the_server_and_exits_130(
     assert process.returncode == 130, out + err
     assert "Interrupted: cancelled 2 response(s) on the server" in out
     assert [r.status for r in emulator.ledger] == ["cancelled", "cancelled"]
-    assert emulator.ledger.orphans() == []
 
 
 def test_bad_input_in_a_real_process_is_one_line_and_no_traceback() -> None:

@@ -156,6 +156,9 @@ async def test_request_cancel_cancels_a_dead_owners_response_itself(
     assert await dead.entries() == []
 
 
+@pytest.mark.leaves_responses_generating(
+    "a dead owner's response that request_cancel cannot cancel without a client"
+)
 async def test_request_cancel_without_a_client_leaves_a_dead_owners_entry(
     make_journal: MakeJournal, emulator: ResponsesEmulator, client: openai.AsyncOpenAI
 ) -> None:
@@ -225,6 +228,7 @@ async def test_an_owners_entries_are_reapable_once_its_lease_runs_out(
     assert len(report.cancelled) == 1
 
 
+@pytest.mark.leaves_responses_generating("a dead owner's response: nobody cancels it")
 async def test_a_stopped_heartbeat_lets_the_lease_run_out_by_itself(
     make_journal: MakeJournal, client: openai.AsyncOpenAI
 ) -> None:

@@ -11,34 +11,13 @@ import pytest
 
 import tether
 from tests._http import httpx2
-from tests.conftest import requests_in_flight
+from tests.support import Boom, read_deltas, requests_in_flight, settled
 from tether._lifecycle import TRANSITIONS, IllegalTransition, State, check_transition
 from tether._protocol import ResponseGuard
 from tether._stream import build_guard
 
 if TYPE_CHECKING:
     from tether.testing import ResponsesEmulator
-
-
-class Boom(Exception):
-    """The user's own exception."""
-
-
-async def read_deltas(stream: tether.GuardedStream, n: int) -> None:
-    """Read until *n* output deltas arrived."""
-    seen = 0
-    async for event in stream:
-        if event.type == "response.output_text.delta":
-            seen += 1
-            if seen >= n:
-                return
-
-
-async def settled(emulator: ResponsesEmulator, response_id: str | None) -> Any:
-    """Wait until the emulator stopped generating *response_id*, and return its record."""
-    assert response_id is not None
-    await emulator.wait_for(lambda ledger: not ledger[response_id].generating)
-    return emulator.ledger[response_id]
 
 
 # ----------------------------------------------------------------- finishing
@@ -99,7 +78,6 @@ async def test_break_cancels_the_response_on_the_server(
     assert stream.outcome.reason == "break"
     assert stream.outcome.receipt is not None
     assert stream.outcome.receipt.status == "cancelled"
-    assert emulator.ledger.orphans() == []
 
 
 async def test_exception_in_the_body_propagates_unchanged(client: openai.AsyncOpenAI) -> None:
@@ -226,7 +204,6 @@ async def test_cancel_before_created_waits_for_the_id_and_cancels_it(
     (stream,) = streams
     record = await settled(emulator, stream.response_id)
     assert record.status == "cancelled"
-    assert emulator.ledger.orphans() == []
 
 
 # --------------------------------------------------------- explicit cancel (PR #2916)
@@ -273,6 +250,9 @@ async def test_stream_is_closed_after_cancel(
     await emulator.wait_for(lambda ledger: ledger[response_id].listeners == 0)
 
 
+@pytest.mark.leaves_responses_generating(
+    "the cancel hangs: tether gives up after grace and the response runs on"
+)
 async def test_stream_is_closed_even_when_the_cancel_fails(
     emulator: ResponsesEmulator, client: openai.AsyncOpenAI
 ) -> None:
@@ -332,6 +312,9 @@ async def test_cancel_retries_5xx_then_confirms(
     assert emulator.ledger[stream.response_id].cancel_statuses == [500, 500, 200]
 
 
+@pytest.mark.leaves_responses_generating(
+    "the cancel hangs: tether gives up after grace and the response runs on"
+)
 async def test_hanging_cancel_is_bounded_by_grace(client: openai.AsyncOpenAI) -> None:
     with anyio.move_on_after(10) as watchdog:
         async with tether.guarded_stream(
@@ -344,6 +327,9 @@ async def test_hanging_cancel_is_bounded_by_grace(client: openai.AsyncOpenAI) ->
     assert s.outcome.cleanup_error is not None
 
 
+@pytest.mark.leaves_responses_generating(
+    "the cancel hangs: tether gives up after grace and the response runs on"
+)
 async def test_cleanup_failure_does_not_mask_the_exception(client: openai.AsyncOpenAI) -> None:
     boom = Boom("mine")
     with pytest.raises(Boom) as caught:

@@ -1,4 +1,9 @@
-"""The crash-safe journal and the reaper."""
+"""The crash-safe journal (SQLite) and the reaper, on asyncio and trio.
+
+What an entry records and when it goes; the file's privacy (no API key, owner-only mode);
+`reap` after a SIGKILLed process (tests/crash_child.py), its skip reasons and its leases;
+a locked journal that must not hold the stop path past grace.
+"""
 
 from __future__ import annotations
 
@@ -44,6 +49,9 @@ async def test_a_live_stream_is_recorded_with_its_id(
     assert await journal.entries() == []
 
 
+@pytest.mark.leaves_responses_generating(
+    "the cancel hangs: tether gives up after grace, the response runs on (the reaper's to cancel)"
+)
 async def test_an_unconfirmed_cancel_keeps_the_entry_for_the_reaper(
     tmp_path: Path, client: openai.AsyncOpenAI
 ) -> None:
@@ -70,6 +78,9 @@ async def test_the_journal_file_is_private_to_its_user(tmp_path: Path) -> None:
     assert stat.S_IMODE(journal.path.stat().st_mode) == 0o600
 
 
+@pytest.mark.leaves_responses_generating(
+    "the cancel hangs: tether gives up, the response runs on (its journal entry is what is read)"
+)
 async def test_the_journal_never_stores_the_api_key(
     tmp_path: Path, emulator: ResponsesEmulator
 ) -> None:
@@ -202,6 +213,9 @@ async def leave_an_unconfirmed_entry(client: openai.AsyncOpenAI, path: Path) -> 
             pass
 
 
+@pytest.mark.leaves_responses_generating(
+    "the reaper's cancels hang: the response runs on, its entry kept for the next run"
+)
 async def test_reap_keeps_an_unconfirmed_entry_for_the_next_run(
     tmp_path: Path, client: openai.AsyncOpenAI
 ) -> None:

@@ -15,8 +15,7 @@ import openai
 import pytest
 
 import tether
-from tests.conftest import requests_in_flight
-from tests.test_guard import read_deltas, settled
+from tests.support import read_deltas, requests_in_flight, settled
 from tether._compat import OPENAI_MAJOR
 from tether.testing import ResponsesEmulator
 
@@ -50,7 +49,6 @@ async def test_cancel_while_waiting_for_a_pooled_connection_sends_nothing(
                     waiting.cancel()
             assert len(emulator.ledger.responses) == 1  # the second request never left
         assert requests_in_flight(client) == 0
-    assert emulator.ledger.orphans() == []
 
 
 async def test_scope_cancel_with_many_streams_queued_for_a_small_pool_sends_no_more(
@@ -74,7 +72,6 @@ async def test_scope_cancel_with_many_streams_queued_for_a_small_pool_sends_no_m
     assert len(emulator.ledger.responses) == 3
     for record in emulator.ledger.responses:
         assert (await settled(emulator, record.id)).status == "cancelled"
-    assert emulator.ledger.orphans() == []
 
 
 async def test_scope_cancel_while_streams_wait_for_created_exits_quietly(
@@ -96,7 +93,6 @@ async def test_scope_cancel_while_streams_wait_for_created_exits_quietly(
     assert [o.reason for o in scope.outcomes] == ["scope_cancelled"] * 5
     for record in emulator.ledger.responses:
         assert (await settled(emulator, record.id)).status == "cancelled"
-    assert emulator.ledger.orphans() == []
 
 
 async def test_deadline_around_an_opening_stream_is_caught_not_reported_as_a_stall(
@@ -122,6 +118,9 @@ async def test_deadline_around_an_opening_stream_is_caught_not_reported_as_a_sta
     assert (await settled(emulator, guarded.response_id)).status == "cancelled"
 
 
+@pytest.mark.leaves_responses_generating(
+    "response.created is held past the first-event timeout: no id reaches tether to cancel it with"
+)
 async def test_enclosing_cancel_during_a_first_event_stall_is_not_a_stall_error(
     emulator: ResponsesEmulator, client: openai.AsyncOpenAI
 ) -> None:
@@ -167,7 +166,6 @@ async def test_cancel_of_a_queued_stream_returns_at_once_and_sends_nothing(
             assert receipt.response_id is None
             assert len(emulator.ledger.responses) == 1
     assert queued.outcome.reason == "explicit"
-    assert emulator.ledger.orphans() == []
 
 
 async def test_a_stream_cancelled_while_queued_runs_its_body_without_id_or_events(

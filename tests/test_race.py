@@ -11,6 +11,7 @@ import openai
 import pytest
 
 import tether
+from tests.support import Boom, no_orphans, req
 from tether import AttemptRejected, RaceFailed, observe, race, race_stream, races
 from tether.races import AttemptStarted, first_completed, first_token
 from tether.testing import Faults, Model
@@ -25,19 +26,6 @@ if TYPE_CHECKING:
 
     from tether.races import RaceResult
     from tether.testing import ResponsesEmulator
-
-
-class Boom(Exception):
-    """The user's own exception."""
-
-
-def req(model: str, **extra: Any) -> dict[str, Any]:
-    return {"model": model, "input": "hi", **extra}
-
-
-def no_orphans(emulator: ResponsesEmulator) -> None:
-    assert emulator.ledger.orphans() == []
-    assert all(not record.generating for record in emulator.ledger)
 
 
 @asynccontextmanager
@@ -86,7 +74,6 @@ async def test_first_completed_wins_and_every_loser_is_cancelled_on_the_server(
         assert loser.receipt is not None
         assert loser.receipt.status == "cancelled"
         assert emulator.ledger[loser.outcome.response_id or ""].status == "cancelled"
-    no_orphans(emulator)
 
 
 async def test_losers_are_cancelled_concurrently(
@@ -111,7 +98,6 @@ async def test_losers_are_cancelled_concurrently(
     assert emulator.ledger.max_concurrent_cancels == losers
     assert len(results) == losers
     assert all(o.receipt is not None and o.receipt.status == "cancelled" for o in results)
-    no_orphans(emulator)
 
 
 async def test_parallel_attempts_without_concurrency_slots_all_start_in_one_scheduler_pass(
@@ -187,7 +173,6 @@ async def test_first_token_race_reads_the_winner_to_completion(
     (loser,) = result.losers
     assert loser.receipt is not None
     assert loser.receipt.status == "cancelled"
-    no_orphans(emulator)
 
 
 async def test_late_second_winner_is_treated_as_a_loser(
@@ -210,7 +195,6 @@ async def test_late_second_winner_is_treated_as_a_loser(
     (loser,) = result.losers
     assert loser.outcome.reason == "race_lost"
     assert emulator.ledger[loser.outcome.response_id].status in ("cancelled", "completed")
-    no_orphans(emulator)
 
 
 # ------------------------------------------------------------------- hedging
@@ -228,7 +212,6 @@ async def test_stagger_starts_the_backup_only_after_silence(
     assert primary.receipt.status == "cancelled"
     records = {r.model: r for r in emulator.ledger}
     assert records["fast"].created_at > records["silent"].created_at
-    no_orphans(emulator)
 
 
 async def test_fast_primary_never_sends_a_backup(
@@ -284,7 +267,6 @@ async def test_all_attempts_failing_raise_race_failed_with_every_error_and_outco
     assert isinstance(failed.exceptions[2], tether.ResponseNotCompleted)
     assert len(failed.outcomes) == 3
     assert failed.outcomes[2].status == "failed"
-    no_orphans(emulator)
 
 
 async def test_max_concurrency_bounds_attempts_in_flight(
@@ -329,7 +311,6 @@ async def test_outer_cancel_mid_race_cancels_every_attempt_and_propagates(
     assert not returned
     assert scope.cancelled_caught
     assert [r.status for r in emulator.ledger] == ["cancelled"] * 3
-    no_orphans(emulator)
 
 
 async def test_outer_deadline_raises_timeout_error_after_cancelling(
@@ -339,7 +320,6 @@ async def test_outer_deadline_raises_timeout_error_after_cancelling(
         with anyio.fail_after(0.3):
             await race(client, [req("slow"), req("silent")])
     assert {r.status for r in emulator.ledger} == {"cancelled"}
-    no_orphans(emulator)
 
 
 async def test_cancel_while_attempts_are_still_opening_leaves_no_orphan(
@@ -372,7 +352,6 @@ async def test_decision_while_a_loser_is_still_opening_cancels_it_once_created(
     assert loser.receipt.status == "cancelled"
     assert loser.outcome is not None
     assert loser.outcome.events == 1  # response.created only: the body never ran
-    no_orphans(emulator)
 
 
 async def test_predicate_exception_propagates_unchanged_and_cancels_everything(
@@ -383,7 +362,6 @@ async def test_predicate_exception_propagates_unchanged_and_cancels_everything(
 
     with pytest.raises(Boom, match="predicate bug"):
         await race(client, [req("fast"), req("slow")], win=explode)
-    no_orphans(emulator)
 
 
 # ----------------------------------------------------------------- race_stream
@@ -411,7 +389,6 @@ async def test_first_token_race_stream_yields_the_winner_from_sequence_zero_with
     (loser,) = result.losers
     assert loser.receipt is not None
     assert loser.receipt.status == "cancelled"
-    no_orphans(emulator)
 
 
 async def test_race_stream_read_to_the_end_completes_the_winner(
@@ -423,7 +400,6 @@ async def test_race_stream_read_to_the_end_completes_the_winner(
     assert stream.result.winner.response is not None
     assert stream.result.winner.response.output_text == text
     assert emulator.ledger[stream.response_id or ""].status == "completed"
-    no_orphans(emulator)
 
 
 async def test_race_stream_first_completed_replays_every_event(
@@ -435,7 +411,6 @@ async def test_race_stream_first_completed_replays_every_event(
     assert response.status == "completed"
     record = emulator.ledger[response.id]
     assert stream.outcome.events == len(record.events)
-    no_orphans(emulator)
 
 
 async def test_race_stream_body_exception_propagates_unchanged_and_cancels_the_winner(
@@ -447,7 +422,6 @@ async def test_race_stream_body_exception_propagates_unchanged_and_cancels_the_w
                 raise Boom
     assert stream.outcome.reason == "exception"
     assert {r.status for r in emulator.ledger} == {"cancelled"}
-    no_orphans(emulator)
 
 
 async def test_race_stream_outer_cancel_cancels_winner_and_losers(
@@ -460,7 +434,6 @@ async def test_race_stream_outer_cancel_cancels_winner_and_losers(
     assert scope.cancelled_caught
     assert stream.outcome.reason == "scope_cancelled"
     assert {r.status for r in emulator.ledger} == {"cancelled"}
-    no_orphans(emulator)
 
 
 async def test_race_stream_with_no_winner_raises_race_failed_on_entry(
@@ -473,7 +446,6 @@ async def test_race_stream_with_no_winner_raises_race_failed_on_entry(
             body_ran = True
     assert not body_ran
     assert len(caught.value.exceptions) == 2
-    no_orphans(emulator)
 
 
 # ------------------------------------------------------------------- arguments
@@ -488,7 +460,6 @@ async def test_race_in_a_scope_and_across_clients(
     assert result.winner.index == 1
     assert result.losers[0].receipt is not None
     assert result.losers[0].receipt.status == "cancelled"
-    no_orphans(emulator)
 
 
 @pytest.mark.parametrize(
@@ -562,7 +533,6 @@ async def test_fast_first_attempt_is_not_queued_behind_later_ones(
     # left yet when the fast one won, on a busy machine); none of the rest was ever sent.
     assert emulator.ledger.requests <= 2
     assert [a.state for a in result.attempts[2:]] == ["skipped"] * 28
-    no_orphans(emulator)
 
 
 # ------------------------------------------------------------------- journal
@@ -585,7 +555,6 @@ async def test_attempt_with_its_own_client_is_journaled(
                     hold.release()
     assert sorted(entry.model or "" for entry in entries) == ["fast", "slow"]
     assert await journal.entries() == []  # both cancelled and confirmed: forgotten
-    no_orphans(emulator)
 
 
 # ------------------------------------------------------------------ times

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 import tether
+from tests.support import req
 from tether import observe
 from tether.races import (
     AttemptEnded,
@@ -21,10 +22,6 @@ if TYPE_CHECKING:
     import openai
 
     from tether.testing import ResponsesEmulator
-
-
-def req(model: str) -> dict[str, Any]:
-    return {"model": model, "input": "hi"}
 
 
 RACE_EVENTS = (RaceStarted, AttemptStarted, AttemptEnded, RaceDecided, RaceEnded)

@@ -23,10 +23,18 @@ import pytest
 import tether
 import tether.sync
 from tests._http import httpx2
+from tests.support import (
+    WATCHDOG,
+    Boom,
+    in_thread,
+    portal_threads,
+    read_deltas_sync,
+    req,
+    settled_sync,
+)
 from tether import _sync_portal
 from tether._sync_buffer import READ_AHEAD
 from tether._sync_client import async_twin
-from tether._sync_portal import PORTAL_THREAD_NAME
 from tether.races import first_token
 from tether.testing import Model
 
@@ -34,14 +42,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
     from tether.testing import ResponsesEmulator
-    from tether.testing._ledger import ResponseRecord
-
-WATCHDOG = 10.0
-"""Seconds a "does not hang" scenario may take before the test calls it a hang."""
-
-
-class Boom(Exception):
-    """The user's own exception."""
 
 
 @pytest.fixture(autouse=True, params=["asyncio", "trio"])
@@ -55,34 +55,6 @@ def portal_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPat
 def client(emulator: ResponsesEmulator) -> Iterator[openai.OpenAI]:
     with emulator.client() as sync_client:
         yield sync_client
-
-
-def read_deltas(stream: tether.sync.GuardedStream, n: int) -> None:
-    """Read until *n* output deltas arrived."""
-    seen = 0
-    for event in stream:
-        if event.type == "response.output_text.delta":
-            seen += 1
-            if seen >= n:
-                return
-
-
-def settled(emulator: ResponsesEmulator, response_id: str | None) -> ResponseRecord:
-    """Wait until the emulator stopped generating *response_id*, and return its record."""
-    assert response_id is not None
-    emulator.wait_for_sync(lambda ledger: not ledger[response_id].generating)
-    return emulator.ledger[response_id]
-
-
-def portal_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == PORTAL_THREAD_NAME]
-
-
-def in_thread(target: Callable[[], object]) -> threading.Thread:
-    """Start *target* in a thread (joined by the test: nothing here is detached)."""
-    thread = threading.Thread(target=target)
-    thread.start()
-    return thread
 
 
 def once_generating(emulator: ResponsesEmulator, tokens: int = 2) -> Callable[[Any], bool]:
@@ -113,7 +85,7 @@ def test_cancel_calls_the_endpoint_with_the_response_id(
     emulator: ResponsesEmulator, client: openai.OpenAI
 ) -> None:
     with tether.sync.guarded_stream(client, model="slow", input="hi") as stream:
-        read_deltas(stream, 1)
+        read_deltas_sync(stream, 1)
         receipt = stream.cancel()
     assert receipt.response_id == stream.response_id
     assert receipt.kind == "server"
@@ -124,7 +96,7 @@ def test_cancel_calls_the_endpoint_with_the_response_id(
 
 def test_stream_is_closed_after_cancel(emulator: ResponsesEmulator, client: openai.OpenAI) -> None:
     with tether.sync.guarded_stream(client, model="slow", input="hi") as stream:
-        read_deltas(stream, 1)
+        read_deltas_sync(stream, 1)
         stream.cancel()
         response_id = stream.response_id
         assert response_id is not None
@@ -134,16 +106,19 @@ def test_stream_is_closed_after_cancel(emulator: ResponsesEmulator, client: open
 
 def test_iteration_ends_after_cancel(client: openai.OpenAI) -> None:
     with tether.sync.guarded_stream(client, model="slow", input="hi") as stream:
-        read_deltas(stream, 1)
+        read_deltas_sync(stream, 1)
         stream.cancel()
         assert list(stream) == []
 
 
+@pytest.mark.leaves_responses_generating(
+    "the cancel hangs: tether gives up after grace and the response runs on"
+)
 def test_stream_is_closed_even_when_the_cancel_hangs(
     emulator: ResponsesEmulator, client: openai.OpenAI
 ) -> None:
     with tether.sync.guarded_stream(client, model="hanging-cancel", input="hi", grace=0.2) as s:
-        read_deltas(s, 1)
+        read_deltas_sync(s, 1)
         receipt = s.cancel()
         response_id = s.response_id
         assert response_id is not None
@@ -158,7 +133,7 @@ def test_failing_cancel_is_retried_then_confirmed(
     emulator: ResponsesEmulator, client: openai.OpenAI
 ) -> None:
     with tether.sync.guarded_stream(client, model="flaky-cancel", input="hi") as stream:
-        read_deltas(stream, 1)
+        read_deltas_sync(stream, 1)
         receipt = stream.cancel()
     assert receipt.status == "cancelled"
     assert receipt.attempts == 3
@@ -207,7 +182,7 @@ def test_pool_of_one_connection_does_not_deadlock(
     def scenario() -> None:
         with emulator.client(http_client=http) as client:
             with tether.sync.guarded_stream(client, model="slow", input="hi") as stream:
-                read_deltas(stream, 1)
+                read_deltas_sync(stream, 1)
             outcomes.append(stream.outcome)
 
     watchdog = in_thread(scenario)
@@ -260,10 +235,9 @@ def test_break_cancels_the_response_on_the_server(
     emulator: ResponsesEmulator, client: openai.OpenAI
 ) -> None:
     with tether.sync.guarded_stream(client, model="slow", input="hi") as stream:
-        read_deltas(stream, 3)
-    assert settled(emulator, stream.response_id).status == "cancelled"
+        read_deltas_sync(stream, 3)
+    assert settled_sync(emulator, stream.response_id).status == "cancelled"
     assert stream.outcome.reason == "break"
-    assert emulator.ledger.orphans() == []
 
 
 def test_exception_in_the_body_propagates_unchanged_and_cancels(
@@ -272,11 +246,11 @@ def test_exception_in_the_body_propagates_unchanged_and_cancels(
     boom = Boom("mine")
     with pytest.raises(Boom) as caught:
         with tether.sync.guarded_stream(client, model="slow", input="hi") as stream:
-            read_deltas(stream, 1)
+            read_deltas_sync(stream, 1)
             raise boom
     assert caught.value is boom
     assert stream.outcome.reason == "exception"
-    assert settled(emulator, stream.response_id).status == "cancelled"
+    assert settled_sync(emulator, stream.response_id).status == "cancelled"
 
 
 def press_ctrl_c_with_interrupt_main() -> None:
@@ -318,7 +292,7 @@ def test_ctrl_c_during_iteration_cancels_and_propagates(
                 pass
     presser.join()
     assert stream.outcome.reason == "interrupted"
-    assert settled(emulator, stream.response_id).status == "cancelled"
+    assert settled_sync(emulator, stream.response_id).status == "cancelled"
     assert portal_threads() == []
 
 
@@ -365,8 +339,7 @@ def test_ctrl_c_while_opening_cancels_once_the_id_is_known(
         signal.signal(signal.SIGINT, previous)
     assert not body_ran
     assert guarded.outcome.reason == "interrupted"
-    assert settled(emulator, guarded.response_id).status == "cancelled"
-    assert emulator.ledger.orphans() == []
+    assert settled_sync(emulator, guarded.response_id).status == "cancelled"
 
 
 def test_deadline_during_iteration_raises_timeout_error_and_cancels(
@@ -378,7 +351,7 @@ def test_deadline_during_iteration_raises_timeout_error_and_cancels(
                 pass
     assert isinstance(caught.value, TimeoutError)
     assert s.outcome.reason == "deadline"
-    assert settled(emulator, s.response_id).status == "cancelled"
+    assert settled_sync(emulator, s.response_id).status == "cancelled"
 
 
 def test_deadline_cancels_on_the_server_while_the_body_is_busy(
@@ -404,7 +377,7 @@ def test_first_token_timeout_raises_stall_error_and_cancels(
                 pass
     assert caught.value.kind == "first_token"
     assert stream.outcome.reason == "stalled"
-    assert settled(emulator, stream.response_id).status == "cancelled"
+    assert settled_sync(emulator, stream.response_id).status == "cancelled"
 
 
 def test_error_event_raises_the_sdk_error(client: openai.OpenAI) -> None:
@@ -445,7 +418,7 @@ def test_cancel_from_another_thread_ends_the_iteration(
         button.join()
     assert receipts[0].status == "cancelled"
     assert stream.outcome.reason == "explicit"
-    assert settled(emulator, stream.response_id).status == "cancelled"
+    assert settled_sync(emulator, stream.response_id).status == "cancelled"
 
 
 def test_cancel_from_another_thread_while_opening_waits_for_the_id_then_cancels(
@@ -469,8 +442,7 @@ def test_cancel_from_another_thread_while_opening_waits_for_the_id_then_cancels(
             assert [event.type for event in stream] in ([], ["response.created"])
     assert receipts[0].status == "cancelled"
     assert stream.outcome.reason == "explicit"
-    assert settled(emulator, stream.response_id).status == "cancelled"
-    assert emulator.ledger.orphans() == []
+    assert settled_sync(emulator, stream.response_id).status == "cancelled"
 
 
 def test_stream_works_from_a_thread_that_is_not_the_main_one(
@@ -480,7 +452,7 @@ def test_stream_works_from_a_thread_that_is_not_the_main_one(
 
     def worker() -> None:
         with tether.sync.guarded_stream(client, model="slow", input="hi") as stream:
-            read_deltas(stream, 2)
+            read_deltas_sync(stream, 2)
         outcomes.append(stream.outcome)
 
     thread = in_thread(worker)
@@ -488,7 +460,7 @@ def test_stream_works_from_a_thread_that_is_not_the_main_one(
     assert not thread.is_alive()
     (outcome,) = outcomes
     assert outcome.reason == "break"
-    assert settled(emulator, outcome.response_id).status == "cancelled"
+    assert settled_sync(emulator, outcome.response_id).status == "cancelled"
 
 
 @pytest.mark.parametrize("ending", ["completed", "break", "exception"])
@@ -502,7 +474,7 @@ def test_no_thread_is_left_running_after_exit(client: openai.OpenAI, ending: str
             if ending == "completed":
                 stream.get_final_response()
             else:
-                read_deltas(stream, 1)
+                read_deltas_sync(stream, 1)
             if ending == "exception":
                 raise Boom
     assert portal_threads() == []
@@ -516,7 +488,7 @@ def test_detach_then_resume_continues_after_the_handle(
     emulator: ResponsesEmulator, client: openai.OpenAI
 ) -> None:
     with tether.sync.guarded_stream(client, model="slow", input="hi") as stream:
-        read_deltas(stream, 2)
+        read_deltas_sync(stream, 2)
         handle = stream.detach()
     assert stream.outcome.reason == "detached"
     assert emulator.ledger[handle.response_id].generating
@@ -525,7 +497,7 @@ def test_detach_then_resume_continues_after_the_handle(
         first = next(resumed)
     assert first.sequence_number == handle.last_sequence_number + 1
     assert resumed.outcome.reason == "break"
-    assert settled(emulator, handle.response_id).status == "cancelled"
+    assert settled_sync(emulator, handle.response_id).status == "cancelled"
 
 
 # ------------------------------------------------------------------ bad input
@@ -613,14 +585,14 @@ def test_next_after_the_block_raises_runtime_error_every_time(client: openai.Ope
 
 def test_text_deltas_after_the_block_raises_runtime_error(client: openai.OpenAI) -> None:
     with tether.sync.guarded_stream(client, model="slow", input="hi") as stream:
-        read_deltas(stream, 1)
+        read_deltas_sync(stream, 1)
     with pytest.raises(RuntimeError, match=r"text_deltas\(\) on a stream after its `with` block"):
         stream.text_deltas()
 
 
 def test_detach_after_the_block_raises_runtime_error(client: openai.OpenAI) -> None:
     with tether.sync.guarded_stream(client, model="slow", input="hi") as stream:
-        read_deltas(stream, 1)
+        read_deltas_sync(stream, 1)
     with pytest.raises(RuntimeError, match=r"detach\(\) after the `with` block.*\(break\)"):
         stream.detach()
 
@@ -687,7 +659,7 @@ def test_detach_handle_counts_only_the_events_handed_to_the_caller(
     assert handle.last_sequence_number == last.sequence_number
     with tether.sync.resume(client, handle) as resumed:
         assert next(resumed).sequence_number == last.sequence_number + 1
-    assert settled(emulator, response_id).status == "cancelled"
+    assert settled_sync(emulator, response_id).status == "cancelled"
 
 
 def test_a_stream_cancelled_while_queued_runs_its_body_without_id_or_events(
@@ -890,20 +862,11 @@ def test_http2_client_streams_and_cancels_against_the_emulator(
     """Over cleartext, an ``http2=True`` client negotiates HTTP/1.1: the mirror must too."""
     with emulator.client(http_client=httpx2.Client(http2=True)) as sync_client:
         with tether.sync.guarded_stream(sync_client, model="slow", input="hi") as stream:
-            read_deltas(stream, 1)
-    assert settled(emulator, stream.response_id).status == "cancelled"
+            read_deltas_sync(stream, 1)
+    assert settled_sync(emulator, stream.response_id).status == "cancelled"
 
 
 # ----------------------------------------------------------------------- race
-
-
-def req(model: str, **extra: Any) -> dict[str, Any]:
-    return {"model": model, "input": "hi", **extra}
-
-
-def no_orphans(emulator: ResponsesEmulator) -> None:
-    assert emulator.ledger.orphans() == []
-    assert all(not record.generating for record in emulator.ledger)
 
 
 def test_race_first_completed_wins_and_every_loser_is_cancelled_on_the_server(
@@ -930,7 +893,6 @@ def test_race_first_completed_wins_and_every_loser_is_cancelled_on_the_server(
         assert loser.outcome.reason == "race_lost"
         assert loser.receipt is not None
         assert loser.receipt.status == "cancelled"
-    no_orphans(emulator)
     assert portal_threads() == []
 
 
@@ -947,7 +909,6 @@ def test_race_across_sync_clients_carries_each_client_over(
     with emulator.client(max_retries=0) as other:
         result = tether.sync.race(client, [req("slow"), req("fast", client=other)])
     assert result.winner.index == 1
-    no_orphans(emulator)
 
 
 def test_race_deadline_raises_timeout_error_after_cancelling_every_attempt(
@@ -957,7 +918,6 @@ def test_race_deadline_raises_timeout_error_after_cancelling_every_attempt(
         tether.sync.race(client, [req("slow"), req("slow")], deadline=1.0)
     assert len(emulator.ledger.responses) == 2
     assert all(record.status == "cancelled" for record in emulator.ledger)
-    no_orphans(emulator)
 
 
 def test_race_ctrl_c_cancels_every_attempt_and_propagates(
@@ -980,7 +940,6 @@ def test_race_ctrl_c_cancels_every_attempt_and_propagates(
         tether.sync.race(client, [req("slow"), req("slow")])
     presser.join()
     assert all(record.status == "cancelled" for record in emulator.ledger)
-    no_orphans(emulator)
     assert portal_threads() == []
 
 

@@ -19,16 +19,13 @@ import pytest
 import tether
 import tether.sync
 from tests._http import httpx2
+from tests.support import WATCHDOG, in_thread, portal_threads, read_deltas_sync
 from tether import _sync_portal
-from tether._sync_portal import PORTAL_THREAD_NAME
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
     from tether.testing import ResponsesEmulator
-
-WATCHDOG = 10.0
-"""Seconds a "does not hang" scenario may take before the test calls it a hang."""
 
 
 @pytest.fixture(autouse=True, params=["asyncio", "trio"])
@@ -42,26 +39,6 @@ def portal_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPat
 def client(emulator: ResponsesEmulator) -> Iterator[openai.OpenAI]:
     with emulator.client() as sync_client:
         yield sync_client
-
-
-def portal_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == PORTAL_THREAD_NAME]
-
-
-def in_thread(target: Callable[[], object]) -> threading.Thread:
-    """Start *target* in a thread (joined by the test: nothing here is detached)."""
-    thread = threading.Thread(target=target)
-    thread.start()
-    return thread
-
-
-def read_deltas(stream: tether.sync.GuardedStream, n: int) -> None:
-    seen = 0
-    for event in stream:
-        if event.type == "response.output_text.delta":
-            seen += 1
-            if seen >= n:
-                return
 
 
 def generating(response_id: str | None, tokens: int = 1) -> Callable[[Any], bool]:
@@ -144,7 +121,6 @@ def test_streams_from_several_threads_share_one_scope(
             thread.join(WATCHDOG)
     assert errors == []
     assert [o.reason for o in scope.outcomes] == ["completed"] * 3
-    assert emulator.ledger.orphans() == []
 
 
 def test_pool_of_one_connection_does_not_deadlock_across_blocks_of_a_scope(
@@ -163,7 +139,7 @@ def test_pool_of_one_connection_does_not_deadlock_across_blocks_of_a_scope(
             with tether.sync.open_scope(sync_client) as scope:
                 for _ in range(2):
                     with tether.sync.guarded_stream(scope, model="slow", input="hi") as stream:
-                        read_deltas(stream, 1)
+                        read_deltas_sync(stream, 1)
             outcomes.extend(scope.outcomes)
 
     watchdog = in_thread(scenario)
@@ -300,7 +276,6 @@ def test_race_in_a_scope_runs_on_the_scope_portal(
         )
         assert len(portal_threads()) == 1
     assert result.winner.index == 1
-    assert emulator.ledger.orphans() == []
 
 
 # ------------------------------------------------------------------ bad input

@@ -1,0 +1,109 @@
+"""Helpers shared by the test modules: written once here, imported as ``from tests.support``.
+
+Fixtures live in ``conftest.py`` (the emulator, its client, and their teardown checks:
+no response left generating, no connection left checked out).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any
+
+from tether._sync_portal import PORTAL_THREAD_NAME
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import openai
+
+    import tether
+    import tether.sync
+    from tether.testing import ResponsesEmulator
+    from tether.testing._ledger import ResponseRecord
+
+WATCHDOG = 10.0
+"""Seconds a "does not hang" scenario may take before the test calls it a hang."""
+
+
+class Boom(Exception):
+    """The user's own exception (raised by a test's body, tool or callback)."""
+
+
+def req(model: str, **extra: Any) -> dict[str, Any]:
+    """One request's create-kwargs for a race: *model*, the input ``"hi"``, and *extra*."""
+    return {"model": model, "input": "hi", **extra}
+
+
+# ------------------------------------------------------------------ reading
+
+
+async def read_deltas(stream: tether.GuardedStream, n: int) -> None:
+    """Read until *n* output deltas arrived (nothing at all for ``n=0``)."""
+    seen = 0
+    if n <= 0:
+        return
+    async for event in stream:
+        if event.type == "response.output_text.delta":
+            seen += 1
+            if seen >= n:
+                return
+
+
+def read_deltas_sync(stream: tether.sync.GuardedStream, n: int) -> None:
+    """`read_deltas` for a ``tether.sync`` stream."""
+    seen = 0
+    if n <= 0:
+        return
+    for event in stream:
+        if event.type == "response.output_text.delta":
+            seen += 1
+            if seen >= n:
+                return
+
+
+# ------------------------------------------------------------------ the server side
+
+
+async def settled(emulator: ResponsesEmulator, response_id: str | None) -> ResponseRecord:
+    """Wait until the emulator stopped generating *response_id*, and return its record."""
+    assert response_id is not None
+    await emulator.wait_for(lambda ledger: not ledger[response_id].generating)
+    return emulator.ledger[response_id]
+
+
+def settled_sync(emulator: ResponsesEmulator, response_id: str | None) -> ResponseRecord:
+    """`settled` for synchronous tests (blocks the calling thread)."""
+    assert response_id is not None
+    emulator.wait_for_sync(lambda ledger: not ledger[response_id].generating)
+    return emulator.ledger[response_id]
+
+
+def no_orphans(emulator: ResponsesEmulator) -> None:
+    """Assert that, at this moment, the emulator generates no response (an orphan or not).
+
+    The ``emulator`` fixture checks as much at teardown, after a bounded wait for what is
+    settling; this is for a test whose point is that nothing is left *now*.
+    """
+    assert emulator.ledger.orphans() == []
+    assert [record.id for record in emulator.ledger if record.generating] == []
+
+
+def requests_in_flight(client: openai.AsyncOpenAI) -> int:
+    """Requests holding a connection of the client's pool (httpcore's own book-keeping)."""
+    pool = client._client._transport._pool  # type: ignore[attr-defined]
+    return len(pool._requests)
+
+
+# ------------------------------------------------------------------ threads (tether.sync)
+
+
+def portal_threads() -> list[threading.Thread]:
+    """The live threads of ``tether.sync``'s portals."""
+    return [t for t in threading.enumerate() if t.name == PORTAL_THREAD_NAME]
+
+
+def in_thread(target: Callable[[], object]) -> threading.Thread:
+    """Start *target* in a thread (joined by the test: nothing here is detached)."""
+    thread = threading.Thread(target=target)
+    thread.start()
+    return thread
