@@ -30,6 +30,9 @@ from tether._compat import OPENAI_MAJOR
 from tether.testing import ResponsesEmulator
 
 CHILD = Path(__file__).with_name("interrupt_child.py")
+ROOT = Path(__file__).parents[1]
+# This checkout's tether first (not whichever one is installed), then the tests package.
+CHILD_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
 
 needs_311 = pytest.mark.skipif(
     sys.version_info < (3, 11), reason="asyncio.timeout, TaskGroup and cancelling() are 3.11+"
@@ -267,7 +270,7 @@ def interrupt_child(
         [sys.executable, str(CHILD), emulator.base_url, backend, mode],
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
+        env=CHILD_ENV,
     )
     try:
         assert child.stderr is not None
@@ -331,4 +334,36 @@ def test_sigint_while_a_stop_waits_for_a_cancel_slot_sends_the_cancel_then_raise
     for record in emulator.ledger.responses:
         emulator.wait_for_sync(lambda ledger, id=record.id: not ledger[id].generating)
         assert emulator.ledger[record.id].status == "cancelled"
+    assert emulator.ledger.orphans() == []
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_sigint_landing_in_a_finalizer_still_cancels_the_scope_then_raises_keyboard_interrupt(
+    emulator: ResponsesEmulator, backend: str, tmp_path: Path
+) -> None:
+    """A SIGINT handled inside a weakref callback (trio raises KeyboardInterrupt right there,
+    and the interpreter ignores it) is not lost: the scope on its journal stops its stream,
+    the response is cancelled on the server, and the process ends with KeyboardInterrupt."""
+    if backend == "asyncio" and sys.version_info < (3, 11):
+        pytest.skip("asyncio turns SIGINT into a cancellation only from Python 3.11")
+    child = subprocess.run(
+        [
+            sys.executable,
+            str(CHILD),
+            emulator.base_url,
+            backend,
+            "finalizer",
+            str(tmp_path / "journal.db"),
+        ],
+        capture_output=True,
+        text=True,
+        env=CHILD_ENV,
+        timeout=60,
+    )
+    assert "SURVIVED" not in child.stdout  # it read on: Ctrl-C was lost
+    assert child.returncode == -signal.SIGINT, child.stderr[-2000:]
+    assert child.stderr.rstrip().endswith("KeyboardInterrupt")
+    (record,) = emulator.ledger.responses
+    emulator.wait_for_sync(lambda ledger: not ledger[record.id].generating)
+    assert emulator.ledger[record.id].status == "cancelled"
     assert emulator.ledger.orphans() == []
