@@ -32,6 +32,7 @@ from tether.testing import ResponsesEmulator
 CHILD = Path(__file__).with_name("interrupt_child.py")
 ROOT = Path(__file__).parents[1]
 # This checkout's tether first (not whichever one is installed), then the tests package.
+CHILD_START = 60.0  # seconds a child may take to send its first request (a bound, not a measure)
 CHILD_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
 
 needs_311 = pytest.mark.skipif(
@@ -297,7 +298,8 @@ def test_sigint_while_opening_cancels_the_response_then_raises_keyboard_interrup
         pytest.skip("asyncio turns SIGINT into a cancellation only from Python 3.11")
 
     def opening(_: subprocess.Popen[str]) -> None:
-        emulator.wait_for_sync(lambda ledger: len(ledger.responses) == 1)
+        # a child process starting on a loaded machine: seconds just to import
+        emulator.wait_for_sync(lambda ledger: len(ledger.responses) == 1, timeout=CHILD_START)
 
     with emulator.hold("created") as hold:
         rest = interrupt_child(

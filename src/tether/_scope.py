@@ -130,24 +130,24 @@ class Scope:
     @asynccontextmanager
     async def run(self, limit: float | None) -> AsyncGenerator[Scope]:
         """Open the scope with *limit* seconds (or none): what ``open_scope`` returns."""
-        ctrl_c: CtrlC | None = None
+        cancel_scope = anyio.CancelScope()
         try:
-            async with self.attach_journal():  # a fleet journal's lease and cancel listener
-                with anyio.CancelScope() as cancel_scope:
-                    if limit is not None:
-                        self._deadline = cancel_scope.deadline = anyio.current_time() + limit
-                    self._cancel_scope = cancel_scope
-                    # Ctrl-C on trio cancels the scope, then raises here (see _critical.py).
-                    with self._ctrl_c(cancel_scope) as ctrl_c:
+            # Ctrl-C on trio cancels the scope, and raises once the journal is let go (from
+            # the journal's attach on: see _critical.py).
+            with self._ctrl_c(cancel_scope) as ctrl_c:
+                async with self.attach_journal():  # a fleet journal's lease and cancel listener
+                    with cancel_scope:
+                        if limit is not None:
+                            self._deadline = cancel_scope.deadline = anyio.current_time() + limit
+                        self._cancel_scope = cancel_scope
                         yield self
-                if ctrl_c is not None and ctrl_c.interrupted:
-                    raise KeyboardInterrupt
-                if (
-                    cancel_scope.cancelled_caught
-                    and limit is not None
-                    and not self._cancelled_explicitly
-                ):
-                    raise DeadlineExceeded(limit)
+                    if (
+                        cancel_scope.cancelled_caught
+                        and limit is not None
+                        and not self._cancelled_explicitly
+                        and not ctrl_c.interrupted
+                    ):
+                        raise DeadlineExceeded(limit)
         finally:
             if self.journal is not None:
                 close_if_opened(self._given_journal, self.journal)
@@ -156,9 +156,9 @@ class Scope:
     def _ctrl_c(self, cancel_scope: anyio.CancelScope) -> Generator[CtrlC]:
         """The block, with Ctrl-C turned into *cancel_scope*'s cancellation on trio.
 
-        Every stream stops with the reason ``interrupted``; an exception that leaves the
-        block meanwhile (the cancellation itself, or one a stop raised) is the context of the
-        ``KeyboardInterrupt`` raised at the exit, never hidden.
+        Every stream stops with the reason ``interrupted``, then ``KeyboardInterrupt`` is
+        raised at the exit. An exception that leaves the block meanwhile (the cancellation
+        itself, or one a stop raised) is its ``__context__``, never hidden.
         """
 
         def interrupted() -> None:
@@ -174,6 +174,8 @@ class Scope:
                 if ctrl_c.interrupted:
                     raise KeyboardInterrupt  # noqa: B904 - the exception is its __context__
                 raise
+            if ctrl_c.interrupted:
+                raise KeyboardInterrupt
 
     def track(self, guard: ResponseGuard) -> None:
         """Count *guard* as live in this scope (called by the protocol as it opens)."""
