@@ -369,3 +369,34 @@ def test_sigint_landing_in_a_finalizer_still_cancels_the_scope_then_raises_keybo
     emulator.wait_for_sync(lambda ledger: not ledger[record.id].generating)
     assert emulator.ledger[record.id].status == "cancelled"
     assert emulator.ledger.orphans() == []
+
+
+async def test_overlapping_scopes_keep_sigint_until_the_last_one_closes(
+    client: openai.AsyncOpenAI, anyio_backend: str
+) -> None:
+    """On trio, the first scope in takes SIGINT and the last one out gives it back, whatever
+    the order they close in; on asyncio (whose runner owns Ctrl-C) nothing changes."""
+    before = signal.getsignal(signal.SIGINT)
+    first_open, second_open, first_closed = anyio.Event(), anyio.Event(), anyio.Event()
+    seen: list[object] = []
+
+    async def first() -> None:
+        async with tether.open_scope(client):
+            seen.append(signal.getsignal(signal.SIGINT))
+            first_open.set()
+            await second_open.wait()
+        first_closed.set()  # closed before the second one
+
+    async def second() -> None:
+        await first_open.wait()
+        async with tether.open_scope(client):
+            second_open.set()
+            await first_closed.wait()
+            seen.append(signal.getsignal(signal.SIGINT))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(first)
+        tg.start_soon(second)
+    assert seen[0] is seen[1]
+    assert (seen[0] is not before) == (anyio_backend == "trio")
+    assert signal.getsignal(signal.SIGINT) is before
