@@ -276,8 +276,8 @@ def _give_sigint_back() -> None:
 def ctrl_c_cancels(scope: anyio.CancelScope, on_interrupt: Callable[[], None]) -> Generator[CtrlC]:
     """While the block runs on trio, Ctrl-C cancels *scope* (after ``on_interrupt()``).
 
-    The caller raises ``KeyboardInterrupt`` once *scope* has exited if ``interrupted`` is
-    set. Elsewhere (asyncio, whose runner cancels the main task on SIGINT from Python 3.11;
+    The caller raises ``KeyboardInterrupt`` at the block's end if ``interrupted`` is set
+    (*scope* may have been left by then: the cancel is then a no-op). Elsewhere (asyncio, whose runner cancels the main task on SIGINT from Python 3.11;
     a trio run outside the main thread; a SIGINT handler of the program's) this changes
     nothing and ``interrupted`` stays False. Scopes nest and overlap in any order: the first
     one in installs tether's handler, the last one out puts trio's back.
