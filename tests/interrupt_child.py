@@ -8,12 +8,20 @@ reached tether), and exits with KeyboardInterrupt. Modes:
 - ``queued``: one cancel slot; a first stream's stop takes it (the parent holds that cancel
   on the emulator), then the main task's stream stops, waits for the slot (it prints
   ``queued`` once it does) and is interrupted there.
+- ``finalizer JOURNAL``: a scope on a journal, one stream; once it is READY (stdout), the
+  child sends itself SIGINT from inside a weakref callback, the way Ctrl-C can land in a
+  finalizer (trio then raises KeyboardInterrupt where the interpreter ignores it), and goes
+  on: ``SURVIVED <reason>`` (stdout) if 20 checkpoints later it still runs (Ctrl-C was lost),
+  else ``INTERRUPTED <reason>`` (trio; asyncio raises KeyboardInterrupt outside ``main``).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import sys
+import weakref
 
 import anyio
 import openai
@@ -63,6 +71,36 @@ async def queued(base_url: str) -> None:
                 tg.cancel_scope.cancel()  # the reporter's wait
 
 
+class _Garbage:
+    """An object whose weakref callback is where Ctrl-C lands."""
+
+
+def _ctrl_c_in_a_callback(_: object) -> None:
+    os.kill(os.getpid(), signal.SIGINT)
+    for _ in range(1000):  # the handler runs here, at a loop's check, inside the callback
+        pass
+
+
+async def finalizer(base_url: str, journal: str) -> None:
+    async with openai.AsyncOpenAI(base_url=base_url, api_key="sk-emulator") as client:
+        scope = tether.open_scope(client, journal=journal)
+        try:
+            async with scope as opened:
+                async with tether.guarded_stream(opened, model="slow", input="hi") as stream:
+                    print("READY", stream.response_id, flush=True)
+                    garbage = _Garbage()
+                    ref = weakref.ref(garbage, _ctrl_c_in_a_callback)
+                    del garbage  # the callback runs now, in this task
+                    # trio hands a signal to the loop within two checkpoints: plenty of room
+                    for _ in range(20):
+                        await anyio.lowlevel.checkpoint()
+                del ref
+                print("SURVIVED", stream.outcome.reason, flush=True)
+        except KeyboardInterrupt:
+            print("INTERRUPTED", stream.outcome.reason, flush=True)
+            raise
+
+
 if __name__ == "__main__":
     logging.basicConfig(level=logging.DEBUG, stream=sys.stderr, format="%(message)s")
     url, backend = sys.argv[1:3]
@@ -71,4 +109,7 @@ if __name__ == "__main__":
         import trio
 
         trio.lowlevel.enable_ki_protection(report)
-    anyio.run({"open": opening, "queued": queued}[mode], url, backend=backend)
+    if mode == "finalizer":
+        anyio.run(finalizer, url, sys.argv[4], backend=backend)
+    else:
+        anyio.run({"open": opening, "queued": queued}[mode], url, backend=backend)

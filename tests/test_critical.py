@@ -30,6 +30,10 @@ from tether._compat import OPENAI_MAJOR
 from tether.testing import ResponsesEmulator
 
 CHILD = Path(__file__).with_name("interrupt_child.py")
+ROOT = Path(__file__).parents[1]
+# This checkout's tether first (not whichever one is installed), then the tests package.
+CHILD_START = 60.0  # seconds a child may take to send its first request (a bound, not a measure)
+CHILD_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
 
 needs_311 = pytest.mark.skipif(
     sys.version_info < (3, 11), reason="asyncio.timeout, TaskGroup and cancelling() are 3.11+"
@@ -263,7 +267,7 @@ def interrupt_child(
         [sys.executable, str(CHILD), emulator.base_url, backend, mode],
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
+        env=CHILD_ENV,
     )
     try:
         assert child.stderr is not None
@@ -290,7 +294,8 @@ def test_sigint_while_opening_cancels_the_response_then_raises_keyboard_interrup
         pytest.skip("asyncio turns SIGINT into a cancellation only from Python 3.11")
 
     def opening(_: subprocess.Popen[str]) -> None:
-        emulator.wait_for_sync(lambda ledger: len(ledger.responses) == 1)
+        # a child process starting on a loaded machine: seconds just to import
+        emulator.wait_for_sync(lambda ledger: len(ledger.responses) == 1, timeout=CHILD_START)
 
     with emulator.hold("created") as hold:
         rest = interrupt_child(
@@ -326,3 +331,66 @@ def test_sigint_while_a_stop_waits_for_a_cancel_slot_sends_the_cancel_then_raise
     for record in emulator.ledger.responses:
         emulator.wait_for_sync(lambda ledger, id=record.id: not ledger[id].generating)
         assert emulator.ledger[record.id].status == "cancelled"
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_sigint_landing_in_a_finalizer_still_cancels_the_scope_then_raises_keyboard_interrupt(
+    emulator: ResponsesEmulator, backend: str, tmp_path: Path
+) -> None:
+    """A SIGINT handled inside a weakref callback (trio raises KeyboardInterrupt right there,
+    and the interpreter ignores it) is not lost: the scope on its journal stops its stream,
+    the response is cancelled on the server, and the process ends with KeyboardInterrupt."""
+    if backend == "asyncio" and sys.version_info < (3, 11):
+        pytest.skip("asyncio turns SIGINT into a cancellation only from Python 3.11")
+    child = subprocess.run(
+        [
+            sys.executable,
+            str(CHILD),
+            emulator.base_url,
+            backend,
+            "finalizer",
+            str(tmp_path / "journal.db"),
+        ],
+        capture_output=True,
+        text=True,
+        env=CHILD_ENV,
+        timeout=60,
+    )
+    assert "SURVIVED" not in child.stdout  # it read on: Ctrl-C was lost
+    assert child.returncode == -signal.SIGINT, child.stderr[-2000:]
+    assert child.stderr.rstrip().endswith("KeyboardInterrupt")
+    (record,) = emulator.ledger.responses
+    emulator.wait_for_sync(lambda ledger: not ledger[record.id].generating)
+    assert emulator.ledger[record.id].status == "cancelled"
+    assert emulator.ledger.orphans() == []
+
+
+async def test_overlapping_scopes_keep_sigint_until_the_last_one_closes(
+    client: openai.AsyncOpenAI, anyio_backend: str
+) -> None:
+    """On trio, the first scope in takes SIGINT and the last one out gives it back, whatever
+    the order they close in; on asyncio (whose runner owns Ctrl-C) nothing changes."""
+    before = signal.getsignal(signal.SIGINT)
+    first_open, second_open, first_closed = anyio.Event(), anyio.Event(), anyio.Event()
+    seen: list[object] = []
+
+    async def first() -> None:
+        async with tether.open_scope(client):
+            seen.append(signal.getsignal(signal.SIGINT))
+            first_open.set()
+            await second_open.wait()
+        first_closed.set()  # closed before the second one
+
+    async def second() -> None:
+        await first_open.wait()
+        async with tether.open_scope(client):
+            second_open.set()
+            await first_closed.wait()
+            seen.append(signal.getsignal(signal.SIGINT))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(first)
+        tg.start_soon(second)
+    assert seen[0] is seen[1]
+    assert (seen[0] is not before) == (anyio_backend == "trio")
+    assert signal.getsignal(signal.SIGINT) is before

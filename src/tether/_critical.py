@@ -29,22 +29,38 @@ A wait that loses nothing when it is interrupted (a cancel queued for a free slo
 child task: [`run_critical_queued`][] waits in the calling task, keeps the first interruption
 and waits on, bounded by a deadline, then runs what follows as a critical section. A thousand stops queued at once then cost a waiter each,
 not a task each (``benchmarks/bench_memory.py``).
+
+**Ctrl-C inside a scope on trio** is the scope's own ([`ctrl_c_cancels`][]). trio raises
+``KeyboardInterrupt`` at the very bytecode the main thread runs when it is not KI-protected,
+and that may be code whose exceptions the interpreter ignores: a weakref callback, an
+``isinstance`` check made from C inside a finalizer ("Exception ignored in: ..."). The
+interrupt is then lost: no stop runs and the responses keep generating (the fleet soak,
+``tests/fleet_soak.py``, saw it). So while a scope is open on trio (main thread, trio's own
+SIGINT handler in place), tether's handler takes SIGINT: it raises nothing where it lands,
+only schedules (``TrioToken.run_sync_soon``, signal-safe) the cancellation of every open
+scope, each of its streams marked ``interrupted``; each scope raises ``KeyboardInterrupt`` at
+its exit, after its stops, as ``asyncio.run`` does on Python 3.11+. A second Ctrl-C, once
+every open scope has been told, goes to trio's handler: the way out of a stop that hangs.
 """
 
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Generator
+    from types import FrameType
 
 _F = TypeVar("_F", bound="Callable[..., Any]")
 
-__all__ = ["ki_protected", "run_critical", "run_critical_queued"]
+__all__ = ["CtrlC", "ctrl_c_cancels", "ki_protected", "run_critical", "run_critical_queued"]
 
 _log = logging.getLogger("tether")
 
@@ -180,3 +196,100 @@ async def run_critical_queued(
         interruption = interruption or exc
     if interruption is not None:
         raise interruption
+
+
+# ------------------------------------------------------------------ Ctrl-C in a scope (trio)
+
+
+class CtrlC:
+    """Ctrl-C for one open scope: whether it came, and what it cancels (see `ctrl_c_cancels`)."""
+
+    __slots__ = ("_on_interrupt", "_scope", "interrupted")
+
+    def __init__(self, scope: anyio.CancelScope, on_interrupt: Callable[[], None]) -> None:
+        self._scope = scope
+        self._on_interrupt = on_interrupt
+        self.interrupted = False
+        """Whether a SIGINT came while the block ran (the scope must raise ``KeyboardInterrupt``)."""
+
+    def deliver(self) -> None:
+        """Say why (``on_interrupt``), then cancel the scope (from the event loop)."""
+        self._on_interrupt()
+        self._scope.cancel("tether: Ctrl-C (SIGINT)")
+
+
+_watchers: list[CtrlC] = []  # the open scopes that own SIGINT, in the main thread's trio run
+_handed_over: list[Any] = []  # [trio's handler, the run's TrioToken] while tether's is installed
+
+
+def _on_sigint(signum: int, frame: FrameType | None) -> None:
+    """SIGINT while scopes are open: raise nothing here, tell them from the event loop."""
+    if not _handed_over:  # reinstalled by someone who saved it, after the last scope left
+        signal.default_int_handler(signum, frame)
+        return
+    previous, token = _handed_over
+    told = [watcher for watcher in _watchers if not watcher.interrupted]
+    if not told:  # every open scope knows already: a second Ctrl-C is trio's own
+        previous(signum, frame)
+        return
+    for watcher in told:
+        watcher.interrupted = True  # from now on, the scope's exit raises KeyboardInterrupt
+    try:
+        token.run_sync_soon(_deliver, told)
+    except RuntimeError:  # the run is finishing (RunFinishedError): trio's own way
+        previous(signum, frame)
+
+
+def _deliver(told: list[CtrlC]) -> None:
+    for watcher in told:
+        watcher.deliver()
+
+
+def _take_sigint() -> bool:
+    """Install tether's SIGINT handler if this is trio's main-thread run; whether it is in."""
+    trio: Any = sys.modules.get("trio")  # never imported here: only used if already running
+    if trio is None or threading.current_thread() is not threading.main_thread():
+        return False
+    try:
+        token = trio.lowlevel.current_trio_token()
+    except RuntimeError:  # not running under trio
+        return False
+    if _handed_over:  # another scope of this run took it already
+        return _handed_over[1] is token
+    previous = signal.getsignal(signal.SIGINT)
+    # Only trio's own KI handler is replaced: a handler of the program's stays in charge.
+    if not callable(previous) or getattr(previous, "__module__", None) != "trio._core._ki":
+        return False
+    signal.signal(signal.SIGINT, _on_sigint)
+    _handed_over[:] = [previous, token]
+    return True
+
+
+def _give_sigint_back() -> None:
+    previous, _ = _handed_over
+    _handed_over.clear()
+    if signal.getsignal(signal.SIGINT) is _on_sigint:  # unless someone replaced it meanwhile
+        signal.signal(signal.SIGINT, previous)
+
+
+@contextmanager
+def ctrl_c_cancels(scope: anyio.CancelScope, on_interrupt: Callable[[], None]) -> Generator[CtrlC]:
+    """While the block runs on trio, Ctrl-C cancels *scope* (after ``on_interrupt()``).
+
+    The caller raises ``KeyboardInterrupt`` at the block's end if ``interrupted`` is set
+    (*scope* may have been left by then: the cancel is then a no-op). Elsewhere (asyncio, whose runner cancels the main task on SIGINT from Python 3.11;
+    a trio run outside the main thread; a SIGINT handler of the program's) this changes
+    nothing and ``interrupted`` stays False. Scopes nest and overlap in any order: the first
+    one in installs tether's handler, the last one out puts trio's back.
+    """
+    watcher = CtrlC(scope, on_interrupt)
+    if not _take_sigint():
+        yield watcher
+        return
+    _watchers.append(watcher)
+    try:
+        yield watcher
+    finally:
+        _watchers.remove(watcher)
+        if not _watchers:
+            _give_sigint_back()

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import math
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from contextlib import (
+    AbstractAsyncContextManager,
+    asynccontextmanager,
+    contextmanager,
+    nullcontext,
+)
 from typing import TYPE_CHECKING, cast, final
 
 import anyio
 
 from ._compat import check_async_client
+from ._critical import CtrlC, ctrl_c_cancels
 from ._errors import DeadlineExceeded
 from ._journal import Journal, close_if_opened, open_journal
 from ._journal_lease import LeasedJournal
@@ -16,7 +22,7 @@ from ._validate import check_positive, check_timeout
 
 if TYPE_CHECKING:
     import os
-    from collections.abc import AsyncGenerator
+    from collections.abc import AsyncGenerator, Generator
 
     from openai import AsyncOpenAI
 
@@ -124,22 +130,52 @@ class Scope:
     @asynccontextmanager
     async def run(self, limit: float | None) -> AsyncGenerator[Scope]:
         """Open the scope with *limit* seconds (or none): what ``open_scope`` returns."""
+        cancel_scope = anyio.CancelScope()
         try:
-            async with self.attach_journal():  # a fleet journal's lease and cancel listener
-                with anyio.CancelScope() as cancel_scope:
-                    if limit is not None:
-                        self._deadline = cancel_scope.deadline = anyio.current_time() + limit
-                    self._cancel_scope = cancel_scope
-                    yield self
-                if (
-                    cancel_scope.cancelled_caught
-                    and limit is not None
-                    and not self._cancelled_explicitly
-                ):
-                    raise DeadlineExceeded(limit)
+            # Ctrl-C on trio cancels the scope, and raises once the journal is let go (from
+            # the journal's attach on: see _critical.py).
+            with self._ctrl_c(cancel_scope) as ctrl_c:
+                async with self.attach_journal():  # a fleet journal's lease and cancel listener
+                    with cancel_scope:
+                        if limit is not None:
+                            self._deadline = cancel_scope.deadline = anyio.current_time() + limit
+                        self._cancel_scope = cancel_scope
+                        yield self
+                    if (
+                        cancel_scope.cancelled_caught
+                        and limit is not None
+                        and not self._cancelled_explicitly
+                        and not ctrl_c.interrupted
+                    ):
+                        raise DeadlineExceeded(limit)
         finally:
             if self.journal is not None:
                 close_if_opened(self._given_journal, self.journal)
+
+    @contextmanager
+    def _ctrl_c(self, cancel_scope: anyio.CancelScope) -> Generator[CtrlC]:
+        """The block, with Ctrl-C turned into *cancel_scope*'s cancellation on trio.
+
+        Every stream stops with the reason ``interrupted``, then ``KeyboardInterrupt`` is
+        raised at the exit. An exception that leaves the block meanwhile (the cancellation
+        itself, or one a stop raised) is its ``__context__``, never hidden.
+        """
+
+        def interrupted() -> None:
+            for guard in self._live:
+                guard.mark_reason("interrupted")
+
+        with ctrl_c_cancels(cancel_scope, interrupted) as ctrl_c:
+            try:
+                yield ctrl_c
+            except (KeyboardInterrupt, GeneratorExit):
+                raise
+            except BaseException:
+                if ctrl_c.interrupted:
+                    raise KeyboardInterrupt  # noqa: B904 - the exception is its __context__
+                raise
+            if ctrl_c.interrupted:
+                raise KeyboardInterrupt
 
     def track(self, guard: ResponseGuard) -> None:
         """Count *guard* as live in this scope (called by the protocol as it opens)."""
