@@ -26,6 +26,17 @@ from typing import TYPE_CHECKING, Any
 
 import openai
 
+from ._compat import (
+    copy_azure_routing,
+    is_sdk_default_http_client,
+    mounted_patterns,
+    pool_settings,
+    sdk_http_client,
+    ssl_context_of,
+    sync_client_settings,
+    transport_of,
+)
+
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
@@ -62,47 +73,44 @@ def async_twin(
             f"async_http_client must be an httpx2.AsyncClient (httpx.AsyncClient on openai "
             f"2.x) or None, got {http_client!r}"
         )
-    sdk: Any = client  # the SDK's private attributes, read as OpenAI.copy() reads them
-    http = http_client if http_client is not None else _mirror_http_client(sdk._client, sdk)
+    private = sync_client_settings(client)
+    http = (
+        http_client if http_client is not None else _mirror_http_client(private.http_client, client)
+    )
     settings: dict[str, Any] = {
-        "organization": sdk.organization,
-        "project": sdk.project,
-        "webhook_secret": getattr(sdk, "webhook_secret", None),
-        "websocket_base_url": getattr(sdk, "websocket_base_url", None),
-        "timeout": sdk.timeout,
-        "max_retries": sdk.max_retries,
-        "default_headers": dict(sdk._custom_headers),
-        "default_query": dict(sdk._custom_query),
+        "organization": client.organization,
+        "project": client.project,
+        "webhook_secret": getattr(client, "webhook_secret", None),
+        "websocket_base_url": getattr(client, "websocket_base_url", None),
+        "timeout": client.timeout,
+        "max_retries": client.max_retries,
+        "default_headers": private.default_headers,
+        "default_query": private.default_query,
         "http_client": http,
-        "_strict_response_validation": sdk._strict_response_validation,
+        "_strict_response_validation": private.strict_response_validation,
         # The sync client checked its credentials when it was built; the twin only copies them.
         "_enforce_credentials": False,
     }
-    key = _async_key(getattr(sdk, "_api_key_provider", None)) or sdk.api_key
+    key = _async_key(private.api_key_provider) or client.api_key
     if isinstance(client, openai.AzureOpenAI):
         settings.update(
-            api_version=sdk._api_version,
-            base_url=str(sdk.base_url),
+            private.azure or {},  # sync token providers are accepted by the async client
+            base_url=str(client.base_url),
             api_key=key,
-            admin_api_key=getattr(sdk, "admin_api_key", None),
-            azure_ad_token=sdk._azure_ad_token,
-            azure_ad_token_provider=sdk._azure_ad_token_provider,  # sync providers are accepted
+            admin_api_key=getattr(client, "admin_api_key", None),
         )
-        twin: Any = openai.AsyncAzureOpenAI(**_accepted(openai.AsyncAzureOpenAI, settings))
-        # As AzureOpenAI.copy() does: routing of non-deployment endpoints needs these.
-        twin._azure_endpoint = sdk._azure_endpoint
-        twin._azure_deployment = sdk._azure_deployment
+        twin = openai.AsyncAzureOpenAI(**_accepted(openai.AsyncAzureOpenAI, settings))
+        copy_azure_routing(client, twin)
         return twin
-    provider = getattr(sdk, "_provider", None)
-    if provider is not None:  # the provider configures auth and the base URL itself
-        settings["provider"] = provider
+    if private.provider is not None:  # the provider configures auth and the base URL itself
+        settings["provider"] = private.provider
     else:
-        identity = getattr(sdk, "workload_identity", None)
+        identity = getattr(client, "workload_identity", None)
         settings.update(
             api_key=None if identity is not None else key,
-            admin_api_key=getattr(sdk, "admin_api_key", None),
+            admin_api_key=getattr(client, "admin_api_key", None),
             workload_identity=identity,
-            base_url=sdk.base_url,
+            base_url=client.base_url,
         )
     return openai.AsyncOpenAI(**_accepted(openai.AsyncOpenAI, settings))
 
@@ -132,53 +140,36 @@ def _httpx_module(http_client: object) -> Any:
     raise TypeError(f"the client's http_client is not an httpx2/httpx Client: {http_client!r}")
 
 
-def _is_sdk_default(http_client: object) -> bool:
-    """Whether the SDK built this HTTP client itself (no ``http_client=`` given)."""
-    base_client = sys.modules.get("openai._base_client")
-    wrapper = getattr(base_client, "SyncHttpxClientWrapper", None)
-    return wrapper is not None and type(http_client) is wrapper
-
-
-def _sdk_default_twin(http_client: Any, sdk: Any) -> Any:
+def _sdk_default_twin(http_client: object, client: openai.OpenAI) -> Any:
     """The async SDK's default HTTP client, sharing the sync one's TLS context.
 
     Building a TLS context (loading the CA store) is most of what making an ``AsyncOpenAI``
     costs; an ``ssl.SSLContext`` may serve connections in several threads. ``None`` (the
     SDK builds its own) if this SDK lacks the wrapper class or the client its context.
     """
-    base_client = sys.modules.get("openai._base_client")
-    wrapper = getattr(base_client, "AsyncHttpxClientWrapper", None)
-    pool = getattr(getattr(http_client, "_transport", None), "_pool", None)
-    context = getattr(pool, "_ssl_context", None)
-    if wrapper is None or context is None:
+    context = ssl_context_of(http_client)
+    if context is None:
         return None
-    return wrapper(base_url=sdk.base_url, timeout=sdk.timeout, verify=context)
+    return sdk_http_client(
+        sync=False, base_url=client.base_url, timeout=client.timeout, verify=context
+    )
 
 
-def _mirror_http_client(http_client: Any, sdk: Any) -> Any:
+def _mirror_http_client(http_client: Any, client: openai.OpenAI) -> Any:
     """An async HTTP client with the sync one's settings (the SDK default for its default)."""
-    if _is_sdk_default(http_client):
-        return _sdk_default_twin(http_client, sdk)
+    if is_sdk_default_http_client(http_client):
+        return _sdk_default_twin(http_client, client)
     httpx = _httpx_module(http_client)
-    transport = http_client._transport
-    pool: Any = getattr(transport, "_pool", None)
-    if type(transport) is not httpx.HTTPTransport or type(pool).__name__ != "ConnectionPool":
+    transport = transport_of(http_client)
+    pool = pool_settings(http_client)
+    if type(transport) is not httpx.HTTPTransport or pool is None:
         raise _cannot_mirror(f"its transport is {transport!r}")
     limits = httpx.Limits(
-        max_connections=pool._max_connections,
-        max_keepalive_connections=pool._max_keepalive_connections,
-        keepalive_expiry=pool._keepalive_expiry,
+        max_connections=pool.max_connections,
+        max_keepalive_connections=pool.max_keepalive_connections,
+        keepalive_expiry=pool.keepalive_expiry,
     )
-    async_transport = httpx.AsyncHTTPTransport(
-        verify=pool._ssl_context,
-        http1=pool._http1,
-        http2=pool._http2,
-        limits=limits,
-        retries=pool._retries,
-        local_address=pool._local_address,
-        uds=pool._uds,
-        socket_options=pool._socket_options,
-    )
+    async_transport = httpx.AsyncHTTPTransport(limits=limits, **pool.transport_kwargs)
     hooks = {
         kind: [_async_hook(hook) for hook in hooks]
         for kind, hooks in http_client.event_hooks.items()
@@ -198,7 +189,7 @@ def _mirror_http_client(http_client: Any, sdk: Any) -> Any:
     )
     # Mounts the async client did not derive from the environment were set explicitly
     # (proxy=, mounts=): their transports are sync objects we cannot translate.
-    if set(http_client._mounts) != set(twin._mounts):
+    if mounted_patterns(http_client) != mounted_patterns(twin):
         raise _cannot_mirror("it has explicit proxies or mounts")
     return twin
 

@@ -478,12 +478,9 @@ def _tls_context() -> ssl.SSLContext:
 def _sdk_http_client(*, sync: bool) -> Any:
     """The HTTP client the SDK makes when given none (closed when garbage-collected, like
     the SDK's), on the shared TLS context."""
-    from openai import _base_client  # pyright: ignore[reportPrivateUsage]
+    from .._compat import sdk_http_client
 
-    wrapper: Any = (
-        _base_client.SyncHttpxClientWrapper if sync else _base_client.AsyncHttpxClientWrapper
-    )
-    return wrapper(verify=_tls_context())
+    return sdk_http_client(sync=sync, verify=_tls_context())
 
 
 def _require_http2() -> None:
