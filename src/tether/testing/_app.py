@@ -19,7 +19,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ._ledger import Ledger, ResponseRecord
+from ._ledger import ResponseRecord
 from ._models import split_tokens
 from ._run import Call, Run, generate
 from ._wire import (
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.types import Receive, Scope, Send
 
+    from ._book import LedgerBook
     from ._hold import Gate
     from ._models import Model
 
@@ -154,7 +155,7 @@ class EmulatorApp:
         self,
         *,
         models: Mapping[str, Model],
-        ledger: Ledger,
+        book: LedgerBook,
         seed: int,
         keepalive_every: float | None,
         gates: Mapping[str, Gate],
@@ -165,7 +166,7 @@ class EmulatorApp:
         # Ids of requests and input items come from RNGs of their own: the response, message
         # and call ids stay what they were before these existed.
         self.models = models
-        self.ledger = ledger
+        self.book = book
         self.seed = seed
         self.keepalive_every = keepalive_every
         self.created_gate = gates["created"]
@@ -260,7 +261,7 @@ class EmulatorApp:
             raw = await request.body()
         except ClientDisconnect:  # closed before its whole body: not a request, nobody to answer
             return Response(status_code=400)
-        self.ledger._request()  # pyright: ignore[reportPrivateUsage]
+        self.book.request()
         try:
             body = json.loads(raw)
         except ValueError:
@@ -319,7 +320,7 @@ class EmulatorApp:
                 tg.cancel_scope.cancel()
         finally:
             record.listeners -= 1
-            self.ledger._changed()  # pyright: ignore[reportPrivateUsage]
+            self.book.changed()
         return _json(run.snapshot())
 
     def _follow_up(self, body: dict[str, Any]) -> tuple[int, list[str]] | Response:
@@ -401,7 +402,7 @@ class EmulatorApp:
                 Call(item_id=self._new_id("fc"), call_id=self._new_id("call"), call=call)
                 for call in scripted_calls
             ],
-            ledger=self.ledger,
+            book=self.book,
             keepalive_every=self.keepalive_every if keepalive is None else keepalive,
             hops=hops,
             usage_on_cancel=self.usage_on_cancel,
@@ -409,7 +410,7 @@ class EmulatorApp:
             input_items=_item_resources(body, self._new_item_id),
         )
         self._runs[record.id] = run
-        self.ledger._add(record)  # pyright: ignore[reportPrivateUsage]
+        self.book.add(record)
         assert self._tg is not None
         if self.closing.is_set():
             run.shutdown()
@@ -460,7 +461,7 @@ class EmulatorApp:
         if run is None:
             return _not_found(response_id)
         run.record.deleted = True
-        self.ledger._changed()  # pyright: ignore[reportPrivateUsage]
+        self.book.changed()
         return _json(deleted_object(response_id))
 
     # --- GET /v1/responses/{id}/input_items -------------------------------------------
@@ -497,8 +498,8 @@ class EmulatorApp:
     # --- POST /v1/responses/{id}/cancel -----------------------------------------------
 
     async def cancel(self, request: Request) -> Response:
-        ledger = self.ledger
-        ledger._cancel_started()  # pyright: ignore[reportPrivateUsage]
+        book = self.book
+        book.cancel_started()
         try:
             response_id = request.path_params["response_id"]
             run = self._lookup(response_id)
@@ -518,7 +519,7 @@ class EmulatorApp:
             run.record.cancel_statuses.append(response.status_code)
             return response
         finally:
-            ledger._cancel_finished()  # pyright: ignore[reportPrivateUsage]
+            book.cancel_finished()
 
     async def _cancel(self, request: Request, run: Run) -> Response | None:
         record = run.record
@@ -544,7 +545,7 @@ class EmulatorApp:
             # Best effort: answered cancelled, but it goes on (see Faults.cancel_best_effort).
             if run.best_effort_stop is None:
                 run.best_effort_stop = record.tokens_generated + extra
-            self.ledger._changed()  # pyright: ignore[reportPrivateUsage]
+            self.book.changed()
             return _json(run.snapshot("cancelled"))
         run.stop("cancel")
         return _json(run.snapshot())
@@ -570,7 +571,7 @@ class _EventStream(Response):
         record = run.record
         await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
         record.listeners += 1
-        run.ledger._changed()  # pyright: ignore[reportPrivateUsage]
+        run.book.changed()
         finished = False
         try:
             async with anyio.create_task_group() as tg:
@@ -587,7 +588,7 @@ class _EventStream(Response):
             record.listeners -= 1
             if not finished and not record.background and record.listeners == 0:
                 run.stop("disconnect")
-            run.ledger._changed()  # pyright: ignore[reportPrivateUsage]
+            run.book.changed()
         # Unfinished (cut, disconnected, abandoned): return without finishing the body.
         # uvicorn closes the HTTP/1.1 connection, and the client sees an incomplete
         # message; on HTTP/2 hypercorn resets the stream (see _h2.py).

@@ -1,23 +1,23 @@
 """The emulator's ledger: what the server did, readable by tests while it runs.
 
-The server thread writes the records; tests read them from any thread and wait on
-them with [`ResponsesEmulator.wait_for`][tether.testing.ResponsesEmulator.wait_for],
-which is woken on every change, on asyncio or trio, without polling.
+The server thread writes the records (through the ledger's book, `_book.py`); tests read
+them from any thread and wait on them with
+[`ResponsesEmulator.wait_for`][tether.testing.ResponsesEmulator.wait_for], which is woken on
+every change, on asyncio or trio, without polling.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-import threading
 import time
-from typing import TYPE_CHECKING, Any, Literal, Protocol, final
+from typing import TYPE_CHECKING, Any, Literal, final
 
 import attrs
 
+from ._book import LedgerBook
+
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Iterator
 
 __all__ = ["Ledger", "ResponseRecord"]
 
@@ -151,47 +151,6 @@ class ResponseRecord:
         return [json.loads(f[f.index(b"\ndata: ") + 7 :]) for f in frames]
 
 
-class _Waiter(Protocol):
-    def wake(self) -> None: ...
-
-
-class _ThreadWaiter:
-    __slots__ = ("event",)
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-
-    def wake(self) -> None:
-        self.event.set()
-
-
-class _AsyncWaiter:
-    """Wakes one task on the caller's event loop (asyncio or trio) from any thread."""
-
-    __slots__ = ("_pending", "_schedule", "event")
-
-    def __init__(self) -> None:
-        import anyio
-
-        self.event = anyio.Event()
-        self._pending = False
-        self._schedule: Callable[[Callable[[], None]], object]
-        try:
-            self._schedule = asyncio.get_running_loop().call_soon_threadsafe
-        except RuntimeError:  # not asyncio: anyio's only other backend is trio
-            import trio
-
-            self._schedule = trio.lowlevel.current_trio_token().run_sync_soon
-
-    def wake(self) -> None:
-        if self._pending:
-            return
-        self._pending = True
-        # RuntimeError: the waiting loop has finished (trio.RunFinishedError is one too).
-        with contextlib.suppress(RuntimeError):
-            self._schedule(self.event.set)
-
-
 @final
 class Ledger:
     """Every response the emulator created, and counters over all requests.
@@ -204,18 +163,29 @@ class Ledger:
         ...     return not ledger.orphans() and ledger.cancels_in_flight == 0
     """
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._records: dict[str, ResponseRecord] = {}
-        self._waiters: list[_Waiter] = []
-        self.request_count: int = 0
+    def __init__(self, book: LedgerBook | None = None) -> None:
+        """A view of *book* (the emulator passes its own; a new empty one by default)."""
+        self._book = LedgerBook() if book is None else book
+
+    @property
+    def request_count(self) -> int:
         """POST /v1/responses requests received, rejected ones included."""
-        self.cancel_requests: int = 0
+        return self._book.request_count
+
+    @property
+    def cancel_requests(self) -> int:
         """Cancel requests received, for any id."""
-        self.cancels_in_flight: int = 0
+        return self._book.cancel_requests
+
+    @property
+    def cancels_in_flight(self) -> int:
         """Cancel requests received and not answered yet."""
-        self.max_concurrent_cancels: int = 0
+        return self._book.cancels_in_flight
+
+    @property
+    def max_concurrent_cancels(self) -> int:
         """The most cancel requests ever in flight at once."""
+        return self._book.max_concurrent_cancels
 
     @property
     def requests(self) -> int:
@@ -266,8 +236,8 @@ class Ledger:
             >>> Ledger().responses
             []
         """
-        with self._lock:
-            return list(self._records.values())
+        with self._book.lock:
+            return list(self._book.records.values())
 
     def __getitem__(self, response_id: str) -> ResponseRecord:
         """The record of one response.
@@ -279,19 +249,19 @@ class Ledger:
             >>> "resp_x" in Ledger()
             False
         """
-        with self._lock:
-            return self._records[response_id]
+        with self._book.lock:
+            return self._book.records[response_id]
 
     def __contains__(self, response_id: object) -> bool:
-        with self._lock:
-            return response_id in self._records
+        with self._book.lock:
+            return response_id in self._book.records
 
     def __iter__(self) -> Iterator[ResponseRecord]:
         return iter(self.responses)
 
     def __len__(self) -> int:
-        with self._lock:
-            return len(self._records)
+        with self._book.lock:
+            return len(self._book.records)
 
     def orphans(self) -> list[ResponseRecord]:
         """Responses still generating (queued or in progress) with no client listening.
@@ -303,75 +273,3 @@ class Ledger:
             []
         """
         return [r for r in self.responses if r.generating and r.listeners == 0]
-
-    # --- written by the server thread -------------------------------------------------
-
-    def _add(self, record: ResponseRecord) -> None:
-        with self._lock:
-            self._records[record.id] = record
-        self._changed()
-
-    def _cancel_started(self) -> None:
-        with self._lock:
-            self.cancel_requests += 1
-            self.cancels_in_flight += 1
-            self.max_concurrent_cancels = max(self.max_concurrent_cancels, self.cancels_in_flight)
-        self._changed()
-
-    def _cancel_finished(self) -> None:
-        with self._lock:
-            self.cancels_in_flight -= 1
-        self._changed()
-
-    def _request(self) -> None:
-        with self._lock:
-            self.request_count += 1
-        self._changed()
-
-    def _changed(self) -> None:
-        if not self._waiters:
-            return
-        with self._lock:
-            waiters = list(self._waiters)
-        for waiter in waiters:
-            waiter.wake()
-
-    # --- waiting ----------------------------------------------------------------------
-
-    def _subscribe(self, waiter: _Waiter) -> None:
-        with self._lock:
-            self._waiters.append(waiter)
-
-    def _unsubscribe(self, waiter: _Waiter) -> None:
-        with self._lock:
-            self._waiters.remove(waiter)
-
-    async def _wait_for(self, predicate: Callable[[Ledger], bool], timeout: float) -> None:
-        import anyio
-
-        with anyio.fail_after(timeout):
-            while True:
-                waiter = _AsyncWaiter()
-                self._subscribe(waiter)
-                try:
-                    if predicate(self):
-                        return
-                    await waiter.event.wait()
-                finally:
-                    self._unsubscribe(waiter)
-
-    def _wait_for_sync(self, predicate: Callable[[Ledger], bool], timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            waiter = _ThreadWaiter()
-            self._subscribe(waiter)
-            try:
-                if predicate(self):
-                    return
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not waiter.event.wait(remaining):
-                    if predicate(self):
-                        return
-                    raise TimeoutError(f"ledger condition not met within {timeout!r} s")
-            finally:
-                self._unsubscribe(waiter)

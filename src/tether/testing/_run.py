@@ -28,8 +28,9 @@ from ._wire import (
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from ._book import LedgerBook
     from ._hold import Gate
-    from ._ledger import Ledger, ResponseRecord
+    from ._ledger import ResponseRecord
     from ._models import FunctionCall, Model
 
 __all__ = ["Call", "Run", "generate"]
@@ -76,7 +77,7 @@ class Run:
         echo: dict[str, Any],
         input_tokens: int,
         msg_id: str,
-        ledger: Ledger,
+        book: LedgerBook,
         keepalive_every: float | None,
         calls: list[Call] | None = None,
         hops: int = 0,
@@ -92,7 +93,7 @@ class Run:
         self.echo = echo
         self.input_tokens = input_tokens
         self.msg_id = msg_id
-        self.ledger = ledger
+        self.book = book
         self.keepalive_every = keepalive_every
         self.created_at = int(time.time())
         self.completed_at: int | None = None
@@ -130,7 +131,7 @@ class Run:
         """Wake the connections streaming this response, and the ledger's waiters."""
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
-        self.ledger._changed()  # pyright: ignore[reportPrivateUsage]
+        self.book.changed()
 
     async def wait_changed(self) -> None:
         await self._changed.wait()

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, final
 import anyio
 
 from ._app import EmulatorApp
+from ._book import LedgerBook
 from ._hold import Gate, Hold, HoldPoint
 from ._ledger import Ledger
 from ._models import Model, default_models
@@ -190,7 +191,8 @@ class ResponsesEmulator:
             _require_http2()
         self.models: MutableMapping[str, Model] = default_models() if models is None else models
         """Simulated models by name: add or replace one at any time."""
-        self.ledger: Ledger = Ledger()
+        self._book = LedgerBook()
+        self.ledger: Ledger = Ledger(self._book)
         """What the server did (see `Ledger`)."""
         self.seed = seed
         self.host = host
@@ -319,7 +321,7 @@ class ResponsesEmulator:
             >>> async def until_cancelled(emu: ResponsesEmulator, rid: str) -> None:
             ...     await emu.wait_for(lambda ledger: ledger[rid].status == "cancelled")
         """
-        await self.ledger._wait_for(predicate, timeout)  # pyright: ignore[reportPrivateUsage]
+        await self._book.wait_for(lambda: predicate(self.ledger), timeout)
 
     def wait_for_sync(self, predicate: Callable[[Ledger], bool], timeout: float = 10.0) -> None:
         """`wait_for` for synchronous code: blocks the calling thread.
@@ -331,7 +333,7 @@ class ResponsesEmulator:
             >>> def until_idle(emu: ResponsesEmulator) -> None:
             ...     emu.wait_for_sync(lambda ledger: not ledger.orphans())
         """
-        self.ledger._wait_for_sync(predicate, timeout)  # pyright: ignore[reportPrivateUsage]
+        self._book.wait_for_sync(lambda: predicate(self.ledger), timeout)
 
     def hold(self, point: HoldPoint) -> Hold:
         """Park requests at `point` until the returned hold is released.
@@ -377,7 +379,7 @@ class ResponsesEmulator:
         self._port = sock.getsockname()[1]
         self._app = EmulatorApp(
             models=self.models,
-            ledger=self.ledger,
+            book=self._book,
             seed=self.seed,
             keepalive_every=self.keepalive_every,
             gates=self._gates,
