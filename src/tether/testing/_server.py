@@ -8,23 +8,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import logging
-import socket
-import ssl
 import threading
-import warnings
 from typing import TYPE_CHECKING, Any, final
 
 import anyio
 
 from ._app import EmulatorApp
 from ._book import LedgerBook
+from ._clients import API_KEY, http_client_for, wants_http2
 from ._hold import Gate, Hold, HoldPoint
+from ._http_servers import (
+    check_host,
+    listening_socket,
+    quiet_uvicorn,
+    serve_hypercorn,
+    serve_uvicorn,
+)
 from ._ledger import Ledger
 from ._models import Model, default_models
 
 if TYPE_CHECKING:
+    import socket
     from collections.abc import Callable, MutableMapping
     from types import TracebackType
 
@@ -32,92 +36,8 @@ if TYPE_CHECKING:
 
 __all__ = ["ResponsesEmulator", "serve"]
 
-_API_KEY = "sk-emulator"
 _START_TIMEOUT = 10.0
 _STOP_TIMEOUT = 10.0
-_DROPPED = "ASGI callable returned without completing response."
-
-
-class _DroppedConnectionFilter(logging.Filter):
-    """Silence uvicorn's error for connections the emulator cuts on purpose."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.msg != _DROPPED
-
-
-def _quiet_uvicorn() -> None:
-    logger = logging.getLogger("uvicorn.error")
-    if not any(isinstance(f, _DroppedConnectionFilter) for f in logger.filters):
-        logger.addFilter(_DroppedConnectionFilter())
-
-
-async def _serve_uvicorn(app: EmulatorApp, sock: socket.socket, stop: asyncio.Event) -> None:
-    """Serve HTTP/1.1 with uvicorn (h11) on `sock` until `stop` is set."""
-    import uvicorn
-
-    class _Server(uvicorn.Server):
-        """Exits when told, instead of polling `should_exit` every 100 ms."""
-
-        async def main_loop(self) -> None:
-            await stop.wait()
-
-        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-            """uvicorn's shutdown without its fixed 100 ms pause (paid by every test).
-
-            The same steps: stop accepting, ask every connection to close, wait (bounded by
-            the graceful timeout) for connections and tasks to finish, then the lifespan.
-            """
-            for server in self.servers:
-                server.close()
-            for connection in list(self.server_state.connections):
-                connection.shutdown()
-            with anyio.move_on_after(self.config.timeout_graceful_shutdown):
-                # uvicorn's server state has no event to wait on: poll it, as uvicorn does.
-                while self.server_state.connections or self.server_state.tasks:  # noqa: ASYNC110
-                    await asyncio.sleep(0.005)
-            for task in self.server_state.tasks:
-                task.cancel()
-            for server in self.servers:
-                await server.wait_closed()
-            await self.lifespan.shutdown()
-
-    config = uvicorn.Config(
-        app,
-        log_level="warning",
-        access_log=False,
-        ws="none",
-        lifespan="on",
-        loop="asyncio",
-        http="h11",
-        server_header=False,
-        date_header=False,
-        timeout_graceful_shutdown=2,
-        log_config=None,
-    )
-    try:
-        await _Server(config).serve(sockets=[sock])
-    finally:
-        sock.close()
-
-
-async def _serve_hypercorn(app: EmulatorApp, sock: socket.socket, stop: asyncio.Event) -> None:
-    """Serve HTTP/1.1 and HTTP/2 (h2c, prior knowledge) with hypercorn until `stop` is set."""
-    import hypercorn.asyncio
-    import hypercorn.config
-
-    from ._h2 import install_h2_fixes
-
-    install_h2_fixes()
-    config = hypercorn.config.Config()
-    # hypercorn adopts the descriptor (socket.socket(fileno=...)) and closes it when it stops.
-    config.bind = [f"fd://{sock.detach()}"]
-    config.accesslog = None
-    config.errorlog = logging.getLogger("tether.testing.hypercorn")
-    config.graceful_timeout = 2
-    config.include_server_header = False
-    config.include_date_header = False
-    serve: Any = hypercorn.asyncio.serve  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
-    await serve(app, config, shutdown_trigger=stop.wait, mode="asgi")
 
 
 @final
@@ -176,17 +96,7 @@ class ResponsesEmulator:
         usage_on_cancel: bool = False,
         api_key: str | None = None,
     ) -> None:
-        if host not in ("127.0.0.1", "localhost", "::1"):
-            if not allow_remote:
-                raise ValueError(
-                    f"the emulator binds loopback only; host={host!r} needs allow_remote=True"
-                )
-            warnings.warn(
-                f"the Responses emulator is listening on {host!r}: anyone who can reach it "
-                "can use it",
-                UserWarning,
-                stacklevel=2,
-            )
+        check_host(host, allow_remote=allow_remote)
         if http2:
             _require_http2()
         self.models: MutableMapping[str, Model] = default_models() if models is None else models
@@ -237,16 +147,7 @@ class ResponsesEmulator:
 
     def _http2(self, http2: bool | None, kwargs: dict[str, Any]) -> bool:
         """Whether to build an HTTP/2 client: `http2`, or by default the emulator's own."""
-        if http2 is None:  # an http_client of the caller's own is used as it is
-            return self.http2 and kwargs.get("http_client") is None
-        if http2 and not self.http2:
-            raise ValueError(
-                "http2=True needs an emulator that serves HTTP/2: "
-                "ResponsesEmulator(http2=True), got one serving HTTP/1.1 only"
-            )
-        if http2:
-            _no_http_client(kwargs)
-        return http2
+        return wants_http2(http2, serves_http2=self.http2, kwargs=kwargs)
 
     def client(self, *, http2: bool | None = None, **kwargs: Any) -> openai.OpenAI:
         """An `openai.OpenAI` client for this emulator; `kwargs` go to its constructor.
@@ -268,13 +169,11 @@ class ResponsesEmulator:
         """
         import openai
 
-        kwargs.setdefault("api_key", self.api_key or _API_KEY)
-        if self._http2(http2, kwargs):
-            kwargs["http_client"] = openai.DefaultHttpxClient(
-                http1=False, http2=True, verify=_tls_context()
-            )
-        elif kwargs.get("http_client") is None:
-            kwargs["http_client"] = _sdk_http_client(sync=True)
+        kwargs.setdefault("api_key", self.api_key or API_KEY)
+        use_http2 = self._http2(http2, kwargs)
+        kwargs["http_client"] = http_client_for(
+            kwargs.get("http_client"), http2=use_http2, sync=True
+        )
         return openai.OpenAI(base_url=self.base_url, **kwargs)
 
     def async_client(self, *, http2: bool | None = None, **kwargs: Any) -> openai.AsyncOpenAI:
@@ -294,13 +193,11 @@ class ResponsesEmulator:
         """
         import openai
 
-        kwargs.setdefault("api_key", self.api_key or _API_KEY)
-        if self._http2(http2, kwargs):
-            kwargs["http_client"] = openai.DefaultAsyncHttpxClient(
-                http1=False, http2=True, verify=_tls_context()
-            )
-        elif kwargs.get("http_client") is None:
-            kwargs["http_client"] = _sdk_http_client(sync=False)
+        kwargs.setdefault("api_key", self.api_key or API_KEY)
+        use_http2 = self._http2(http2, kwargs)
+        kwargs["http_client"] = http_client_for(
+            kwargs.get("http_client"), http2=use_http2, sync=False
+        )
         return openai.AsyncOpenAI(base_url=self.base_url, **kwargs)
 
     # --- waiting and holding ----------------------------------------------------------
@@ -365,17 +262,10 @@ class ResponsesEmulator:
         """
         if self._thread is not None:
             raise RuntimeError("the emulator is already started")
-        _quiet_uvicorn()
+        quiet_uvicorn()
         for gate in self._gates.values():
             gate.reopen()
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted sockets only when proto
-        # is TCP; with proto 0 every response after the first on a connection waits 40 ms
-        # (Nagle against delayed ACKs).
-        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self._port))
-        sock.listen(2048)
+        sock = listening_socket(self.host, self._port)
         self._port = sock.getsockname()[1]
         self._app = EmulatorApp(
             models=self.models,
@@ -403,7 +293,7 @@ class ResponsesEmulator:
     def _serve(self, sock: socket.socket) -> None:
         assert self._app is not None
         app = self._app
-        serve_on = _serve_hypercorn if self.http2 else _serve_uvicorn
+        serve_on = serve_hypercorn if self.http2 else serve_uvicorn
 
         async def main() -> None:
             self._stop_event = stop = asyncio.Event()
@@ -470,33 +360,10 @@ class ResponsesEmulator:
         return f"<ResponsesEmulator {self.base_url} {state}, {len(self.ledger)} responses>"
 
 
-@functools.cache
-def _tls_context() -> ssl.SSLContext:
-    """One TLS context for every client the emulator makes (never used: it speaks plain
-    HTTP on loopback), instead of one each: loading the CA bundle costs ~60 ms a client."""
-    return ssl.create_default_context()
-
-
-def _sdk_http_client(*, sync: bool) -> Any:
-    """The HTTP client the SDK makes when given none (closed when garbage-collected, like
-    the SDK's), on the shared TLS context."""
-    from .._compat import sdk_http_client
-
-    return sdk_http_client(sync=sync, verify=_tls_context())
-
-
 def _require_http2() -> None:
     from ._extra import require
 
     require("hypercorn", "h2", what="ResponsesEmulator(http2=True)")
-
-
-def _no_http_client(kwargs: dict[str, Any]) -> None:
-    if kwargs.get("http_client") is not None:
-        raise ValueError(
-            "http2=True builds the client's HTTP client itself; "
-            f"got http_client={kwargs['http_client']!r} too"
-        )
 
 
 def serve(*, port: int = 8000, host: str = "127.0.0.1", seed: int = 0, http2: bool = False) -> None:
