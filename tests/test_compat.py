@@ -24,6 +24,7 @@ from tether._compat import (
     copy_azure_routing,
     drain_sdk_stream,
     finish_interrupted_close,
+    install_h2_fixes,
     is_sdk_default_http_client,
     lean_target,
     mounted_patterns,
@@ -243,3 +244,28 @@ async def test_an_explicit_cancel_is_told_from_a_deadline() -> None:
             caught.append(exc)
             raise
     assert cancel_cause(caught[0]) == "cancelled"
+
+
+# ------------------------------------------------------------------ hypercorn (the emulator)
+
+
+def test_hypercorns_h2_protocol_has_what_the_emulators_fixes_override() -> None:
+    from hypercorn.protocol import h2 as hypercorn_h2
+
+    protocol = hypercorn_h2.H2Protocol
+    for method in ("_handle_events", "stream_send", "_flush"):
+        assert inspect.iscoroutinefunction(getattr(protocol, method)), method
+    init = inspect.getsource(protocol.__init__)
+    for attribute in ("streams", "stream_buffers", "priority", "connection", "closed"):
+        assert f"self.{attribute} =" in init or f"self.{attribute}:" in init, attribute
+
+
+def test_hypercorn_builds_its_h2_protocol_by_the_name_the_fix_replaces() -> None:
+    import hypercorn.protocol
+    from hypercorn.protocol import h2 as hypercorn_h2
+
+    # ProtocolWrapper looks the class up in its module when a connection starts.
+    assert "H2Protocol(" in inspect.getsource(hypercorn.protocol.ProtocolWrapper)
+    install_h2_fixes()
+    assert issubclass(hypercorn.protocol.H2Protocol, hypercorn_h2.H2Protocol)
+    assert hypercorn.protocol.H2Protocol is not hypercorn_h2.H2Protocol

@@ -13,10 +13,12 @@ depends on, and has a test in ``tests/test_compat.py`` that fails when upstream 
   a cancellation (anyio's and trio's).
 - ``_pool.py``: httpcore's connection pool (limits, settings, the interrupted close).
 - ``_sent.py``: knowing when a request has left (httpcore's ``trace`` extension).
+- ``_hypercorn.py``: two fixes to hypercorn's HTTP/2 protocol, for the emulator.
 """
 
 from __future__ import annotations
 
+from ._hypercorn import install_h2_fixes
 from ._pool import (
     PoolSettings,
     finish_interrupted_close,
@@ -63,6 +65,7 @@ __all__ = [
     "copy_azure_routing",
     "drain_sdk_stream",
     "finish_interrupted_close",
+    "install_h2_fixes",
     "is_multiplexed",
     "is_sdk_default_http_client",
     "lean_target",

@@ -78,7 +78,7 @@ class EventStream(Response):
             run.book.changed()
         # Unfinished (cut, disconnected, abandoned): return without finishing the body.
         # uvicorn closes the HTTP/1.1 connection, and the client sees an incomplete
-        # message; on HTTP/2 hypercorn resets the stream (see _h2.py).
+        # message; on HTTP/2 hypercorn resets the stream (see _compat/_hypercorn.py).
 
     async def _watch(self, receive: Receive, scope: anyio.CancelScope) -> None:
         await until_disconnected(receive)

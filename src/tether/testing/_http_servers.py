@@ -89,7 +89,7 @@ async def serve_hypercorn(app: EmulatorApp, sock: socket.socket, stop: asyncio.E
     import hypercorn.asyncio
     import hypercorn.config
 
-    from ._h2 import install_h2_fixes
+    from .._compat import install_h2_fixes
 
     install_h2_fixes()
     config = hypercorn.config.Config()

@@ -1,9 +1,17 @@
 """HTTP/2 on hypercorn: two fixes to its HTTP/2 protocol, for the emulator's use of it.
 
+It subclasses hypercorn's ``H2Protocol`` (``hypercorn/protocol/h2.py``: overriding
+``_handle_events`` and ``stream_send``; reading ``streams``, ``stream_buffers``,
+``priority``, ``connection``, ``closed``, ``_flush``) and puts the subclass where
+``ProtocolWrapper`` looks ``H2Protocol`` up when a connection starts
+(``hypercorn/protocol/__init__.py``). ``tests/test_compat.py`` checks those names
+(hypercorn 0.18).
+
 Request data for a stream already closed: when an app answers without reading the request
 body (the emulator's cancel does), the client's DATA frame (even an empty one with
 END_STREAM) may arrive after the stream was closed; hypercorn 0.18 then raises KeyError and
-drops the whole connection, every other stream on it included. The fix drops the data and
+drops the whole connection, every other stream on it included (pgjones/hypercorn#329,
+#197; fixes proposed in pgjones/hypercorn#312 and #334). The fix drops the data and
 gives its flow-control window back, as an HTTP/2 server must.
 
 Streams cut by the app: when an ASGI app returns without finishing its response body (the emulator does it on
