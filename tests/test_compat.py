@@ -269,3 +269,32 @@ def test_hypercorn_builds_its_h2_protocol_by_the_name_the_fix_replaces() -> None
     install_h2_fixes()
     assert issubclass(hypercorn.protocol.H2Protocol, hypercorn_h2.H2Protocol)
     assert hypercorn.protocol.H2Protocol is not hypercorn_h2.H2Protocol
+
+
+def test_temporal_activity_context_carries_the_heartbeat_that_activity_heartbeat_calls() -> None:
+    """temporalio ``activity.py``: ``activity.heartbeat()`` calls ``_Context.current().heartbeat``,
+    a field tether swaps for the block (``swap_heartbeat``); outside an activity it raises."""
+    import contextvars
+
+    from temporalio import activity
+
+    from tether._compat import swap_heartbeat
+
+    seen: list[tuple[str, tuple[Any, ...]]] = []
+    fields = set(inspect.signature(activity._Context).parameters)  # pyright: ignore[reportPrivateUsage]
+    assert "heartbeat" in fields
+    with pytest.raises(RuntimeError):
+        swap_heartbeat(None)
+
+    def run() -> None:
+        context: Any = object.__new__(activity._Context)  # pyright: ignore[reportPrivateUsage]
+        context.heartbeat = lambda *details: seen.append(("worker", details))
+        activity._Context.set(context)  # pyright: ignore[reportPrivateUsage]
+        ours = lambda *details: seen.append(("tether", details))  # noqa: E731
+        previous = swap_heartbeat(ours)
+        activity.heartbeat(1)
+        assert swap_heartbeat(previous, unless=ours) is ours
+        activity.heartbeat(2)
+
+    contextvars.copy_context().run(run)
+    assert seen == [("tether", (1,)), ("worker", (2,))]

@@ -22,6 +22,7 @@ from temporalio import activity, workflow
 from temporalio.exceptions import ApplicationError
 
 from ._cancel import cancel_on_server, log
+from ._compat import swap_heartbeat
 from ._errors import DeadlineExceeded, TetherError
 from ._outcome import DetachedResponse
 from ._scope import Scope, as_scope
@@ -306,9 +307,8 @@ class TemporalStream:
     async def _stop_beating(self) -> None:
         """End the heartbeat loop (its own scope: the task group never sees the body's
         exception, so it can neither swallow nor wrap it) and give the SDK its heartbeat back."""
-        ctx = activity._Context.current()  # pyright: ignore[reportPrivateUsage]
-        if self._original is not None and ctx.heartbeat == self._heartbeat:
-            ctx.heartbeat = self._original
+        if self._original is not None:
+            swap_heartbeat(self._original, unless=self._heartbeat)
         tasks, self._tasks = self._tasks, None
         if self._beating is not None:
             self._beating.cancel()
@@ -317,9 +317,7 @@ class TemporalStream:
 
     def _merge_user_heartbeats(self) -> None:
         """``activity.heartbeat(*details)`` in the block: tether's checkpoint goes first."""
-        ctx = activity._Context.current()  # pyright: ignore[reportPrivateUsage]
-        self._original = ctx.heartbeat
-        ctx.heartbeat = self._heartbeat
+        self._original = swap_heartbeat(self._heartbeat)
 
     def _heartbeat(self, *details: Any) -> None:
         self._user = details

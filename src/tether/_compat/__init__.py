@@ -13,6 +13,8 @@ depends on, and has a test in ``tests/test_compat.py`` that fails when upstream 
   a cancellation (anyio's and trio's).
 - ``_pool.py``: httpcore's connection pool (limits, settings, the interrupted close).
 - ``_sent.py``: knowing when a request has left (httpcore's ``trace`` extension).
+- ``_temporal.py``: temporalio's activity context (``activity.heartbeat()`` routed
+  through a guarded stream's checkpoint).
 - ``_hypercorn.py``: two fixes to hypercorn's HTTP/2 protocol, for the emulator.
 """
 
@@ -51,6 +53,7 @@ from ._stream import (
     sdk_inner_generator,
     sdk_next,
 )
+from ._temporal import swap_heartbeat
 
 __all__ = [
     "HTTP",
@@ -78,6 +81,7 @@ __all__ = [
     "sdk_inner_generator",
     "sdk_next",
     "ssl_context_of",
+    "swap_heartbeat",
     "sync_client_settings",
     "transport_of",
 ]
