@@ -46,29 +46,6 @@ def anyio_backend(request: pytest.FixtureRequest) -> Any:
 
 # --------------------------------------------------------------------- the emulator
 
-LEAVES_RESPONSES_GENERATING = {
-    "test_fleet_processes.py": dict.fromkeys(
-        (
-            "test_a_reaper_cancels_only_the_killed_workers_response",
-            "test_request_cancel_from_one_process_stops_a_stream_another_owns",
-            "test_reap_right_after_a_sigkill_on_the_workers_host_cancels_at_once",
-        ),
-        "worker processes are killed at the end: their live responses run on",
-    ),
-}
-"""Tests marked ``leaves_responses_generating`` from here, by module and name, with the
-reason: modules this suite's maintainers have not marked in place yet. Mark a test in its
-own module instead (``@pytest.mark.leaves_responses_generating("why")``)."""
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        name = getattr(item, "originalname", item.name)
-        reason = LEAVES_RESPONSES_GENERATING.get(item.path.name, {}).get(name)
-        if reason is not None:
-            item.add_marker(pytest.mark.leaves_responses_generating(reason))
-
-
 SLOW = Model(ttft=0.0, tokens_per_s=40.0, length=2000)
 """Streams for about a minute: long enough that only tether stops it."""
 

@@ -66,6 +66,9 @@ async def read_line(process: subprocess.Popen[str]) -> list[str]:
     return (await anyio.to_thread.run_sync(process.stdout.readline)).split()
 
 
+@pytest.mark.leaves_responses_generating(
+    "worker processes are killed at the end: their live responses run on"
+)
 async def test_a_reaper_cancels_only_the_killed_workers_response(
     journal_url: str,
     emulator: ResponsesEmulator,
@@ -97,6 +100,9 @@ async def test_a_reaper_cancels_only_the_killed_workers_response(
     assert all(process.poll() is None for process in processes[1:])
 
 
+@pytest.mark.leaves_responses_generating(
+    "worker processes are killed at the end: their live responses run on"
+)
 async def test_request_cancel_from_one_process_stops_a_stream_another_owns(
     journal_url: str,
     emulator: ResponsesEmulator,
@@ -128,6 +134,9 @@ async def test_ctrl_c_after_a_kill_a_reap_and_a_cancel_request_stops_every_worke
     assert verdict.ok, "\n".join(verdict.problems + verdict.stacks)
 
 
+@pytest.mark.leaves_responses_generating(
+    "worker processes are killed at the end: their live responses run on"
+)
 async def test_reap_right_after_a_sigkill_on_the_workers_host_cancels_at_once(
     journal_url: str,
     emulator: ResponsesEmulator,
