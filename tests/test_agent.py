@@ -17,8 +17,8 @@ import pytest
 
 import tether
 from tether._agent import run_agent
-from tether._tools import AgentContext, tool
-from tether.testing import Model
+from tether._tools import AgentContext, agent_tool
+from tether.testing import EmulatedModel
 from tether.testing._models import FunctionCall, Turn
 
 if TYPE_CHECKING:
@@ -33,8 +33,8 @@ class Boom(Exception):
     """A tool's own exception."""
 
 
-def scripted(*turns: Turn) -> Model:
-    return Model(**FAST, script=turns)
+def scripted(*turns: Turn) -> EmulatedModel:
+    return EmulatedModel(**FAST, script=turns)
 
 
 def calls(*names: str, **arguments: Any) -> Turn:
@@ -47,7 +47,7 @@ ECHO = Turn(text="Outputs:", echo_outputs=True)
 # ------------------------------------------------------------------------ tools
 
 
-@tool
+@agent_tool
 async def get_weather(city: str) -> dict[str, Any]:
     """The current weather in a city.
 
@@ -57,7 +57,7 @@ async def get_weather(city: str) -> dict[str, Any]:
     return {"city": city, "celsius": 18}
 
 
-@tool
+@agent_tool
 def to_fahrenheit(celsius: float) -> float:
     """Convert Celsius to Fahrenheit."""
     return celsius * 9 / 5 + 32
@@ -427,7 +427,7 @@ def _dup() -> None:
         ({"input": 3}, TypeError, "input"),
         ({"tools": "noop"}, TypeError, "tools"),
         ({"tools": [42]}, TypeError, "tools[0]"),
-        ({"tools": [noop, tool(_dup, name="noop")]}, ValueError, "'noop'"),
+        ({"tools": [noop, agent_tool(_dup, name="noop")]}, ValueError, "'noop'"),
         ({"tools": [lambda: None]}, ValueError, "name="),
         ({"max_turns": 0}, ValueError, "max_turns"),
         ({"max_turns": True}, TypeError, "max_turns"),
@@ -481,7 +481,7 @@ def test_the_schema_comes_from_the_signature_and_the_docstring() -> None:
         """
         return ""
 
-    described = tool(forecast)
+    described = agent_tool(forecast)
     assert described.param == {
         "type": "function",
         "name": "forecast",
@@ -526,26 +526,26 @@ def test_a_parameter_with_a_default_makes_the_tool_non_strict() -> None:
     def search(query: str, limit: int = 10) -> list[str]:
         return []
 
-    described = tool(search)
+    described = agent_tool(search)
     assert described.strict is False
     assert described.parameters["required"] == ["query"]
     assert described.parameters["properties"]["limit"]["default"] == 10
     with pytest.raises(ValueError, match=r"cannot be strict.*\['limit'\]"):
-        tool(search, strict=True)
+        agent_tool(search, strict=True)
 
 
 def test_a_described_tool_is_still_the_function() -> None:
     assert to_fahrenheit(100) == 212
     assert to_fahrenheit.__name__ == "to_fahrenheit"
-    assert tool(to_fahrenheit) is to_fahrenheit
-    assert tool(name="convert")(to_fahrenheit).name == "convert"
+    assert agent_tool(to_fahrenheit) is to_fahrenheit
+    assert agent_tool(name="convert")(to_fahrenheit).name == "convert"
 
 
 def test_args_and_kwargs_cannot_be_described() -> None:
     def anything(*args: int) -> None: ...
 
     with pytest.raises(TypeError, match=r"\*args"):
-        tool(anything)
+        agent_tool(anything)
 
 
 # ------------------------------------------------- Ctrl-C and sys.exit() in a tool

@@ -12,8 +12,8 @@ import pytest
 
 import tether
 from tether import AttemptRejected, RaceFailed, observe, race, race_stream, races
-from tether.races import AttemptStarted, first_completed, first_token
-from tether.testing import Faults, Model
+from tether.races import RaceEvent, first_completed, first_token
+from tether.testing import EmulatedModel, Faults
 
 if sys.version_info < (3, 11):
     from exceptiongroup import ExceptionGroup
@@ -123,8 +123,8 @@ async def test_parallel_attempts_without_concurrency_slots_all_start_in_one_sche
     started_in_pass: list[int] = []
     attempts = 10
 
-    def observer(event: observe.Event) -> None:
-        if isinstance(event, AttemptStarted):
+    def observer(event: object) -> None:
+        if isinstance(event, RaceEvent.AttemptStarted):
             started_in_pass.append(passes)
 
     async def ticker() -> None:
@@ -144,8 +144,8 @@ async def test_parallel_attempts_without_concurrency_slots_all_start_in_one_sche
 async def test_predicate_rejection_continues_the_race(
     emulator: ResponsesEmulator, client: openai.AsyncOpenAI
 ) -> None:
-    emulator.models["says-no"] = Model(ttft=0.0, tokens_per_s=5000.0, text="no")
-    emulator.models["says-yes"] = Model(ttft=0.3, tokens_per_s=5000.0, text="yes indeed")
+    emulator.models["says-no"] = EmulatedModel(ttft=0.0, tokens_per_s=5000.0, text="no")
+    emulator.models["says-yes"] = EmulatedModel(ttft=0.3, tokens_per_s=5000.0, text="yes indeed")
     seen: list[str] = []
 
     def says_yes(response: Response) -> bool:
@@ -176,7 +176,7 @@ async def test_every_attempt_rejected_raises_race_failed(
 async def test_first_token_race_reads_the_winner_to_completion(
     emulator: ResponsesEmulator, client: openai.AsyncOpenAI
 ) -> None:
-    emulator.models["steady"] = Model(ttft=0.0, tokens_per_s=2000.0, length=40)
+    emulator.models["steady"] = EmulatedModel(ttft=0.0, tokens_per_s=2000.0, length=40)
     result = await race_all_sent(emulator, client, [req("silent"), req("steady")], win=first_token)
     assert result.win == "first_token"
     assert result.winner.index == 1
@@ -194,7 +194,7 @@ async def test_late_second_winner_is_treated_as_a_loser(
     emulator: ResponsesEmulator, client: openai.AsyncOpenAI
 ) -> None:
     """Two attempts released together: one wins, the other's outcome says it lost."""
-    emulator.models["instant"] = Model(ttft=0.0, tokens_per_s=1e6, length=1)
+    emulator.models["instant"] = EmulatedModel(ttft=0.0, tokens_per_s=1e6, length=1)
 
     async def run(out: list[Any]) -> None:
         out.append(await race(client, [req("instant"), req("instant")]))
@@ -247,7 +247,7 @@ async def test_streaming_primary_starts_no_backup(
 ) -> None:
     """The classic hedge backs up a silent attempt, not a slow one that already streams."""
     # It streams for 1.5 s, three staggers: its first token comes long before the first.
-    emulator.models["streams-slowly"] = Model(ttft=0.0, tokens_per_s=4.0, length=6)
+    emulator.models["streams-slowly"] = EmulatedModel(ttft=0.0, tokens_per_s=4.0, length=6)
     result = await race(client, [req("streams-slowly"), req("fast")], stagger=0.5)
     assert result.winner.index == 0
     assert result.attempts[1].state == "skipped"
@@ -257,7 +257,9 @@ async def test_streaming_primary_starts_no_backup(
 async def test_backup_starts_at_once_when_the_primary_fails(
     emulator: ResponsesEmulator, client: openai.AsyncOpenAI
 ) -> None:
-    emulator.models["broken"] = Model(ttft=0.0, faults=Faults(fail_before_stream=(500, 500, 500)))
+    emulator.models["broken"] = EmulatedModel(
+        ttft=0.0, faults=Faults(fail_before_stream=(500, 500, 500))
+    )
     no_retries = client.with_options(max_retries=0)
     with anyio.move_on_after(20) as watchdog:  # the stagger alone would wait an hour
         result = await race(no_retries, [req("broken"), req("fast")], stagger=3600)
@@ -272,7 +274,9 @@ async def test_backup_starts_at_once_when_the_primary_fails(
 async def test_all_attempts_failing_raise_race_failed_with_every_error_and_outcome(
     emulator: ResponsesEmulator, client: openai.AsyncOpenAI
 ) -> None:
-    emulator.models["broken"] = Model(ttft=0.0, faults=Faults(fail_before_stream=(500, 503)))
+    emulator.models["broken"] = EmulatedModel(
+        ttft=0.0, faults=Faults(fail_before_stream=(500, 503))
+    )
     no_retries = client.with_options(max_retries=0)
     with pytest.raises(RaceFailed) as caught:
         await race(no_retries, [req("broken"), req("broken"), req("flat-error")])
@@ -291,7 +295,7 @@ async def test_max_concurrency_bounds_attempts_in_flight(
     emulator: ResponsesEmulator, client: openai.AsyncOpenAI
 ) -> None:
     """No three responses ever overlap on the server (read from the ledger's timestamps)."""
-    emulator.models["medium"] = Model(ttft=0.0, tokens_per_s=400.0, length=10)
+    emulator.models["medium"] = EmulatedModel(ttft=0.0, tokens_per_s=400.0, length=10)
     with pytest.raises(RaceFailed):
         await race(client, [req("medium")] * 6, win=lambda response: False, max_concurrency=2)
     records = emulator.ledger.responses
@@ -363,7 +367,7 @@ async def test_cancel_while_attempts_are_still_opening_leaves_no_orphan(
 async def test_decision_while_a_loser_is_still_opening_cancels_it_once_created(
     emulator: ResponsesEmulator, client: openai.AsyncOpenAI
 ) -> None:
-    emulator.models["late-created"] = Model(ttft=0.0, faults=Faults(created_delay=0.3))
+    emulator.models["late-created"] = EmulatedModel(ttft=0.0, faults=Faults(created_delay=0.3))
     result = await race(client, [req("late-created"), req("fast")])
     assert result.winner.index == 1
     (loser,) = result.losers
@@ -466,7 +470,9 @@ async def test_race_stream_outer_cancel_cancels_winner_and_losers(
 async def test_race_stream_with_no_winner_raises_race_failed_on_entry(
     emulator: ResponsesEmulator, client: openai.AsyncOpenAI
 ) -> None:
-    emulator.models["broken"] = Model(ttft=0.0, faults=Faults(fail_before_stream=(500, 500)))
+    emulator.models["broken"] = EmulatedModel(
+        ttft=0.0, faults=Faults(fail_before_stream=(500, 500))
+    )
     body_ran = False
     with pytest.raises(RaceFailed) as caught:
         async with race_stream(client.with_options(max_retries=0), [req("broken")] * 2):
@@ -546,7 +552,7 @@ async def test_attempts_take_concurrency_slots_in_request_order(
     """With one slot, the server sees the attempts strictly in request order (both backends)."""
     names = [f"m{i}" for i in range(8)]
     for name in names:
-        emulator.models[name] = Model(ttft=0.0, tokens_per_s=5000.0, length=3)
+        emulator.models[name] = EmulatedModel(ttft=0.0, tokens_per_s=5000.0, length=3)
     with pytest.raises(RaceFailed):
         await race(client, [req(n) for n in names], win=lambda r: False, max_concurrency=1)
     assert [r.model for r in emulator.ledger] == names
@@ -595,7 +601,7 @@ async def test_losers_confirmed_and_winner_ended_are_reported_apart(
     emulator: ResponsesEmulator, client: openai.AsyncOpenAI
 ) -> None:
     """A first_token winner finishes while its loser's cancel is held: two separate times."""
-    emulator.models["steady"] = Model(ttft=0.0, tokens_per_s=2000.0, length=20)
+    emulator.models["steady"] = EmulatedModel(ttft=0.0, tokens_per_s=2000.0, length=20)
     out: list[tether.races.RaceResult] = []
 
     async def run() -> None:

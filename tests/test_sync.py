@@ -28,7 +28,7 @@ from tether._sync_buffer import READ_AHEAD
 from tether._sync_client import async_twin
 from tether._sync_portal import PORTAL_THREAD_NAME
 from tether.races import first_token
-from tether.testing import Model
+from tether.testing import EmulatedModel
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -658,7 +658,7 @@ def test_read_ahead_is_bounded_and_loses_no_event(
     emulator: ResponsesEmulator, client: openai.OpenAI
 ) -> None:
     """The loop reads at most READ_AHEAD events ahead of the caller; all arrive, in order."""
-    emulator.models["bulk"] = Model(ttft=0.0, tokens_per_s=1e9, length=2000)
+    emulator.models["bulk"] = EmulatedModel(ttft=0.0, tokens_per_s=1e9, length=2000)
     with tether.sync.guarded_stream(client, model="bulk", input="hi") as stream:
         response_id = stream.response_id
         assert response_id is not None

@@ -44,7 +44,7 @@ from ._scope import open_scope as open_scope
 from ._stream import GuardedStream as GuardedStream
 from ._stream import guarded_stream as guarded_stream
 from ._stream import resume as resume
-from ._tools import tool as tool
+from ._tools import agent_tool as agent_tool
 
 try:
     __version__: str = _metadata.version("tether")
@@ -66,6 +66,7 @@ __all__ = [
     "StreamOutcome",
     "TetherError",
     "adaptive",
+    "agent_tool",
     "guarded_stream",
     "open_journal",
     "open_scope",
@@ -75,7 +76,6 @@ __all__ = [
     "request_cancel",
     "resume",
     "run_agent",
-    "tool",
 ]
 
 

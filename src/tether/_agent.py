@@ -28,12 +28,12 @@ import pydantic
 from anyio.lowlevel import checkpoint_if_cancelled
 
 from . import observe
-from ._agent_events import AgentEnded, AgentStarted, ToolEnded, ToolStarted, TurnEnded, TurnStarted
+from ._agent_events import AgentEvent
 from ._cancel import log
 from ._errors import fatal_in
 from ._scope import as_scope
 from ._stream import build_guard
-from ._tools import AgentContext, Tool, ToolCall, tool
+from ._tools import AgentContext, AgentTool, ToolCall, agent_tool
 from ._validate import check_non_negative
 
 if sys.version_info < (3, 11):  # pragma: no cover
@@ -180,7 +180,7 @@ class _Agent:
     def __init__(
         self,
         scope: Scope,
-        tools: Mapping[str, Tool[..., Any]],
+        tools: Mapping[str, AgentTool[..., Any]],
         request: dict[str, Any],
         *,
         max_turns: int,
@@ -208,7 +208,7 @@ class _Agent:
             await checkpoint_if_cancelled()  # a spent budget sends no request
             turn = _TurnState(index, anyio.current_time())
             if observe.watched():
-                observe.emit(TurnStarted(id=turn.node, parent=self.node, index=index))
+                observe.emit(AgentEvent.TurnStarted(id=turn.node, parent=self.node, index=index))
             try:
                 with observe.parent(turn.node):  # the turn's stream is its child
                     response = await self._stream(turn, turn_input, previous)
@@ -229,7 +229,7 @@ class _Agent:
             finally:
                 self.turns.append(turn.freeze())
                 if observe.watched():
-                    observe.emit(TurnEnded(id=turn.node, turn=self.turns[-1]))
+                    observe.emit(AgentEvent.TurnEnded(id=turn.node, turn=self.turns[-1]))
             turn_input = [
                 {
                     "type": "function_call_output",
@@ -280,7 +280,9 @@ class _Agent:
         node = observe.new_id()
         if observe.watched():
             observe.emit(
-                ToolStarted(id=node, parent=turn.node, name=call.name, call_id=call.call_id)
+                AgentEvent.ToolStarted(
+                    id=node, parent=turn.node, name=call.name, call_id=call.call_id
+                )
             )
         record = ToolCall(
             name=call.name,
@@ -317,14 +319,14 @@ class _Agent:
             record = attrs.evolve(record, cancelled=True, ended_at=anyio.current_time())
             turn.records[slot] = record
             if observe.watched():
-                observe.emit(ToolEnded(id=node, call=record))
+                observe.emit(AgentEvent.ToolEnded(id=node, call=record))
             raise
         else:
             record = attrs.evolve(record, output=output)
         record = attrs.evolve(record, ended_at=anyio.current_time())
         turn.records[slot] = record
         if observe.watched():
-            observe.emit(ToolEnded(id=node, call=record))
+            observe.emit(AgentEvent.ToolEnded(id=node, call=record))
 
 
 def _check_count(name: str, value: object, *, optional: bool = False) -> int | None:
@@ -337,14 +339,14 @@ def _check_count(name: str, value: object, *, optional: bool = False) -> int | N
     return value
 
 
-def _check_tools(tools: object) -> dict[str, Tool[..., Any]]:
+def _check_tools(tools: object) -> dict[str, AgentTool[..., Any]]:
     if isinstance(tools, (str, bytes, Mapping)) or not isinstance(tools, Sequence):
         raise TypeError(f"tools must be a list of tools or functions, got {tools!r}")
-    found: dict[str, Tool[..., Any]] = {}
+    found: dict[str, AgentTool[..., Any]] = {}
     for i, item in enumerate(tools):  # pyright: ignore[reportUnknownVariableType, reportUnknownArgumentType]
-        if not isinstance(item, Tool) and not callable(item):  # pyright: ignore[reportUnknownArgumentType]
-            raise TypeError(f"tools[{i}] must be a tether.tool or a function, got {item!r}")
-        described: Tool[..., Any] = tool(item)  # pyright: ignore[reportUnknownArgumentType]
+        if not isinstance(item, AgentTool) and not callable(item):  # pyright: ignore[reportUnknownArgumentType]
+            raise TypeError(f"tools[{i}] must be a tether.agent_tool or a function, got {item!r}")
+        described: AgentTool[..., Any] = agent_tool(item)  # pyright: ignore[reportUnknownArgumentType]
         if described.name in found:
             raise ValueError(f"two tools are named {described.name!r} (tools[{i}] is the second)")
         found[described.name] = described
@@ -362,7 +364,7 @@ async def run_agent(
     *,
     model: str,
     input: str | ResponseInputParam,  # the Responses API's own name
-    tools: Sequence[Tool[..., Any] | Callable[..., Any]],
+    tools: Sequence[AgentTool[..., Any] | Callable[..., Any]],
     instructions: str | None = None,
     max_turns: int = 10,
     max_tokens: int | None = None,
@@ -393,7 +395,7 @@ async def run_agent(
             ``openai.AsyncOpenAI`` for no deadline.
         model: The model of every turn.
         input: The first turn's input: a string or a list of input items.
-        tools: [`tool`][tether.tool]s, or plain functions (described with ``tool``).
+        tools: [`agent_tool`][tether.agent_tool]s, or plain functions (described with ``agent_tool``).
         instructions: The system instructions, sent with every turn (the API does not
             carry them over ``previous_response_id``).
         max_turns: At most this many responses; a last one that still calls tools stops the
@@ -491,7 +493,7 @@ async def run_agent(
     stopped_by: StopReason = "deadline"
     if observe.watched():
         observe.emit(
-            AgentStarted(
+            AgentEvent.Started(
                 id=agent.node,
                 parent=observe.current_parent(),
                 model=model,
@@ -504,7 +506,7 @@ async def run_agent(
             stopped_by = await agent.loop(input, previous)
     except BaseException as exc:
         if observe.watched():
-            observe.emit(AgentEnded(id=agent.node, result=None, exception=exc))
+            observe.emit(AgentEvent.Ended(id=agent.node, result=None, exception=exc))
         raise
     if loop_scope.cancelled_caught:  # our own deadline, and only ours (see the module doc)
         stopped_by = "deadline"
@@ -519,5 +521,5 @@ async def run_agent(
         total_tokens=agent.usage[2],
     )
     if observe.watched():
-        observe.emit(AgentEnded(id=agent.node, result=result))
+        observe.emit(AgentEvent.Ended(id=agent.node, result=result))
     return result

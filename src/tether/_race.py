@@ -33,13 +33,9 @@ from ._compat import check_async_client
 from ._errors import AttemptRejected, RaceFailed, TetherError
 from ._hedging import AdaptiveStagger
 from ._race_records import (
-    AttemptEnded,
-    AttemptStarted,
     RaceAttempt,
-    RaceDecided,
-    RaceEnded,
+    RaceEvent,
     RaceResult,
-    RaceStarted,
     Win,
     WinCondition,
     first_completed,
@@ -316,7 +312,7 @@ class Race:
             self.stagger.throttle.on_primary()
         if observe.watched():
             observe.emit(
-                RaceStarted(
+                RaceEvent.Started(
                     id=self.node,
                     parent=observe.current_parent(),
                     win=self.win.name,
@@ -365,7 +361,7 @@ class Race:
         contestant.state = "queued"
         if observe.watched():
             observe.emit(
-                AttemptStarted(
+                RaceEvent.AttemptStarted(
                     id=contestant.node,
                     parent=self.node,
                     index=contestant.index,
@@ -441,7 +437,7 @@ class Race:
                 other.cancel_scope.cancel()
         if observe.watched():
             observe.emit(
-                RaceDecided(
+                RaceEvent.Decided(
                     id=self.node, winner=winner.index, winner_id=winner.node, at=self.decided_at
                 )
             )
@@ -483,7 +479,9 @@ class Race:
         self.progress.ended(contestant.index, failed=contestant.state in ("failed", "rejected"))
         if observe.watched() and contestant.state != "skipped":
             observe.emit(
-                AttemptEnded(id=contestant.node, parent=self.node, attempt=contestant.record())
+                RaceEvent.AttemptEnded(
+                    id=contestant.node, parent=self.node, attempt=contestant.record()
+                )
             )
         self._ended += 1
         if self._ended == len(self.contestants):
@@ -530,9 +528,9 @@ class Race:
         return RaceFailed(message, errors, outcomes)
 
     def ended(self, result: RaceResult | None, error: BaseException | None) -> None:
-        """Tell observers the race is over (``RaceEnded``)."""
+        """Tell observers the race is over (``RaceEvent.Ended``)."""
         if observe.watched():
-            observe.emit(RaceEnded(id=self.node, result=result, error=error))
+            observe.emit(RaceEvent.Ended(id=self.node, result=result, error=error))
 
 
 async def race(
@@ -551,7 +549,7 @@ async def race(
     concurrently, each with its own receipt; ``race`` returns once every loser is confirmed
     cancelled or its grace ran out. An attempt that completes after the decision is a loser
     too. An outer cancellation or deadline cancels every attempt on the server and propagates.
-    Progress events ([`tether.races`][tether.races]: ``RaceStarted``, ``AttemptStarted``...)
+    Progress events ([`tether.races`][tether.races]: ``RaceEvent.Started``, ``RaceEvent.AttemptStarted``...)
     go to [`tether.observe`][tether.observe] observers.
 
     Args:

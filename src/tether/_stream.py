@@ -245,7 +245,7 @@ class GuardedStream:
         return await self._guard.detach()
 
 
-set_stream_view(GuardedStream)  # observers' live view of every guard (StreamStarted.stream)
+set_stream_view(GuardedStream)  # observers' live view of every guard (StreamEvent.Started.stream)
 
 
 class _Events(Protocol):

@@ -1,7 +1,7 @@
 """Agents' progress events: what [`run_agent`][tether.run_agent] tells observers.
 
-[`tether.run_agent`][tether.run_agent] and [`tether.tool`][tether.tool] are in ``tether``;
-this module holds their records (``AgentResult``, ``AgentTurn``, ``ToolCall``, ``Tool``,
+[`tether.run_agent`][tether.run_agent] and [`tether.agent_tool`][tether.agent_tool] are in ``tether``;
+this module holds their records (``AgentResult``, ``AgentTurn``, ``ToolCall``, ``AgentTool``,
 ``AgentContext``, ``StopReason``) and the events an agent emits to ``tether.observe``
 observers, in this order:
 
@@ -37,7 +37,7 @@ from ._agent_events import ToolStarted as ToolStarted
 from ._agent_events import TurnEnded as TurnEnded
 from ._agent_events import TurnStarted as TurnStarted
 from ._tools import AgentContext as AgentContext
-from ._tools import Tool as Tool
+from ._tools import AgentTool as AgentTool
 from ._tools import ToolCall as ToolCall
 
 __all__ = [

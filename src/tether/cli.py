@@ -36,8 +36,8 @@ if TYPE_CHECKING:
 
     from ._outcome import CancelReceipt
     from ._stream import GuardedStream
-    from .races import AttemptStarted, RaceAttempt, RaceResult
-    from .testing import Model, ResponsesEmulator
+    from .races import RaceAttempt, RaceEvent, RaceResult
+    from .testing import EmulatedModel, ResponsesEmulator
 
 __all__ = ["demo_models", "main"]
 
@@ -55,7 +55,7 @@ _STATES = {
 }
 
 
-def demo_models() -> dict[str, Model]:
+def demo_models() -> dict[str, EmulatedModel]:
     """Five simulated models with heavy-tailed time to first token: any of them may win.
 
     Example:
@@ -64,18 +64,24 @@ def demo_models() -> dict[str, Model]:
             ...
         ```
     """
-    from .testing import Lognormal, Model
+    from .testing import EmulatedModel, Lognormal
 
     return {
-        "gpt-5": Model(tokens_per_s=140.0, length=120, latency=Lognormal(median=0.3, sigma=0.9)),
-        "gpt-5-mini": Model(
+        "gpt-5": EmulatedModel(
+            tokens_per_s=140.0, length=120, latency=Lognormal(median=0.3, sigma=0.9)
+        ),
+        "gpt-5-mini": EmulatedModel(
             tokens_per_s=160.0, length=100, latency=Lognormal(median=0.2, sigma=0.8)
         ),
-        "gpt-5-nano": Model(
+        "gpt-5-nano": EmulatedModel(
             tokens_per_s=220.0, length=90, latency=Lognormal(median=0.15, sigma=1.1)
         ),
-        "o4-mini": Model(tokens_per_s=260.0, length=80, latency=Lognormal(median=0.5, sigma=0.6)),
-        "gpt-5.4": Model(tokens_per_s=120.0, length=110, latency=Lognormal(median=0.25, sigma=1.0)),
+        "o4-mini": EmulatedModel(
+            tokens_per_s=260.0, length=80, latency=Lognormal(median=0.5, sigma=0.6)
+        ),
+        "gpt-5.4": EmulatedModel(
+            tokens_per_s=120.0, length=110, latency=Lognormal(median=0.25, sigma=1.0)
+        ),
     }
 
 
@@ -399,7 +405,7 @@ class _Board:
     def __init__(self, win: str, models: list[str | None]) -> None:
         self.win = win
         self.models = models
-        self.started: dict[int, AttemptStarted] = {}
+        self.started: dict[int, RaceEvent.AttemptStarted] = {}
         self.ended: dict[int, RaceAttempt] = {}
         self.streams: dict[int, GuardedStream] = {}  # by attempt index: the live stream
         self.winner: int | None = None
@@ -408,14 +414,14 @@ class _Board:
     def __call__(self, event: object) -> None:
         from . import observe, races
 
-        if isinstance(event, races.AttemptStarted):
+        if isinstance(event, races.RaceEvent.AttemptStarted):
             self.started[event.index] = event
             self._index[event.id] = event.index
-        elif isinstance(event, observe.StreamStarted) and event.parent in self._index:
+        elif isinstance(event, observe.StreamEvent.Started) and event.parent in self._index:
             self.streams[self._index[event.parent]] = event.stream
-        elif isinstance(event, races.RaceDecided):
+        elif isinstance(event, races.RaceEvent.Decided):
             self.winner = event.winner
-        elif isinstance(event, races.AttemptEnded):
+        elif isinstance(event, races.RaceEvent.AttemptEnded):
             self.ended[event.attempt.index] = event.attempt
 
 

@@ -184,28 +184,28 @@ class OtelObserver:
         )
         self._nodes: dict[int, _Node] = {}
         self._handlers: dict[str, Callable[[Any], None]] = {
-            "StreamStarted": self._stream_started,
-            "StreamOpened": self._stream_opened,
-            "CancelStarted": self._cancel_started,
-            "CancelEnded": self._cancel_ended,
-            "CancelOverruled": self._cancel_overruled,
-            "StreamEnded": self._stream_ended,
-            "RaceStarted": self._race_started,
-            "AttemptStarted": self._attempt_started,
-            "AttemptEnded": self._attempt_ended,
-            "RaceDecided": self._race_decided,
-            "RaceEnded": self._race_ended,
-            "AgentStarted": self._agent_started,
-            "AgentEnded": self._agent_ended,
-            "TurnStarted": self._turn_started,
-            "TurnEnded": self._turn_ended,
-            "ToolStarted": self._tool_started,
-            "ToolEnded": self._tool_ended,
+            "StreamEvent.Started": self._stream_started,
+            "StreamEvent.Opened": self._stream_opened,
+            "StreamEvent.CancelStarted": self._cancel_started,
+            "StreamEvent.CancelEnded": self._cancel_ended,
+            "StreamEvent.CancelOverruled": self._cancel_overruled,
+            "StreamEvent.Ended": self._stream_ended,
+            "RaceEvent.Started": self._race_started,
+            "RaceEvent.AttemptStarted": self._attempt_started,
+            "RaceEvent.AttemptEnded": self._attempt_ended,
+            "RaceEvent.Decided": self._race_decided,
+            "RaceEvent.Ended": self._race_ended,
+            "AgentEvent.Started": self._agent_started,
+            "AgentEvent.Ended": self._agent_ended,
+            "AgentEvent.TurnStarted": self._turn_started,
+            "AgentEvent.TurnEnded": self._turn_ended,
+            "AgentEvent.ToolStarted": self._tool_started,
+            "AgentEvent.ToolEnded": self._tool_ended,
         }
 
-    def __call__(self, event: observe.Event) -> None:
+    def __call__(self, event: object) -> None:
         """Handle one event (events of other kinds are ignored)."""
-        handler = self._handlers.get(type(event).__name__)
+        handler = self._handlers.get(type(event).__qualname__)
         if handler is not None:
             handler(event)
 
@@ -264,7 +264,7 @@ class OtelObserver:
 
     # ------------------------------------------------------------------- streams
 
-    def _stream_started(self, event: observe.StreamStarted) -> None:
+    def _stream_started(self, event: observe.StreamEvent.Started) -> None:
         attributes: dict[str, AttributeValue] = {
             "gen_ai.system": _SYSTEM,
             "gen_ai.provider.name": _SYSTEM,
@@ -280,12 +280,12 @@ class OtelObserver:
         if isinstance(response_id, str):
             self._note_response(node, response_id)
 
-    def _stream_opened(self, event: observe.StreamOpened) -> None:
+    def _stream_opened(self, event: observe.StreamEvent.Opened) -> None:
         node = self._nodes.get(event.id)
         if node is not None:
             self._note_response(node, event.response_id)
 
-    def _cancel_started(self, event: observe.CancelStarted) -> None:
+    def _cancel_started(self, event: observe.StreamEvent.CancelStarted) -> None:
         node = self._nodes.get(event.id)
         if node is None:
             return
@@ -300,7 +300,7 @@ class OtelObserver:
             },
         )
 
-    def _cancel_ended(self, event: observe.CancelEnded) -> None:
+    def _cancel_ended(self, event: observe.StreamEvent.CancelEnded) -> None:
         node = self._nodes.get(event.id)
         if node is None or node.cancel is None:
             return
@@ -311,18 +311,18 @@ class OtelObserver:
             span.set_status(Status(StatusCode.ERROR, event.receipt.error or "cancel unconfirmed"))
         span.end()
 
-    def _cancel_overruled(self, event: observe.CancelOverruled) -> None:
+    def _cancel_overruled(self, event: observe.StreamEvent.CancelOverruled) -> None:
         receipt = event.receipt
         self._overruled.add(1, {"tether.cancel.status": receipt.status or "unknown"})
 
-    def _stream_ended(self, event: observe.StreamEnded) -> None:
+    def _stream_ended(self, event: observe.StreamEvent.Ended) -> None:
         node = self._nodes.pop(event.id, None)
         outcome = event.outcome
         self._record_stream(outcome)
         if node is None:
             return
         span = node.span
-        if node.cancel is not None:  # pragma: no cover - CancelEnded always comes first
+        if node.cancel is not None:  # pragma: no cover - StreamEvent.CancelEnded always comes first
             node.cancel.end()
         if node.response_id is None and outcome.response_id is not None:
             self._note_response(node, outcome.response_id)

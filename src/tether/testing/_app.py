@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from starlette.types import Receive, Scope, Send
 
     from ._hold import Gate
-    from ._models import Model
+    from ._models import EmulatedModel
 
 __all__ = ["EmulatorApp"]
 
@@ -153,7 +153,7 @@ class EmulatorApp:
     def __init__(
         self,
         *,
-        models: Mapping[str, Model],
+        models: Mapping[str, EmulatedModel],
         ledger: Ledger,
         seed: int,
         keepalive_every: float | None,
@@ -361,7 +361,7 @@ class EmulatorApp:
     def _start(
         self,
         model_name: str,
-        model: Model,
+        model: EmulatedModel,
         body: dict[str, Any],
         max_output_tokens: int | None,
         hops: int = 0,

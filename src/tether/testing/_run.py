@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
     from ._hold import Gate
     from ._ledger import Ledger, ResponseRecord
-    from ._models import FunctionCall, Model
+    from ._models import EmulatedModel, FunctionCall
 
 __all__ = ["Call", "Run", "generate"]
 
@@ -69,7 +69,7 @@ class Run:
         self,
         *,
         record: ResponseRecord,
-        model: Model,
+        model: EmulatedModel,
         tokens: list[str],
         first_token_delay: float,
         max_output_tokens: int | None,

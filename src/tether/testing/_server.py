@@ -21,7 +21,7 @@ import anyio
 from ._app import EmulatorApp
 from ._hold import Gate, Hold, HoldPoint
 from ._ledger import Ledger
-from ._models import Model, default_models
+from ._models import EmulatedModel, default_models
 
 if TYPE_CHECKING:
     from collections.abc import Callable, MutableMapping
@@ -156,7 +156,7 @@ class ResponsesEmulator:
         ValueError: A non-loopback host without `allow_remote=True`.
 
     Example:
-        >>> with ResponsesEmulator(models={"fast": Model(ttft=0.0, length=3)}) as emu:
+        >>> with ResponsesEmulator(models={"fast": EmulatedModel(ttft=0.0, length=3)}) as emu:
         ...     response = emu.client().responses.create(model="fast", input="Hi")
         >>> response.status, emu.ledger[response.id].tokens_generated
         ('completed', 3)
@@ -164,7 +164,7 @@ class ResponsesEmulator:
 
     def __init__(
         self,
-        models: MutableMapping[str, Model] | None = None,
+        models: MutableMapping[str, EmulatedModel] | None = None,
         *,
         seed: int = 0,
         host: str = "127.0.0.1",
@@ -188,7 +188,9 @@ class ResponsesEmulator:
             )
         if http2:
             _require_http2()
-        self.models: MutableMapping[str, Model] = default_models() if models is None else models
+        self.models: MutableMapping[str, EmulatedModel] = (
+            default_models() if models is None else models
+        )
         """Simulated models by name: add or replace one at any time."""
         self.ledger: Ledger = Ledger()
         """What the server did (see `Ledger`)."""
