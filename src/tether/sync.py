@@ -60,7 +60,6 @@ from contextlib import nullcontext as _nullcontext
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 
 from ._race import race as _async_race
-from ._race_records import first_completed as _first_completed
 from ._scope import DEFAULT_FIRST_EVENT_TIMEOUT as _DEFAULT_FIRST_EVENT_TIMEOUT
 from ._scope import DEFAULT_GRACE as _DEFAULT_GRACE
 from ._stream import build_guard, resume_guard
@@ -68,16 +67,15 @@ from ._sync_scope import Scope, open_scope
 from ._sync_stream import GuardedStream
 
 if _TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Mapping, Sequence
     from typing import Any
 
     import openai
     from openai import DefaultAsyncHttpxClient
-    from openai.types.responses import Response
 
     from ._hedging import AdaptiveStagger as Adaptive
     from ._outcome import DetachedResponse
-    from ._race_records import RaceResult, WinCondition
+    from ._race_records import RaceResult, Win
 
 __all__ = ["GuardedStream", "Scope", "guarded_stream", "open_scope", "race", "resume"]
 
@@ -261,7 +259,7 @@ def race(
     scope: Scope | openai.OpenAI,
     requests: Sequence[Mapping[str, Any]],
     *,
-    win: WinCondition | Callable[[Response], bool] = _first_completed,
+    win: Win = "first_completed",
     stagger: float | Adaptive | None = None,
     grace: float | None = None,
     max_concurrency: int | None = None,
@@ -281,8 +279,8 @@ def race(
             the async side).
         requests: ``responses.create`` kwargs, one dict per attempt; each may carry its own
             ``client=`` (another ``openai.OpenAI``) and any guarded-stream option.
-        win: [`first_completed`][tether.races.first_completed] (default),
-            [`first_token`][tether.races.first_token], or a ``Callable[[Response], bool]``.
+        win: ``"first_completed"`` (default), ``"first_token"``, a
+            [`WinCondition`][tether.races.WinCondition], or a ``Callable[[Response], bool]``.
         stagger: ``None`` (all at once), seconds, or [`adaptive`][tether.adaptive].
         grace: Seconds each loser's server-side cancel may take (default 5).
         max_concurrency: With a bare client: at most this many attempts in flight at once.
