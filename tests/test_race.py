@@ -12,7 +12,7 @@ import pytest
 
 import tether
 from tether import AttemptRejected, RaceFailed, observe, race, race_stream, races
-from tether.races import RaceEvent, first_completed, first_token
+from tether.races import RaceEvent
 from tether.testing import EmulatedModel, Faults
 
 if sys.version_info < (3, 11):
@@ -177,7 +177,9 @@ async def test_first_token_race_reads_the_winner_to_completion(
     emulator: ResponsesEmulator, client: openai.AsyncOpenAI
 ) -> None:
     emulator.models["steady"] = EmulatedModel(ttft=0.0, tokens_per_s=2000.0, length=40)
-    result = await race_all_sent(emulator, client, [req("silent"), req("steady")], win=first_token)
+    result = await race_all_sent(
+        emulator, client, [req("silent"), req("steady")], win="first_token"
+    )
     assert result.win == "first_token"
     assert result.winner.index == 1
     assert result.winner.response is not None
@@ -433,7 +435,7 @@ async def test_race_stream_read_to_the_end_completes_the_winner(
 async def test_race_stream_first_completed_replays_every_event(
     emulator: ResponsesEmulator, client: openai.AsyncOpenAI
 ) -> None:
-    async with race_stream(client, [req("slow"), req("fast")], win=first_completed) as stream:
+    async with race_stream(client, [req("slow"), req("fast")], win="first_completed") as stream:
         response = await stream.get_final_response()
     assert stream.winner_index == 1
     assert response.status == "completed"
@@ -659,6 +661,6 @@ async def test_unknown_win_name_is_refused_before_any_request(
 async def test_win_condition_objects_live_in_tether_races(
     emulator: ResponsesEmulator, client: openai.AsyncOpenAI
 ) -> None:
-    result = await race(client, [req("fast")], win=races.first_token)
+    result = await race(client, [req("fast")], win="first_token")
     assert result.win == "first_token"
     assert isinstance(races.first_completed, races.WinCondition)

@@ -27,7 +27,6 @@ from tether import _sync_portal
 from tether._sync_buffer import READ_AHEAD
 from tether._sync_client import async_twin
 from tether._sync_portal import PORTAL_THREAD_NAME
-from tether.races import first_token
 from tether.testing import EmulatedModel
 
 if TYPE_CHECKING:
@@ -935,7 +934,7 @@ def test_race_first_completed_wins_and_every_loser_is_cancelled_on_the_server(
 
 
 def test_race_first_token_reads_the_winner_to_completion(client: openai.OpenAI) -> None:
-    result = tether.sync.race(client, [req("silent"), req("fast")], win=first_token, grace=1)
+    result = tether.sync.race(client, [req("silent"), req("fast")], win="first_token", grace=1)
     assert result.winner.index == 1
     assert result.winner.response is not None
     assert result.winner.response.status == "completed"
