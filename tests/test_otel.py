@@ -29,7 +29,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 import tether
 import tether.otel
 from tether import observe
-from tether.races import RaceEvent
+from tether.races import RaceAttempt, RaceEvent
 from tether.testing import EmulatedModel, FunctionCall, Turn
 
 if TYPE_CHECKING:
@@ -397,19 +397,6 @@ async def test_a_root_stream_joins_the_current_trace(
 
 
 # -------------------------------------------------------------------------- races
-
-
-# The race's events, shaped as the race branch emits them (``tether.races``): their own
-# classes are not on this branch, and the observer dispatches on the type's name.
-
-
-@attrs.frozen(kw_only=True)
-class RaceAttempt:
-    index: int
-    model: str | None
-    state: str
-    trigger: str | None
-    outcome: tether.StreamOutcome | None
 
 
 async def test_race_events_make_a_race_span_with_attempts_and_their_streams(
