@@ -31,6 +31,7 @@ from ._agent import AgentResult as AgentResult
 from ._agent import AgentTurn as AgentTurn
 from ._agent import StopReason as StopReason
 from ._agent_events import AgentEvent as AgentEvent
+from ._public import claim as _claim
 from ._tools import AgentContext as AgentContext
 from ._tools import AgentTool as AgentTool
 from ._tools import ToolCall as ToolCall
@@ -46,15 +47,4 @@ __all__ = [
 ]
 
 
-def _claim_public_names() -> None:
-    """Public classes say they come from ``tether.agents``, not from their private module."""
-    for name in __all__:
-        obj: object = globals()[name]
-        if isinstance(obj, type):
-            obj.__module__ = __name__
-    for event in vars(AgentEvent).values():
-        if isinstance(event, type):
-            event.__module__ = __name__
-
-
-_claim_public_names()
+_claim(__name__, globals(), __all__)

@@ -35,6 +35,7 @@ from __future__ import annotations
 from ._hedging import AdaptiveStagger as AdaptiveStagger
 from ._hedging import HedgeBudget as HedgeBudget
 from ._hedging import Trigger as Trigger
+from ._public import claim as _claim
 from ._race_records import AttemptState as AttemptState
 from ._race_records import RaceAttempt as RaceAttempt
 from ._race_records import RaceEvent as RaceEvent
@@ -55,15 +56,4 @@ __all__ = [
 ]
 
 
-def _claim_public_names() -> None:
-    """Public classes say they come from ``tether.races``, not from their private module."""
-    for name in __all__:
-        obj: object = globals()[name]
-        if isinstance(obj, type):
-            obj.__module__ = __name__
-    for event in vars(RaceEvent).values():
-        if isinstance(event, type):
-            event.__module__ = __name__
-
-
-_claim_public_names()
+_claim(__name__, globals(), __all__)

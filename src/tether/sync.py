@@ -59,6 +59,7 @@ from __future__ import annotations
 from contextlib import nullcontext as _nullcontext
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 
+from ._public import claim as _claim
 from ._race import race as _async_race
 from ._scope import DEFAULT_FIRST_EVENT_TIMEOUT as _DEFAULT_FIRST_EVENT_TIMEOUT
 from ._scope import DEFAULT_GRACE as _DEFAULT_GRACE
@@ -79,9 +80,7 @@ if _TYPE_CHECKING:
 
 __all__ = ["GuardedStream", "Scope", "guarded_stream", "open_scope", "race", "resume"]
 
-GuardedStream.__module__ = __name__  # documented and shown as tether.sync.GuardedStream
-Scope.__module__ = __name__
-open_scope.__module__ = __name__
+_claim(__name__, globals(), ["GuardedStream", "Scope", "open_scope"])  # shown as tether.sync.*
 
 
 def _as_scope(

@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+from .._public import claim as _claim
 from . import _extra  # noqa: F401  # pyright: ignore[reportUnusedImport]  # first: the install hint
 from ._hold import Hold as Hold
 from ._ledger import Ledger as Ledger
@@ -45,3 +46,5 @@ __all__ = [
     "default_models",
     "serve",
 ]
+
+_claim(__name__, globals(), __all__)
