@@ -71,7 +71,7 @@ async def scenario(emu: ResponsesEmulator, provider: TracerProvider) -> None:
         result = await tether.run_agent(
             client, model="planner", input="What are tides?", tools=[research]
         )
-        assert result.stopped_by == "completed", result
+        assert result.reason == "completed", result
 
 
 def record() -> list[dict[str, Any]]:

@@ -108,8 +108,8 @@ async def main(deadline: float) -> None:
             print(f"    {call.name}({call.arguments}) -> {what}  [{call.duration:.2f}s]")
         if turn.outcome and turn.outcome.receipt:
             print(f"    cancelled on the server: {turn.outcome.receipt.status}")
-    print(f"\nstopped by: {result.stopped_by}, {result.total_tokens} tokens, {left:.1f}s to spare")
-    if result.stopped_by == "completed":
+    print(f"\nstopped by: {result.reason}, {result.total_tokens} tokens, {left:.1f}s to spare")
+    if result.reason == "completed":
         print(f"answer: {result.output_text}")
 
 

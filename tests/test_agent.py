@@ -88,7 +88,7 @@ async def test_two_tools_three_turns_complete_with_every_output_reaching_the_mod
         result = await run_agent(
             scope, model="weather", input="Paris, in F?", tools=[get_weather, to_fahrenheit]
         )
-    assert result.stopped_by == "completed"
+    assert result.reason == "completed"
     assert [len(turn.tool_calls) for turn in result.turns] == [1, 1, 0]
     weather, convert = result.tool_calls
     assert (weather.name, json.loads(weather.arguments)) == ("get_weather", {"city": "Paris"})
@@ -170,7 +170,7 @@ async def test_deadline_during_a_stream_cancels_it_on_the_server_and_returns_a_r
 ) -> None:
     async with tether.open_scope(client, deadline=1.0, grace=1) as scope:
         result = await run_agent(scope, model="slow", input="go", tools=[noop], reserve=0.5)
-    assert result.stopped_by == "deadline"
+    assert result.reason == "deadline"
     [turn] = result.turns
     assert turn.outcome is not None
     assert turn.outcome.reason == "deadline"
@@ -200,7 +200,7 @@ async def test_deadline_during_a_tool_cancels_the_tool_and_leaves_no_stream_runn
         result = await run_agent(
             scope, model="waits", input="go", tools=[wait_forever], reserve=1.0
         )
-    assert result.stopped_by == "deadline"
+    assert result.reason == "deadline"
     assert cancelled == ["wait_forever"]
     [turn] = result.turns
     assert turn.status == "completed"
@@ -216,7 +216,7 @@ async def test_a_spent_budget_sends_no_request(
 ) -> None:
     async with tether.open_scope(client, deadline=1.0) as scope:
         result = await run_agent(scope, model="fast", input="go", tools=[], reserve=2.0)
-    assert (result.stopped_by, result.turns) == ("deadline", ())
+    assert (result.reason, result.turns) == ("deadline", ())
     assert emulator.ledger.requests == 0
 
 
@@ -293,7 +293,7 @@ async def test_max_turns_stops_without_running_the_last_turns_calls(
         return "ok"
 
     result = await run_agent(client, model="always", input="go", tools=[noop], max_turns=3)
-    assert result.stopped_by == "max_turns"
+    assert result.reason == "max_turns"
     assert len(result.turns) == 3
     assert ran == [1, 2]
     assert result.turns[-1].tool_calls == ()
@@ -304,10 +304,10 @@ async def test_token_budget_makes_the_turn_that_reaches_it_the_last(
 ) -> None:
     emulator.models["always"] = scripted(calls("noop"))
     first = await run_agent(client, model="always", input="go", tools=[noop], max_tokens=1)
-    assert (first.stopped_by, len(first.turns)) == ("token_budget", 1)
+    assert (first.reason, len(first.turns)) == ("token_budget", 1)
     budget = first.total_tokens + 1  # the first turn costs the same again: it stays below
     result = await run_agent(client, model="always", input="go", tools=[noop], max_tokens=budget)
-    assert (result.stopped_by, len(result.turns)) == ("token_budget", 2)
+    assert (result.reason, len(result.turns)) == ("token_budget", 2)
     assert result.total_tokens >= budget
     assert len(result.tool_calls) == 1
 
@@ -317,7 +317,7 @@ async def test_an_incomplete_turn_stops_the_loop_without_running_its_calls(
 ) -> None:
     emulator.models["always"] = scripted(calls("noop", city="a long argument"))
     result = await run_agent(client, model="always", input="go", tools=[noop], max_output_tokens=2)
-    assert result.stopped_by == "incomplete"
+    assert result.reason == "incomplete"
     [turn] = result.turns
     assert (turn.status, turn.tool_calls) == ("incomplete", ())
 
@@ -336,7 +336,7 @@ async def test_a_tool_error_is_reported_to_the_model_by_default(
         raise raised[-1]
 
     result = await run_agent(client, model="fails", input="go", tools=[explode])
-    assert result.stopped_by == "completed"
+    assert result.reason == "completed"
     [call] = result.tool_calls
     assert call.error == "Boom: no such city"
     assert call.exception is raised[0]
@@ -405,7 +405,7 @@ async def test_on_tool_error_stop_cancels_the_other_calls_and_says_why(
     result = await run_agent(
         client, model="fails", input="go", tools=[explode, wait_forever], on_tool_error="stop"
     )
-    assert result.stopped_by == "tool_error"
+    assert result.reason == "tool_error"
     failed, waiting = result.tool_calls
     assert failed.error == "Boom: mine"
     assert waiting.cancelled

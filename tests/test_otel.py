@@ -596,7 +596,7 @@ async def test_agent_run_has_turn_stream_and_tool_spans(
 ) -> None:
     emulator.models["weather"] = weather_model("get_weather")
     result = await tether.run_agent(client, model="weather", input="Paris?", tools=[get_weather])
-    assert result.stopped_by == "completed"
+    assert result.reason == "completed"
     agent = telemetry.span("invoke_agent")
     assert agent.parent is None
     assert attributes(agent)["tether.agent.stopped_by"] == "completed"
@@ -624,7 +624,7 @@ async def test_a_failing_tool_is_an_error_span_the_agent_goes_on(
 ) -> None:
     emulator.models["weather"] = weather_model("broken")
     result = await tether.run_agent(client, model="weather", input="Paris?", tools=[broken])
-    assert result.stopped_by == "completed"  # the error was reported to the model
+    assert result.reason == "completed"  # the error was reported to the model
     tool_span = telemetry.span("execute_tool broken")
     assert tool_span.status.status_code is StatusCode.ERROR
     assert attributes(tool_span)["error.type"] == "Boom"
@@ -640,7 +640,7 @@ async def test_agent_deadline_ends_every_span_without_error(
         result = await tether.run_agent(
             scope, model="slow", input="hi", tools=[get_weather], reserve=1.5
         )
-    assert result.stopped_by == "deadline"
+    assert result.reason == "deadline"
     agent, turn = telemetry.span("invoke_agent"), telemetry.span("tether.turn 1")
     stream_span = telemetry.span("chat slow")
     assert attributes(agent)["tether.agent.stopped_by"] == "deadline"

@@ -5,7 +5,7 @@ run concurrently in a task group; their outputs go back with ``previous_response
 The loop runs inside its own cancel scope, whose deadline is the scope's deadline minus
 a small *reserve*: when it fires, the live stream is cancelled on the server (the guard's
 protocol) or the running tools are cancelled, within the reserve, and the loop returns an
-[`AgentResult`][tether.agents.AgentResult] saying ``stopped_by="deadline"``.
+[`AgentResult`][tether.agents.AgentResult] saying ``reason="deadline"``.
 
 Why the reserve: two cancel scopes with the same deadline expire together, and anyio (like
 trio) lets the *outer* one catch the cancellation, so an inner scope with the scope's own
@@ -111,16 +111,16 @@ class AgentResult:
     Example:
         ```python
         result = await tether.run_agent(scope, model="gpt-5", input=q, tools=[search])
-        if result.stopped_by == "completed":
+        if result.reason == "completed":
             print(result.output_text)
         print(len(result.turns), result.total_tokens)
         ```
     """
 
-    stopped_by: StopReason
+    reason: StopReason
     """Why the loop ended (see [`StopReason`][tether.agents.StopReason])."""
     output_text: str
-    """The text of the last completed response: the answer when ``stopped_by`` is
+    """The text of the last completed response: the answer when ``reason`` is
     ``completed``; often empty otherwise (a turn that called tools)."""
     turns: tuple[AgentTurn, ...]
     """Every turn, in order, the one interrupted by the deadline included."""
@@ -384,7 +384,7 @@ async def run_agent(
     during a stream, the stream is closed and the response cancelled on the server; during
     tools, the running tools are cancelled (they may clean up under their own shield; a
     sync tool cannot be interrupted, the cancel waits for it to return). Nothing is left
-    running, and the result says ``stopped_by="deadline"``. The reserve is the time kept
+    running, and the result says ``reason="deadline"``. The reserve is the time kept
     for that stop, so the result is returned before the scope's own deadline; if stopping
     takes longer, the scope's deadline passes first and its
     [`DeadlineExceeded`][tether.DeadlineExceeded] propagates instead. A cancellation that is
@@ -399,13 +399,13 @@ async def run_agent(
         instructions: The system instructions, sent with every turn (the API does not
             carry them over ``previous_response_id``).
         max_turns: At most this many responses; a last one that still calls tools stops the
-            loop with ``stopped_by="max_turns"`` (its calls are not run).
-        max_tokens: Stop with ``stopped_by="token_budget"`` once the completed turns used
+            loop with ``reason="max_turns"`` (its calls are not run).
+        max_tokens: Stop with ``reason="token_budget"`` once the completed turns used
             this many tokens (``usage.total_tokens`` summed); the turn that crosses it is the last.
         on_tool_error: When a tool raises (or its arguments do not validate):
             ``"report"`` sends ``{"error": "Type: message"}`` to the model as the tool's
             output, and goes on; ``"stop"`` cancels the turn's other calls and returns
-            ``stopped_by="tool_error"``; ``"raise"`` cancels them and raises the tool's
+            ``reason="tool_error"``; ``"raise"`` cancels them and raises the tool's
             exception, unchanged. Every error is on its [`ToolCall`][tether.agents.ToolCall].
         raise_on_deadline: Do not stop early: let the scope's deadline cancel the loop, so
             that ``open_scope`` raises ``DeadlineExceeded`` (no result is returned).
@@ -430,7 +430,7 @@ async def run_agent(
             result = await tether.run_agent(
                 scope, model="gpt-5", input="Weather in Paris, in F?", tools=[get_weather]
             )
-        print(result.stopped_by, result.output_text)
+        print(result.reason, result.output_text)
         ```
 
     Added in version 0.1.
@@ -490,7 +490,7 @@ async def run_agent(
         on_tool_error=on_tool_error,
         deadline=min(budget, deadline),
     )
-    stopped_by: StopReason = "deadline"
+    reason: StopReason = "deadline"
     if observe.watched():
         observe.emit(
             AgentEvent.Started(
@@ -503,16 +503,16 @@ async def run_agent(
         )
     try:
         with anyio.CancelScope(deadline=budget) as loop_scope, observe.parent(agent.node):
-            stopped_by = await agent.loop(input, previous)
+            reason = await agent.loop(input, previous)
     except BaseException as exc:
         if observe.watched():
             observe.emit(AgentEvent.Ended(id=agent.node, result=None, exception=exc))
         raise
     if loop_scope.cancelled_caught:  # our own deadline, and only ours (see the module doc)
-        stopped_by = "deadline"
+        reason = "deadline"
     final = agent.final
     result = AgentResult(
-        stopped_by=stopped_by,
+        reason=reason,
         output_text="" if final is None else final.output_text,
         turns=tuple(agent.turns),
         final_response=final,

@@ -76,7 +76,7 @@ class AgentEvent:
         Example:
             ```python
             if isinstance(event, AgentEvent.Ended) and event.result is not None:
-                print(event.result.stopped_by, event.result.total_tokens)
+                print(event.result.reason, event.result.total_tokens)
             ```
         """
 
