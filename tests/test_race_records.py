@@ -8,9 +8,7 @@ import pytest
 
 import tether
 from tether import observe
-from tether.races import (
-    RaceEvent,
-)
+from tether.races import RaceAttempt, RaceEvent
 from tether.testing import EmulatedModel, Faults
 
 if TYPE_CHECKING:
@@ -47,7 +45,7 @@ async def test_race_reports_start_attempts_decision_and_end_in_order(
     assert kinds.index("RaceEvent.Decided") < kinds.index("RaceEvent.AttemptEnded")
     (ended,) = [e for e in events if isinstance(e, RaceEvent.Ended)]
     assert ended.result == result
-    assert ended.error is None
+    assert ended.exception is None
     (decided,) = [e for e in events if isinstance(e, RaceEvent.Decided)]
     assert decided.winner == 1
 
@@ -108,7 +106,7 @@ async def test_failed_race_ends_with_its_error(
         await tether.race(client.with_options(max_retries=0), [req("broken")] * 2)
     (ended,) = [e for e in events if isinstance(e, RaceEvent.Ended)]
     assert ended.result is None
-    assert ended.error is caught.value
+    assert ended.exception is caught.value
     assert not [e for e in events if isinstance(e, RaceEvent.Decided)]
 
 
@@ -137,3 +135,13 @@ async def test_live_stream_in_stream_started_shows_the_response_id(
     assert result.winner.outcome is not None
     assert started.stream.response_id == result.winner.outcome.response_id
     assert started.stream.status == "completed"
+
+
+def test_an_attempt_says_its_error_as_text_and_keeps_the_exception() -> None:
+    """As on every record: ``error`` is ``"Type: message"`` (printable, comparable), the object
+    is on ``exception``."""
+    boom = ValueError("no such model")
+    failed = RaceAttempt(index=0, model="m", state="failed", trigger="primary", exception=boom)
+    assert (failed.error, failed.exception) == ("ValueError: no such model", boom)
+    fine = RaceAttempt(index=1, model="m", state="won", trigger="primary")
+    assert (fine.error, fine.exception) == (None, None)

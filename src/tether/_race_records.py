@@ -98,7 +98,7 @@ class RaceAttempt:
     """Its final response, when it completed (the winner's, in ``race``)."""
     outcome: StreamOutcome | None = None
     """Its guarded stream's outcome; ``None`` if it never sent a request."""
-    error: Exception | None = attrs.field(default=None, eq=False)
+    exception: Exception | None = attrs.field(default=None, eq=False, repr=False)
     """Why it failed (an ``AttemptRejected`` when the win predicate said no)."""
     started_at: float | None = None
     """When it started (``anyio.current_time()``)."""
@@ -111,6 +111,14 @@ class RaceAttempt:
     def receipt(self) -> CancelReceipt | None:
         """The server-side cancel receipt, when the attempt had to be stopped."""
         return None if self.outcome is None else self.outcome.receipt
+
+    @property
+    def error(self) -> str | None:
+        """``"ExceptionType: message"`` if it failed, as on every record (``exception`` has
+        the object)."""
+        return (
+            None if self.exception is None else f"{type(self.exception).__name__}: {self.exception}"
+        )
 
 
 @final
@@ -274,7 +282,7 @@ class RaceEvent:
     @final
     @attrs.frozen(kw_only=True)
     class Ended:
-        """The race is over: every attempt has ended. ``result`` or ``error`` is set, not both.
+        """The race is over: every attempt has ended. ``result`` or ``exception`` is set, not both.
 
         Example:
             ```python
@@ -287,5 +295,5 @@ class RaceEvent:
         """The race's id."""
         result: RaceResult | None
         """How it went, when something won."""
-        error: BaseException | None = attrs.field(default=None, eq=False)
+        exception: BaseException | None = attrs.field(default=None, eq=False)
         """Why nothing won (``RaceFailed``), or what ended it (a cancellation, a crash)."""
