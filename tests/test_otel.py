@@ -510,7 +510,7 @@ async def test_an_attempt_left_open_is_ended_with_its_race(telemetry: Telemetry)
             id=attempt, parent=race, index=0, model="m", trigger="primary", at=0.0
         )
     )
-    observe.emit(RaceEvent.Ended(id=race, result=None, error=None))
+    observe.emit(RaceEvent.Ended(id=race, result=None, exception=None))
     span = telemetry.span("tether.attempt 0")
     assert attributes(span)["tether.abandoned"] is True
     assert telemetry.span("tether.race").status.status_code is StatusCode.UNSET
@@ -528,7 +528,9 @@ async def test_a_failed_race_is_an_error(telemetry: Telemetry) -> None:
         RaceEvent.Started(id=race, parent=None, win="first_completed", models=("m",), stagger=None)
     )
     observe.emit(
-        RaceEvent.Ended(id=race, result=None, error=tether.RaceFailed("all failed", [Boom()], []))
+        RaceEvent.Ended(
+            id=race, result=None, exception=tether.RaceFailed("all failed", [Boom()], [])
+        )
     )
     span = telemetry.span("tether.race")
     assert span.status.status_code is StatusCode.ERROR

@@ -158,7 +158,7 @@ async def test_predicate_rejection_continues_the_race(
     assert result.win == "says_yes"
     (rejected,) = result.losers
     assert rejected.state == "rejected"
-    assert isinstance(rejected.error, AttemptRejected)
+    assert isinstance(rejected.exception, AttemptRejected)
     assert rejected.outcome is not None
     assert rejected.outcome.reason == "completed"
 
@@ -268,7 +268,7 @@ async def test_backup_starts_at_once_when_the_primary_fails(
     assert not watchdog.cancel_called
     primary, backup = result.attempts
     assert primary.state == "failed"
-    assert isinstance(primary.error, openai.InternalServerError)
+    assert isinstance(primary.exception, openai.InternalServerError)
     assert backup.trigger == "failure"
     assert result.winner.index == 1
 

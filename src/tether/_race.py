@@ -181,7 +181,7 @@ class Contestant:
             trigger=self.trigger,
             response=self.response,
             outcome=self.guard.outcome,
-            error=self.error,
+            exception=self.error,
             started_at=started,
             time_to_first_token=None
             if started is None or self.first_token_at is None
@@ -517,7 +517,7 @@ class Race:
         )
 
     def _failure(self, attempts: tuple[RaceAttempt, ...]) -> RaceFailed:
-        errors = [a.error for a in attempts if a.error is not None]
+        errors = [a.exception for a in attempts if a.exception is not None]
         outcomes = [a.outcome for a in attempts if a.outcome is not None]
         if self.winner is not None and self.winner.error is not None:
             message = f"attempt {self.winner.index} won the race, then failed"
@@ -530,7 +530,7 @@ class Race:
     def ended(self, result: RaceResult | None, error: BaseException | None) -> None:
         """Tell observers the race is over (``RaceEvent.Ended``)."""
         if observe.watched():
-            observe.emit(RaceEvent.Ended(id=self.node, result=result, error=error))
+            observe.emit(RaceEvent.Ended(id=self.node, result=result, exception=error))
 
 
 async def race(

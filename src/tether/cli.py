@@ -452,8 +452,8 @@ def _table(board: _Board) -> Table:
                 state = "[yellow]lost[/]"  # it finished before the cancel arrived
             if receipt is not None:
                 shown = f"{receipt.status or receipt.error} in {receipt.latency * 1000:.0f} ms"
-            elif attempt.error is not None:
-                shown = _one_line(attempt.error)[:60]
+            elif attempt.exception is not None:
+                shown = _one_line(attempt.exception)[:60]
             if attempt.elapsed is not None:
                 elapsed = f"{attempt.elapsed:.2f}s"
             if attempt.outcome is not None:
