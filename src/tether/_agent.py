@@ -32,7 +32,7 @@ from ._agent_events import AgentEvent
 from ._cancel import log
 from ._errors import fatal_in
 from ._scope import as_scope
-from ._stream import build_guard
+from ._stream import StreamOptions, build_guard
 from ._tools import AgentContext, AgentTool, ToolCall, agent_tool
 from ._validate import check_non_negative
 
@@ -244,7 +244,7 @@ class _Agent:
         request = dict(self.request, input=turn_input)
         if previous is not None:
             request["previous_response_id"] = previous
-        turn.stream = build_guard(self.scope, **request)
+        turn.stream = build_guard(self.scope, *StreamOptions.split(request))
         async with turn.stream as stream:
             response = await stream.read_to_end()
         turn.response = self.final = response

@@ -42,7 +42,7 @@ from ._race_records import (
     first_token,
 )
 from ._scope import Scope
-from ._stream import build_guard
+from ._stream import StreamOptions, build_guard
 from ._validate import check_non_negative, check_positive
 
 if TYPE_CHECKING:
@@ -261,10 +261,8 @@ def prepare_race(
             )
             attempt_scope.limiter = scope.limiter  # one bound for the whole race
         bucket = stagger.bucket(kwargs) if isinstance(stagger, AdaptiveStagger) else None
-        if grace is not None:
-            kwargs.setdefault("grace", grace)
         try:
-            guard = build_guard(attempt_scope, **kwargs)
+            guard = build_guard(attempt_scope, *StreamOptions.split(kwargs, grace=grace))
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"requests[{index}]: {exc}") from None
         contestants.append(Contestant(index, guard, bucket, keep=handover))

@@ -63,7 +63,7 @@ from ._public import claim as _claim
 from ._race import race as _async_race
 from ._scope import DEFAULT_FIRST_EVENT_TIMEOUT as _DEFAULT_FIRST_EVENT_TIMEOUT
 from ._scope import DEFAULT_GRACE as _DEFAULT_GRACE
-from ._stream import build_guard, resume_guard
+from ._stream import StreamOptions, build_guard, resume_guard
 from ._sync_scope import Scope, open_scope
 from ._sync_stream import GuardedStream
 
@@ -196,12 +196,14 @@ def guarded_stream(
     )
     guard = build_guard(
         the_scope.async_scope,
-        background=background,
-        grace=grace,
-        first_event_timeout=first_event_timeout,
-        first_token_timeout=first_token_timeout,
-        idle_timeout=idle_timeout,
-        **create_kwargs,
+        StreamOptions(
+            background=background,
+            grace=grace,
+            first_event_timeout=first_event_timeout,
+            first_token_timeout=first_token_timeout,
+            idle_timeout=idle_timeout,
+        ),
+        create_kwargs,
     )
     return GuardedStream(guard, the_scope, owns_scope=owns)
 
