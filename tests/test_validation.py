@@ -141,7 +141,7 @@ KNOWN_PARTS = {
     "AsyncOpenAI",
     "openai.OpenAI",
     "Sequence[Mapping[str, Any]]",
-    "Sequence[Tool[..., Any] | Callable[..., Any]]",
+    "Sequence[AgentTool[..., Any] | Callable[..., Any]]",
     "ResponseInputParam",
     "DetachedResponse",
     "Journal",
