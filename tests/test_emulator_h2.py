@@ -252,7 +252,7 @@ def abandon_with_a_raw_h2_client(emu: ResponsesEmulator) -> tuple[list[Any], int
         received = 0
         events: list[Any] = []
         while not any(
-            isinstance(e, (h2.events.StreamReset, h2.events.StreamEvent.Ended)) for e in events
+            isinstance(e, (h2.events.StreamReset, h2.events.StreamEnded)) for e in events
         ):
             data = sock.recv(65536)  # the socket's timeout bounds the wait
             if not data:
