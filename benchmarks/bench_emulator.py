@@ -25,7 +25,7 @@ from typing import Any
 import anyio
 import httpx2
 
-from tether.testing import Model, ResponsesEmulator
+from tether.testing import EmulatedModel, ResponsesEmulator
 
 UNPACED = 1e9  # tokens/s: generation is never the limit
 # (name, client, concurrent streams, output tokens per stream, HTTP/2)
@@ -66,7 +66,7 @@ async def _scenario(
     emu: ResponsesEmulator, kind: str, streams: int, length: int, http2: bool
 ) -> dict[str, Any]:
     model = f"bench-{length}"
-    emu.models[model] = Model(ttft=0.0, tokens_per_s=UNPACED, length=length)
+    emu.models[model] = EmulatedModel(ttft=0.0, tokens_per_s=UNPACED, length=length)
     counts: list[int] = []
     limits = httpx2.Limits(max_connections=None, max_keepalive_connections=None)
     async with httpx2.AsyncClient(timeout=60, limits=limits, http1=not http2, http2=http2) as http:

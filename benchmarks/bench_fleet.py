@@ -31,13 +31,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.fleet_servers import postgres_server, redis_server
 
 import tether
-from tether.testing import Model, ResponsesEmulator
+from tether.testing import EmulatedModel, ResponsesEmulator
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks" / "fleet.md"
 MODELS = {
-    "short": Model(ttft=0.0, tokens_per_s=5000.0, length=5),
-    "long": Model(ttft=0.0, tokens_per_s=40.0, length=4000),
-    "queued": Model(ttft=600.0, tokens_per_s=40.0, length=5),
+    "short": EmulatedModel(ttft=0.0, tokens_per_s=5000.0, length=5),
+    "long": EmulatedModel(ttft=0.0, tokens_per_s=40.0, length=4000),
+    "queued": EmulatedModel(ttft=600.0, tokens_per_s=40.0, length=5),
 }
 
 

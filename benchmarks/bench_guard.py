@@ -33,13 +33,13 @@ import anyio
 import openai
 
 import tether
-from tether.testing import Model, ResponsesEmulator
+from tether.testing import EmulatedModel, ResponsesEmulator
 
 ROOT = Path(__file__).resolve().parent.parent
 STOP_AFTER = 5  # deltas read before the client stops wanting more
 MODELS = {
-    "slow-50ms": Model(ttft=0.0, tokens_per_s=20.0, length=60),
-    "bulk": Model(ttft=0.0, tokens_per_s=1e9, length=5000),
+    "slow-50ms": EmulatedModel(ttft=0.0, tokens_per_s=20.0, length=60),
+    "bulk": EmulatedModel(ttft=0.0, tokens_per_s=1e9, length=5000),
 }
 
 

@@ -37,13 +37,13 @@ import openai
 
 import tether
 from _orphans import still_generating
-from tether.testing import Model, ResponsesEmulator
+from tether.testing import EmulatedModel, ResponsesEmulator
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 STREAMS = 1000
 GRACE = 5.0
-MODELS = {"endless": Model(ttft=0.0, tokens_per_s=0.5, length=10_000)}  # cheap to serve
+MODELS = {"endless": EmulatedModel(ttft=0.0, tokens_per_s=0.5, length=10_000)}  # cheap to serve
 
 
 def serve() -> None:

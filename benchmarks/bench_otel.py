@@ -44,15 +44,15 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 
 import tether
 import tether.otel
-from tether.testing import Model, ResponsesEmulator
+from tether.testing import EmulatedModel, ResponsesEmulator
 
 ROOT = Path(__file__).resolve().parent.parent
 LONG = 5000
 SHORT = 20
 SHORT_STREAMS = 50
 MODELS = {
-    "long": Model(ttft=0.0, tokens_per_s=1e9, length=LONG),
-    "short": Model(ttft=0.0, tokens_per_s=1e9, length=SHORT),
+    "long": EmulatedModel(ttft=0.0, tokens_per_s=1e9, length=LONG),
+    "short": EmulatedModel(ttft=0.0, tokens_per_s=1e9, length=SHORT),
 }
 CONTENDERS = ("not instrumented", "no-op providers", "SDK providers")
 

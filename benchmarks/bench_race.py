@@ -41,7 +41,7 @@ import openai
 from _orphans import still_generating
 from tether import adaptive, guarded_stream, race
 from tether.races import AdaptiveStagger
-from tether.testing import Faults, Lognormal, Model, ResponsesEmulator
+from tether.testing import EmulatedModel, Faults, Lognormal, ResponsesEmulator
 
 ROOT = Path(__file__).resolve().parent.parent
 LOSERS = 100
@@ -56,12 +56,14 @@ WINNER_TTFT = 3.0
 Z = {0.8: 0.8416, 0.9: 1.2816, 0.95: 1.6449}
 
 
-def cancel_models(delay: float) -> dict[str, Model]:
+def cancel_models(delay: float) -> dict[str, EmulatedModel]:
     return {
         # after every loser opened (100 opens take up to ~1.5 s of client CPU here);
         # race_cleanup checks that each one had
-        "winner": Model(ttft=WINNER_TTFT, tokens_per_s=1e5, length=5),
-        "loser": Model(ttft=0.0, tokens_per_s=20.0, length=2000, faults=Faults(cancel_delay=delay)),
+        "winner": EmulatedModel(ttft=WINNER_TTFT, tokens_per_s=1e5, length=5),
+        "loser": EmulatedModel(
+            ttft=0.0, tokens_per_s=20.0, length=2000, faults=Faults(cancel_delay=delay)
+        ),
     }
 
 
@@ -245,8 +247,10 @@ def served(delay: float) -> Iterator[tuple[str, int]]:
 # --------------------------------------------------------------------- 2. hedging
 
 
-def tail_model() -> Model:
-    return Model(tokens_per_s=2000.0, length=LENGTH, latency=Lognormal(median=MEDIAN, sigma=SIGMA))
+def tail_model() -> EmulatedModel:
+    return EmulatedModel(
+        tokens_per_s=2000.0, length=LENGTH, latency=Lognormal(median=MEDIAN, sigma=SIGMA)
+    )
 
 
 def contenders() -> dict[str, tuple[int, float | AdaptiveStagger | None]]:

@@ -33,13 +33,13 @@ import openai
 
 import tether
 import tether.sync
-from tether.testing import Model, ResponsesEmulator
+from tether.testing import EmulatedModel, ResponsesEmulator
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 MODELS = {
-    "bulk": Model(ttft=0.0, tokens_per_s=1e9, length=5000),
-    "short": Model(ttft=0.0, tokens_per_s=1e9, length=5),
+    "bulk": EmulatedModel(ttft=0.0, tokens_per_s=1e9, length=5000),
+    "short": EmulatedModel(ttft=0.0, tokens_per_s=1e9, length=5),
 }
 
 

@@ -39,13 +39,13 @@ from tests import temporal_app
 
 import tether
 import tether.temporal
-from tether.testing import Model, ResponsesEmulator
+from tether.testing import EmulatedModel, ResponsesEmulator
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = {
-    "bulk": Model(ttft=0.0, tokens_per_s=1e9, length=5000),
-    "slow": Model(ttft=0.0, tokens_per_s=40.0, length=2000),
-    "steady": Model(ttft=0.0, tokens_per_s=100.0, length=300),
+    "bulk": EmulatedModel(ttft=0.0, tokens_per_s=1e9, length=5000),
+    "slow": EmulatedModel(ttft=0.0, tokens_per_s=40.0, length=2000),
+    "steady": EmulatedModel(ttft=0.0, tokens_per_s=100.0, length=300),
 }
 HEARTBEAT_TIMEOUT = 2.0
 

@@ -24,11 +24,11 @@ from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProces
 
 import tether
 import tether.otel
-from tether.testing import FunctionCall, Model, ResponsesEmulator, Turn
+from tether.testing import EmulatedModel, FunctionCall, ResponsesEmulator, Turn
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = {
-    "planner": Model(
+    "planner": EmulatedModel(
         ttft=0.01,
         tokens_per_s=2000.0,
         script=[
@@ -36,8 +36,8 @@ MODELS = {
             Turn(text="Here is what I found:", echo_outputs=True),
         ],
     ),
-    "sluggish": Model(ttft=5.0, tokens_per_s=100.0, length=40),
-    "quick": Model(ttft=0.02, tokens_per_s=300.0, length=15),
+    "sluggish": EmulatedModel(ttft=5.0, tokens_per_s=100.0, length=40),
+    "quick": EmulatedModel(ttft=0.02, tokens_per_s=300.0, length=15),
 }
 COLOURS = {
     "invoke_agent": "#6c757d",
@@ -71,7 +71,7 @@ async def scenario(emu: ResponsesEmulator, provider: TracerProvider) -> None:
         result = await tether.run_agent(
             client, model="planner", input="What are tides?", tools=[research]
         )
-        assert result.stopped_by == "completed", result
+        assert result.reason == "completed", result
 
 
 def record() -> list[dict[str, Any]]:

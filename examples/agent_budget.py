@@ -31,7 +31,7 @@ QUESTION = "What is the weather in Paris right now, in Fahrenheit?"
 SLOW_TOOLS = False  # --slow: the weather service takes a minute to answer
 
 
-@tether.tool
+@tether.agent_tool
 async def get_weather(city: str, ctx: tether.agents.AgentContext) -> dict[str, object]:
     """The current weather in a city, in Celsius.
 
@@ -47,7 +47,7 @@ async def get_weather(city: str, ctx: tether.agents.AgentContext) -> dict[str, o
     return {"city": city, "celsius": 18, "sky": "cloudy"}
 
 
-@tether.tool
+@tether.agent_tool
 def convert_temperature(celsius: float, to: Literal["F", "K"]) -> float:
     """Convert a temperature from Celsius to Fahrenheit (F) or Kelvin (K).
 
@@ -66,9 +66,9 @@ async def make_client() -> AsyncIterator[openai.AsyncOpenAI]:
         async with openai.AsyncOpenAI() as client:
             yield client
         return
-    from tether.testing import FunctionCall, Model, ResponsesEmulator, Turn
+    from tether.testing import EmulatedModel, FunctionCall, ResponsesEmulator, Turn
 
-    scripted = Model(
+    scripted = EmulatedModel(
         ttft=0.3,
         tokens_per_s=40.0,
         script=[
@@ -108,8 +108,8 @@ async def main(deadline: float) -> None:
             print(f"    {call.name}({call.arguments}) -> {what}  [{call.duration:.2f}s]")
         if turn.outcome and turn.outcome.receipt:
             print(f"    cancelled on the server: {turn.outcome.receipt.status}")
-    print(f"\nstopped by: {result.stopped_by}, {result.total_tokens} tokens, {left:.1f}s to spare")
-    if result.stopped_by == "completed":
+    print(f"\nstopped by: {result.reason}, {result.total_tokens} tokens, {left:.1f}s to spare")
+    if result.reason == "completed":
         print(f"answer: {result.output_text}")
 
 

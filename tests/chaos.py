@@ -20,7 +20,7 @@ import openai
 
 import tether
 from tests.support import Boom, read_deltas
-from tether.testing import Faults, Model, ResponsesEmulator
+from tether.testing import EmulatedModel, Faults, ResponsesEmulator
 
 Fault = Literal[
     "none",
@@ -55,7 +55,7 @@ RATE = 400.0  # tokens/s of every chaos model
 LENGTH = 60
 
 
-def chaos_models() -> dict[str, Model]:
+def chaos_models() -> dict[str, EmulatedModel]:
     """One emulator model per fault."""
     faults: dict[Fault, Faults] = {
         "none": Faults(),
@@ -68,10 +68,10 @@ def chaos_models() -> dict[str, Model]:
         "best_effort": Faults(cancel_best_effort=5),
     }
     models = {
-        f"chaos-{name}": Model(ttft=0.0, tokens_per_s=RATE, length=LENGTH, faults=fault)
+        f"chaos-{name}": EmulatedModel(ttft=0.0, tokens_per_s=RATE, length=LENGTH, faults=fault)
         for name, fault in faults.items()
     }
-    models["chaos-winner"] = Model(ttft=0.0, tokens_per_s=RATE, length=3)  # wins every race
+    models["chaos-winner"] = EmulatedModel(ttft=0.0, tokens_per_s=RATE, length=3)  # wins every race
     return models
 
 

@@ -18,7 +18,7 @@ from trio.testing import MockClock
 from tests import fleet_servers
 from tests.support import requests_in_flight
 from tether._pytest_plugin import fail_if_left_generating
-from tether.testing import Faults, Model, ResponsesEmulator
+from tether.testing import EmulatedModel, Faults, ResponsesEmulator
 
 # Property tests are deterministic (the same examples every run) and write nothing to disk.
 settings.register_profile("tether", database=None, derandomize=True)
@@ -46,25 +46,27 @@ def anyio_backend(request: pytest.FixtureRequest) -> Any:
 
 # --------------------------------------------------------------------- the emulator
 
-SLOW = Model(ttft=0.0, tokens_per_s=40.0, length=2000)
+SLOW = EmulatedModel(ttft=0.0, tokens_per_s=40.0, length=2000)
 """Streams for about a minute: long enough that only tether stops it."""
 
 TEST_MODELS = {
-    "fast": Model(ttft=0.0, tokens_per_s=5000.0, length=20),
+    "fast": EmulatedModel(ttft=0.0, tokens_per_s=5000.0, length=20),
     "slow": SLOW,
-    "flaky-cancel": Model(
+    "flaky-cancel": EmulatedModel(
         ttft=0.0, tokens_per_s=40.0, length=2000, faults=Faults(cancel_failures=2)
     ),
-    "hanging-cancel": Model(
+    "hanging-cancel": EmulatedModel(
         ttft=0.0, tokens_per_s=40.0, length=2000, faults=Faults(cancel_hangs=True)
     ),
-    "dropping": Model(ttft=0.0, tokens_per_s=2000.0, length=30, faults=Faults(drop_after=8)),
-    "silent": Model(ttft=120.0, tokens_per_s=40.0, length=20),
-    "trickle": Model(ttft=0.0, tokens_per_s=0.05, length=5),
-    "nested-error": Model(
+    "dropping": EmulatedModel(
+        ttft=0.0, tokens_per_s=2000.0, length=30, faults=Faults(drop_after=8)
+    ),
+    "silent": EmulatedModel(ttft=120.0, tokens_per_s=40.0, length=20),
+    "trickle": EmulatedModel(ttft=0.0, tokens_per_s=0.05, length=5),
+    "nested-error": EmulatedModel(
         ttft=0.0, tokens_per_s=2000.0, length=20, faults=Faults(error_event="nested", error_after=3)
     ),
-    "flat-error": Model(
+    "flat-error": EmulatedModel(
         ttft=0.0, tokens_per_s=2000.0, length=20, faults=Faults(error_event="flat", error_after=3)
     ),
 }

@@ -18,8 +18,8 @@ import pytest
 import tether
 from tests.support import Boom, no_orphans
 from tether._agent import run_agent
-from tether._tools import AgentContext, tool
-from tether.testing import Model
+from tether._tools import AgentContext, agent_tool
+from tether.testing import EmulatedModel
 from tether.testing._models import FunctionCall, Turn
 
 if TYPE_CHECKING:
@@ -30,8 +30,8 @@ if TYPE_CHECKING:
 FAST: dict[str, Any] = {"ttft": 0.0, "tokens_per_s": 5000.0}
 
 
-def scripted(*turns: Turn) -> Model:
-    return Model(**FAST, script=turns)
+def scripted(*turns: Turn) -> EmulatedModel:
+    return EmulatedModel(**FAST, script=turns)
 
 
 def calls(*names: str, **arguments: Any) -> Turn:
@@ -44,7 +44,7 @@ ECHO = Turn(text="Outputs:", echo_outputs=True)
 # ------------------------------------------------------------------------ tools
 
 
-@tool
+@agent_tool
 async def get_weather(city: str) -> dict[str, Any]:
     """The current weather in a city.
 
@@ -54,7 +54,7 @@ async def get_weather(city: str) -> dict[str, Any]:
     return {"city": city, "celsius": 18}
 
 
-@tool
+@agent_tool
 def to_fahrenheit(celsius: float) -> float:
     """Convert Celsius to Fahrenheit."""
     return celsius * 9 / 5 + 32
@@ -79,7 +79,7 @@ async def test_two_tools_three_turns_complete_with_every_output_reaching_the_mod
         result = await run_agent(
             scope, model="weather", input="Paris, in F?", tools=[get_weather, to_fahrenheit]
         )
-    assert result.stopped_by == "completed"
+    assert result.reason == "completed"
     assert [len(turn.tool_calls) for turn in result.turns] == [1, 1, 0]
     weather, convert = result.tool_calls
     assert (weather.name, json.loads(weather.arguments)) == ("get_weather", {"city": "Paris"})
@@ -161,7 +161,7 @@ async def test_deadline_during_a_stream_cancels_it_on_the_server_and_returns_a_r
 ) -> None:
     async with tether.open_scope(client, deadline=1.0, grace=1) as scope:
         result = await run_agent(scope, model="slow", input="go", tools=[noop], reserve=0.5)
-    assert result.stopped_by == "deadline"
+    assert result.reason == "deadline"
     [turn] = result.turns
     assert turn.outcome is not None
     assert turn.outcome.reason == "deadline"
@@ -190,7 +190,7 @@ async def test_deadline_during_a_tool_cancels_the_tool_and_leaves_no_stream_runn
         result = await run_agent(
             scope, model="waits", input="go", tools=[wait_forever], reserve=1.0
         )
-    assert result.stopped_by == "deadline"
+    assert result.reason == "deadline"
     assert cancelled == ["wait_forever"]
     [turn] = result.turns
     assert turn.status == "completed"
@@ -206,7 +206,7 @@ async def test_a_spent_budget_sends_no_request(
 ) -> None:
     async with tether.open_scope(client, deadline=1.0) as scope:
         result = await run_agent(scope, model="fast", input="go", tools=[], reserve=2.0)
-    assert (result.stopped_by, result.turns) == ("deadline", ())
+    assert (result.reason, result.turns) == ("deadline", ())
     assert emulator.ledger.requests == 0
 
 
@@ -280,7 +280,7 @@ async def test_max_turns_stops_without_running_the_last_turns_calls(
         return "ok"
 
     result = await run_agent(client, model="always", input="go", tools=[noop], max_turns=3)
-    assert result.stopped_by == "max_turns"
+    assert result.reason == "max_turns"
     assert len(result.turns) == 3
     assert ran == [1, 2]
     assert result.turns[-1].tool_calls == ()
@@ -291,10 +291,10 @@ async def test_token_budget_makes_the_turn_that_reaches_it_the_last(
 ) -> None:
     emulator.models["always"] = scripted(calls("noop"))
     first = await run_agent(client, model="always", input="go", tools=[noop], max_tokens=1)
-    assert (first.stopped_by, len(first.turns)) == ("token_budget", 1)
+    assert (first.reason, len(first.turns)) == ("token_budget", 1)
     budget = first.total_tokens + 1  # the first turn costs the same again: it stays below
     result = await run_agent(client, model="always", input="go", tools=[noop], max_tokens=budget)
-    assert (result.stopped_by, len(result.turns)) == ("token_budget", 2)
+    assert (result.reason, len(result.turns)) == ("token_budget", 2)
     assert result.total_tokens >= budget
     assert len(result.tool_calls) == 1
 
@@ -304,7 +304,7 @@ async def test_an_incomplete_turn_stops_the_loop_without_running_its_calls(
 ) -> None:
     emulator.models["always"] = scripted(calls("noop", city="a long argument"))
     result = await run_agent(client, model="always", input="go", tools=[noop], max_output_tokens=2)
-    assert result.stopped_by == "incomplete"
+    assert result.reason == "incomplete"
     [turn] = result.turns
     assert (turn.status, turn.tool_calls) == ("incomplete", ())
 
@@ -323,7 +323,7 @@ async def test_a_tool_error_is_reported_to_the_model_by_default(
         raise raised[-1]
 
     result = await run_agent(client, model="fails", input="go", tools=[explode])
-    assert result.stopped_by == "completed"
+    assert result.reason == "completed"
     [call] = result.tool_calls
     assert call.error == "Boom: no such city"
     assert call.exception is raised[0]
@@ -391,7 +391,7 @@ async def test_on_tool_error_stop_cancels_the_other_calls_and_says_why(
     result = await run_agent(
         client, model="fails", input="go", tools=[explode, wait_forever], on_tool_error="stop"
     )
-    assert result.stopped_by == "tool_error"
+    assert result.reason == "tool_error"
     failed, waiting = result.tool_calls
     assert failed.error == "Boom: mine"
     assert waiting.cancelled
@@ -413,7 +413,7 @@ def _dup() -> None:
         ({"input": 3}, TypeError, "input"),
         ({"tools": "noop"}, TypeError, "tools"),
         ({"tools": [42]}, TypeError, "tools[0]"),
-        ({"tools": [noop, tool(_dup, name="noop")]}, ValueError, "'noop'"),
+        ({"tools": [noop, agent_tool(_dup, name="noop")]}, ValueError, "'noop'"),
         ({"tools": [lambda: None]}, ValueError, "name="),
         ({"max_turns": 0}, ValueError, "max_turns"),
         ({"max_turns": True}, TypeError, "max_turns"),
@@ -467,7 +467,7 @@ def test_the_schema_comes_from_the_signature_and_the_docstring() -> None:
         """
         return ""
 
-    described = tool(forecast)
+    described = agent_tool(forecast)
     assert described.param == {
         "type": "function",
         "name": "forecast",
@@ -512,26 +512,26 @@ def test_a_parameter_with_a_default_makes_the_tool_non_strict() -> None:
     def search(query: str, limit: int = 10) -> list[str]:
         return []
 
-    described = tool(search)
+    described = agent_tool(search)
     assert described.strict is False
     assert described.parameters["required"] == ["query"]
     assert described.parameters["properties"]["limit"]["default"] == 10
     with pytest.raises(ValueError, match=r"cannot be strict.*\['limit'\]"):
-        tool(search, strict=True)
+        agent_tool(search, strict=True)
 
 
 def test_a_described_tool_is_still_the_function() -> None:
     assert to_fahrenheit(100) == 212
     assert to_fahrenheit.__name__ == "to_fahrenheit"
-    assert tool(to_fahrenheit) is to_fahrenheit
-    assert tool(name="convert")(to_fahrenheit).name == "convert"
+    assert agent_tool(to_fahrenheit) is to_fahrenheit
+    assert agent_tool(name="convert")(to_fahrenheit).name == "convert"
 
 
 def test_args_and_kwargs_cannot_be_described() -> None:
     def anything(*args: int) -> None: ...
 
     with pytest.raises(TypeError, match=r"\*args"):
-        tool(anything)
+        agent_tool(anything)
 
 
 # ------------------------------------------------- Ctrl-C and sys.exit() in a tool

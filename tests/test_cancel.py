@@ -12,12 +12,12 @@ import tether
 from tests.support import read_deltas, settled
 from tether._cancel import cancel_slots
 from tether._compat import HTTP, OPENAI_MAJOR
-from tether.testing import Faults, Model, ResponsesEmulator
+from tether.testing import EmulatedModel, Faults, ResponsesEmulator
 
 
-def best_effort(status: str) -> Model:
+def best_effort(status: str) -> EmulatedModel:
     """The cancel answers 200 ``cancelled``, the model goes on for 30 tokens, then *status*."""
-    return Model(
+    return EmulatedModel(
         ttft=0.0,
         tokens_per_s=400.0,
         length=2000,
@@ -118,7 +118,7 @@ async def test_inside_open_scope_the_receipt_is_read_back_by_the_block_s_exit(
 async def test_a_cancel_not_honoured_within_grace_keeps_the_journal_entry_and_says_so(
     tmp_path: Path, emulator: ResponsesEmulator, client: openai.AsyncOpenAI
 ) -> None:
-    emulator.models["lazy"] = Model(
+    emulator.models["lazy"] = EmulatedModel(
         ttft=0.0, tokens_per_s=20.0, length=2000, faults=Faults(cancel_best_effort=1000)
     )
     journal = tether.journal.SqliteJournal(tmp_path / "j.sqlite3")
@@ -151,10 +151,10 @@ async def test_a_cancel_not_honoured_is_an_event_observers_can_alert_on(
     emulator: ResponsesEmulator, client: openai.AsyncOpenAI
 ) -> None:
     emulator.models["best-effort"] = best_effort("completed")
-    overruled: list[tether.observe.CancelOverruled] = []
+    overruled: list[tether.observe.StreamEvent.CancelOverruled] = []
 
     def watch(event: object) -> None:
-        if isinstance(event, tether.observe.CancelOverruled):
+        if isinstance(event, tether.observe.StreamEvent.CancelOverruled):
             overruled.append(event)
 
     with tether.observe.observing(watch):
@@ -171,7 +171,7 @@ async def test_no_overruled_event_when_the_cancel_was_honoured(
     with tether.observe.observing(seen.append):
         async with tether.guarded_stream(client, model="slow", input="hi") as stream:
             await read_deltas(stream, 1)
-    assert not [e for e in seen if isinstance(e, tether.observe.CancelOverruled)]
+    assert not [e for e in seen if isinstance(e, tether.observe.StreamEvent.CancelOverruled)]
 
 
 def test_the_sync_facade_reports_a_best_effort_cancel_that_completed_anyway(
@@ -239,7 +239,7 @@ async def stop_many_with_cancels_held(
     holds every cancel: once *slots* cancels are in flight and every task is blocked, count
     the running tasks; then let the cancels through. Returns that count. Through *client*
     if given (closed here), else a default one."""
-    emulator.models["slow-cancel"] = Model(ttft=0.0, tokens_per_s=5.0, length=2000)
+    emulator.models["slow-cancel"] = EmulatedModel(ttft=0.0, tokens_per_s=5.0, length=2000)
     opened = tasks = 0
     all_open = anyio.Event()
 
@@ -334,7 +334,7 @@ async def test_streams_queued_for_a_concurrency_slot_send_nothing_while_open_one
     cancelling the scope sends three cancels, one at a time, and nothing for the others
     (a slot freed by a stop is not taken by an opener whose scope is cancelled)."""
     monkeypatch.setattr("tether._cancel._IN_FLIGHT", 1)
-    emulator.models["slow-cancel"] = Model(ttft=0.0, tokens_per_s=5.0, length=2000)
+    emulator.models["slow-cancel"] = EmulatedModel(ttft=0.0, tokens_per_s=5.0, length=2000)
     opened = 0
     three_open = anyio.Event()
 
@@ -368,7 +368,7 @@ async def test_a_stop_whose_grace_runs_out_waiting_for_a_slot_sends_nothing_and_
     emulator: ResponsesEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("tether._cancel._IN_FLIGHT", 1)
-    emulator.models["slow-cancel"] = Model(ttft=0.0, tokens_per_s=5.0, length=2000)
+    emulator.models["slow-cancel"] = EmulatedModel(ttft=0.0, tokens_per_s=5.0, length=2000)
     opened = {"holder": anyio.Event(), "queued": anyio.Event()}
     ended = anyio.Event()
     streams: dict[str, tether.GuardedStream] = {}

@@ -21,10 +21,10 @@ import pytest
 import tether.testing
 from tests._http import httpx2
 from tether._compat import STREAM_CONNECTION_ERRORS
-from tether.testing import Faults, Ledger, Lognormal, Model, ResponsesEmulator
+from tether.testing import EmulatedModel, Faults, Ledger, Lognormal, ResponsesEmulator
 
-ENDLESS = Model(ttft=0.0, tokens_per_s=400.0, length=100_000)  # runs until stopped
-FAST = Model(ttft=0.0, tokens_per_s=5000.0, length=20)
+ENDLESS = EmulatedModel(ttft=0.0, tokens_per_s=400.0, length=100_000)  # runs until stopped
+FAST = EmulatedModel(ttft=0.0, tokens_per_s=5000.0, length=20)
 
 
 @pytest.fixture(scope="module")
@@ -32,14 +32,16 @@ def emu() -> Iterator[ResponsesEmulator]:
     models = {
         "endless": ENDLESS,
         "fast": FAST,
-        "cancel-fails": Model(
+        "cancel-fails": EmulatedModel(
             ttft=0.0, tokens_per_s=400.0, length=100_000, faults=Faults(cancel_failures=2)
         ),
-        "cancel-hangs": Model(
+        "cancel-hangs": EmulatedModel(
             ttft=0.0, tokens_per_s=400.0, length=100_000, faults=Faults(cancel_hangs=True)
         ),
-        "drops": Model(ttft=0.0, tokens_per_s=2000.0, length=60, faults=Faults(drop_after=6)),
-        "drops-endless": Model(
+        "drops": EmulatedModel(
+            ttft=0.0, tokens_per_s=2000.0, length=60, faults=Faults(drop_after=6)
+        ),
+        "drops-endless": EmulatedModel(
             ttft=0.0, tokens_per_s=400.0, length=100_000, faults=Faults(drop_after=4)
         ),
     }
@@ -276,7 +278,7 @@ async def test_hanging_cancel_stays_in_flight_until_the_client_gives_up(
         assert record.generating
         assert record.cancel_statuses == []
         await emu.wait_for(lambda _: record.tokens_after_cancel > 0)
-    emu.models["cancel-hangs-fixed"] = Model(ttft=0.0, length=1)
+    emu.models["cancel-hangs-fixed"] = EmulatedModel(ttft=0.0, length=1)
     assert "cancel-hangs-fixed" in emu.models
 
 
@@ -357,7 +359,7 @@ def test_wait_for_sync_returns_once_the_response_completes(emu: ResponsesEmulato
 
 def test_same_seed_gives_the_same_text_and_ids() -> None:
     """Ids, lorem text and latency draws depend on the seed only."""
-    model = Model(ttft=0.0, tokens_per_s=5000.0, length=15, latency=Lognormal(median=0.001))
+    model = EmulatedModel(ttft=0.0, tokens_per_s=5000.0, length=15, latency=Lognormal(median=0.001))
 
     def run(seed: int) -> tuple[str, str]:
         with ResponsesEmulator(models={"m": model}, seed=seed) as emu, emu.client() as client:
@@ -371,7 +373,7 @@ def test_same_seed_gives_the_same_text_and_ids() -> None:
 def test_fixed_text_is_split_into_tokens_that_keep_their_spaces() -> None:
     """Model(text=...) streams one delta per word, spaces included, joining to the text."""
     text = "Hello  there, general\nKenobi."
-    with ResponsesEmulator(models={"t": Model(ttft=0.0, text=text)}) as emu:
+    with ResponsesEmulator(models={"t": EmulatedModel(ttft=0.0, text=text)}) as emu:
         with emu.client() as client:
             stream = client.responses.create(model="t", input="x", stream=True)
             deltas = [e.delta for e in stream if e.type == "response.output_text.delta"]
@@ -381,7 +383,7 @@ def test_fixed_text_is_split_into_tokens_that_keep_their_spaces() -> None:
 
 async def test_emulator_wide_keepalive_applies_to_every_model() -> None:
     """ResponsesEmulator(keepalive_every=...) adds keepalive events to all streams."""
-    slow = Model(ttft=0.05, tokens_per_s=100.0, length=3)
+    slow = EmulatedModel(ttft=0.05, tokens_per_s=100.0, length=3)
     async with ResponsesEmulator(models={"slow": slow}, keepalive_every=0.01) as emu:
         async with emu.async_client(max_retries=0) as client:
             stream = await client.responses.create(model="slow", input="x", stream=True)
@@ -392,7 +394,7 @@ async def test_emulator_wide_keepalive_applies_to_every_model() -> None:
 
 def test_models_can_be_added_while_running(emu: ResponsesEmulator) -> None:
     """emu.models is live: a model added after start is served."""
-    emu.models["late"] = Model(ttft=0.0, text="late arrival")
+    emu.models["late"] = EmulatedModel(ttft=0.0, text="late arrival")
     with emu.client(max_retries=0) as client:
         assert client.responses.create(model="late", input="x").output_text == "late arrival"
 

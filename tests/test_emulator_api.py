@@ -17,10 +17,10 @@ import openai
 import pytest
 
 from tests._http import httpx2
-from tether.testing import Model, ResponsesEmulator
+from tether.testing import EmulatedModel, ResponsesEmulator
 
-FAST = Model(ttft=0.0, tokens_per_s=5000.0, length=12)
-ENDLESS = Model(ttft=0.0, tokens_per_s=400.0, length=100_000)
+FAST = EmulatedModel(ttft=0.0, tokens_per_s=5000.0, length=12)
+ENDLESS = EmulatedModel(ttft=0.0, tokens_per_s=400.0, length=100_000)
 
 
 @pytest.fixture(scope="module")

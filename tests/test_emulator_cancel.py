@@ -13,20 +13,20 @@ from collections.abc import Iterator
 import openai
 import pytest
 
-from tether.testing import Faults, Model, ResponsesEmulator
+from tether.testing import EmulatedModel, Faults, ResponsesEmulator
 
-SLOW = Model(ttft=0.0, tokens_per_s=200.0, length=100_000)
-BEST_EFFORT = Model(
+SLOW = EmulatedModel(ttft=0.0, tokens_per_s=200.0, length=100_000)
+BEST_EFFORT = EmulatedModel(
     ttft=0.0, tokens_per_s=200.0, length=100_000, faults=Faults(cancel_best_effort=15)
 )
-BEST_EFFORT_CANCELLED = Model(
+BEST_EFFORT_CANCELLED = EmulatedModel(
     ttft=0.0,
     tokens_per_s=200.0,
     length=100_000,
     faults=Faults(cancel_best_effort=15, cancel_best_effort_status="cancelled"),
 )
 # 1 s of output: the cancel lands well before the end, with fewer tokens left than the extra.
-SHORT_BEST_EFFORT = Model(
+SHORT_BEST_EFFORT = EmulatedModel(
     ttft=0.0, tokens_per_s=200.0, length=200, faults=Faults(cancel_best_effort=100_000)
 )
 
@@ -38,10 +38,10 @@ def emu() -> Iterator[ResponsesEmulator]:
         "best-effort": BEST_EFFORT,
         "best-effort-cancelled": BEST_EFFORT_CANCELLED,
         "short-best-effort": SHORT_BEST_EFFORT,
-        "best-effort-slowly": Model(
+        "best-effort-slowly": EmulatedModel(
             ttft=0.0, tokens_per_s=20.0, length=100_000, faults=Faults(cancel_best_effort=15)
         ),
-        "fast": Model(ttft=0.0, tokens_per_s=5000.0, length=20),
+        "fast": EmulatedModel(ttft=0.0, tokens_per_s=5000.0, length=20),
     }
     with ResponsesEmulator(models=models, seed=5) as emulator:
         yield emulator

@@ -23,7 +23,7 @@ import jsonschema
 import pytest
 
 from tests._http import httpx2
-from tether.testing import Faults, FunctionCall, Model, ResponsesEmulator, Turn
+from tether.testing import EmulatedModel, Faults, FunctionCall, ResponsesEmulator, Turn
 
 SPEC = json.loads((Path(__file__).parent / "spec" / "responses.json").read_text("utf-8"))
 DEFS: dict[str, Any] = SPEC["$defs"]
@@ -110,21 +110,23 @@ def errors_of(name: str, instance: Any, *, strict: bool = False) -> list[str]:
 
 
 MODELS = {
-    "fast": Model(ttft=0.0, tokens_per_s=5000.0, length=6),
-    "slow": Model(ttft=0.0, tokens_per_s=100.0, length=100_000),
-    "tools": Model(
+    "fast": EmulatedModel(ttft=0.0, tokens_per_s=5000.0, length=6),
+    "slow": EmulatedModel(ttft=0.0, tokens_per_s=100.0, length=100_000),
+    "tools": EmulatedModel(
         ttft=0.0,
         tokens_per_s=5000.0,
         script=[Turn(text="Checking.", calls=[FunctionCall(name="lookup", arguments={"q": 1})])],
     ),
-    "flat-error": Model(
+    "flat-error": EmulatedModel(
         ttft=0.0, tokens_per_s=5000.0, length=6, faults=Faults(error_event="flat", error_after=2)
     ),
-    "keepalive": Model(ttft=0.05, tokens_per_s=50.0, length=2, faults=Faults(keepalive_every=0.01)),
-    "best-effort": Model(
+    "keepalive": EmulatedModel(
+        ttft=0.05, tokens_per_s=50.0, length=2, faults=Faults(keepalive_every=0.01)
+    ),
+    "best-effort": EmulatedModel(
         ttft=0.0, tokens_per_s=200.0, length=100_000, faults=Faults(cancel_best_effort=5)
     ),
-    "flaky": Model(ttft=0.0, length=2, faults=Faults(fail_before_stream=(429, 500, 503))),
+    "flaky": EmulatedModel(ttft=0.0, length=2, faults=Faults(fail_before_stream=(429, 500, 503))),
 }
 
 

@@ -15,32 +15,32 @@ import pytest
 from openai.types.responses import Response, ResponseStreamEvent
 
 from tests._http import httpx2
-from tether.testing import Faults, Model, ResponsesEmulator
+from tether.testing import EmulatedModel, Faults, ResponsesEmulator
 
 EVENTS = pydantic.TypeAdapter[Any](ResponseStreamEvent)
-FAST = Model(ttft=0.0, tokens_per_s=5000.0, length=12)
+FAST = EmulatedModel(ttft=0.0, tokens_per_s=5000.0, length=12)
 
 
 @pytest.fixture(scope="module")
 def emu() -> Iterator[ResponsesEmulator]:
     models = {
         "fast": FAST,
-        "flat-error": Model(
+        "flat-error": EmulatedModel(
             ttft=0.0,
             tokens_per_s=5000.0,
             length=12,
             faults=Faults(error_event="flat", error_after=3),
         ),
-        "nested-error": Model(
+        "nested-error": EmulatedModel(
             ttft=0.0,
             tokens_per_s=5000.0,
             length=12,
             faults=Faults(error_event="nested", error_after=3),
         ),
-        "keepalive": Model(
+        "keepalive": EmulatedModel(
             ttft=0.05, tokens_per_s=50.0, length=4, faults=Faults(keepalive_every=0.01)
         ),
-        "flaky": Model(
+        "flaky": EmulatedModel(
             ttft=0.0,
             tokens_per_s=5000.0,
             length=5,

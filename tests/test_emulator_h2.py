@@ -22,12 +22,16 @@ import openai
 import pytest
 
 from tether._compat import STREAM_CONNECTION_ERRORS
-from tether.testing import Faults, Model, ResponsesEmulator
+from tether.testing import EmulatedModel, Faults, ResponsesEmulator
 
-FAST = Model(ttft=0.0, tokens_per_s=5000.0, length=20)
-SLOW = Model(ttft=0.0, tokens_per_s=20.0, length=100_000)  # a few small events per second
-FLOOD = Model(ttft=0.0, tokens_per_s=5000.0, length=100_000)  # fills a stream's window at once
-IDLE = Model(ttft=0.0, tokens_per_s=1.0, length=100_000)  # runs on, costing the server ~nothing
+FAST = EmulatedModel(ttft=0.0, tokens_per_s=5000.0, length=20)
+SLOW = EmulatedModel(ttft=0.0, tokens_per_s=20.0, length=100_000)  # a few small events per second
+FLOOD = EmulatedModel(
+    ttft=0.0, tokens_per_s=5000.0, length=100_000
+)  # fills a stream's window at once
+IDLE = EmulatedModel(
+    ttft=0.0, tokens_per_s=1.0, length=100_000
+)  # runs on, costing the server ~nothing
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +41,9 @@ def emu() -> Iterator[ResponsesEmulator]:
         "slow": SLOW,
         "idle": IDLE,
         "flood": FLOOD,
-        "drops": Model(ttft=0.0, tokens_per_s=2000.0, length=60, faults=Faults(drop_after=6)),
+        "drops": EmulatedModel(
+            ttft=0.0, tokens_per_s=2000.0, length=60, faults=Faults(drop_after=6)
+        ),
     }
     with ResponsesEmulator(models=models, seed=3, http2=True) as emulator:
         yield emulator

@@ -14,7 +14,7 @@ import pydantic
 import pytest
 from openai.types.responses import FunctionToolParam, ResponseStreamEvent
 
-from tether.testing import Model, ResponsesEmulator
+from tether.testing import EmulatedModel, ResponsesEmulator
 from tether.testing._models import (  # re-exported by tether.testing once integrated
     FunctionCall,
     Turn,
@@ -44,7 +44,7 @@ TOOLS: list[FunctionToolParam] = [
 def emu() -> Iterator[ResponsesEmulator]:
     fast = {"ttft": 0.0, "tokens_per_s": 5000.0}
     models = {
-        "agent": Model(
+        "agent": EmulatedModel(
             **fast,
             script=[
                 Turn(text="Let me check.", calls=[WEATHER, TIME]),
@@ -52,8 +52,8 @@ def emu() -> Iterator[ResponsesEmulator]:
                 Turn(text="Here is what I found:", echo_outputs=True),
             ],
         ),
-        "caller": Model(**fast, script=[Turn(calls=[WEATHER])]),
-        "slow-caller": Model(
+        "caller": EmulatedModel(**fast, script=[Turn(calls=[WEATHER])]),
+        "slow-caller": EmulatedModel(
             ttft=0.0,
             tokens_per_s=20.0,
             script=[Turn(calls=[FunctionCall(name="f", arguments={"text": "word " * 200})])],

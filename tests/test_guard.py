@@ -14,7 +14,7 @@ from tests._http import httpx2
 from tests.support import Boom, read_deltas, requests_in_flight, settled
 from tether._lifecycle import TRANSITIONS, IllegalTransition, State, check_transition
 from tether._protocol import ResponseGuard
-from tether._stream import build_guard
+from tether._stream import StreamOptions, build_guard
 
 if TYPE_CHECKING:
     from tether.testing import ResponsesEmulator
@@ -694,7 +694,7 @@ async def test_a_stop_that_finds_no_free_cancel_slot_waits_in_cancel_queued(
 async def test_an_illegal_transition_of_a_guard_fails_loudly_and_names_both_states(
     client: openai.AsyncOpenAI,
 ) -> None:
-    guard = build_guard(client, model="fast", input="hi")
+    guard = build_guard(client, StreamOptions(), {"model": "fast", "input": "hi"})
     with pytest.raises(IllegalTransition, match="from NEW to OPEN"):
         guard._to(State.OPEN)
     assert guard.state is State.NEW

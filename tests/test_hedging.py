@@ -16,7 +16,7 @@ from tether import adaptive, race
 from tether._hedging import P2Quantile
 from tether._race import Progress, launch_staggered
 from tether.races import HedgeBudget, Trigger
-from tether.testing import Faults, Model
+from tether.testing import EmulatedModel, Faults
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -277,7 +277,7 @@ async def test_adaptive_race_learns_each_models_time_to_first_token(
 async def test_adaptive_race_out_of_budget_sends_no_hedge(
     emulator: ResponsesEmulator, client: openai.AsyncOpenAI
 ) -> None:
-    emulator.models["thinks"] = Model(ttft=0.2, tokens_per_s=5000.0, length=5)
+    emulator.models["thinks"] = EmulatedModel(ttft=0.2, tokens_per_s=5000.0, length=5)
     stagger = adaptive(budget=0.0, initial=0.0)
     result = await race(client, [{"model": "thinks", "input": "hi"}] * 2, stagger=stagger)
     assert result.winner.index == 0
@@ -289,7 +289,7 @@ async def test_adaptive_race_out_of_budget_sends_no_hedge(
 async def test_adaptive_race_out_of_budget_still_replaces_a_failed_attempt(
     emulator: ResponsesEmulator, client: openai.AsyncOpenAI
 ) -> None:
-    emulator.models["broken"] = Model(ttft=0.0, faults=Faults(fail_before_stream=(500,)))
+    emulator.models["broken"] = EmulatedModel(ttft=0.0, faults=Faults(fail_before_stream=(500,)))
     stagger = adaptive(budget=0.0)
     result = await race(
         client.with_options(max_retries=0),

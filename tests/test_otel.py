@@ -30,7 +30,8 @@ import tether
 import tether.otel
 from tests.support import Boom, read_deltas
 from tether import observe
-from tether.testing import FunctionCall, Model, Turn
+from tether.races import RaceAttempt, RaceEvent
+from tether.testing import EmulatedModel, FunctionCall, Turn
 
 if TYPE_CHECKING:
     import openai
@@ -143,7 +144,7 @@ def test_without_opentelemetry_tether_streams_and_tether_otel_says_what_to_insta
         BLOCKER
         + """
 import anyio, tether
-from tether.testing import Model, ResponsesEmulator
+from tether.testing import EmulatedModel, ResponsesEmulator
 
 async def main(emu):
     async with emu.async_client() as client:
@@ -151,7 +152,7 @@ async def main(emu):
             await stream.get_final_response()
     print(stream.outcome.reason)
 
-with ResponsesEmulator(models={"m": Model(ttft=0.0, length=3)}) as emu:
+with ResponsesEmulator(models={"m": EmulatedModel(ttft=0.0, length=3)}) as emu:
     anyio.run(main, emu)
 try:
     import tether.otel
@@ -176,7 +177,7 @@ def test_instrument_uses_the_global_providers_even_when_set_afterwards() -> None
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import SimpleSpanProcessor
         from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-        from tether.testing import Model, ResponsesEmulator
+        from tether.testing import EmulatedModel, ResponsesEmulator
 
         tether.otel.instrument()  # before the application set its providers up
         exporter, reader = InMemorySpanExporter(), InMemoryMetricReader()
@@ -190,7 +191,7 @@ def test_instrument_uses_the_global_providers_even_when_set_afterwards() -> None
                 async with tether.guarded_stream(client, model="m", input="hi") as stream:
                     await stream.get_final_response()
 
-        with ResponsesEmulator(models={"m": Model(ttft=0.0, length=3)}) as emu:
+        with ResponsesEmulator(models={"m": EmulatedModel(ttft=0.0, length=3)}) as emu:
             anyio.run(main, emu)
         names = [m.name for r in reader.get_metrics_data().resource_metrics
                  for s in r.scope_metrics for m in s.metrics]
@@ -389,60 +390,6 @@ async def test_a_root_stream_joins_the_current_trace(
 # -------------------------------------------------------------------------- races
 
 
-# The race's events, shaped as the race branch emits them (``tether.races``): their own
-# classes are not on this branch, and the observer dispatches on the type's name.
-
-
-@attrs.frozen(kw_only=True)
-class RaceStarted:
-    id: int
-    parent: int | None
-    win: str
-    models: tuple[str | None, ...]
-    stagger: float | None
-
-
-@attrs.frozen(kw_only=True)
-class AttemptStarted:
-    id: int
-    parent: int
-    index: int
-    model: str | None
-    trigger: str
-    at: float
-
-
-@attrs.frozen(kw_only=True)
-class RaceAttempt:
-    index: int
-    model: str | None
-    state: str
-    trigger: str | None
-    outcome: tether.StreamOutcome | None
-
-
-@attrs.frozen(kw_only=True)
-class AttemptEnded:
-    id: int
-    parent: int
-    attempt: RaceAttempt
-
-
-@attrs.frozen(kw_only=True)
-class RaceDecided:
-    id: int
-    winner: int
-    winner_id: int
-    at: float
-
-
-@attrs.frozen(kw_only=True)
-class RaceEnded:
-    id: int
-    result: Any
-    error: BaseException | None = None
-
-
 async def test_race_events_make_a_race_span_with_attempts_and_their_streams(
     telemetry: Telemetry, client: openai.AsyncOpenAI
 ) -> None:
@@ -457,7 +404,7 @@ async def test_race_events_make_a_race_span_with_attempts_and_their_streams(
         ("fast", "silence", "won"),
     ]
     observe.emit(
-        RaceStarted(
+        RaceEvent.Started(
             id=race,
             parent=None,
             win="first_completed",
@@ -473,12 +420,12 @@ async def test_race_events_make_a_race_span_with_attempts_and_their_streams(
         record = RaceAttempt(
             index=index, model=model, state=state, trigger=trigger, outcome=streams[index].outcome
         )
-        observe.emit(AttemptEnded(id=nodes[index], parent=race, attempt=record))
+        observe.emit(RaceEvent.AttemptEnded(id=nodes[index], parent=race, attempt=record))
 
     async def attempt(index: int) -> None:
         model, trigger, _ = plan[index]
         observe.emit(
-            AttemptStarted(
+            RaceEvent.AttemptStarted(
                 id=nodes[index], parent=race, index=index, model=model, trigger=trigger, at=0.0
             )
         )
@@ -491,7 +438,7 @@ async def test_race_events_make_a_race_span_with_attempts_and_their_streams(
                     return  # the race is lost: leave, the stream is cancelled
                 await stream.get_final_response()
         if index == 2:
-            observe.emit(RaceDecided(id=race, winner=2, winner_id=nodes[2], at=0.0))
+            observe.emit(RaceEvent.Decided(id=race, winner=2, winner_id=nodes[2], at=0.0))
             decided.set()
 
     async with anyio.create_task_group() as tg:
@@ -501,7 +448,7 @@ async def test_race_events_make_a_race_span_with_attempts_and_their_streams(
         await attempt(2)
     ended(2)
     ended(0)
-    observe.emit(RaceEnded(id=race, result=None))
+    observe.emit(RaceEvent.Ended(id=race, result=None))
 
     race_span = telemetry.span("tether.race")
     assert race_span.parent is None
@@ -543,16 +490,18 @@ async def test_race_events_make_a_race_span_with_attempts_and_their_streams(
 
 
 async def test_an_attempt_left_open_is_ended_with_its_race(telemetry: Telemetry) -> None:
-    """An attempt that started and then never sent its request has no ``AttemptEnded``: its
+    """An attempt that started and then never sent its request has no ``RaceEvent.AttemptEnded``: its
     span ends with the race's, so no span stays open."""
     race, attempt = observe.new_id(), observe.new_id()
     observe.emit(
-        RaceStarted(id=race, parent=None, win="first_completed", models=("m",), stagger=None)
+        RaceEvent.Started(id=race, parent=None, win="first_completed", models=("m",), stagger=None)
     )
     observe.emit(
-        AttemptStarted(id=attempt, parent=race, index=0, model="m", trigger="primary", at=0.0)
+        RaceEvent.AttemptStarted(
+            id=attempt, parent=race, index=0, model="m", trigger="primary", at=0.0
+        )
     )
-    observe.emit(RaceEnded(id=race, result=None, error=None))
+    observe.emit(RaceEvent.Ended(id=race, result=None, exception=None))
     span = telemetry.span("tether.attempt 0")
     assert attributes(span)["tether.abandoned"] is True
     assert telemetry.span("tether.race").status.status_code is StatusCode.UNSET
@@ -567,10 +516,12 @@ async def test_an_attempt_left_open_is_ended_with_its_race(telemetry: Telemetry)
 async def test_a_failed_race_is_an_error(telemetry: Telemetry) -> None:
     race = observe.new_id()
     observe.emit(
-        RaceStarted(id=race, parent=None, win="first_completed", models=("m",), stagger=None)
+        RaceEvent.Started(id=race, parent=None, win="first_completed", models=("m",), stagger=None)
     )
     observe.emit(
-        RaceEnded(id=race, result=None, error=tether.RaceFailed("all failed", [Boom()], []))
+        RaceEvent.Ended(
+            id=race, result=None, exception=tether.RaceFailed("all failed", [Boom()], [])
+        )
     )
     span = telemetry.span("tether.race")
     assert span.status.status_code is StatusCode.ERROR
@@ -582,13 +533,13 @@ async def test_real_race_has_a_span_per_attempt_and_counts_the_winning_hedge(
 ) -> None:
     """Runs once the race emits its events (the race branch); skipped before."""
     seen: list[str] = []
-    with observe.observing(lambda event: seen.append(type(event).__name__)):
+    with observe.observing(lambda event: seen.append(type(event).__qualname__)):
         result = await tether.race(
             client,
             [{"model": "silent", "input": "hi"}, {"model": "fast", "input": "hi"}],
             stagger=0.05,
         )
-    if "RaceStarted" not in seen:
+    if "RaceEvent.Started" not in seen:
         pytest.skip("the race emits no events on this branch yet")
     assert (result.winner.index, result.winner.trigger) == (1, "silence")
     race_span = telemetry.span("tether.race")
@@ -610,20 +561,20 @@ async def test_real_race_has_a_span_per_attempt_and_counts_the_winning_hedge(
 # ------------------------------------------------------------------------- agents
 
 
-@tether.tool
+@tether.agent_tool
 async def get_weather(city: str) -> dict[str, Any]:
     """The current weather in a city."""
     return {"city": city, "celsius": 18}
 
 
-@tether.tool
+@tether.agent_tool
 async def broken(city: str) -> str:
     """Always fails."""
     raise Boom(f"no weather for {city}")
 
 
-def weather_model(tool_name: str) -> Model:
-    return Model(
+def weather_model(tool_name: str) -> EmulatedModel:
+    return EmulatedModel(
         ttft=0.0,
         tokens_per_s=5000.0,
         script=[
@@ -638,7 +589,7 @@ async def test_agent_run_has_turn_stream_and_tool_spans(
 ) -> None:
     emulator.models["weather"] = weather_model("get_weather")
     result = await tether.run_agent(client, model="weather", input="Paris?", tools=[get_weather])
-    assert result.stopped_by == "completed"
+    assert result.reason == "completed"
     agent = telemetry.span("invoke_agent")
     assert agent.parent is None
     assert attributes(agent)["tether.agent.stopped_by"] == "completed"
@@ -666,7 +617,7 @@ async def test_a_failing_tool_is_an_error_span_the_agent_goes_on(
 ) -> None:
     emulator.models["weather"] = weather_model("broken")
     result = await tether.run_agent(client, model="weather", input="Paris?", tools=[broken])
-    assert result.stopped_by == "completed"  # the error was reported to the model
+    assert result.reason == "completed"  # the error was reported to the model
     tool_span = telemetry.span("execute_tool broken")
     assert tool_span.status.status_code is StatusCode.ERROR
     assert attributes(tool_span)["error.type"] == "Boom"
@@ -682,7 +633,7 @@ async def test_agent_deadline_ends_every_span_without_error(
         result = await tether.run_agent(
             scope, model="slow", input="hi", tools=[get_weather], reserve=1.5
         )
-    assert result.stopped_by == "deadline"
+    assert result.reason == "deadline"
     agent, turn = telemetry.span("invoke_agent"), telemetry.span("tether.turn 1")
     stream_span = telemetry.span("chat slow")
     assert attributes(agent)["tether.agent.stopped_by"] == "deadline"
@@ -707,12 +658,7 @@ async def test_agent_events_come_in_order_and_form_a_tree(
 ) -> None:
     """The events the agent spans are built from (``tether.agents``), without OpenTelemetry."""
     from tether.agents import (
-        AgentEnded,
-        AgentStarted,
-        ToolEnded,
-        ToolStarted,
-        TurnEnded,
-        TurnStarted,
+        AgentEvent,
     )
 
     emulator.models["weather"] = weather_model("get_weather")
@@ -721,40 +667,40 @@ async def test_agent_events_come_in_order_and_form_a_tree(
         result = await tether.run_agent(
             client, model="weather", input="Paris?", tools=[get_weather]
         )
-    kinds = [type(event).__name__ for event in events]
+    kinds = [type(event).__qualname__ for event in events]
     assert [k for k in kinds if not k.startswith(("Stream", "Cancel"))] == [
-        "AgentStarted",
-        "TurnStarted",
-        "ToolStarted",
-        "ToolEnded",
-        "TurnEnded",
-        "TurnStarted",
-        "TurnEnded",
-        "AgentEnded",
+        "AgentEvent.Started",
+        "AgentEvent.TurnStarted",
+        "AgentEvent.ToolStarted",
+        "AgentEvent.ToolEnded",
+        "AgentEvent.TurnEnded",
+        "AgentEvent.TurnStarted",
+        "AgentEvent.TurnEnded",
+        "AgentEvent.Ended",
     ]
     agent, turn1, tool, _, _, turn2, _, end = [
-        e for e in events if not type(e).__name__.startswith(("Stream", "Cancel"))
+        e for e in events if not type(e).__qualname__.startswith(("Stream", "Cancel"))
     ]
-    assert isinstance(agent, AgentStarted)
+    assert isinstance(agent, AgentEvent.Started)
     assert (agent.parent, agent.model, agent.tools) == (None, "weather", ("get_weather",))
-    assert isinstance(turn1, TurnStarted)
-    assert isinstance(turn2, TurnStarted)
+    assert isinstance(turn1, AgentEvent.TurnStarted)
+    assert isinstance(turn2, AgentEvent.TurnStarted)
     assert (turn1.parent, turn1.index, turn2.parent, turn2.index) == (agent.id, 1, agent.id, 2)
-    assert isinstance(tool, ToolStarted)
+    assert isinstance(tool, AgentEvent.ToolStarted)
     assert (tool.parent, tool.name) == (turn1.id, "get_weather")
-    streams = [e for e in events if type(e).__name__ == "StreamStarted"]
+    streams = [e for e in events if type(e).__qualname__ == "StreamEvent.Started"]
     assert [s.parent for s in streams] == [turn1.id, turn2.id]
-    (tool_end,) = [e for e in events if isinstance(e, ToolEnded)]
+    (tool_end,) = [e for e in events if isinstance(e, AgentEvent.ToolEnded)]
     assert tool_end.call == result.tool_calls[0]
-    assert [e.turn for e in events if isinstance(e, TurnEnded)] == list(result.turns)
-    assert isinstance(end, AgentEnded)
+    assert [e.turn for e in events if isinstance(e, AgentEvent.TurnEnded)] == list(result.turns)
+    assert isinstance(end, AgentEvent.Ended)
     assert (end.id, end.result, end.exception) == (agent.id, result, None)
 
 
 async def test_an_agent_that_raises_ends_its_span_with_the_exception(
     telemetry: Telemetry, emulator: ResponsesEmulator, client: openai.AsyncOpenAI
 ) -> None:
-    @tether.tool
+    @tether.agent_tool
     async def explode(city: str) -> str:
         """Raises."""
         raise Boom(city)

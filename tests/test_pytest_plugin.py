@@ -23,10 +23,10 @@ import threading
 
 import pytest
 
-from tether.testing import Faults, Model
+from tether.testing import Faults, EmulatedModel
 
 
-SLOW = Model(ttft=0.0, tokens_per_s=40.0, length=10_000)
+SLOW = EmulatedModel(ttft=0.0, tokens_per_s=40.0, length=10_000)
 
 
 def test_left_generating(responses_emulator):
@@ -64,7 +64,7 @@ def test_left_a_stream_whose_client_is_closing(responses_emulator):
 
 def test_left_a_cancel_in_flight(responses_emulator):
     emu = responses_emulator
-    emu.models["slow-cancel"] = Model(
+    emu.models["slow-cancel"] = EmulatedModel(
         ttft=0.0, tokens_per_s=40.0, length=10_000, faults=Faults(cancel_delay=0.5)
     )
     client = emu.client()

@@ -12,9 +12,9 @@ import pytest
 
 import tether
 from tests.support import Boom, no_orphans, req
-from tether import AttemptRejected, RaceFailed, observe, race, race_stream, races
-from tether.races import AttemptStarted, first_completed, first_token
-from tether.testing import Faults, Model
+from tether import AttemptRejected, RaceFailed, observe, race, race_stream
+from tether.races import RaceEvent
+from tether.testing import EmulatedModel, Faults
 
 if sys.version_info < (3, 11):
     from exceptiongroup import ExceptionGroup
@@ -109,8 +109,8 @@ async def test_parallel_attempts_without_concurrency_slots_all_start_in_one_sche
     started_in_pass: list[int] = []
     attempts = 10
 
-    def observer(event: observe.Event) -> None:
-        if isinstance(event, AttemptStarted):
+    def observer(event: object) -> None:
+        if isinstance(event, RaceEvent.AttemptStarted):
             started_in_pass.append(passes)
 
     async def ticker() -> None:
@@ -130,8 +130,8 @@ async def test_parallel_attempts_without_concurrency_slots_all_start_in_one_sche
 async def test_predicate_rejection_continues_the_race(
     emulator: ResponsesEmulator, client: openai.AsyncOpenAI
 ) -> None:
-    emulator.models["says-no"] = Model(ttft=0.0, tokens_per_s=5000.0, text="no")
-    emulator.models["says-yes"] = Model(ttft=0.3, tokens_per_s=5000.0, text="yes indeed")
+    emulator.models["says-no"] = EmulatedModel(ttft=0.0, tokens_per_s=5000.0, text="no")
+    emulator.models["says-yes"] = EmulatedModel(ttft=0.3, tokens_per_s=5000.0, text="yes indeed")
     seen: list[str] = []
 
     def says_yes(response: Response) -> bool:
@@ -144,7 +144,7 @@ async def test_predicate_rejection_continues_the_race(
     assert result.win == "says_yes"
     (rejected,) = result.losers
     assert rejected.state == "rejected"
-    assert isinstance(rejected.error, AttemptRejected)
+    assert isinstance(rejected.exception, AttemptRejected)
     assert rejected.outcome is not None
     assert rejected.outcome.reason == "completed"
 
@@ -162,8 +162,10 @@ async def test_every_attempt_rejected_raises_race_failed(
 async def test_first_token_race_reads_the_winner_to_completion(
     emulator: ResponsesEmulator, client: openai.AsyncOpenAI
 ) -> None:
-    emulator.models["steady"] = Model(ttft=0.0, tokens_per_s=2000.0, length=40)
-    result = await race_all_sent(emulator, client, [req("silent"), req("steady")], win=first_token)
+    emulator.models["steady"] = EmulatedModel(ttft=0.0, tokens_per_s=2000.0, length=40)
+    result = await race_all_sent(
+        emulator, client, [req("silent"), req("steady")], win="first_token"
+    )
     assert result.win == "first_token"
     assert result.winner.index == 1
     assert result.winner.response is not None
@@ -179,7 +181,7 @@ async def test_late_second_winner_is_treated_as_a_loser(
     emulator: ResponsesEmulator, client: openai.AsyncOpenAI
 ) -> None:
     """Two attempts released together: one wins, the other's outcome says it lost."""
-    emulator.models["instant"] = Model(ttft=0.0, tokens_per_s=1e6, length=1)
+    emulator.models["instant"] = EmulatedModel(ttft=0.0, tokens_per_s=1e6, length=1)
 
     async def run(out: list[Any]) -> None:
         out.append(await race(client, [req("instant"), req("instant")]))
@@ -230,7 +232,7 @@ async def test_streaming_primary_starts_no_backup(
 ) -> None:
     """The classic hedge backs up a silent attempt, not a slow one that already streams."""
     # It streams for 1.5 s, three staggers: its first token comes long before the first.
-    emulator.models["streams-slowly"] = Model(ttft=0.0, tokens_per_s=4.0, length=6)
+    emulator.models["streams-slowly"] = EmulatedModel(ttft=0.0, tokens_per_s=4.0, length=6)
     result = await race(client, [req("streams-slowly"), req("fast")], stagger=0.5)
     assert result.winner.index == 0
     assert result.attempts[1].state == "skipped"
@@ -240,14 +242,16 @@ async def test_streaming_primary_starts_no_backup(
 async def test_backup_starts_at_once_when_the_primary_fails(
     emulator: ResponsesEmulator, client: openai.AsyncOpenAI
 ) -> None:
-    emulator.models["broken"] = Model(ttft=0.0, faults=Faults(fail_before_stream=(500, 500, 500)))
+    emulator.models["broken"] = EmulatedModel(
+        ttft=0.0, faults=Faults(fail_before_stream=(500, 500, 500))
+    )
     no_retries = client.with_options(max_retries=0)
     with anyio.move_on_after(20) as watchdog:  # the stagger alone would wait an hour
         result = await race(no_retries, [req("broken"), req("fast")], stagger=3600)
     assert not watchdog.cancel_called
     primary, backup = result.attempts
     assert primary.state == "failed"
-    assert isinstance(primary.error, openai.InternalServerError)
+    assert isinstance(primary.exception, openai.InternalServerError)
     assert backup.trigger == "failure"
     assert result.winner.index == 1
 
@@ -255,7 +259,9 @@ async def test_backup_starts_at_once_when_the_primary_fails(
 async def test_all_attempts_failing_raise_race_failed_with_every_error_and_outcome(
     emulator: ResponsesEmulator, client: openai.AsyncOpenAI
 ) -> None:
-    emulator.models["broken"] = Model(ttft=0.0, faults=Faults(fail_before_stream=(500, 503)))
+    emulator.models["broken"] = EmulatedModel(
+        ttft=0.0, faults=Faults(fail_before_stream=(500, 503))
+    )
     no_retries = client.with_options(max_retries=0)
     with pytest.raises(RaceFailed) as caught:
         await race(no_retries, [req("broken"), req("broken"), req("flat-error")])
@@ -273,7 +279,7 @@ async def test_max_concurrency_bounds_attempts_in_flight(
     emulator: ResponsesEmulator, client: openai.AsyncOpenAI
 ) -> None:
     """No three responses ever overlap on the server (read from the ledger's timestamps)."""
-    emulator.models["medium"] = Model(ttft=0.0, tokens_per_s=400.0, length=10)
+    emulator.models["medium"] = EmulatedModel(ttft=0.0, tokens_per_s=400.0, length=10)
     with pytest.raises(RaceFailed):
         await race(client, [req("medium")] * 6, win=lambda response: False, max_concurrency=2)
     records = emulator.ledger.responses
@@ -343,7 +349,7 @@ async def test_cancel_while_attempts_are_still_opening_leaves_no_orphan(
 async def test_decision_while_a_loser_is_still_opening_cancels_it_once_created(
     emulator: ResponsesEmulator, client: openai.AsyncOpenAI
 ) -> None:
-    emulator.models["late-created"] = Model(ttft=0.0, faults=Faults(created_delay=0.3))
+    emulator.models["late-created"] = EmulatedModel(ttft=0.0, faults=Faults(created_delay=0.3))
     result = await race(client, [req("late-created"), req("fast")])
     assert result.winner.index == 1
     (loser,) = result.losers
@@ -405,7 +411,7 @@ async def test_race_stream_read_to_the_end_completes_the_winner(
 async def test_race_stream_first_completed_replays_every_event(
     emulator: ResponsesEmulator, client: openai.AsyncOpenAI
 ) -> None:
-    async with race_stream(client, [req("slow"), req("fast")], win=first_completed) as stream:
+    async with race_stream(client, [req("slow"), req("fast")], win="first_completed") as stream:
         response = await stream.get_final_response()
     assert stream.winner_index == 1
     assert response.status == "completed"
@@ -439,7 +445,9 @@ async def test_race_stream_outer_cancel_cancels_winner_and_losers(
 async def test_race_stream_with_no_winner_raises_race_failed_on_entry(
     emulator: ResponsesEmulator, client: openai.AsyncOpenAI
 ) -> None:
-    emulator.models["broken"] = Model(ttft=0.0, faults=Faults(fail_before_stream=(500, 500)))
+    emulator.models["broken"] = EmulatedModel(
+        ttft=0.0, faults=Faults(fail_before_stream=(500, 500))
+    )
     body_ran = False
     with pytest.raises(RaceFailed) as caught:
         async with race_stream(client.with_options(max_retries=0), [req("broken")] * 2):
@@ -517,7 +525,7 @@ async def test_attempts_take_concurrency_slots_in_request_order(
     """With one slot, the server sees the attempts strictly in request order (both backends)."""
     names = [f"m{i}" for i in range(8)]
     for name in names:
-        emulator.models[name] = Model(ttft=0.0, tokens_per_s=5000.0, length=3)
+        emulator.models[name] = EmulatedModel(ttft=0.0, tokens_per_s=5000.0, length=3)
     with pytest.raises(RaceFailed):
         await race(client, [req(n) for n in names], win=lambda r: False, max_concurrency=1)
     assert [r.model for r in emulator.ledger] == names
@@ -564,7 +572,7 @@ async def test_losers_confirmed_and_winner_ended_are_reported_apart(
     emulator: ResponsesEmulator, client: openai.AsyncOpenAI
 ) -> None:
     """A first_token winner finishes while its loser's cancel is held: two separate times."""
-    emulator.models["steady"] = Model(ttft=0.0, tokens_per_s=2000.0, length=20)
+    emulator.models["steady"] = EmulatedModel(ttft=0.0, tokens_per_s=2000.0, length=20)
     out: list[tether.races.RaceResult] = []
 
     async def run() -> None:
@@ -619,9 +627,8 @@ async def test_unknown_win_name_is_refused_before_any_request(
     assert emulator.ledger.requests == 0
 
 
-async def test_win_condition_objects_live_in_tether_races(
+async def test_a_win_string_names_its_condition_in_the_result(
     emulator: ResponsesEmulator, client: openai.AsyncOpenAI
 ) -> None:
-    result = await race(client, [req("fast")], win=races.first_token)
+    result = await race(client, [req("fast")], win="first_token")
     assert result.win == "first_token"
-    assert isinstance(races.first_completed, races.WinCondition)

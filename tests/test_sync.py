@@ -35,8 +35,7 @@ from tests.support import (
 from tether import _sync_portal
 from tether._sync_buffer import READ_AHEAD
 from tether._sync_client import async_twin
-from tether.races import first_token
-from tether.testing import Model
+from tether.testing import EmulatedModel
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -630,7 +629,7 @@ def test_read_ahead_is_bounded_and_loses_no_event(
     emulator: ResponsesEmulator, client: openai.OpenAI
 ) -> None:
     """The loop reads at most READ_AHEAD events ahead of the caller; all arrive, in order."""
-    emulator.models["bulk"] = Model(ttft=0.0, tokens_per_s=1e9, length=2000)
+    emulator.models["bulk"] = EmulatedModel(ttft=0.0, tokens_per_s=1e9, length=2000)
     with tether.sync.guarded_stream(client, model="bulk", input="hi") as stream:
         response_id = stream.response_id
         assert response_id is not None
@@ -897,7 +896,7 @@ def test_race_first_completed_wins_and_every_loser_is_cancelled_on_the_server(
 
 
 def test_race_first_token_reads_the_winner_to_completion(client: openai.OpenAI) -> None:
-    result = tether.sync.race(client, [req("silent"), req("fast")], win=first_token, grace=1)
+    result = tether.sync.race(client, [req("silent"), req("fast")], win="first_token", grace=1)
     assert result.winner.index == 1
     assert result.winner.response is not None
     assert result.winner.response.status == "completed"

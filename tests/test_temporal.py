@@ -27,7 +27,7 @@ from temporalio.worker import Worker
 import tether.temporal
 from tests import temporal_app
 from tests.temporal_app import Activities, EssayWorkflow, StreamInWorkflow
-from tether.testing import Model, ResponsesEmulator
+from tether.testing import EmulatedModel, ResponsesEmulator
 
 
 @pytest.fixture
@@ -54,9 +54,9 @@ async def temporal(temporal_server: temporal_app.DevServer) -> Client:
 
 
 MODELS = {
-    "steady": Model(ttft=0.0, tokens_per_s=80.0, length=160),  # about 2 s
-    "slow": Model(ttft=0.0, tokens_per_s=40.0, length=2000),  # about a minute
-    "silent": Model(ttft=120.0, tokens_per_s=40.0, length=20),  # no delta for 2 minutes
+    "steady": EmulatedModel(ttft=0.0, tokens_per_s=80.0, length=160),  # about 2 s
+    "slow": EmulatedModel(ttft=0.0, tokens_per_s=40.0, length=2000),  # about a minute
+    "silent": EmulatedModel(ttft=120.0, tokens_per_s=40.0, length=20),  # no delta for 2 minutes
 }
 
 

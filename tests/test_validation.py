@@ -31,7 +31,7 @@ import tether.observe
 import tether.otel
 import tether.sync
 from tether import _sync_portal
-from tether.testing import Model, ResponsesEmulator
+from tether.testing import EmulatedModel, ResponsesEmulator
 
 WATCHDOG = 10.0
 """Seconds a call may take: a bad argument that slipped through may start real work."""
@@ -141,7 +141,7 @@ KNOWN_PARTS = {
     "AsyncOpenAI",
     "openai.OpenAI",
     "Sequence[Mapping[str, Any]]",
-    "Sequence[Tool[..., Any] | Callable[..., Any]]",
+    "Sequence[AgentTool[..., Any] | Callable[..., Any]]",
     "ResponseInputParam",
     "DetachedResponse",
     "Journal",
@@ -162,7 +162,7 @@ KNOWN_PARTS = {
 @pytest.fixture(scope="module")
 def module_emulator() -> Iterator[ResponsesEmulator]:
     """One emulator for the property tests (hypothesis reruns a test body, not its fixtures)."""
-    models = {"fast": Model(ttft=0.0, tokens_per_s=5000.0, length=5)}
+    models = {"fast": EmulatedModel(ttft=0.0, tokens_per_s=5000.0, length=5)}
     with ResponsesEmulator(models=models, seed=5) as emu:
         yield emu
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tether.testing import Model, ResponsesEmulator
+from tether.testing import EmulatedModel, ResponsesEmulator
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 APP = Path(__file__).parent.parent / "examples" / "web_chat" / "app.py"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
-STORY = Model(ttft=0.0, tokens_per_s=20.0, length=2000)
+STORY = EmulatedModel(ttft=0.0, tokens_per_s=20.0, length=2000)
 """Streams for over a minute and a half: only a stop ends it within the test."""
 
 if not (CHROMIUM and CHROMEDRIVER):

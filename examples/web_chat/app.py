@@ -191,9 +191,9 @@ def main() -> None:
         if args.real:
             app = create_app(openai.AsyncOpenAI, model=args.model)
         else:
-            from tether.testing import Model, ResponsesEmulator
+            from tether.testing import EmulatedModel, ResponsesEmulator
 
-            models = {STORYTELLER: Model(ttft=0.3, tokens_per_s=15.0, length=600)}
+            models = {STORYTELLER: EmulatedModel(ttft=0.3, tokens_per_s=15.0, length=600)}
             emu = stack.enter_context(ResponsesEmulator(models=models))
             app = create_app(emu.async_client, model=STORYTELLER)
             print(f"on the Responses emulator ({emu.base_url}); --real for the OpenAI API")

@@ -13,7 +13,6 @@ The entry points are here; their records live in submodules: ``tether.races``,
 
 from __future__ import annotations
 
-import inspect
 from importlib import metadata as _metadata
 
 from . import agents as agents
@@ -37,6 +36,7 @@ from ._journal import open_journal as open_journal
 from ._outcome import CancelReceipt as CancelReceipt
 from ._outcome import DetachedResponse as DetachedResponse
 from ._outcome import StreamOutcome as StreamOutcome
+from ._public import claim as _claim
 from ._race import race as race
 from ._race_stream import race_stream as race_stream
 from ._scope import Scope as Scope
@@ -44,7 +44,7 @@ from ._scope import open_scope as open_scope
 from ._stream import GuardedStream as GuardedStream
 from ._stream import guarded_stream as guarded_stream
 from ._stream import resume as resume
-from ._tools import tool as tool
+from ._tools import agent_tool as agent_tool
 
 try:
     __version__: str = _metadata.version("tether")
@@ -66,6 +66,7 @@ __all__ = [
     "StreamOutcome",
     "TetherError",
     "adaptive",
+    "agent_tool",
     "guarded_stream",
     "open_journal",
     "open_scope",
@@ -75,16 +76,7 @@ __all__ = [
     "request_cancel",
     "resume",
     "run_agent",
-    "tool",
 ]
 
 
-def _claim_public_names() -> None:
-    """Public objects say they come from `tether`, not from the private module they live in."""
-    for name in __all__:
-        obj: object = globals()[name]
-        if isinstance(obj, type) or inspect.isfunction(obj):
-            obj.__module__ = __name__
-
-
-_claim_public_names()
+_claim(__name__, globals(), __all__)

@@ -5,7 +5,7 @@ run concurrently in a task group; their outputs go back with ``previous_response
 The loop runs inside its own cancel scope, whose deadline is the scope's deadline minus
 a small *reserve*: when it fires, the live stream is cancelled on the server (the guard's
 protocol) or the running tools are cancelled, within the reserve, and the loop returns an
-[`AgentResult`][tether.agents.AgentResult] saying ``stopped_by="deadline"``.
+[`AgentResult`][tether.agents.AgentResult] saying ``reason="deadline"``.
 
 Why the reserve: two cancel scopes with the same deadline expire together, and anyio (like
 trio) lets the *outer* one catch the cancellation, so an inner scope with the scope's own
@@ -28,12 +28,12 @@ import pydantic
 from anyio.lowlevel import checkpoint_if_cancelled
 
 from . import observe
-from ._agent_events import AgentEnded, AgentStarted, ToolEnded, ToolStarted, TurnEnded, TurnStarted
+from ._agent_events import AgentEvent
 from ._cancel import log
 from ._errors import fatal_in
 from ._scope import as_scope
-from ._stream import build_guard
-from ._tools import AgentContext, Tool, ToolCall, tool
+from ._stream import StreamOptions, build_guard
+from ._tools import AgentContext, AgentTool, ToolCall, agent_tool
 from ._validate import check_non_negative
 
 if sys.version_info < (3, 11):  # pragma: no cover
@@ -111,16 +111,16 @@ class AgentResult:
     Example:
         ```python
         result = await tether.run_agent(scope, model="gpt-5", input=q, tools=[search])
-        if result.stopped_by == "completed":
+        if result.reason == "completed":
             print(result.output_text)
         print(len(result.turns), result.total_tokens)
         ```
     """
 
-    stopped_by: StopReason
+    reason: StopReason
     """Why the loop ended (see [`StopReason`][tether.agents.StopReason])."""
     output_text: str
-    """The text of the last completed response: the answer when ``stopped_by`` is
+    """The text of the last completed response: the answer when ``reason`` is
     ``completed``; often empty otherwise (a turn that called tools)."""
     turns: tuple[AgentTurn, ...]
     """Every turn, in order, the one interrupted by the deadline included."""
@@ -180,7 +180,7 @@ class _Agent:
     def __init__(
         self,
         scope: Scope,
-        tools: Mapping[str, Tool[..., Any]],
+        tools: Mapping[str, AgentTool[..., Any]],
         request: dict[str, Any],
         *,
         max_turns: int,
@@ -208,7 +208,7 @@ class _Agent:
             await checkpoint_if_cancelled()  # a spent budget sends no request
             turn = _TurnState(index, anyio.current_time())
             if observe.watched():
-                observe.emit(TurnStarted(id=turn.node, parent=self.node, index=index))
+                observe.emit(AgentEvent.TurnStarted(id=turn.node, parent=self.node, index=index))
             try:
                 with observe.parent(turn.node):  # the turn's stream is its child
                     response = await self._stream(turn, turn_input, previous)
@@ -229,7 +229,7 @@ class _Agent:
             finally:
                 self.turns.append(turn.freeze())
                 if observe.watched():
-                    observe.emit(TurnEnded(id=turn.node, turn=self.turns[-1]))
+                    observe.emit(AgentEvent.TurnEnded(id=turn.node, turn=self.turns[-1]))
             turn_input = [
                 {
                     "type": "function_call_output",
@@ -244,7 +244,7 @@ class _Agent:
         request = dict(self.request, input=turn_input)
         if previous is not None:
             request["previous_response_id"] = previous
-        turn.stream = build_guard(self.scope, **request)
+        turn.stream = build_guard(self.scope, *StreamOptions.split(request))
         async with turn.stream as stream:
             response = await stream.read_to_end()
         turn.response = self.final = response
@@ -280,7 +280,9 @@ class _Agent:
         node = observe.new_id()
         if observe.watched():
             observe.emit(
-                ToolStarted(id=node, parent=turn.node, name=call.name, call_id=call.call_id)
+                AgentEvent.ToolStarted(
+                    id=node, parent=turn.node, name=call.name, call_id=call.call_id
+                )
             )
         record = ToolCall(
             name=call.name,
@@ -317,14 +319,14 @@ class _Agent:
             record = attrs.evolve(record, cancelled=True, ended_at=anyio.current_time())
             turn.records[slot] = record
             if observe.watched():
-                observe.emit(ToolEnded(id=node, call=record))
+                observe.emit(AgentEvent.ToolEnded(id=node, call=record))
             raise
         else:
             record = attrs.evolve(record, output=output)
         record = attrs.evolve(record, ended_at=anyio.current_time())
         turn.records[slot] = record
         if observe.watched():
-            observe.emit(ToolEnded(id=node, call=record))
+            observe.emit(AgentEvent.ToolEnded(id=node, call=record))
 
 
 def _check_count(name: str, value: object, *, optional: bool = False) -> int | None:
@@ -337,14 +339,14 @@ def _check_count(name: str, value: object, *, optional: bool = False) -> int | N
     return value
 
 
-def _check_tools(tools: object) -> dict[str, Tool[..., Any]]:
+def _check_tools(tools: object) -> dict[str, AgentTool[..., Any]]:
     if isinstance(tools, (str, bytes, Mapping)) or not isinstance(tools, Sequence):
         raise TypeError(f"tools must be a list of tools or functions, got {tools!r}")
-    found: dict[str, Tool[..., Any]] = {}
+    found: dict[str, AgentTool[..., Any]] = {}
     for i, item in enumerate(tools):  # pyright: ignore[reportUnknownVariableType, reportUnknownArgumentType]
-        if not isinstance(item, Tool) and not callable(item):  # pyright: ignore[reportUnknownArgumentType]
-            raise TypeError(f"tools[{i}] must be a tether.tool or a function, got {item!r}")
-        described: Tool[..., Any] = tool(item)  # pyright: ignore[reportUnknownArgumentType]
+        if not isinstance(item, AgentTool) and not callable(item):  # pyright: ignore[reportUnknownArgumentType]
+            raise TypeError(f"tools[{i}] must be a tether.agent_tool or a function, got {item!r}")
+        described: AgentTool[..., Any] = agent_tool(item)  # pyright: ignore[reportUnknownArgumentType]
         if described.name in found:
             raise ValueError(f"two tools are named {described.name!r} (tools[{i}] is the second)")
         found[described.name] = described
@@ -362,7 +364,7 @@ async def run_agent(
     *,
     model: str,
     input: str | ResponseInputParam,  # the Responses API's own name
-    tools: Sequence[Tool[..., Any] | Callable[..., Any]],
+    tools: Sequence[AgentTool[..., Any] | Callable[..., Any]],
     instructions: str | None = None,
     max_turns: int = 10,
     max_tokens: int | None = None,
@@ -382,7 +384,7 @@ async def run_agent(
     during a stream, the stream is closed and the response cancelled on the server; during
     tools, the running tools are cancelled (they may clean up under their own shield; a
     sync tool cannot be interrupted, the cancel waits for it to return). Nothing is left
-    running, and the result says ``stopped_by="deadline"``. The reserve is the time kept
+    running, and the result says ``reason="deadline"``. The reserve is the time kept
     for that stop, so the result is returned before the scope's own deadline; if stopping
     takes longer, the scope's deadline passes first and its
     [`DeadlineExceeded`][tether.DeadlineExceeded] propagates instead. A cancellation that is
@@ -393,17 +395,17 @@ async def run_agent(
             ``openai.AsyncOpenAI`` for no deadline.
         model: The model of every turn.
         input: The first turn's input: a string or a list of input items.
-        tools: [`tool`][tether.tool]s, or plain functions (described with ``tool``).
+        tools: [`agent_tool`][tether.agent_tool]s, or plain functions (described with ``agent_tool``).
         instructions: The system instructions, sent with every turn (the API does not
             carry them over ``previous_response_id``).
         max_turns: At most this many responses; a last one that still calls tools stops the
-            loop with ``stopped_by="max_turns"`` (its calls are not run).
-        max_tokens: Stop with ``stopped_by="token_budget"`` once the completed turns used
+            loop with ``reason="max_turns"`` (its calls are not run).
+        max_tokens: Stop with ``reason="token_budget"`` once the completed turns used
             this many tokens (``usage.total_tokens`` summed); the turn that crosses it is the last.
         on_tool_error: When a tool raises (or its arguments do not validate):
             ``"report"`` sends ``{"error": "Type: message"}`` to the model as the tool's
             output, and goes on; ``"stop"`` cancels the turn's other calls and returns
-            ``stopped_by="tool_error"``; ``"raise"`` cancels them and raises the tool's
+            ``reason="tool_error"``; ``"raise"`` cancels them and raises the tool's
             exception, unchanged. Every error is on its [`ToolCall`][tether.agents.ToolCall].
         raise_on_deadline: Do not stop early: let the scope's deadline cancel the loop, so
             that ``open_scope`` raises ``DeadlineExceeded`` (no result is returned).
@@ -428,7 +430,7 @@ async def run_agent(
             result = await tether.run_agent(
                 scope, model="gpt-5", input="Weather in Paris, in F?", tools=[get_weather]
             )
-        print(result.stopped_by, result.output_text)
+        print(result.reason, result.output_text)
         ```
 
     Added in version 0.1.
@@ -488,10 +490,10 @@ async def run_agent(
         on_tool_error=on_tool_error,
         deadline=min(budget, deadline),
     )
-    stopped_by: StopReason = "deadline"
+    reason: StopReason = "deadline"
     if observe.watched():
         observe.emit(
-            AgentStarted(
+            AgentEvent.Started(
                 id=agent.node,
                 parent=observe.current_parent(),
                 model=model,
@@ -501,16 +503,16 @@ async def run_agent(
         )
     try:
         with anyio.CancelScope(deadline=budget) as loop_scope, observe.parent(agent.node):
-            stopped_by = await agent.loop(input, previous)
+            reason = await agent.loop(input, previous)
     except BaseException as exc:
         if observe.watched():
-            observe.emit(AgentEnded(id=agent.node, result=None, exception=exc))
+            observe.emit(AgentEvent.Ended(id=agent.node, result=None, exception=exc))
         raise
     if loop_scope.cancelled_caught:  # our own deadline, and only ours (see the module doc)
-        stopped_by = "deadline"
+        reason = "deadline"
     final = agent.final
     result = AgentResult(
-        stopped_by=stopped_by,
+        reason=reason,
         output_text="" if final is None else final.output_text,
         turns=tuple(agent.turns),
         final_response=final,
@@ -519,5 +521,5 @@ async def run_agent(
         total_tokens=agent.usage[2],
     )
     if observe.watched():
-        observe.emit(AgentEnded(id=agent.node, result=result))
+        observe.emit(AgentEvent.Ended(id=agent.node, result=result))
     return result

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     from ._outcome import CancelReceipt
     from ._stream import GuardedStream
-    from .races import AttemptStarted, RaceAttempt, RaceResult
+    from .races import RaceAttempt, RaceEvent, RaceResult
     from .testing import ResponsesEmulator
 
 __all__ = ["one_line", "race_live"]
@@ -124,7 +124,7 @@ class _Board:
     def __init__(self, win: str, models: list[str | None]) -> None:
         self.win = win
         self.models = models
-        self.started: dict[int, AttemptStarted] = {}
+        self.started: dict[int, RaceEvent.AttemptStarted] = {}
         self.ended: dict[int, RaceAttempt] = {}
         self.streams: dict[int, GuardedStream] = {}  # by attempt index: the live stream
         self.winner: int | None = None
@@ -133,14 +133,14 @@ class _Board:
     def __call__(self, event: object) -> None:
         from . import observe, races
 
-        if isinstance(event, races.AttemptStarted):
+        if isinstance(event, races.RaceEvent.AttemptStarted):
             self.started[event.index] = event
             self._index[event.id] = event.index
-        elif isinstance(event, observe.StreamStarted) and event.parent in self._index:
+        elif isinstance(event, observe.StreamEvent.Started) and event.parent in self._index:
             self.streams[self._index[event.parent]] = event.stream
-        elif isinstance(event, races.RaceDecided):
+        elif isinstance(event, races.RaceEvent.Decided):
             self.winner = event.winner
-        elif isinstance(event, races.AttemptEnded):
+        elif isinstance(event, races.RaceEvent.AttemptEnded):
             self.ended[event.attempt.index] = event.attempt
 
 
@@ -171,8 +171,8 @@ def _table(board: _Board) -> Table:
                 state = "[yellow]lost[/]"  # it finished before the cancel arrived
             if receipt is not None:
                 shown = f"{receipt.status or receipt.error} in {receipt.latency * 1000:.0f} ms"
-            elif attempt.error is not None:
-                shown = one_line(attempt.error)[:60]
+            elif attempt.exception is not None:
+                shown = one_line(attempt.exception)[:60]
             if attempt.elapsed is not None:
                 elapsed = f"{attempt.elapsed:.2f}s"
             if attempt.outcome is not None:

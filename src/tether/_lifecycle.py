@@ -56,7 +56,7 @@ class State(enum.IntEnum):
     STOPPED = 8
     """The stop is over (a second caller of ``stop()`` returns); no outcome yet."""
     FINISHED = 9
-    """The outcome is recorded on the scope and ``StreamEnded`` emitted: final."""
+    """The outcome is recorded on the scope and ``StreamEvent.Ended`` emitted: final."""
 
 
 TRANSITIONS: Final[dict[State, frozenset[State]]] = {

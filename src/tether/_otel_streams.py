@@ -28,7 +28,7 @@ class StreamSpans:
         self._tree = tree
         self._instruments = instruments
 
-    def stream_started(self, event: observe.StreamStarted) -> None:
+    def stream_started(self, event: observe.StreamEvent.Started) -> None:
         attributes: dict[str, AttributeValue] = {
             "gen_ai.system": SYSTEM,
             "gen_ai.provider.name": SYSTEM,
@@ -44,12 +44,12 @@ class StreamSpans:
         if isinstance(response_id, str):
             self._tree.note_response(node, response_id)
 
-    def stream_opened(self, event: observe.StreamOpened) -> None:
+    def stream_opened(self, event: observe.StreamEvent.Opened) -> None:
         node = self._tree.nodes.get(event.id)
         if node is not None:
             self._tree.note_response(node, event.response_id)
 
-    def cancel_started(self, event: observe.CancelStarted) -> None:
+    def cancel_started(self, event: observe.StreamEvent.CancelStarted) -> None:
         node = self._tree.nodes.get(event.id)
         if node is None:
             return
@@ -64,7 +64,7 @@ class StreamSpans:
             },
         )
 
-    def cancel_ended(self, event: observe.CancelEnded) -> None:
+    def cancel_ended(self, event: observe.StreamEvent.CancelEnded) -> None:
         node = self._tree.nodes.get(event.id)
         if node is None or node.cancel is None:
             return
@@ -75,18 +75,18 @@ class StreamSpans:
             span.set_status(Status(StatusCode.ERROR, event.receipt.error or "cancel unconfirmed"))
         span.end()
 
-    def cancel_overruled(self, event: observe.CancelOverruled) -> None:
+    def cancel_overruled(self, event: observe.StreamEvent.CancelOverruled) -> None:
         receipt = event.receipt
         self._instruments.overruled.add(1, {"tether.cancel.status": receipt.status or "unknown"})
 
-    def stream_ended(self, event: observe.StreamEnded) -> None:
+    def stream_ended(self, event: observe.StreamEvent.Ended) -> None:
         node = self._tree.nodes.pop(event.id, None)
         outcome = event.outcome
         self.record_stream(outcome)
         if node is None:
             return
         span = node.span
-        if node.cancel is not None:  # pragma: no cover - CancelEnded always comes first
+        if node.cancel is not None:  # pragma: no cover - StreamEvent.CancelEnded always comes first
             node.cancel.end()
         if node.response_id is None and outcome.response_id is not None:
             self._tree.note_response(node, outcome.response_id)

@@ -70,7 +70,7 @@ _stream_view: Callable[[ResponseGuard], object] = _the_guard
 
 
 def set_stream_view(factory: Callable[[ResponseGuard], object]) -> None:
-    """What ``StreamStarted.stream`` shows observers of a guard: the facade registers its
+    """What ``StreamEvent.Started.stream`` shows observers of a guard: the facade registers its
     ``GuardedStream`` here (``_stream.py``), so the protocol never imports the facade."""
     global _stream_view
     _stream_view = factory
@@ -227,7 +227,7 @@ class ResponseGuard(StreamReader):
 
     def _announce(self) -> None:
         observe.emit(
-            observe.StreamStarted(
+            observe.StreamEvent.Started(
                 id=self.node,
                 parent=observe.current_parent(),
                 model=self._model,
@@ -296,7 +296,9 @@ class ResponseGuard(StreamReader):
             self._sdk_inner = sdk_inner_generator(self._sdk)
             self._update_hot()
             if observe.watched():
-                observe.emit(observe.StreamOpened(id=self.node, response_id=self._response_id))
+                observe.emit(
+                    observe.StreamEvent.Opened(id=self.node, response_id=self._response_id)
+                )
             if journal is not None and self._intent is not None:
                 await journal.started(self._intent, self._response_id)
         self._opening = None
@@ -510,7 +512,7 @@ class ResponseGuard(StreamReader):
         watched = observe.watched()
         if watched:
             observe.emit(
-                observe.CancelStarted(
+                observe.StreamEvent.CancelStarted(
                     id=self.node, response_id=response_id, reason=self._reason or ""
                 )
             )
@@ -525,7 +527,7 @@ class ResponseGuard(StreamReader):
             slot_held=True,
         )
         if watched:
-            observe.emit(observe.CancelEnded(id=self.node, receipt=self._receipt))
+            observe.emit(observe.StreamEvent.CancelEnded(id=self.node, receipt=self._receipt))
         if self._receipt.status:
             self._status = self._receipt.status
 
@@ -548,7 +550,7 @@ class ResponseGuard(StreamReader):
         if verified.status:
             self._status = verified.status
         if verified.status not in ("cancelled", "gone") and observe.watched():
-            observe.emit(observe.CancelOverruled(id=self.node, receipt=verified))
+            observe.emit(observe.StreamEvent.CancelOverruled(id=self.node, receipt=verified))
 
     async def _drain(self) -> None:
         if self._sdk is not None:
@@ -608,7 +610,7 @@ class ResponseGuard(StreamReader):
         )
         self._scope.record(self, self._outcome)
         if observe.watched():
-            observe.emit(observe.StreamEnded(id=self.node, outcome=self._outcome))
+            observe.emit(observe.StreamEvent.Ended(id=self.node, outcome=self._outcome))
         if self._holds_concurrency_slot and self._scope.limiter is not None:
             self._holds_concurrency_slot = False
             self._scope.limiter.release_on_behalf_of(self)

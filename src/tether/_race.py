@@ -33,20 +33,16 @@ from ._compat import check_async_client
 from ._errors import AttemptRejected, RaceFailed, TetherError
 from ._hedging import AdaptiveStagger
 from ._race_records import (
-    AttemptEnded,
-    AttemptStarted,
     RaceAttempt,
-    RaceDecided,
-    RaceEnded,
+    RaceEvent,
     RaceResult,
-    RaceStarted,
     Win,
     WinCondition,
     first_completed,
     first_token,
 )
 from ._scope import Scope
-from ._stream import build_guard
+from ._stream import StreamOptions, build_guard
 from ._validate import check_non_negative, check_positive
 
 if TYPE_CHECKING:
@@ -185,7 +181,7 @@ class Contestant:
             trigger=self.trigger,
             response=self.response,
             outcome=self.guard.outcome,
-            error=self.error,
+            exception=self.error,
             started_at=started,
             time_to_first_token=None
             if started is None or self.first_token_at is None
@@ -265,10 +261,8 @@ def prepare_race(
             )
             attempt_scope.limiter = scope.limiter  # one bound for the whole race
         bucket = stagger.bucket(kwargs) if isinstance(stagger, AdaptiveStagger) else None
-        if grace is not None:
-            kwargs.setdefault("grace", grace)
         try:
-            guard = build_guard(attempt_scope, **kwargs)
+            guard = build_guard(attempt_scope, *StreamOptions.split(kwargs, grace=grace))
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"requests[{index}]: {exc}") from None
         contestants.append(Contestant(index, guard, bucket, keep=handover))
@@ -316,7 +310,7 @@ class Race:
             self.stagger.throttle.on_primary()
         if observe.watched():
             observe.emit(
-                RaceStarted(
+                RaceEvent.Started(
                     id=self.node,
                     parent=observe.current_parent(),
                     win=self.win.name,
@@ -365,7 +359,7 @@ class Race:
         contestant.state = "queued"
         if observe.watched():
             observe.emit(
-                AttemptStarted(
+                RaceEvent.AttemptStarted(
                     id=contestant.node,
                     parent=self.node,
                     index=contestant.index,
@@ -441,7 +435,7 @@ class Race:
                 other.cancel_scope.cancel()
         if observe.watched():
             observe.emit(
-                RaceDecided(
+                RaceEvent.Decided(
                     id=self.node, winner=winner.index, winner_id=winner.node, at=self.decided_at
                 )
             )
@@ -483,7 +477,9 @@ class Race:
         self.progress.ended(contestant.index, failed=contestant.state in ("failed", "rejected"))
         if observe.watched() and contestant.state != "skipped":
             observe.emit(
-                AttemptEnded(id=contestant.node, parent=self.node, attempt=contestant.record())
+                RaceEvent.AttemptEnded(
+                    id=contestant.node, parent=self.node, attempt=contestant.record()
+                )
             )
         self._ended += 1
         if self._ended == len(self.contestants):
@@ -519,7 +515,7 @@ class Race:
         )
 
     def _failure(self, attempts: tuple[RaceAttempt, ...]) -> RaceFailed:
-        errors = [a.error for a in attempts if a.error is not None]
+        errors = [a.exception for a in attempts if a.exception is not None]
         outcomes = [a.outcome for a in attempts if a.outcome is not None]
         if self.winner is not None and self.winner.error is not None:
             message = f"attempt {self.winner.index} won the race, then failed"
@@ -530,9 +526,9 @@ class Race:
         return RaceFailed(message, errors, outcomes)
 
     def ended(self, result: RaceResult | None, error: BaseException | None) -> None:
-        """Tell observers the race is over (``RaceEnded``)."""
+        """Tell observers the race is over (``RaceEvent.Ended``)."""
         if observe.watched():
-            observe.emit(RaceEnded(id=self.node, result=result, error=error))
+            observe.emit(RaceEvent.Ended(id=self.node, result=result, exception=error))
 
 
 async def race(
@@ -551,7 +547,7 @@ async def race(
     concurrently, each with its own receipt; ``race`` returns once every loser is confirmed
     cancelled or its grace ran out. An attempt that completes after the decision is a loser
     too. An outer cancellation or deadline cancels every attempt on the server and propagates.
-    Progress events ([`tether.races`][tether.races]: ``RaceStarted``, ``AttemptStarted``...)
+    Progress events ([`tether.races`][tether.races]: ``RaceEvent.Started``, ``RaceEvent.AttemptStarted``...)
     go to [`tether.observe`][tether.observe] observers.
 
     Args:

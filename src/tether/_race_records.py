@@ -1,8 +1,8 @@
 """What a race reports: its win conditions, its records, and its progress events.
 
 The records (``RaceAttempt``, ``RaceResult``) say how a race went once it is over; the
-events (``RaceStarted``, ``AttemptStarted``, ``AttemptEnded``, ``RaceDecided``,
-``RaceEnded``) say it as it happens, through [`tether.observe`][tether.observe]. Events
+events (``RaceEvent.Started``, ``RaceEvent.AttemptStarted``, ``RaceEvent.AttemptEnded``, ``RaceEvent.Decided``,
+``RaceEvent.Ended``) say it as it happens, through [`tether.observe`][tether.observe]. Events
 form a tree: an attempt's ``parent`` is its race's ``id``, and the guarded stream an
 attempt opens has the attempt's ``id`` as its parent (its ``StreamStarted`` carries the
 live stream). Everything here is public in [`tether.races`][tether.races].
@@ -22,28 +22,13 @@ if TYPE_CHECKING:
     from ._hedging import Trigger
     from ._outcome import CancelReceipt, StreamOutcome
 
-__all__ = [
-    "AttemptEnded",
-    "AttemptStarted",
-    "AttemptState",
-    "RaceAttempt",
-    "RaceDecided",
-    "RaceEnded",
-    "RaceResult",
-    "RaceStarted",
-    "WinCondition",
-    "first_completed",
-    "first_token",
-]
-
 
 @final
 @attrs.frozen
 class WinCondition:
     """When an attempt wins a race: at its first token, or on completion if a predicate agrees.
 
-    Pass ``win="first_completed"`` or ``win="first_token"`` (or the objects
-    [`first_completed`][tether.races.first_completed], [`first_token`][tether.races.first_token]),
+    Pass ``win="first_completed"`` or ``win="first_token"``, a ``WinCondition`` of your own,
     or a ``Callable[[Response], bool]``: it becomes
     ``WinCondition(name=fn.__name__, decide_at="completed", predicate=fn)``.
 
@@ -113,7 +98,7 @@ class RaceAttempt:
     """Its final response, when it completed (the winner's, in ``race``)."""
     outcome: StreamOutcome | None = None
     """Its guarded stream's outcome; ``None`` if it never sent a request."""
-    error: Exception | None = attrs.field(default=None, eq=False)
+    exception: Exception | None = attrs.field(default=None, eq=False, repr=False)
     """Why it failed (an ``AttemptRejected`` when the win predicate said no)."""
     started_at: float | None = None
     """When it started (``anyio.current_time()``)."""
@@ -126,6 +111,14 @@ class RaceAttempt:
     def receipt(self) -> CancelReceipt | None:
         """The server-side cancel receipt, when the attempt had to be stopped."""
         return None if self.outcome is None else self.outcome.receipt
+
+    @property
+    def error(self) -> str | None:
+        """``"ExceptionType: message"`` if it failed, as on every record (``exception`` has
+        the object)."""
+        return (
+            None if self.exception is None else f"{type(self.exception).__name__}: {self.exception}"
+        )
 
 
 @final
@@ -178,112 +171,129 @@ class RaceResult:
 
 
 @final
-@attrs.frozen(kw_only=True)
-class RaceStarted:
-    """A race (or ``race_stream``) starts, before its first request.
+class RaceEvent:
+    """A race's progress events, one record per step, in this order.
+
+    ``Started``; per attempt started, ``AttemptStarted`` (then its guarded stream's events, with
+    ``parent`` = the attempt's id); ``Decided`` once something won; per attempt sent,
+    ``AttemptEnded`` with its final [`RaceAttempt`][tether.races.RaceAttempt]; last ``Ended``.
+    A namespace: the records are its attributes (``RaceEvent.Ended``); it is not their base class.
 
     Example:
         ```python
-        if isinstance(event, RaceStarted):
-            print(f"race {event.id}: {len(event.models)} attempts, win={event.win}")
+        from tether.races import RaceEvent
+
+        def show(event: object) -> None:
+            if isinstance(event, RaceEvent.AttemptEnded):
+                print(event.attempt.index, event.attempt.state)
         ```
     """
 
-    id: int
-    """This race's id in events."""
-    parent: int | None
-    """What it runs under (an agent turn...), if anything."""
-    win: str
-    """The win condition's name."""
-    models: tuple[str | None, ...]
-    """The model of each request, in request order (``len(models)`` attempts at most)."""
-    stagger: float | None
-    """The fixed stagger in seconds; ``None`` with no stagger or an adaptive one."""
+    __slots__ = ()
 
+    @final
+    @attrs.frozen(kw_only=True)
+    class Started:
+        """A race (or ``race_stream``) starts, before its first request.
 
-@final
-@attrs.frozen(kw_only=True)
-class AttemptStarted:
-    """An attempt is about to send its request (it may first wait for a concurrency slot).
+        Example:
+            ```python
+            if isinstance(event, RaceEvent.Started):
+                print(f"race {event.id}: {len(event.models)} attempts, win={event.win}")
+            ```
+        """
 
-    Example:
-        ```python
-        if isinstance(event, AttemptStarted) and event.trigger == "silence":
-            print("hedged: attempt", event.index)
-        ```
-    """
+        id: int
+        """This race's id in events."""
+        parent: int | None
+        """What it runs under (an agent turn...), if anything."""
+        win: str
+        """The win condition's name."""
+        models: tuple[str | None, ...]
+        """The model of each request, in request order (``len(models)`` attempts at most)."""
+        stagger: float | None
+        """The fixed stagger in seconds; ``None`` with no stagger or an adaptive one."""
 
-    id: int
-    """This attempt's id in events: the parent of its guarded stream's events."""
-    parent: int
-    """Its race's id."""
-    index: int
-    """Its position in the race's ``requests``."""
-    model: str | None
-    """The model it asks for."""
-    trigger: Trigger
-    """Why it started: ``primary``, ``parallel``, ``silence`` (a hedge), ``failure``."""
-    at: float
-    """When (``anyio.current_time()``)."""
+    @final
+    @attrs.frozen(kw_only=True)
+    class AttemptStarted:
+        """An attempt is about to send its request (it may first wait for a concurrency slot).
 
+        Example:
+            ```python
+            if isinstance(event, RaceEvent.AttemptStarted) and event.trigger == "silence":
+                print("hedged: attempt", event.index)
+            ```
+        """
 
-@final
-@attrs.frozen(kw_only=True)
-class AttemptEnded:
-    """An attempt is over: its record says how (``won``, ``lost`` with its receipt...).
+        id: int
+        """This attempt's id in events: the parent of its guarded stream's events."""
+        parent: int
+        """Its race's id."""
+        index: int
+        """Its position in the race's ``requests``."""
+        model: str | None
+        """The model it asks for."""
+        trigger: Trigger
+        """Why it started: ``primary``, ``parallel``, ``silence`` (a hedge), ``failure``."""
+        at: float
+        """When (``anyio.current_time()``)."""
 
-    Example:
-        ```python
-        if isinstance(event, AttemptEnded) and event.attempt.receipt:
-            print(event.attempt.index, event.attempt.receipt.status)
-        ```
-    """
+    @final
+    @attrs.frozen(kw_only=True)
+    class AttemptEnded:
+        """An attempt is over: its record says how (``won``, ``lost`` with its receipt...).
 
-    id: int
-    """The attempt's id in events."""
-    parent: int
-    """Its race's id."""
-    attempt: RaceAttempt
-    """Its final record (state, trigger, outcome and receipt, times)."""
+        Example:
+            ```python
+            if isinstance(event, RaceEvent.AttemptEnded) and event.attempt.receipt:
+                print(event.attempt.index, event.attempt.receipt.status)
+            ```
+        """
 
+        id: int
+        """The attempt's id in events."""
+        parent: int
+        """Its race's id."""
+        attempt: RaceAttempt
+        """Its final record (state, trigger, outcome and receipt, times)."""
 
-@final
-@attrs.frozen(kw_only=True)
-class RaceDecided:
-    """The race has its winner; the losers are being cancelled from now on.
+    @final
+    @attrs.frozen(kw_only=True)
+    class Decided:
+        """The race has its winner; the losers are being cancelled from now on.
 
-    Example:
-        ```python
-        if isinstance(event, RaceDecided):
-            print("winner:", event.winner)
-        ```
-    """
+        Example:
+            ```python
+            if isinstance(event, RaceEvent.Decided):
+                print("winner:", event.winner)
+            ```
+        """
 
-    id: int
-    """The race's id."""
-    winner: int
-    """The winner's index in ``requests``."""
-    winner_id: int
-    """The winner's attempt id in events."""
-    at: float
-    """When (``anyio.current_time()``)."""
+        id: int
+        """The race's id."""
+        winner: int
+        """The winner's index in ``requests``."""
+        winner_id: int
+        """The winner's attempt id in events."""
+        at: float
+        """When (``anyio.current_time()``)."""
 
+    @final
+    @attrs.frozen(kw_only=True)
+    class Ended:
+        """The race is over: every attempt has ended. ``result`` or ``exception`` is set, not both.
 
-@final
-@attrs.frozen(kw_only=True)
-class RaceEnded:
-    """The race is over: every attempt has ended. ``result`` or ``error`` is set, not both.
+        Example:
+            ```python
+            if isinstance(event, RaceEvent.Ended) and event.result is not None:
+                print(event.result.winner.index, event.result.ended_at)
+            ```
+        """
 
-    Example:
-        ```python
-        if isinstance(event, RaceEnded) and event.result is not None:
-            print(event.result.winner.index, event.result.ended_at)
-        ```
-    """
-
-    id: int
-    """The race's id."""
-    result: RaceResult | None
-    """How it went, when something won."""
-    error: BaseException | None = attrs.field(default=None, eq=False)
-    """Why nothing won (``RaceFailed``), or what ended it (a cancellation, a crash)."""
+        id: int
+        """The race's id."""
+        result: RaceResult | None
+        """How it went, when something won."""
+        exception: BaseException | None = attrs.field(default=None, eq=False)
+        """Why nothing won (``RaceFailed``), or what ended it (a cancellation, a crash)."""

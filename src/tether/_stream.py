@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import functools
 import inspect
-from typing import TYPE_CHECKING, Any, Protocol, final
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict, final
 
 import anyio
+import attrs
 
 from ._errors import DeadlineExceeded
 from ._outcome import DetachedResponse
@@ -20,7 +21,7 @@ from ._scope import Scope, as_scope
 from ._validate import check_positive, check_timeout
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Mapping
     from types import TracebackType
 
     from openai import AsyncOpenAI
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "GuardedStream",
+    "StreamOptions",
     "TextDeltas",
     "build_guard",
     "check_request",
@@ -245,7 +247,7 @@ class GuardedStream:
         return await self._guard.detach()
 
 
-set_stream_view(GuardedStream)  # observers' live view of every guard (StreamStarted.stream)
+set_stream_view(GuardedStream)  # observers' live view of every guard (StreamEvent.Started.stream)
 
 
 class _Events(Protocol):
@@ -269,20 +271,57 @@ class TextDeltas:
                 return event.delta
 
 
-def _stream_options(
-    scope: Scope,
-    grace: float | None,
-    first_event_timeout: float | None,
-    first_token_timeout: float | None,
-    idle_timeout: float | None,
-) -> dict[str, Any]:
+@final
+@attrs.frozen(kw_only=True)
+class StreamOptions:
+    """tether's own options of one guarded stream, apart from the SDK's create kwargs.
+
+    The one definition of what ``guarded_stream`` (async and sync), races' requests, agents'
+    turns and Temporal activities pass to [`build_guard`][tether._stream.build_guard]; checked
+    there. ``None`` means the scope's value (``grace``, ``first_event_timeout``) or no limit.
+    """
+
+    background: bool = True
+    grace: float | None = None
+    first_event_timeout: float | None = None
+    first_token_timeout: float | None = None
+    idle_timeout: float | None = None
+    key: str | None = None
+
+    @classmethod
+    def split(
+        cls, request: Mapping[str, Any], *, grace: float | None = None
+    ) -> tuple[StreamOptions, dict[str, Any]]:
+        """tether's options out of a request dict (a race's attempt, an agent's turn), and the
+        rest: the kwargs of ``responses.create``. *grace* applies unless the request sets its own.
+        """
+        create = dict(request)
+        own: dict[str, Any] = {name: create.pop(name) for name in _OPTIONS if name in create}
+        if grace is not None:
+            own.setdefault("grace", grace)
+        return cls(**own), create
+
+
+_OPTIONS = tuple(field.name for field in attrs.fields(StreamOptions))
+
+
+class _Timeouts(TypedDict):
+    grace: float
+    first_event_timeout: float
+    first_token_timeout: float | None
+    idle_timeout: float | None
+
+
+def _timeouts(scope: Scope, options: StreamOptions) -> _Timeouts:
+    """The options' timeouts checked, ``None`` replaced by the scope's defaults."""
+    grace, first_event_timeout = options.grace, options.first_event_timeout
     return {
         "grace": scope.grace if grace is None else check_positive("grace", grace),
         "first_event_timeout": scope.first_event_timeout
         if first_event_timeout is None
         else check_positive("first_event_timeout", first_event_timeout),
-        "first_token_timeout": check_timeout("first_token_timeout", first_token_timeout),
-        "idle_timeout": check_timeout("idle_timeout", idle_timeout),
+        "first_token_timeout": check_timeout("first_token_timeout", options.first_token_timeout),
+        "idle_timeout": check_timeout("idle_timeout", options.idle_timeout),
     }
 
 
@@ -346,45 +385,48 @@ def guarded_stream(
     return GuardedStream(
         build_guard(
             scope,
-            background=background,
-            grace=grace,
-            first_event_timeout=first_event_timeout,
-            first_token_timeout=first_token_timeout,
-            idle_timeout=idle_timeout,
-            key=key,
-            **create_kwargs,
+            StreamOptions(
+                background=background,
+                grace=grace,
+                first_event_timeout=first_event_timeout,
+                first_token_timeout=first_token_timeout,
+                idle_timeout=idle_timeout,
+                key=key,
+            ),
+            create_kwargs,
         ),
         limit,
     )
 
 
 def build_guard(
-    scope: Scope | AsyncOpenAI,
-    *,
-    background: bool = True,
-    grace: float | None = None,
-    first_event_timeout: float | None = None,
-    first_token_timeout: float | None = None,
-    idle_timeout: float | None = None,
-    key: str | None = None,
-    **create_kwargs: Any,
+    scope: Scope | AsyncOpenAI, options: StreamOptions, create_kwargs: Mapping[str, Any]
 ) -> ResponseGuard:
-    """The guard behind ``guarded_stream(...)``, checked the same way (for races and agents)."""
+    """The guard behind ``guarded_stream(...)``, checked the same way (for races and agents).
+
+    Raises:
+        TypeError: A bad option type, an unknown create keyword, no model or input.
+        ValueError: ``stream=`` given, an empty key, a timeout out of range.
+    """
+    key, background = options.key, options.background
     if key is not None and (not isinstance(key, str) or not key):
         raise ValueError(f"key must be a non-empty str or None, got {key!r}")
     the_scope = as_scope(scope)
-    if "stream" in create_kwargs:
+    request = dict(create_kwargs)
+    if "stream" in request:
         raise ValueError(
-            f"guarded_stream always streams: do not pass stream=, got stream={create_kwargs['stream']!r}"
+            f"guarded_stream always streams: do not pass stream=, got stream={request['stream']!r}"
         )
     if not isinstance(background, bool):
         raise TypeError(f"background must be a bool, got {background!r}")
-    check_request(create_kwargs)
-    options = _stream_options(
-        the_scope, grace, first_event_timeout, first_token_timeout, idle_timeout
-    )
+    check_request(request)
     return ResponseGuard(
-        the_scope, request=create_kwargs, handle=None, background=background, key=key, **options
+        the_scope,
+        request=request,
+        handle=None,
+        background=background,
+        key=key,
+        **_timeouts(the_scope, options),
     )
 
 
@@ -474,5 +516,9 @@ def resume_guard(
         raise TypeError(f"handle must be a tether.DetachedResponse, got {handle!r}")
     if not isinstance(handle.response_id, str) or not handle.response_id:  # pyright: ignore[reportUnnecessaryIsInstance]
         raise ValueError(f"handle.response_id must be a response id, got {handle.response_id!r}")
-    options = _stream_options(the_scope, grace, first_event_timeout, None, idle_timeout)
-    return ResponseGuard(the_scope, request=None, handle=handle, background=True, **options)
+    options = StreamOptions(
+        grace=grace, first_event_timeout=first_event_timeout, idle_timeout=idle_timeout
+    )
+    return ResponseGuard(
+        the_scope, request=None, handle=handle, background=True, **_timeouts(the_scope, options)
+    )

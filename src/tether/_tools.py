@@ -1,6 +1,6 @@
 """Tools for agents: a function described once (name, docstring, JSON schema), then called.
 
-[`tool`][tether.tool] derives the JSON schema of a function's parameters from its signature
+[`agent_tool`][tether.agent_tool] derives the JSON schema of a function's parameters from its signature
 with pydantic (a ``TypedDict`` built from the annotations, validated by a ``TypeAdapter``),
 so the arguments the model sends are validated by the very schema the model was given.
 [`run_agent`][tether.run_agent] calls the tools; a tool may ask for an
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
     from ._scope import Scope
 
-__all__ = ["AgentContext", "Tool", "ToolCall", "tool"]
+__all__ = ["AgentContext", "AgentTool", "ToolCall", "agent_tool"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -53,7 +53,7 @@ class AgentContext:
 
     Example:
         ```python
-        @tether.tool
+        @tether.agent_tool
         async def search(query: str, ctx: tether.agents.AgentContext) -> list[str]:
             with anyio.move_on_after(ctx.remaining() / 2):  # leave time for an answer
                 return await index.search(query)
@@ -118,14 +118,14 @@ class ToolCall:
 
 
 @final
-class Tool(Generic[P, R]):
+class AgentTool(Generic[P, R]):
     """A function the model may call, with its name, description and parameters' JSON schema.
 
-    Made by [`tool`][tether.tool]. Calling it calls the function, unchanged.
+    Made by [`agent_tool`][tether.agent_tool]. Calling it calls the function, unchanged.
 
     Example:
         ```python
-        @tether.tool
+        @tether.agent_tool
         def get_weather(city: str) -> str:
             \"\"\"The current weather in a city.\"\"\"
             return "18C, cloudy"
@@ -180,7 +180,7 @@ class Tool(Generic[P, R]):
         return self.fn(*args, **kwargs)
 
     def __repr__(self) -> str:
-        return f"<tether.agents.Tool {self.name!r} strict={self.strict}>"
+        return f"<tether.agents.AgentTool {self.name!r} strict={self.strict}>"
 
     async def invoke(self, arguments: str, context: AgentContext) -> str:
         """Validate the model's arguments, call the function, and encode its result.
@@ -372,31 +372,31 @@ def _describe(
 
 
 @overload
-def tool(
+def agent_tool(
     fn: Callable[P, R],
     /,
     *,
     name: str | None = None,
     description: str | None = None,
     strict: bool | None = None,
-) -> Tool[P, R]: ...
+) -> AgentTool[P, R]: ...
 @overload
-def tool(
+def agent_tool(
     fn: None = None,
     /,
     *,
     name: str | None = None,
     description: str | None = None,
     strict: bool | None = None,
-) -> Callable[[Callable[P, R]], Tool[P, R]]: ...
-def tool(
+) -> Callable[[Callable[P, R]], AgentTool[P, R]]: ...
+def agent_tool(
     fn: Callable[P, R] | None = None,
     /,
     *,
     name: str | None = None,
     description: str | None = None,
     strict: bool | None = None,
-) -> Tool[P, R] | Callable[[Callable[P, R]], Tool[P, R]]:
+) -> AgentTool[P, R] | Callable[[Callable[P, R]], AgentTool[P, R]]:
     """Describe a function once, for the model: name, description, and parameters' JSON schema.
 
     The schema is derived from the signature by pydantic: annotations give the types
@@ -409,7 +409,7 @@ def tool(
 
     Args:
         fn: The function (async or sync). Leave it out to use ``tool`` as a decorator
-            with options: ``@tether.tool(name="lookup")``.
+            with options: ``@tether.agent_tool(name="lookup")``.
         name: The name the model calls it by (default: the function's ``__name__``).
         description: What the tool does, for the model (default: the docstring's summary,
             the text before ``Args:``).
@@ -418,7 +418,7 @@ def tool(
             (use ``x: int | None`` for an optional value in strict mode).
 
     Returns:
-        A [`Tool`][tether.agents.Tool], still callable like the function.
+        An [`AgentTool`][tether.agents.AgentTool], still callable like the function.
 
     Raises:
         TypeError: *fn* is not callable, takes ``*args``/``**kwargs``, or has annotations
@@ -428,7 +428,7 @@ def tool(
 
     Example:
         ```python
-        @tether.tool
+        @tether.agent_tool
         async def get_weather(city: str, units: Literal["C", "F"] = "C") -> str:
             \"\"\"The current weather in a city.
 
@@ -438,7 +438,7 @@ def tool(
             \"\"\"
             return f"18{units}, cloudy"
 
-        lookup = tether.tool(db.lookup, name="lookup_order", description="Find an order.")
+        lookup = tether.agent_tool(db.lookup, name="lookup_order", description="Find an order.")
         ```
 
     Added in version 0.1.
@@ -452,13 +452,13 @@ def tool(
     if strict is not None and not isinstance(strict, bool):
         raise TypeError(f"strict must be a bool or None, got {strict!r}")
 
-    def make(function: Callable[P, R]) -> Tool[P, R]:
-        if isinstance(function, Tool):
-            described = cast("Tool[P, R]", function)
+    def make(function: Callable[P, R]) -> AgentTool[P, R]:
+        if isinstance(function, AgentTool):
+            described = cast("AgentTool[P, R]", function)
             if name is description is strict is None:
                 return described
             function = described.fn
-        return Tool(function, **_describe(function, name, description, strict))
+        return AgentTool(function, **_describe(function, name, description, strict))
 
     if fn is None:
         return make

@@ -31,14 +31,14 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from .races import RaceResult
-    from .testing import Model, ResponsesEmulator
+    from .testing import EmulatedModel, ResponsesEmulator
 
 __all__ = ["demo_models", "main"]
 
 _INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
 
 
-def demo_models() -> dict[str, Model]:
+def demo_models() -> dict[str, EmulatedModel]:
     """Five simulated models with heavy-tailed time to first token: any of them may win.
 
     Example:
@@ -47,18 +47,24 @@ def demo_models() -> dict[str, Model]:
             ...
         ```
     """
-    from .testing import Lognormal, Model
+    from .testing import EmulatedModel, Lognormal
 
     return {
-        "gpt-5": Model(tokens_per_s=140.0, length=120, latency=Lognormal(median=0.3, sigma=0.9)),
-        "gpt-5-mini": Model(
+        "gpt-5": EmulatedModel(
+            tokens_per_s=140.0, length=120, latency=Lognormal(median=0.3, sigma=0.9)
+        ),
+        "gpt-5-mini": EmulatedModel(
             tokens_per_s=160.0, length=100, latency=Lognormal(median=0.2, sigma=0.8)
         ),
-        "gpt-5-nano": Model(
+        "gpt-5-nano": EmulatedModel(
             tokens_per_s=220.0, length=90, latency=Lognormal(median=0.15, sigma=1.1)
         ),
-        "o4-mini": Model(tokens_per_s=260.0, length=80, latency=Lognormal(median=0.5, sigma=0.6)),
-        "gpt-5.4": Model(tokens_per_s=120.0, length=110, latency=Lognormal(median=0.25, sigma=1.0)),
+        "o4-mini": EmulatedModel(
+            tokens_per_s=260.0, length=80, latency=Lognormal(median=0.5, sigma=0.6)
+        ),
+        "gpt-5.4": EmulatedModel(
+            tokens_per_s=120.0, length=110, latency=Lognormal(median=0.25, sigma=1.0)
+        ),
     }
 
 

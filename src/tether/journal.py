@@ -25,6 +25,7 @@ from ._journal import default_journal_path as default_journal_path
 from ._journal_postgres import PostgresJournal as PostgresJournal
 from ._journal_redis import RedisJournal as RedisJournal
 from ._journal_sqlite import SqliteJournal as SqliteJournal
+from ._public import claim as _claim
 
 __all__ = [
     "CancelRequestReport",
@@ -39,12 +40,4 @@ __all__ = [
 ]
 
 
-def _claim_public_names() -> None:
-    """Public objects say they come from ``tether.journal``, not from their private module."""
-    for name in __all__:
-        obj: object = globals()[name]
-        if isinstance(obj, type) or callable(obj):
-            obj.__module__ = __name__  # type: ignore[attr-defined]
-
-
-_claim_public_names()
+_claim(__name__, globals(), __all__)

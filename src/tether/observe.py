@@ -22,7 +22,7 @@ Example:
     import tether.observe
 
     def show(event):
-        if isinstance(event, tether.observe.StreamEnded):
+        if isinstance(event, tether.observe.StreamEvent.Ended):
             print(event.outcome.reason, event.outcome.receipt)
 
     with tether.observe.observing(show):
@@ -47,14 +47,8 @@ if TYPE_CHECKING:
     from ._outcome import CancelReceipt, StreamOutcome
 
 __all__ = [
-    "CancelEnded",
-    "CancelOverruled",
-    "CancelStarted",
-    "Event",
     "Observer",
-    "StreamEnded",
-    "StreamOpened",
-    "StreamStarted",
+    "StreamEvent",
     "add_observer",
     "observing",
     "remove_observer",
@@ -64,134 +58,150 @@ _log = logging.getLogger("tether")
 
 
 @final
-@attrs.frozen(kw_only=True)
-class StreamStarted:
-    """A guarded stream is about to send its request (or resume a detached response).
+class StreamEvent:
+    """A guarded stream's progress events, one record per step, in this order.
+
+    ``Started`` (the request is about to go), ``Opened`` (``response.created``: it has an id),
+    then, if it is stopped early, ``CancelStarted`` and ``CancelEnded`` (and ``CancelOverruled``
+    if the server read back otherwise), and last ``Ended`` with the outcome. A namespace: the
+    records are its attributes (``StreamEvent.Ended``); it is not their base class.
 
     Example:
         ```python
-        if isinstance(event, tether.observe.StreamStarted):
-            print(event.model, event.stream.response_id)  # None: not known yet
+        from tether.observe import StreamEvent
+
+        def show(event: object) -> None:
+            if isinstance(event, StreamEvent.Ended):
+                print(event.outcome.reason)
         ```
     """
 
-    id: int
-    """This stream's id in events (not the response's id)."""
-    parent: int | None
-    """The race attempt, agent turn... it runs under, if any."""
-    model: str | None
-    """The model asked for."""
-    background: bool
-    """Whether it runs in background mode."""
-    key: str | None
-    """The job key it was opened with, if any."""
-    resumed: bool
-    """Whether it resumes a detached response instead of creating one."""
-    stream: Any = attrs.field(eq=False, repr=False)
-    """The live [`GuardedStream`][tether.GuardedStream]: read ``response_id``, ``status``,
-    ``deltas`` as it goes (for a live view)."""
+    __slots__ = ()
+
+    @final
+    @attrs.frozen(kw_only=True)
+    class Started:
+        """A guarded stream is about to send its request (or resume a detached response).
+
+        Example:
+            ```python
+            if isinstance(event, tether.observe.StreamEvent.Started):
+                print(event.model, event.stream.response_id)  # None: not known yet
+            ```
+        """
+
+        id: int
+        """This stream's id in events (not the response's id)."""
+        parent: int | None
+        """The race attempt, agent turn... it runs under, if any."""
+        model: str | None
+        """The model asked for."""
+        background: bool
+        """Whether it runs in background mode."""
+        key: str | None
+        """The job key it was opened with, if any."""
+        resumed: bool
+        """Whether it resumes a detached response instead of creating one."""
+        stream: Any = attrs.field(eq=False, repr=False)
+        """The live [`GuardedStream`][tether.GuardedStream]: read ``response_id``, ``status``,
+        ``deltas`` as it goes (for a live view)."""
+
+    @final
+    @attrs.frozen(kw_only=True)
+    class Opened:
+        """``response.created`` arrived: the response has an id.
+
+        Example:
+            ```python
+            if isinstance(event, tether.observe.StreamEvent.Opened):
+                print("started", event.response_id)
+            ```
+        """
+
+        id: int
+        """The stream's id in events."""
+        response_id: str
+        """The response's id on the server."""
+
+    @final
+    @attrs.frozen(kw_only=True)
+    class CancelStarted:
+        """The stream is being stopped early: its ``POST /responses/{id}/cancel`` is about to go.
+
+        Example:
+            ```python
+            if isinstance(event, tether.observe.StreamEvent.CancelStarted):
+                print("cancelling", event.response_id, "because", event.reason)
+            ```
+        """
+
+        id: int
+        """The stream's id in events."""
+        response_id: str
+        """The response being cancelled."""
+        reason: str
+        """Why (an ``EndReason``: ``break``, ``deadline``, ``race_lost``...)."""
+
+    @final
+    @attrs.frozen(kw_only=True)
+    class CancelEnded:
+        """The server-side cancel is over: confirmed, or given up on within grace.
+
+        Example:
+            ```python
+            if isinstance(event, tether.observe.StreamEvent.CancelEnded) and not event.receipt.stopped:
+                alert(event.receipt)
+            ```
+        """
+
+        id: int
+        """The stream's id in events."""
+        receipt: CancelReceipt
+        """What the server said."""
+
+    @final
+    @attrs.frozen(kw_only=True)
+    class CancelOverruled:
+        """The server answered ``cancelled``, then read back otherwise: the cancel was best effort
+        and not honoured (the response went on, and ended ``completed``, or still generated when
+        grace ran out). Billed tokens nobody read: alert on it.
+
+        Example:
+            ```python
+            if isinstance(event, tether.observe.StreamEvent.CancelOverruled):
+                print("not honoured:", event.receipt.response_id, event.receipt.status)
+            ```
+        """
+
+        id: int
+        """The stream's id in events."""
+        receipt: CancelReceipt
+        """The receipt as read back (``status`` is what the server finally reported)."""
+
+    @final
+    @attrs.frozen(kw_only=True)
+    class Ended:
+        """The guarded stream's block is over; its outcome is final.
+
+        Example:
+            ```python
+            if isinstance(event, tether.observe.StreamEvent.Ended):
+                print(event.outcome.reason, event.outcome.deltas)
+            ```
+        """
+
+        id: int
+        """The stream's id in events."""
+        outcome: StreamOutcome
+        """How it ended."""
 
 
-@final
-@attrs.frozen(kw_only=True)
-class StreamOpened:
-    """``response.created`` arrived: the response has an id.
+Observer: TypeAlias = "Callable[[Any], object]"
+"""A callable taking one event; its return value is ignored.
 
-    Example:
-        ```python
-        if isinstance(event, tether.observe.StreamOpened):
-            print("started", event.response_id)
-        ```
-    """
-
-    id: int
-    """The stream's id in events."""
-    response_id: str
-    """The response's id on the server."""
-
-
-@final
-@attrs.frozen(kw_only=True)
-class CancelStarted:
-    """The stream is being stopped early: its ``POST /responses/{id}/cancel`` is about to go.
-
-    Example:
-        ```python
-        if isinstance(event, tether.observe.CancelStarted):
-            print("cancelling", event.response_id, "because", event.reason)
-        ```
-    """
-
-    id: int
-    """The stream's id in events."""
-    response_id: str
-    """The response being cancelled."""
-    reason: str
-    """Why (an ``EndReason``: ``break``, ``deadline``, ``race_lost``...)."""
-
-
-@final
-@attrs.frozen(kw_only=True)
-class CancelEnded:
-    """The server-side cancel is over: confirmed, or given up on within grace.
-
-    Example:
-        ```python
-        if isinstance(event, tether.observe.CancelEnded) and not event.receipt.stopped:
-            alert(event.receipt)
-        ```
-    """
-
-    id: int
-    """The stream's id in events."""
-    receipt: CancelReceipt
-    """What the server said."""
-
-
-@final
-@attrs.frozen(kw_only=True)
-class CancelOverruled:
-    """The server answered ``cancelled``, then read back otherwise: the cancel was best effort
-    and not honoured (the response went on, and ended ``completed``, or still generated when
-    grace ran out). Billed tokens nobody read: alert on it.
-
-    Example:
-        ```python
-        if isinstance(event, tether.observe.CancelOverruled):
-            print("not honoured:", event.receipt.response_id, event.receipt.status)
-        ```
-    """
-
-    id: int
-    """The stream's id in events."""
-    receipt: CancelReceipt
-    """The receipt as read back (``status`` is what the server finally reported)."""
-
-
-@final
-@attrs.frozen(kw_only=True)
-class StreamEnded:
-    """The guarded stream's block is over; its outcome is final.
-
-    Example:
-        ```python
-        if isinstance(event, tether.observe.StreamEnded):
-            print(event.outcome.reason, event.outcome.deltas)
-        ```
-    """
-
-    id: int
-    """The stream's id in events."""
-    outcome: StreamOutcome
-    """How it ended."""
-
-
-Event: TypeAlias = Any
-"""Any progress event: the records of this module, and those of races and agents
-(``tether.races``, ``tether.agents``). Dispatch on their type."""
-
-Observer: TypeAlias = "Callable[[Event], object]"
-"""A callable taking one event; its return value is ignored."""
+Events are the records of [`StreamEvent`][tether.observe.StreamEvent],
+[`RaceEvent`][tether.races.RaceEvent] and [`AgentEvent`][tether.agents.AgentEvent]:
+annotate the parameter ``object`` and dispatch on their type."""
 
 _global: tuple[Observer, ...] = ()
 _local: ContextVar[tuple[Observer, ...]] = ContextVar("tether_observers", default=())
@@ -287,7 +297,7 @@ def parent(node: int) -> Generator[None]:
         _parent.reset(token)
 
 
-def emit(event: Event) -> None:
+def emit(event: object) -> None:
     """Hand *event* to every observer; one that raises is logged, never propagated."""
     for observer in (*_global, *_local.get()):
         try:

@@ -110,28 +110,28 @@ class OtelObserver:
         races = RaceSpans(tree, instruments)
         agents = AgentSpans(tree)
         self._handlers: dict[str, Callable[[Any], None]] = {
-            "StreamStarted": streams.stream_started,
-            "StreamOpened": streams.stream_opened,
-            "CancelStarted": streams.cancel_started,
-            "CancelEnded": streams.cancel_ended,
-            "CancelOverruled": streams.cancel_overruled,
-            "StreamEnded": streams.stream_ended,
-            "RaceStarted": races.race_started,
-            "AttemptStarted": races.attempt_started,
-            "AttemptEnded": races.attempt_ended,
-            "RaceDecided": races.race_decided,
-            "RaceEnded": races.race_ended,
-            "AgentStarted": agents.agent_started,
-            "AgentEnded": agents.agent_ended,
-            "TurnStarted": agents.turn_started,
-            "TurnEnded": agents.turn_ended,
-            "ToolStarted": agents.tool_started,
-            "ToolEnded": agents.tool_ended,
+            "StreamEvent.Started": streams.stream_started,
+            "StreamEvent.Opened": streams.stream_opened,
+            "StreamEvent.CancelStarted": streams.cancel_started,
+            "StreamEvent.CancelEnded": streams.cancel_ended,
+            "StreamEvent.CancelOverruled": streams.cancel_overruled,
+            "StreamEvent.Ended": streams.stream_ended,
+            "RaceEvent.Started": races.race_started,
+            "RaceEvent.AttemptStarted": races.attempt_started,
+            "RaceEvent.AttemptEnded": races.attempt_ended,
+            "RaceEvent.Decided": races.race_decided,
+            "RaceEvent.Ended": races.race_ended,
+            "AgentEvent.Started": agents.agent_started,
+            "AgentEvent.Ended": agents.agent_ended,
+            "AgentEvent.TurnStarted": agents.turn_started,
+            "AgentEvent.TurnEnded": agents.turn_ended,
+            "AgentEvent.ToolStarted": agents.tool_started,
+            "AgentEvent.ToolEnded": agents.tool_ended,
         }
 
-    def __call__(self, event: observe.Event) -> None:
+    def __call__(self, event: object) -> None:
         """Handle one event (events of other kinds are ignored)."""
-        handler = self._handlers.get(type(event).__name__)
+        handler = self._handlers.get(type(event).__qualname__)
         if handler is not None:
             handler(event)
 

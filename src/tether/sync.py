@@ -59,31 +59,28 @@ from __future__ import annotations
 from contextlib import nullcontext as _nullcontext
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 
+from ._public import claim as _claim
 from ._race import race as _async_race
-from ._race_records import first_completed as _first_completed
 from ._scope import DEFAULT_FIRST_EVENT_TIMEOUT as _DEFAULT_FIRST_EVENT_TIMEOUT
 from ._scope import DEFAULT_GRACE as _DEFAULT_GRACE
-from ._stream import build_guard, resume_guard
+from ._stream import StreamOptions, build_guard, resume_guard
 from ._sync_scope import Scope, open_scope
 from ._sync_stream import GuardedStream
 
 if _TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Mapping, Sequence
     from typing import Any
 
     import openai
     from openai import DefaultAsyncHttpxClient
-    from openai.types.responses import Response
 
     from ._hedging import AdaptiveStagger as Adaptive
     from ._outcome import DetachedResponse
-    from ._race_records import RaceResult, WinCondition
+    from ._race_records import RaceResult, Win
 
 __all__ = ["GuardedStream", "Scope", "guarded_stream", "open_scope", "race", "resume"]
 
-GuardedStream.__module__ = __name__  # documented and shown as tether.sync.GuardedStream
-Scope.__module__ = __name__
-open_scope.__module__ = __name__
+_claim(__name__, globals(), ["GuardedStream", "Scope", "open_scope"])  # shown as tether.sync.*
 
 
 def _as_scope(
@@ -199,12 +196,14 @@ def guarded_stream(
     )
     guard = build_guard(
         the_scope.async_scope,
-        background=background,
-        grace=grace,
-        first_event_timeout=first_event_timeout,
-        first_token_timeout=first_token_timeout,
-        idle_timeout=idle_timeout,
-        **create_kwargs,
+        StreamOptions(
+            background=background,
+            grace=grace,
+            first_event_timeout=first_event_timeout,
+            first_token_timeout=first_token_timeout,
+            idle_timeout=idle_timeout,
+        ),
+        create_kwargs,
     )
     return GuardedStream(guard, the_scope, owns_scope=owns)
 
@@ -261,7 +260,7 @@ def race(
     scope: Scope | openai.OpenAI,
     requests: Sequence[Mapping[str, Any]],
     *,
-    win: WinCondition | Callable[[Response], bool] = _first_completed,
+    win: Win = "first_completed",
     stagger: float | Adaptive | None = None,
     grace: float | None = None,
     max_concurrency: int | None = None,
@@ -281,8 +280,8 @@ def race(
             the async side).
         requests: ``responses.create`` kwargs, one dict per attempt; each may carry its own
             ``client=`` (another ``openai.OpenAI``) and any guarded-stream option.
-        win: [`first_completed`][tether.races.first_completed] (default),
-            [`first_token`][tether.races.first_token], or a ``Callable[[Response], bool]``.
+        win: ``"first_completed"`` (default), ``"first_token"``, a
+            [`WinCondition`][tether.races.WinCondition], or a ``Callable[[Response], bool]``.
         stagger: ``None`` (all at once), seconds, or [`adaptive`][tether.adaptive].
         grace: Seconds each loser's server-side cancel may take (default 5).
         max_concurrency: With a bare client: at most this many attempts in flight at once.

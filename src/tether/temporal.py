@@ -26,7 +26,7 @@ from ._compat import swap_heartbeat
 from ._errors import DeadlineExceeded, TetherError
 from ._outcome import DetachedResponse
 from ._scope import Scope, as_scope
-from ._stream import GuardedStream, build_guard, resume_guard
+from ._stream import GuardedStream, StreamOptions, build_guard, resume_guard
 from ._temporal_checkpoint import (
     CANCEL_ACTIVITY,
     Checkpoint,
@@ -465,13 +465,9 @@ def guarded_stream(
         "first_event_timeout": first_event_timeout,
         "idle_timeout": idle_timeout,
     }
+    own = StreamOptions(key=key or f"temporal:{info.workflow_id}:{info.activity_id}", **options)
     create = GuardedStream(
-        build_guard(
-            the_scope,
-            key=key or f"temporal:{info.workflow_id}:{info.activity_id}",
-            **options,
-            **create_kwargs,
-        ),
+        build_guard(the_scope, own, create_kwargs),
         left,
     )
     checkpoint, user = split_details(info.heartbeat_details)

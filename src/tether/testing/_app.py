@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
     from ._book import LedgerBook
     from ._hold import Gate
-    from ._models import Model
+    from ._models import EmulatedModel
 
 __all__ = ["EmulatorApp"]
 
@@ -55,7 +55,7 @@ class EmulatorApp:
     def __init__(
         self,
         *,
-        models: Mapping[str, Model],
+        models: Mapping[str, EmulatedModel],
         book: LedgerBook,
         seed: int,
         keepalive_every: float | None,
@@ -205,7 +205,7 @@ class EmulatorApp:
     def _start(
         self,
         model_name: str,
-        model: Model,
+        model: EmulatedModel,
         body: dict[str, Any],
         max_output_tokens: int | None,
         hops: int = 0,

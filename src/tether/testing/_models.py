@@ -1,6 +1,6 @@
 """Simulated models: how fast they answer, what they say, and how they fail.
 
-A [`Model`][tether.testing.Model] describes the timing and the text of one simulated
+An [`EmulatedModel`][tether.testing.EmulatedModel] describes the timing and the text of one simulated
 model; its [`Faults`][tether.testing.Faults] describe how the server misbehaves for it.
 Both are frozen attrs records: replace a model in `ResponsesEmulator.models` to change
 it at runtime.
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     import random
     from collections.abc import Iterable
 
-__all__ = ["Faults", "FunctionCall", "Lognormal", "Model", "Turn", "default_models"]
+__all__ = ["EmulatedModel", "Faults", "FunctionCall", "Lognormal", "Turn", "default_models"]
 
 _LOREM = [
     "lorem",
@@ -116,8 +116,8 @@ class Lognormal:
     slow. This is the tail that hedging (`tether.race(..., stagger=...)`) is for.
 
     Example:
-        >>> Model(latency=Lognormal(median=0.3, sigma=0.8))  # doctest: +ELLIPSIS
-        Model(...)
+        >>> EmulatedModel(latency=Lognormal(median=0.3, sigma=0.8))  # doctest: +ELLIPSIS
+        EmulatedModel(...)
     """
 
     median: float = attrs.field(validator=_positive)
@@ -207,7 +207,7 @@ def _turns(value: Iterable[Turn]) -> tuple[Turn, ...]:
 
 @final
 @attrs.frozen(kw_only=True)
-class Model:
+class EmulatedModel:
     """A simulated model: time to first token, token rate, length and text.
 
     Attributes:
@@ -224,12 +224,12 @@ class Model:
 
     Example:
         >>> import random
-        >>> fast = Model(ttft=0.01, tokens_per_s=500.0, length=40)
-        >>> weather = Model(script=[
+        >>> fast = EmulatedModel(ttft=0.01, tokens_per_s=500.0, length=40)
+        >>> weather = EmulatedModel(script=[
         ...     Turn(calls=[FunctionCall(name="get_weather", arguments={"city": "Paris"})]),
         ...     Turn(text="Sunny:", echo_outputs=True),
         ... ])
-        >>> Model(text="Hello world").tokens(random.Random(0))
+        >>> EmulatedModel(text="Hello world").tokens(random.Random(0))
         ['Hello', ' world']
     """
 
@@ -260,7 +260,7 @@ class Model:
 
         Example:
             >>> import random
-            >>> "".join(Model(length=3).tokens(random.Random(1))).count(" ")
+            >>> "".join(EmulatedModel(length=3).tokens(random.Random(1))).count(" ")
             2
         """
         if self.text is not None:
@@ -287,7 +287,7 @@ class Model:
         script of calls is a model that always calls a tool).
 
         Example:
-            >>> always = Model(script=[Turn(calls=[FunctionCall(name="f")])])
+            >>> always = EmulatedModel(script=[Turn(calls=[FunctionCall(name="f")])])
             >>> always.turn(0) == always.turn(5)
             True
         """
@@ -300,7 +300,7 @@ class Model:
 
         Example:
             >>> import random
-            >>> Model(ttft=0.2).first_token_delay(random.Random(0))
+            >>> EmulatedModel(ttft=0.2).first_token_delay(random.Random(0))
             0.2
         """
         if self.latency is None:
@@ -308,7 +308,7 @@ class Model:
         return self.latency.sample(rng)
 
 
-def default_models() -> dict[str, Model]:
+def default_models() -> dict[str, EmulatedModel]:
     """Five named simulated models for demos and tests, from slow and long to fast.
 
     `gpt-5` has a heavy-tailed time to first token (the case for hedging); `o4-mini`
@@ -322,13 +322,13 @@ def default_models() -> dict[str, Model]:
         ['gpt-5', 'gpt-5-mini', 'gpt-5-nano', 'gpt-5.4', 'o4-mini']
     """
     return {
-        "gpt-5": Model(
+        "gpt-5": EmulatedModel(
             ttft=0.4, tokens_per_s=60.0, length=120, latency=Lognormal(median=0.4, sigma=0.9)
         ),
-        "gpt-5.4": Model(ttft=0.3, tokens_per_s=90.0, length=100),
-        "gpt-5-mini": Model(
+        "gpt-5.4": EmulatedModel(ttft=0.3, tokens_per_s=90.0, length=100),
+        "gpt-5-mini": EmulatedModel(
             ttft=0.15, tokens_per_s=150.0, length=80, latency=Lognormal(median=0.15, sigma=0.4)
         ),
-        "gpt-5-nano": Model(ttft=0.05, tokens_per_s=300.0, length=40),
-        "o4-mini": Model(ttft=1.5, tokens_per_s=120.0, length=60),
+        "gpt-5-nano": EmulatedModel(ttft=0.05, tokens_per_s=300.0, length=40),
+        "o4-mini": EmulatedModel(ttft=1.5, tokens_per_s=120.0, length=60),
     }

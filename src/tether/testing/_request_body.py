@@ -16,7 +16,7 @@ from ._wire import error_body
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
-    from ._models import Model
+    from ._models import EmulatedModel
     from ._run import Run
 
 __all__ = [
@@ -125,8 +125,8 @@ def not_found(response_id: str) -> Response:
 
 
 def create_request(
-    raw: bytes, models: Mapping[str, Model]
-) -> tuple[dict[str, Any], str, Model, int | None] | Response:
+    raw: bytes, models: Mapping[str, EmulatedModel]
+) -> tuple[dict[str, Any], str, EmulatedModel, int | None] | Response:
     """A create request's body, model name, model and ``max_output_tokens``; or the 400 the API
     answers it with."""
     try:

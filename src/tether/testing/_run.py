@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     from ._book import LedgerBook
     from ._ledger import ResponseRecord
-    from ._models import FunctionCall, Model
+    from ._models import EmulatedModel, FunctionCall
 
 __all__ = ["TERMINAL", "Call", "Run"]
 
@@ -61,7 +61,7 @@ class Run:
         self,
         *,
         record: ResponseRecord,
-        model: Model,
+        model: EmulatedModel,
         tokens: list[str],
         first_token_delay: float,
         max_output_tokens: int | None,

@@ -85,7 +85,7 @@ class Turn:
     A turn emits an assistant message (when `text` is set, or `echo_outputs` has
     something to echo), then its function calls, in order, and ends `completed` with all
     of them in `output`. A turn with neither calls nor text answers the model's usual
-    text (`Model.text`, or seeded lorem words).
+    text (`EmulatedModel.text`, or seeded lorem words).
 
     Examples:
         >>> turn = Turn(calls=[FunctionCall(name="get_weather", arguments={"city": "Paris"})])

@@ -25,7 +25,7 @@ from ._http_servers import (
     serve_uvicorn,
 )
 from ._ledger import Ledger
-from ._models import Model, default_models
+from ._models import EmulatedModel, default_models
 
 if TYPE_CHECKING:
     import socket
@@ -77,7 +77,7 @@ class ResponsesEmulator:
         ValueError: A non-loopback host without `allow_remote=True`.
 
     Example:
-        >>> with ResponsesEmulator(models={"fast": Model(ttft=0.0, length=3)}) as emu:
+        >>> with ResponsesEmulator(models={"fast": EmulatedModel(ttft=0.0, length=3)}) as emu:
         ...     response = emu.client().responses.create(model="fast", input="Hi")
         >>> response.status, emu.ledger[response.id].tokens_generated
         ('completed', 3)
@@ -85,7 +85,7 @@ class ResponsesEmulator:
 
     def __init__(
         self,
-        models: MutableMapping[str, Model] | None = None,
+        models: MutableMapping[str, EmulatedModel] | None = None,
         *,
         seed: int = 0,
         host: str = "127.0.0.1",
@@ -99,7 +99,9 @@ class ResponsesEmulator:
         check_host(host, allow_remote=allow_remote)
         if http2:
             _require_http2()
-        self.models: MutableMapping[str, Model] = default_models() if models is None else models
+        self.models: MutableMapping[str, EmulatedModel] = (
+            default_models() if models is None else models
+        )
         """Simulated models by name: add or replace one at any time."""
         self._book = LedgerBook()
         self.ledger: Ledger = Ledger(self._book)
