@@ -42,12 +42,12 @@ class AgentSpans:
         result = event.result
         exception = event.exception
         if result is not None:
-            span.set_attribute("tether.agent.stopped_by", result.stopped_by)
+            span.set_attribute("tether.agent.stopped_by", result.reason)
             span.set_attribute("tether.agent.turns", len(result.turns))
             if any(turn.usage is not None for turn in result.turns):
                 span.set_attribute("gen_ai.usage.input_tokens", result.input_tokens)
                 span.set_attribute("gen_ai.usage.output_tokens", result.output_tokens)
-            if result.stopped_by == "tool_error":
+            if result.reason == "tool_error":
                 span.set_attribute("error.type", "tool_error")
                 span.set_status(Status(StatusCode.ERROR, "a tool raised"))
         elif isinstance(exception, Exception):  # a cancellation or Ctrl-C is no error
