@@ -12,9 +12,9 @@ import pytest
 import tether
 from tests._http import httpx2
 from tests.support import Boom, read_deltas, requests_in_flight, settled
+from tether._build import StreamOptions, build_guard
 from tether._lifecycle import TRANSITIONS, IllegalTransition, State, check_transition
 from tether._protocol import ResponseGuard
-from tether._stream import StreamOptions, build_guard
 
 if TYPE_CHECKING:
     from tether.testing import ResponsesEmulator

@@ -29,10 +29,10 @@ from anyio.lowlevel import checkpoint_if_cancelled
 
 from . import observe
 from ._agent_events import AgentEvent
+from ._build import StreamOptions, build_guard
 from ._cancel import log
 from ._errors import fatal_in
 from ._scope import as_scope
-from ._stream import StreamOptions, build_guard
 from ._tools import AgentContext, AgentTool, ToolCall, agent_tool
 from ._validate import check_non_negative
 

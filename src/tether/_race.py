@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias, final
 import anyio
 
 from . import observe
+from ._build import StreamOptions, build_guard
 from ._compat import check_async_client
 from ._errors import AttemptRejected, RaceFailed, TetherError
 from ._hedging import AdaptiveStagger
@@ -42,7 +43,6 @@ from ._race_records import (
     first_token,
 )
 from ._scope import Scope
-from ._stream import StreamOptions, build_guard
 from ._validate import check_non_negative, check_positive
 
 if TYPE_CHECKING:

@@ -7,38 +7,26 @@ module is the API users hold: an async context manager over a
 
 from __future__ import annotations
 
-import functools
-import inspect
-from typing import TYPE_CHECKING, Any, Protocol, TypedDict, final
+from typing import TYPE_CHECKING, Any, Protocol, final
 
 import anyio
-import attrs
 
+from ._build import StreamOptions, build_guard, resume_guard
 from ._errors import DeadlineExceeded
-from ._outcome import DetachedResponse
 from ._protocol import ResponseGuard, set_stream_view
-from ._scope import Scope, as_scope
-from ._validate import check_positive, check_timeout
+from ._validate import check_timeout
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Mapping
+    from collections.abc import AsyncIterator
     from types import TracebackType
 
     from openai import AsyncOpenAI
     from openai.types.responses import Response, ResponseStreamEvent
 
-    from ._outcome import CancelReceipt, StreamOutcome
+    from ._outcome import CancelReceipt, DetachedResponse, StreamOutcome
+    from ._scope import Scope
 
-__all__ = [
-    "GuardedStream",
-    "StreamOptions",
-    "TextDeltas",
-    "build_guard",
-    "check_request",
-    "guarded_stream",
-    "resume",
-    "resume_guard",
-]
+__all__ = ["GuardedStream", "TextDeltas", "guarded_stream", "resume"]
 
 
 @final
@@ -271,60 +259,6 @@ class TextDeltas:
                 return event.delta
 
 
-@final
-@attrs.frozen(kw_only=True)
-class StreamOptions:
-    """tether's own options of one guarded stream, apart from the SDK's create kwargs.
-
-    The one definition of what ``guarded_stream`` (async and sync), races' requests, agents'
-    turns and Temporal activities pass to [`build_guard`][tether._stream.build_guard]; checked
-    there. ``None`` means the scope's value (``grace``, ``first_event_timeout``) or no limit.
-    """
-
-    background: bool = True
-    grace: float | None = None
-    first_event_timeout: float | None = None
-    first_token_timeout: float | None = None
-    idle_timeout: float | None = None
-    key: str | None = None
-
-    @classmethod
-    def split(
-        cls, request: Mapping[str, Any], *, grace: float | None = None
-    ) -> tuple[StreamOptions, dict[str, Any]]:
-        """tether's options out of a request dict (a race's attempt, an agent's turn), and the
-        rest: the kwargs of ``responses.create``. *grace* applies unless the request sets its own.
-        """
-        create = dict(request)
-        own: dict[str, Any] = {name: create.pop(name) for name in _OPTIONS if name in create}
-        if grace is not None:
-            own.setdefault("grace", grace)
-        return cls(**own), create
-
-
-_OPTIONS = tuple(field.name for field in attrs.fields(StreamOptions))
-
-
-class _Timeouts(TypedDict):
-    grace: float
-    first_event_timeout: float
-    first_token_timeout: float | None
-    idle_timeout: float | None
-
-
-def _timeouts(scope: Scope, options: StreamOptions) -> _Timeouts:
-    """The options' timeouts checked, ``None`` replaced by the scope's defaults."""
-    grace, first_event_timeout = options.grace, options.first_event_timeout
-    return {
-        "grace": scope.grace if grace is None else check_positive("grace", grace),
-        "first_event_timeout": scope.first_event_timeout
-        if first_event_timeout is None
-        else check_positive("first_event_timeout", first_event_timeout),
-        "first_token_timeout": check_timeout("first_token_timeout", options.first_token_timeout),
-        "idle_timeout": check_timeout("idle_timeout", options.idle_timeout),
-    }
-
-
 def guarded_stream(
     scope: Scope | AsyncOpenAI,
     *,
@@ -399,67 +333,6 @@ def guarded_stream(
     )
 
 
-def build_guard(
-    scope: Scope | AsyncOpenAI, options: StreamOptions, create_kwargs: Mapping[str, Any]
-) -> ResponseGuard:
-    """The guard behind ``guarded_stream(...)``, checked the same way (for races and agents).
-
-    Raises:
-        TypeError: A bad option type, an unknown create keyword, no model or input.
-        ValueError: ``stream=`` given, an empty key, a timeout out of range.
-    """
-    key, background = options.key, options.background
-    if key is not None and (not isinstance(key, str) or not key):
-        raise ValueError(f"key must be a non-empty str or None, got {key!r}")
-    the_scope = as_scope(scope)
-    request = dict(create_kwargs)
-    if "stream" in request:
-        raise ValueError(
-            f"guarded_stream always streams: do not pass stream=, got stream={request['stream']!r}"
-        )
-    if not isinstance(background, bool):
-        raise TypeError(f"background must be a bool, got {background!r}")
-    check_request(request)
-    return ResponseGuard(
-        the_scope,
-        request=request,
-        handle=None,
-        background=background,
-        key=key,
-        **_timeouts(the_scope, options),
-    )
-
-
-@functools.cache
-def _create_parameters() -> frozenset[str]:
-    """The keyword arguments ``AsyncOpenAI().responses.create`` takes, on the installed SDK."""
-    from openai.resources.responses import AsyncResponses
-
-    return frozenset(inspect.signature(AsyncResponses.create).parameters) - {"self"}
-
-
-def check_request(create_kwargs: dict[str, Any]) -> None:
-    """What can be checked before sending: known names, a model, something to answer.
-
-    Raises:
-        TypeError: An unknown keyword, a model that is not a string, no ``input``.
-    """
-    unknown = sorted(set(create_kwargs) - _create_parameters())
-    if unknown:
-        raise TypeError(
-            f"unexpected keyword argument(s) {', '.join(map(repr, unknown))}: neither a "
-            "guarded_stream option nor a responses.create parameter"
-        )
-    model = create_kwargs.get("model")
-    if "prompt" not in create_kwargs:
-        if not isinstance(model, str) or not model:
-            raise TypeError(f"model must be a non-empty str (or pass prompt=...), got {model!r}")
-        if "input" not in create_kwargs:
-            raise TypeError("guarded_stream() needs input=... (or prompt=...): got neither")
-    elif model is not None and (not isinstance(model, str) or not model):
-        raise TypeError(f"model must be a non-empty str, got {model!r}")
-
-
 def resume(
     scope: Scope | AsyncOpenAI,
     handle: DetachedResponse,
@@ -499,26 +372,4 @@ def resume(
             first_event_timeout=first_event_timeout,
             idle_timeout=idle_timeout,
         )
-    )
-
-
-def resume_guard(
-    scope: Scope | AsyncOpenAI,
-    handle: DetachedResponse,
-    *,
-    grace: float | None = None,
-    first_event_timeout: float | None = None,
-    idle_timeout: float | None = None,
-) -> ResponseGuard:
-    """The guard behind ``resume(...)``, checked the same way (for the sync facade)."""
-    the_scope = as_scope(scope)
-    if not isinstance(handle, DetachedResponse):
-        raise TypeError(f"handle must be a tether.DetachedResponse, got {handle!r}")
-    if not isinstance(handle.response_id, str) or not handle.response_id:  # pyright: ignore[reportUnnecessaryIsInstance]
-        raise ValueError(f"handle.response_id must be a response id, got {handle.response_id!r}")
-    options = StreamOptions(
-        grace=grace, first_event_timeout=first_event_timeout, idle_timeout=idle_timeout
-    )
-    return ResponseGuard(
-        the_scope, request=None, handle=handle, background=True, **_timeouts(the_scope, options)
     )

@@ -59,11 +59,11 @@ from __future__ import annotations
 from contextlib import nullcontext as _nullcontext
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 
+from ._build import StreamOptions, build_guard, resume_guard
 from ._public import claim as _claim
 from ._race import race as _async_race
 from ._scope import DEFAULT_FIRST_EVENT_TIMEOUT as _DEFAULT_FIRST_EVENT_TIMEOUT
 from ._scope import DEFAULT_GRACE as _DEFAULT_GRACE
-from ._stream import StreamOptions, build_guard, resume_guard
 from ._sync_scope import Scope, open_scope
 from ._sync_stream import GuardedStream
 

@@ -21,12 +21,13 @@ import openai
 from temporalio import activity, workflow
 from temporalio.exceptions import ApplicationError
 
+from ._build import StreamOptions, build_guard, resume_guard
 from ._cancel import cancel_on_server, log
 from ._compat import swap_heartbeat
 from ._errors import DeadlineExceeded, TetherError
 from ._outcome import DetachedResponse
 from ._scope import Scope, as_scope
-from ._stream import GuardedStream, StreamOptions, build_guard, resume_guard
+from ._stream import GuardedStream
 from ._temporal_checkpoint import (
     CANCEL_ACTIVITY,
     Checkpoint,
