@@ -194,6 +194,16 @@ class Contestant:
         )
 
 
+def _output_tokens(contestant: Contestant) -> int:
+    """The output tokens *contestant* produced: the server's count if it reported one, else
+    the deltas received (a cancelled response reports no usage)."""
+    outcome = contestant.guard.outcome
+    if outcome is None:
+        return 0
+    usage = outcome.usage
+    return outcome.deltas if usage is None else max(usage.output_tokens, outcome.deltas)
+
+
 def _win_condition(win: Win) -> WinCondition:
     if isinstance(win, WinCondition):
         return win
@@ -302,6 +312,8 @@ class Race:
         self.started_at: float = 0.0
         self.decided_at: float = 0.0
         self._ended = 0
+        self._held = 0.0  # output tokens the hedges of this race hold in an adaptive's account
+        self._settled = False
 
     def start(self, tg: TaskGroup) -> None:
         """Start the race in *tg*: the launcher, which starts the attempts in turn."""
@@ -346,7 +358,23 @@ class Race:
         return self.stagger
 
     def _may_hedge(self) -> bool:
-        return not isinstance(self.stagger, AdaptiveStagger) or self.stagger.throttle.try_spend()
+        if not isinstance(self.stagger, AdaptiveStagger):
+            return True
+        held = self.stagger.try_hedge()
+        if held is None:
+            return False
+        self._held += held
+        return True
+
+    def _settle_budget(self) -> None:
+        """Pay the winner's output tokens into an adaptive's account, charge the losers'."""
+        if self._settled or not isinstance(self.stagger, AdaptiveStagger):
+            return
+        self._settled = True
+        winner = self.winner
+        won = None if winner is None or winner.state != "won" else _output_tokens(winner)
+        losers = [_output_tokens(c) for c in self.contestants if c.lost]
+        self.stagger.settle(self._held, won, losers)
 
     async def _attempt(
         self,
@@ -530,7 +558,8 @@ class Race:
         return RaceFailed(message, errors, outcomes)
 
     def ended(self, result: RaceResult | None, error: BaseException | None) -> None:
-        """Tell observers the race is over (``RaceEnded``)."""
+        """Settle an adaptive stagger's budget, and tell observers the race is over (``RaceEnded``)."""
+        self._settle_budget()
         if observe.watched():
             observe.emit(RaceEnded(id=self.node, result=result, error=error))
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from ._hedging import AdaptiveStagger as AdaptiveStagger
 from ._hedging import HedgeBudget as HedgeBudget
+from ._hedging import TokenBudget as TokenBudget
 from ._hedging import Trigger as Trigger
 from ._race_records import AttemptEnded as AttemptEnded
 from ._race_records import AttemptStarted as AttemptStarted
@@ -59,6 +60,7 @@ __all__ = [
     "RaceResult",
     "RaceStarted",
     "RaceStream",
+    "TokenBudget",
     "Trigger",
     "WinCondition",
     "first_completed",
