@@ -144,8 +144,10 @@ def _child(base_url: str, contender: str, backend: str) -> dict[str, Any]:
         [sys.executable, __file__, "--measure", base_url, contender, backend],
         capture_output=True,
         text=True,
-        check=True,
+        check=False,
     )
+    if out.returncode != 0:  # show why: the child's traceback
+        raise RuntimeError(f"{contender} on {backend} failed:\n{out.stderr}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
