@@ -390,10 +390,13 @@ def render(results: dict[str, dict[str, Any]]) -> str:
         f"| server-side cancel takes | contender | {head} |",
         "|---|---|" + "---|" * len(backends),
     ]
+    cancelling = bool(results[backends[0]]["cancel_200ms"])  # not with --hedge-only
     for key, label in (
         ("cancel_200ms", f"{CANCEL_DELAY * 1e3:.0f} ms"),
         ("cancel_instant", "~0 ms"),
     ):
+        if not cancelling:
+            break
         rows = [
             ("`race`, 1 loser", lambda r: f"{r['one_loser_ms']:.1f} ms"),
             (
@@ -445,8 +448,8 @@ def render(results: dict[str, dict[str, Any]]) -> str:
         "notes, *Where the fan-out's limit is*).",
         "",
     ]
-    if not results[backends[0]]["cancel_200ms"]:
-        lines = lines[:2]  # --hedge-only
+    if not cancelling:
+        lines = lines[:2]
     seeds = len(next(iter(results[backends[0]]["hedging"].values()), {}).get("p99_ratio_runs", []))
     lines += [
         f"**Hedging under heavy tails**: {REQUESTS} requests, {IN_FLIGHT} in flight, time to "
@@ -581,8 +584,14 @@ def main() -> None:
     parser.add_argument(
         "--seeds", type=int, default=5, help="hedging runs per contender (default 5)"
     )
+    parser.add_argument(
+        "--render", type=Path, help="only print the report of a JSON written by --out"
+    )
     parser.add_argument("--serve", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.render is not None:
+        print(render(json.loads(args.render.read_text())))
+        return
     if args.serve is not None:
         serve(args.serve)
         return

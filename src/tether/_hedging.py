@@ -179,8 +179,9 @@ class HedgeBudget:
 class TokenBudget:
     """Caps the output tokens that hedges waste at a fraction of the winners' output tokens.
 
-    Every race's winner adds ``ratio`` times its output tokens; every loser is charged the
-    output tokens it produced, when its race settles. A hedge is granted only when what is
+    Every race's winner adds ``ratio`` times its output tokens; every loser is charged what
+    it may have produced, when its race settles (``loser_cost``: the tokens seen, or those
+    the server may have generated unseen while the loser was being stopped). A hedge is granted only when what is
     left covers a *reservation*: the longest answer seen so far, the most one loser can
     produce when answers are no longer than that. The reservation is held until the race
     settles, then replaced by what its losers actually cost. So at every moment
@@ -214,6 +215,8 @@ class TokenBudget:
         """The longest answer seen (winner or loser), in output tokens: one hedge's reservation."""
         self.refused: int = 0
         """Hedges refused because the account could not cover a reservation."""
+        self.rate: float = 0.0
+        """The fastest output seen (a winner's tokens per second), ``0.0`` while unknown."""
 
     @property
     def available(self) -> float:
@@ -233,10 +236,24 @@ class TokenBudget:
         """Give back a reservation whose hedge was not sent."""
         self.held = max(0.0, self.held - amount)
 
-    def on_won(self, tokens: int) -> None:
-        """A race was won with an answer of *tokens* output tokens."""
+    def on_won(self, tokens: int, seconds: float | None = None) -> None:
+        """A race was won with an answer of *tokens* output tokens, streamed in *seconds*."""
         self.won += tokens
         self.longest = max(self.longest, tokens)
+        if seconds is not None and seconds > 0:
+            self.rate = max(self.rate, tokens / seconds)
+
+    def loser_cost(self, seen: int, stopping: float) -> int:
+        """What to charge a loser: at least the *seen* tokens, and what the server may have
+        generated unseen while it was being stopped (*stopping* seconds from the decision to
+        its stop's end) at the fastest rate seen, at most one longest answer.
+
+        A ``first_token`` race decides at the winner's first token, so a loser's tokens
+        are mostly ones the client never sees: those the server generates until the cancel
+        reaches it. While no rate is known, a whole answer is charged.
+        """
+        bound = self.longest if self.rate <= 0 else math.ceil(self.rate * max(stopping, 0.0))
+        return max(seen, min(self.longest, bound))
 
     def settle(self, held: float, losers: Sequence[int]) -> None:
         """A race is over: release what its hedges *held*, charge its *losers*' output tokens."""
@@ -330,11 +347,18 @@ class AdaptiveStagger:
             self.throttle.refund()
         return held
 
-    def settle(self, held: float, winner: int | None, losers: Sequence[int]) -> None:
-        """One race is over: its *winner*'s output tokens (``None``: nothing won) pay in,
-        its *losers*' are charged, and what its hedges *held* is released (races call this)."""
+    def settle(
+        self,
+        held: float,
+        winner: int | None,
+        losers: Sequence[int],
+        winner_seconds: float | None = None,
+    ) -> None:
+        """One race is over: its *winner*'s output tokens (``None``: nothing won, else streamed
+        in *winner_seconds*) pay in, its *losers*' costs (``cost.loser_cost``) are charged,
+        and what its hedges *held* is released (races call this)."""
         if winner is not None:
-            self.cost.on_won(winner)
+            self.cost.on_won(winner, winner_seconds)
         self.cost.settle(held, losers)
 
     def samples(self, bucket: Bucket) -> int:
@@ -375,7 +399,9 @@ def adaptive(
 
     A second account caps what hedging *costs* in output tokens, in every run and not on
     average: every winner pays in ``token_budget`` of its output tokens, every loser is
-    charged the output tokens it produced, and a hedge starts only when the account covers
+    charged what it may have produced (the tokens the client saw, or, for those it never
+    saw, the fastest output rate seen times how long the loser took to stop, at most one
+    answer), and a hedge starts only when the account covers
     the longest answer seen (the most a loser can cost), held until its race settles. So
     the losers' tokens stay under ``token_budget`` (5 %) of the winners' from the first
     race; the account starts empty, so there is no hedge before the first race is won.
@@ -398,8 +424,8 @@ def adaptive(
         key: ``key(request) -> bucket``: what to learn separately (default: the request's
             ``model``; e.g. ``lambda r: (r["model"], len(r["input"]) > 2000)``).
         token_budget: The losers' output tokens, at most, as a fraction of the winners'
-            (0.05: 5 % extra tokens; the tokens the client received, or the server's
-            ``usage`` when it reported one). 0 sends no hedge.
+            (0.05: 5 % extra tokens, as estimated by the client: see above). 0 sends no
+            hedge.
 
     Returns:
         An [`AdaptiveStagger`][tether.races.AdaptiveStagger].

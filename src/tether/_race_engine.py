@@ -194,9 +194,19 @@ class Race:
             return
         self._settled = True
         winner = self.winner
-        won = None if winner is None or winner.state != "won" else _output_tokens(winner)
-        losers = [_output_tokens(c) for c in self.contestants if c.lost]
-        self.stagger.settle(self._held, won, losers)
+        won: int | None = None
+        seconds: float | None = None
+        if winner is not None and winner.state == "won":
+            won = _output_tokens(winner)
+            if winner.first_token_at is not None and winner.ended_at is not None:
+                seconds = winner.ended_at - winner.first_token_at
+        cost = self.stagger.cost
+        losers = [
+            cost.loser_cost(_output_tokens(c), (c.ended_at or self.decided_at) - self.decided_at)
+            for c in self.contestants
+            if c.lost
+        ]
+        self.stagger.settle(self._held, won, losers, seconds)
 
     async def _attempt(
         self,
