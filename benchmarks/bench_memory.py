@@ -124,7 +124,12 @@ CONTENDERS = {"raw SDK (closed, not cancelled)": raw, "tether (scope.cancel())":
 async def measure(base_url: str, contender: str) -> dict[str, Any]:
     """In this (fresh) process: warm up with one stream, then run *contender* at scale."""
     run = CONTENDERS[contender]
-    async with openai.AsyncOpenAI(base_url=base_url, api_key="sk-emulator") as client:
+    # 1,000 connects at once: on a loaded machine the SDK's 5 s connect timeout is too short
+    # (both contenders alike; it changes nothing else).
+    timeout = openai.Timeout(600.0, connect=60.0)
+    async with openai.AsyncOpenAI(
+        base_url=base_url, api_key="sk-emulator", timeout=timeout
+    ) as client:
         await run(client, 1)  # imports, schemas, the pool: what a long-lived process has
         warm = _rss_kb()
         result = await run(client, STREAMS)
