@@ -108,7 +108,7 @@ async def guarded(client: openai.AsyncOpenAI, n: int) -> dict[str, Any]:
             async for _ in stream:
                 pass
 
-    async with tether.open_scope(client, grace=GRACE) as scope:
+    async with tether.open_scope(client, grace=GRACE, first_event_timeout=120.0) as scope:
         async with anyio.create_task_group() as tg:
             for _ in range(n):
                 tg.start_soon(one, scope)
