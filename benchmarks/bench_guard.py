@@ -333,6 +333,34 @@ async def run_backend(rounds: int) -> dict[str, Any]:
     }
 
 
+def render_throughput(results: dict[str, dict[str, Any]]) -> list[str]:
+    """Part 3's table (all that ``--throughput-only`` prints)."""
+    backends = list(results)
+    return [
+        "**Throughput**, per client CPU-second: a raw SDK stream and a guarded one of the same "
+        "5,000-event model, read in alternation, one event each in turn (which side reads first "
+        "alternates from round to round), each read's CPU time counted to its side (the "
+        "emulator in another process); "
+        f"{results[backends[0]]['throughput_rounds']} rounds, the ratio is the median of the "
+        "per-round ratios, with their interquartile range.",
+        "",
+        "| throughput | " + " | ".join(backends) + " |",
+        "|---|" + "---|" * len(backends),
+        "| raw SDK iteration | "
+        + " | ".join(f"{results[b]['raw_events_per_cpu_s']:,.0f} events/CPU-s" for b in backends)
+        + " |",
+        "| through `guarded_stream` | "
+        + " | ".join(
+            f"{results[b]['guarded_events_per_cpu_s']:,.0f} events/CPU-s "
+            f"({results[b]['events_ratio']:.3f}×, "
+            f"IQR {results[b]['events_ratio_iqr'][0]:.3f}–{results[b]['events_ratio_iqr'][1]:.3f})"
+            for b in backends
+        )
+        + " |",
+        "",
+    ]
+
+
 def render(results: dict[str, dict[str, Any]], rounds: int) -> str:
     backends = list(results)
     lines = [
@@ -368,29 +396,8 @@ def render(results: dict[str, dict[str, Any]], rounds: int) -> str:
             for b in backends
         ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", *render_throughput(results)]
     lines += [
-        "",
-        "**Throughput**, per client CPU-second: a raw SDK stream and a guarded one of the same "
-        "5,000-event model, read in alternation, one event each in turn (which side reads first "
-        "alternates from round to round), each read's CPU time counted to its side (the "
-        "emulator in another process); "
-        f"{results[backends[0]]['throughput_rounds']} rounds, the ratio is the median of the "
-        "per-round ratios, with their interquartile range.",
-        "",
-        "| throughput | " + " | ".join(backends) + " |",
-        "|---|" + "---|" * len(backends),
-        "| raw SDK iteration | "
-        + " | ".join(f"{results[b]['raw_events_per_cpu_s']:,.0f} events/CPU-s" for b in backends)
-        + " |",
-        "| through `guarded_stream` | "
-        + " | ".join(
-            f"{results[b]['guarded_events_per_cpu_s']:,.0f} events/CPU-s "
-            f"({results[b]['events_ratio']:.3f}×, "
-            f"IQR {results[b]['events_ratio_iqr'][0]:.3f}–{results[b]['events_ratio_iqr'][1]:.3f})"
-            for b in backends
-        )
-        + " |",
-        "",
         "Orphans left on the emulator at the end of the run (the raw SDK's responses had "
         "finished by then): " + ", ".join(f"{b}: {results[b]['orphans_left']}" for b in backends),
         "",
@@ -456,6 +463,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--throughput-rounds", type=int, default=20)
+    parser.add_argument(
+        "--throughput-only",
+        action="store_true",
+        help="only part 3 (events per CPU-second); prints its table, writes nothing",
+    )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "guard.json")
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "benchmarks" / "guard.md")
@@ -464,8 +476,10 @@ def main() -> None:
     if args.serve:
         serve()
         return
-    results = {
-        backend: anyio.run(run_backend, args.rounds, backend=backend)
+    results: dict[str, dict[str, Any]] = {
+        backend: {}
+        if args.throughput_only
+        else anyio.run(run_backend, args.rounds, backend=backend)
         for backend in ("asyncio", "trio")
     }
     server = subprocess.Popen(
@@ -485,6 +499,9 @@ def main() -> None:
         assert server.stdin is not None
         server.stdin.close()
         server.wait()
+    if args.throughput_only:
+        print("\n".join(render_throughput(results)))
+        return
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     args.doc.parent.mkdir(parents=True, exist_ok=True)

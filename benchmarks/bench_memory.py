@@ -108,7 +108,7 @@ async def guarded(client: openai.AsyncOpenAI, n: int) -> dict[str, Any]:
             async for _ in stream:
                 pass
 
-    async with tether.open_scope(client, grace=GRACE) as scope:
+    async with tether.open_scope(client, grace=GRACE, first_event_timeout=120.0) as scope:
         async with anyio.create_task_group() as tg:
             for _ in range(n):
                 tg.start_soon(one, scope)
@@ -124,7 +124,12 @@ CONTENDERS = {"raw SDK (closed, not cancelled)": raw, "tether (scope.cancel())":
 async def measure(base_url: str, contender: str) -> dict[str, Any]:
     """In this (fresh) process: warm up with one stream, then run *contender* at scale."""
     run = CONTENDERS[contender]
-    async with openai.AsyncOpenAI(base_url=base_url, api_key="sk-emulator") as client:
+    # 1,000 connects at once: on a loaded machine the SDK's 5 s connect timeout is too short
+    # (both contenders alike; it changes nothing else).
+    timeout = openai.Timeout(600.0, connect=60.0)
+    async with openai.AsyncOpenAI(
+        base_url=base_url, api_key="sk-emulator", timeout=timeout
+    ) as client:
         await run(client, 1)  # imports, schemas, the pool: what a long-lived process has
         warm = _rss_kb()
         result = await run(client, STREAMS)
@@ -144,8 +149,10 @@ def _child(base_url: str, contender: str, backend: str) -> dict[str, Any]:
         [sys.executable, __file__, "--measure", base_url, contender, backend],
         capture_output=True,
         text=True,
-        check=True,
+        check=False,
     )
+    if out.returncode != 0:  # show why: the child's traceback
+        raise RuntimeError(f"{contender} on {backend} failed:\n{out.stderr}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -301,10 +301,27 @@ async def hedged_requests(
     return times
 
 
-async def bench_hedge() -> dict[str, dict[str, Any]]:
+async def bench_hedge(seeds: int) -> dict[str, dict[str, Any]]:
+    """Every contender once per seed (emulator seeds 11, 12...); a fresh ``adaptive`` each run.
+
+    A row is the first seed's run (its samples feed the plot), with each figure's per-run
+    values in ``runs`` and their worst (``*_max``): the budget must hold in every run.
+    """
+    runs = [await hedge_run(11 + i) for i in range(seeds)]
+    out = runs[0]
+    for name, row in out.items():
+        for key in ("p99_ratio", "extra_requests", "extra_tokens"):
+            values = [run[name][key] for run in runs]
+            row[f"{key}_runs"] = values
+            row[f"{key}_max"] = max(values)
+        row["orphans"] = sum(run[name]["orphans"] for run in runs)
+    return out
+
+
+async def hedge_run(seed: int) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for name, (attempts, stagger) in contenders().items():
-        async with ResponsesEmulator(models={"tail": tail_model()}, seed=11) as emu:
+        async with ResponsesEmulator(models={"tail": tail_model()}, seed=seed) as emu:
             async with emu.async_client() as client:
                 times = await hedged_requests(client, attempts, stagger)
                 await emu.wait_for(lambda ledger: not any(r.generating for r in ledger))
@@ -316,8 +333,14 @@ async def bench_hedge() -> dict[str, dict[str, Any]]:
             throttle = stagger.throttle
             learned = (
                 f"learned {stagger.stagger_for('tail') * 1e3:.0f} ms; "
-                f"{throttle.hedges} hedges, {throttle.refused} refusals by the budget"
+                f"{throttle.hedges} hedges, {throttle.refused} refusals by the request budget"
             )
+            cost = getattr(stagger, "cost", None)  # None before the token budget (--before)
+            if cost is not None:
+                learned += (
+                    f", {cost.refused} by the token budget; losers' tokens seen {cost.spent} "
+                    f"of {cost.won} won"
+                )
         out[name] = {
             "learned": learned,
             "p50_ms": percentile(times, 0.5) * 1e3,
@@ -334,11 +357,12 @@ async def bench_hedge() -> dict[str, dict[str, Any]]:
     return out
 
 
-async def run_backend(servers: dict[str, tuple[str, int]], hedging: bool) -> dict[str, Any]:
+async def run_backend(servers: dict[str, tuple[str, int]] | None, seeds: int) -> dict[str, Any]:
+    empty: dict[str, Any] = {}
     return {
-        "cancel_200ms": await bench_cancel(*servers["cancel_200ms"]),
-        "cancel_instant": await bench_cancel(*servers["cancel_instant"]),
-        "hedging": await bench_hedge() if hedging else {},
+        "cancel_200ms": await bench_cancel(*servers["cancel_200ms"]) if servers else empty,
+        "cancel_instant": await bench_cancel(*servers["cancel_instant"]) if servers else empty,
+        "hedging": await bench_hedge(seeds) if seeds else {},
     }
 
 
@@ -348,6 +372,12 @@ async def run_backend(servers: dict[str, tuple[str, int]], hedging: bool) -> dic
 def spread(runs_ms: list[float]) -> str:
     """The rounds' range, for the run-to-run spread."""
     return f"[{min(runs_ms):.0f}-{max(runs_ms):.0f}]"
+
+
+def worst(row: dict[str, Any], key: str, fmt: str) -> str:
+    """The worst run's figure, then every run's range."""
+    runs = row[f"{key}_runs"]
+    return f"{fmt.format(max(runs))} [{fmt.format(min(runs))}-{fmt.format(max(runs))}]"
 
 
 def render(results: dict[str, dict[str, Any]]) -> str:
@@ -364,10 +394,13 @@ def render(results: dict[str, dict[str, Any]]) -> str:
         f"| server-side cancel takes | contender | {head} |",
         "|---|---|" + "---|" * len(backends),
     ]
+    cancelling = bool(results[backends[0]]["cancel_200ms"])  # not with --hedge-only
     for key, label in (
         ("cancel_200ms", f"{CANCEL_DELAY * 1e3:.0f} ms"),
         ("cancel_instant", "~0 ms"),
     ):
+        if not cancelling:
+            break
         rows = [
             ("`race`, 1 loser", lambda r: f"{r['one_loser_ms']:.1f} ms"),
             (
@@ -418,10 +451,18 @@ def render(results: dict[str, dict[str, Any]]) -> str:
         "request and side; most of the client's share is its HTTP pool (see the design "
         "notes, *Where the fan-out's limit is*).",
         "",
+    ]
+    if not cancelling:
+        lines = lines[:2]
+    seeds = len(next(iter(results[backends[0]]["hedging"].values()), {}).get("p99_ratio_runs", []))
+    lines += [
         f"**Hedging under heavy tails**: {REQUESTS} requests, {IN_FLIGHT} in flight, time to "
         f"first token lognormal (median {MEDIAN * 1e3:.0f} ms, p99 {P99:g} s: sigma "
         f'{SIGMA:.2f}), {LENGTH} output tokens; `race(..., win="first_token")`. Time to '
-        "completion of the winner; extra requests and output tokens from the ledger.",
+        "completion of the winner; extra requests and output tokens (the server's, from the "
+        f"ledger). {seeds} runs per contender, emulator seeds 11-{10 + seeds}: p50, p99 and "
+        "p99.9 from the first; the ratio to unhedged and the extras are the worst run's, "
+        "[every run's range].",
         "",
     ]
     for backend in backends:
@@ -435,14 +476,17 @@ def render(results: dict[str, dict[str, Any]]) -> str:
         for name, row in hedging.items():
             lines.append(
                 f"| {name} | {row['p50_ms']:.0f} ms | {row['p99_ms']:.0f} ms | "
-                f"{row['p999_ms']:.0f} ms | {row['p99_ratio']:.2f}× | "
-                f"{row['extra_requests']:.1%} | {row['extra_tokens']:.1%} |"
+                f"{row['p999_ms']:.0f} ms | {worst(row, 'p99_ratio', '{:.2f}×')} | "
+                f"{worst(row, 'extra_requests', '{:.1%}')} | "
+                f"{worst(row, 'extra_tokens', '{:.1%}')} |"
             )
         lines.append("")
         notes = [f"{name}: {row['learned']}" for name, row in hedging.items() if row["learned"]]
         lines += [f"{backend}, adaptive: " + "; ".join(notes) + ".", ""]
     orphans = sum(
-        results[b][k]["orphans"] for b in backends for k in ("cancel_200ms", "cancel_instant")
+        results[b][k].get("orphans", 0)
+        for b in backends
+        for k in ("cancel_200ms", "cancel_instant")
     ) + sum(row["orphans"] for b in backends for row in results[b]["hedging"].values())
     lines += [f"Orphans left on the emulator over the whole run: {orphans}.", ""]
     return "\n".join(lines)
@@ -536,24 +580,45 @@ def main() -> None:
         action="store_true",
         help="only the cancelling part; prints its table, writes only --out",
     )
+    parser.add_argument(
+        "--hedge-only",
+        action="store_true",
+        help="only the hedging part; prints its table, writes only --out",
+    )
+    parser.add_argument(
+        "--seeds", type=int, default=5, help="hedging runs per contender (default 5)"
+    )
+    parser.add_argument(
+        "--render", type=Path, help="only print the report of a JSON written by --out"
+    )
     parser.add_argument("--serve", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.render is not None:
+        print(render(json.loads(args.render.read_text())))
+        return
     if args.serve is not None:
         serve(args.serve)
         return
-    with served(CANCEL_DELAY) as slow, served(0.0) as instant:
-        servers = {"cancel_200ms": slow, "cancel_instant": instant}
+    seeds = 0 if args.cancel_only else args.seeds
+    if args.hedge_only:
         results = {
-            backend: anyio.run(run_backend, servers, not args.cancel_only, backend=backend)
+            backend: anyio.run(run_backend, None, seeds, backend=backend)
             for backend in ("asyncio", "trio")
         }
+    else:
+        with served(CANCEL_DELAY) as slow, served(0.0) as instant:
+            servers = {"cancel_200ms": slow, "cancel_instant": instant}
+            results = {
+                backend: anyio.run(run_backend, servers, seeds, backend=backend)
+                for backend in ("asyncio", "trio")
+            }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     summary = json.loads(json.dumps(results))
     for backend in summary.values():
         for row in backend["hedging"].values():
             del row["times_ms"]  # the raw samples only feed the plot
     args.out.write_text(json.dumps(summary, indent=2) + "\n")
-    if args.cancel_only:
+    if args.cancel_only or args.hedge_only:
         print(render(results))
         return
     args.doc.parent.mkdir(parents=True, exist_ok=True)

@@ -371,7 +371,7 @@ def test_same_seed_gives_the_same_text_and_ids() -> None:
 
 
 def test_fixed_text_is_split_into_tokens_that_keep_their_spaces() -> None:
-    """Model(text=...) streams one delta per word, spaces included, joining to the text."""
+    """EmulatedModel(text=...) streams one delta per word, spaces included, joining to the text."""
     text = "Hello  there, general\nKenobi."
     with ResponsesEmulator(models={"t": EmulatedModel(ttft=0.0, text=text)}) as emu:
         with emu.client() as client:

@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING
 
 import anyio
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tether import adaptive, race
 from tether._hedging import P2Quantile
 from tether._race import Progress, launch_staggered
-from tether.races import HedgeBudget, Trigger
+from tether.races import HedgeBudget, TokenBudget, Trigger
 from tether.testing import EmulatedModel, Faults
 
 if TYPE_CHECKING:
@@ -227,6 +227,90 @@ def test_budget_saves_at_most_max_tokens() -> None:
     assert sum(budget.try_spend() for _ in range(10)) == 3
 
 
+# ------------------------------------------------------- the output-token account
+
+Op = tuple[int, int, int, int]
+"""(kind, which race, the winner's tokens (0: nothing won), each loser's cost in % of its hold);
+kind 0 opens a race, 1 asks for a hedge in a live race, 2 settles one."""
+
+_race_ops = st.lists(
+    st.tuples(st.integers(0, 2), st.integers(0, 20), st.integers(0, 30), st.integers(0, 100)),
+    min_size=50,
+    max_size=150,
+)
+
+
+@settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow])  # long schedules
+@given(ratio=st.sampled_from([0.0, 0.05, 0.2, 0.5]), ops=_race_ops)
+def test_losers_tokens_never_exceed_the_token_budget_of_the_winners_tokens(
+    ratio: float, ops: list[Op]
+) -> None:
+    """Any interleaving of concurrent races, hedges and settlements, any answer lengths: at every
+    step the losers' tokens plus what live hedges hold stay within ratio x the winners' tokens,
+    as long as a loser costs at most the reservation its hedge was granted."""
+    stagger = adaptive(budget=1.0, token_budget=ratio)
+    cost = stagger.cost
+    live: list[list[float]] = []  # per open race: what each of its hedges holds
+    for kind, which, winner, percent in ops:
+        if kind == 0:
+            stagger.throttle.on_primary()
+            live.append([])
+        elif kind == 1 and live:
+            held = stagger.try_hedge()
+            if held is not None:
+                live[which % len(live)].append(held)
+        elif kind == 2 and live:
+            holds = live.pop(which % len(live))
+            losers = [math.floor(h * percent / 100) for h in holds]
+            stagger.settle(sum(holds), winner or None, losers)
+        assert cost.spent + cost.held <= ratio * cost.won + 1e-6
+    assert cost.held == pytest.approx(sum(sum(h) for h in live))
+
+
+def test_token_budget_reserves_the_longest_answer_for_each_hedge() -> None:
+    budget = TokenBudget(0.05)
+    assert budget.try_reserve() is None  # no answer seen: nothing to reserve against
+    for _ in range(39):
+        budget.on_won(20)  # 39 tokens of credit: one reservation of 20
+    assert budget.try_reserve() == 20.0
+    assert budget.try_reserve() is None
+    assert budget.refused == 2
+
+
+def test_loser_is_charged_what_the_server_may_have_generated_while_it_was_stopped() -> None:
+    budget = TokenBudget(0.05)
+    budget.on_won(20)
+    assert budget.loser_cost(0, 0.001) == 20  # no rate known yet: a whole answer
+    budget.on_won(20, seconds=0.01)  # 2,000 tokens a second
+    assert budget.loser_cost(0, 0.002) == 4  # unseen: 2 ms of generation at that rate
+    assert budget.loser_cost(7, 0.002) == 7  # what the client saw, if more
+    assert budget.loser_cost(0, 5.0) == 20  # a slow stop: at most one answer
+
+
+def test_token_budget_refusal_spends_no_request_token() -> None:
+    stagger = adaptive(budget=1.0)
+    stagger.throttle.on_primary()
+    assert stagger.try_hedge() is None  # the output-token account is empty
+    assert stagger.throttle.tokens == 1.0
+    assert stagger.throttle.hedges == 0
+
+
+def test_token_budget_in_debt_refuses_hedges_until_the_winners_pay_it_back() -> None:
+    stagger = adaptive(budget=1.0, token_budget=0.5)
+    stagger.settle(0.0, 10, [])  # credit 5
+    stagger.settle(0.0, 10, [])  # credit 10: one answer of 10
+    stagger.throttle.on_primary()
+    assert stagger.try_hedge() == 10.0
+    stagger.settle(10.0, 10, [40])  # a loser longer than any answer seen: 15 - 40
+    assert stagger.cost.available == -25.0
+    stagger.throttle.on_primary()
+    assert stagger.try_hedge() is None  # longest is now 40: needs 65 more credit
+    for _ in range(13):
+        stagger.settle(0.0, 10, [])
+    assert stagger.cost.available == 40.0
+    assert stagger.try_hedge() == 40.0
+
+
 # -------------------------------------------------------------------- adaptive
 
 
@@ -298,6 +382,42 @@ async def test_adaptive_race_out_of_budget_still_replaces_a_failed_attempt(
     )
     assert result.winner.index == 1
     assert result.winner.trigger == "failure"
+
+
+async def test_adaptive_race_sends_no_hedge_before_the_winners_tokens_cover_one_answer(
+    emulator: ResponsesEmulator, client: openai.AsyncOpenAI
+) -> None:
+    """A fresh account holds nothing: hedges start once the winners paid in one whole answer."""
+    emulator.models["thinks"] = EmulatedModel(ttft=0.05, tokens_per_s=5000.0, length=5)
+    stagger = adaptive(budget=1.0, initial=0.0, token_budget=0.5)
+    first = await race(client, [{"model": "thinks", "input": "hi"}] * 2, stagger=stagger)
+    assert first.hedges == 0
+    assert stagger.cost.refused >= 1
+    assert stagger.cost.won == 5  # 0.5 x 5 = 2.5 tokens of credit: short of one answer (5)
+    second = await race(client, [{"model": "thinks", "input": "hi"}] * 2, stagger=stagger)
+    assert second.hedges == 0
+    third = await race(client, [{"model": "thinks", "input": "hi"}] * 2, stagger=stagger)
+    assert third.hedges == 1  # 0.5 x 10 = 5: one answer's worth
+    assert emulator.ledger.requests == 4
+
+
+async def test_adaptive_race_charges_each_loser_its_tokens_and_releases_its_hold(
+    emulator: ResponsesEmulator, client: openai.AsyncOpenAI
+) -> None:
+    emulator.models["thinks"] = EmulatedModel(ttft=0.05, tokens_per_s=5000.0, length=5)
+    stagger = adaptive(budget=1.0, initial=0.0, token_budget=1.0)
+    stagger.settle(0.0, 5, [])  # one answer of 5 paid in: one hedge's reservation
+    result = await race(client, [{"model": "thinks", "input": "hi"}] * 2, stagger=stagger)
+    assert result.hedges == 1
+    (loser,) = result.losers
+    assert loser.outcome is not None
+    assert result.winner.outcome is not None
+    assert result.winner.outcome.usage is not None
+    assert stagger.cost.won == 5 + result.winner.outcome.usage.output_tokens
+    usage = loser.outcome.usage  # a loser that completed before its cancel reports usage
+    seen = loser.outcome.deltas if usage is None else usage.output_tokens
+    assert seen <= stagger.cost.spent <= 5  # what it sent, at most one answer
+    assert stagger.cost.held == 0.0
 
 
 def test_adaptive_defaults_hedge_at_the_p80_within_a_thirty_percent_budget() -> None:

@@ -191,7 +191,7 @@ def emulator_http2(request: pytest.FixtureRequest) -> bool:
 def responses_emulator(request: pytest.FixtureRequest) -> Iterator[ResponsesEmulator]:
     """A started Responses emulator with `default_models()`, stopped after the test.
 
-    Add models with `responses_emulator.models["name"] = Model(...)`, check its
+    Add models with `responses_emulator.models["name"] = EmulatedModel(...)`, check its
     `ledger`, and wait on it with `await responses_emulator.wait_for(...)`. With
     `tether_fail_if_left_generating = true`, the test fails if it left a response
     generating (see `fail_if_left_generating`).

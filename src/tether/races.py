@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from ._hedging import AdaptiveStagger as AdaptiveStagger
 from ._hedging import HedgeBudget as HedgeBudget
+from ._hedging import TokenBudget as TokenBudget
 from ._hedging import Trigger as Trigger
 from ._public import claim as _claim
 from ._race_records import AttemptState as AttemptState
@@ -51,6 +52,7 @@ __all__ = [
     "RaceEvent",
     "RaceResult",
     "RaceStream",
+    "TokenBudget",
     "Trigger",
     "WinCondition",
 ]
