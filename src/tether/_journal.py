@@ -221,13 +221,8 @@ class Journal(Protocol):
 
 
 def default_journal_path() -> Path:
-    """The per-user journal: ``$XDG_STATE_HOME/tether/journal.sqlite3`` (``~/.local/state``).
-
-    Example:
-        ```python
-        print(tether.journal.default_journal_path())  # /home/me/.local/state/tether/journal.sqlite3
-        ```
-    """
+    """The per-user journal: ``$XDG_STATE_HOME/tether/journal.sqlite3`` (``~/.local/state``),
+    what ``open_journal()`` and the CLI use when given no path."""
     state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(state) / "tether" / "journal.sqlite3"
 

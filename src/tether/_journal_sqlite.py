@@ -104,7 +104,7 @@ class SqliteJournal(LeasedJournal):
 
     Args:
         path: The database file (created with its folder on the first write). Default:
-            [`default_journal_path`][tether.journal.default_journal_path].
+            the per-user journal, `$XDG_STATE_HOME/tether/journal.sqlite3` (`~/.local/state`).
         lease: Seconds an owner's entries stay untouchable after its last renewal.
         timeout: Seconds a call waits for another process's lock before it fails.
 

@@ -21,7 +21,6 @@ from ._fleet import ReapReport as ReapReport
 from ._journal import Journal as Journal
 from ._journal import JournalEntry as JournalEntry
 from ._journal import Owner as Owner
-from ._journal import default_journal_path as default_journal_path
 from ._journal_postgres import PostgresJournal as PostgresJournal
 from ._journal_redis import RedisJournal as RedisJournal
 from ._journal_sqlite import SqliteJournal as SqliteJournal
@@ -36,7 +35,6 @@ __all__ = [
     "ReapReport",
     "RedisJournal",
     "SqliteJournal",
-    "default_journal_path",
 ]
 
 
