@@ -20,7 +20,7 @@ import json
 import math
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal, final
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 import attrs
@@ -28,13 +28,13 @@ import pydantic
 from anyio.lowlevel import checkpoint_if_cancelled
 
 from . import observe
-from ._agent_events import AgentEvent
+from ._agent_events import AgentEvent, AgentResult, AgentTurn, StopReason
 from ._build import StreamOptions, build_guard
 from ._cancel import log
 from ._errors import fatal_in
 from ._scope import as_scope
-from ._tools import AgentContext, AgentTool, ToolCall, agent_tool
-from ._validate import check_non_negative
+from ._tools import AgentContext, AgentTool, ToolCall, check_tools
+from ._validate import check_count, check_non_negative
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
@@ -46,98 +46,14 @@ if TYPE_CHECKING:
         Response,
         ResponseFunctionToolCall,
         ResponseInputParam,
-        ResponseUsage,
     )
 
-    from ._outcome import StreamOutcome
     from ._protocol import ResponseGuard
     from ._scope import Scope
 
-__all__ = ["AgentResult", "AgentTurn", "StopReason", "run_agent"]
-
-StopReason = Literal[
-    "completed", "incomplete", "deadline", "max_turns", "token_budget", "tool_error"
-]
-"""Why an agent's loop ended.
-
-- ``completed``: a turn answered without function calls (the final message).
-- ``incomplete``: a turn ended ``incomplete`` (``max_output_tokens``, content filter).
-- ``deadline``: the scope's deadline (minus the reserve) came; nothing was left running.
-- ``max_turns``: ``max_turns`` responses were made and the last one still called tools.
-- ``token_budget``: the tokens used reached ``max_tokens``.
-- ``tool_error``: a tool raised, with ``on_tool_error="stop"``.
-"""
+__all__ = ["run_agent"]
 
 OnToolError = Literal["report", "stop", "raise"]
-
-
-@final
-@attrs.frozen(kw_only=True)
-class AgentTurn:
-    """One turn of an agent: a guarded response, then the function calls it asked for.
-
-    Example:
-        ```python
-        for turn in result.turns:
-            print(turn.index, turn.status, [call.name for call in turn.tool_calls])
-        ```
-    """
-
-    index: int
-    """1 for the first response, then 2, 3..."""
-    response_id: str | None
-    """The response's id (``None`` if it never got one)."""
-    status: str | None
-    """The response's last known status: ``completed``, or ``cancelled`` if the deadline
-    came while it streamed."""
-    outcome: StreamOutcome | None
-    """How its guarded stream ended (see [`StreamOutcome`][tether.StreamOutcome])."""
-    tool_calls: tuple[ToolCall, ...] = ()
-    """The function calls run for this turn, in the order the model made them. The calls of
-    a turn after which the loop stops (``max_turns``, ``token_budget``) are not run."""
-    usage: ResponseUsage | None = attrs.field(default=None, eq=False, repr=False)
-    """The response's token usage, when it completed."""
-    started_at: float = 0.0
-    """When the turn started (``anyio.current_time()``)."""
-    ended_at: float = 0.0
-    """When its last tool returned (or the turn was stopped)."""
-
-
-@final
-@attrs.frozen(kw_only=True)
-class AgentResult:
-    """How an agent's loop ended, every turn of it, and what it cost.
-
-    Example:
-        ```python
-        result = await tether.run_agent(scope, model="gpt-5", input=q, tools=[search])
-        if result.reason == "completed":
-            print(result.output_text)
-        print(len(result.turns), result.total_tokens)
-        ```
-    """
-
-    reason: StopReason
-    """Why the loop ended (see [`StopReason`][tether.agents.StopReason])."""
-    output_text: str
-    """The text of the last completed response: the answer when ``reason`` is
-    ``completed``; often empty otherwise (a turn that called tools)."""
-    turns: tuple[AgentTurn, ...]
-    """Every turn, in order, the one interrupted by the deadline included."""
-    final_response: Response | None = attrs.field(default=None, eq=False, repr=False)
-    """The last completed response (``None`` if none completed)."""
-    input_tokens: int = 0
-    """Input tokens over the completed responses."""
-    output_tokens: int = 0
-    """Output tokens over the completed responses."""
-    total_tokens: int = 0
-    """``input_tokens + output_tokens``, as the API counts them; a response cancelled
-    mid-stream reports no usage and is not counted."""
-
-    @property
-    def tool_calls(self) -> tuple[ToolCall, ...]:
-        """Every function call of every turn, in order."""
-        return tuple(call for turn in self.turns for call in turn.tool_calls)
 
 
 @attrs.define
@@ -329,36 +245,6 @@ class _Agent:
             observe.emit(AgentEvent.ToolEnded(id=node, call=record))
 
 
-def _check_count(name: str, value: object, *, optional: bool = False) -> int | None:
-    if value is None and optional:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int{' or None' if optional else ''}, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value!r}")
-    return value
-
-
-def _check_tools(tools: object) -> dict[str, AgentTool[..., Any]]:
-    if isinstance(tools, (str, bytes, Mapping)) or not isinstance(tools, Sequence):
-        raise TypeError(f"tools must be a list of tools or functions, got {tools!r}")
-    found: dict[str, AgentTool[..., Any]] = {}
-    for i, item in enumerate(tools):  # pyright: ignore[reportUnknownVariableType, reportUnknownArgumentType]
-        if not isinstance(item, AgentTool) and not callable(item):  # pyright: ignore[reportUnknownArgumentType]
-            raise TypeError(f"tools[{i}] must be a tether.agent_tool or a function, got {item!r}")
-        described: AgentTool[..., Any] = agent_tool(item)  # pyright: ignore[reportUnknownArgumentType]
-        if described.name in found:
-            raise ValueError(f"two tools are named {described.name!r} (tools[{i}] is the second)")
-        found[described.name] = described
-    return found
-
-
-def _check_reserve(reserve: object) -> float | None:
-    if reserve is None:
-        return None
-    return check_non_negative("reserve", reserve, what="a number of seconds or None")
-
-
 async def run_agent(
     scope: Scope | AsyncOpenAI,
     *,
@@ -446,17 +332,21 @@ async def run_agent(
         for i, item in enumerate(input):  # pyright: ignore[reportUnknownVariableType, reportUnknownArgumentType]
             if not isinstance(item, (Mapping, pydantic.BaseModel)):
                 raise TypeError(f"input[{i}] must be an input item (a dict), got {item!r}")
-    registry = _check_tools(tools)
-    turns = _check_count("max_turns", max_turns)
+    registry = check_tools(tools)
+    turns = check_count("max_turns", max_turns)
     assert turns is not None
-    budget_tokens = _check_count("max_tokens", max_tokens, optional=True)
+    budget_tokens = check_count("max_tokens", max_tokens, optional=True)
     if on_tool_error not in ("report", "stop", "raise"):
         raise ValueError(
             f"on_tool_error must be 'report', 'stop' or 'raise', got {on_tool_error!r}"
         )
     if not isinstance(raise_on_deadline, bool):
         raise TypeError(f"raise_on_deadline must be a bool, got {raise_on_deadline!r}")
-    kept = _check_reserve(reserve)
+    kept = (
+        None
+        if reserve is None
+        else check_non_negative("reserve", reserve, what="a number of seconds or None")
+    )
     if instructions is not None and not isinstance(instructions, str):
         raise TypeError(f"instructions must be a str or None, got {instructions!r}")
     if "stream" in create_kwargs:

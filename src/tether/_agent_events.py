@@ -1,4 +1,8 @@
-"""Progress events of agents: a run, its turns, its tool calls (public in ``tether.agents``).
+"""What agents report: their result, its turns, and progress events (public in ``tether.agents``).
+
+[`run_agent`][tether.run_agent] returns an ``AgentResult`` (why it stopped, the turns, the
+tokens), and emits the progress events below.
+
 
 [`run_agent`][tether.run_agent] emits them when an observer watches, in the
 ``tether.observe`` style: frozen records with an ``id`` and a ``parent``. The tree is
@@ -15,13 +19,98 @@ block is left (a deadline, a cancellation, an exception).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, final
+from typing import TYPE_CHECKING, Literal, final
 
 import attrs
 
 if TYPE_CHECKING:
-    from ._agent import AgentResult, AgentTurn
+    from openai.types.responses import Response, ResponseUsage
+
+    from ._outcome import StreamOutcome
     from ._tools import ToolCall
+
+
+StopReason = Literal[
+    "completed", "incomplete", "deadline", "max_turns", "token_budget", "tool_error"
+]
+"""Why an agent's loop ended.
+
+- ``completed``: a turn answered without function calls (the final message).
+- ``incomplete``: a turn ended ``incomplete`` (``max_output_tokens``, content filter).
+- ``deadline``: the scope's deadline (minus the reserve) came; nothing was left running.
+- ``max_turns``: ``max_turns`` responses were made and the last one still called tools.
+- ``token_budget``: the tokens used reached ``max_tokens``.
+- ``tool_error``: a tool raised, with ``on_tool_error="stop"``.
+"""
+
+
+@final
+@attrs.frozen(kw_only=True)
+class AgentTurn:
+    """One turn of an agent: a guarded response, then the function calls it asked for.
+
+    Example:
+        ```python
+        for turn in result.turns:
+            print(turn.index, turn.status, [call.name for call in turn.tool_calls])
+        ```
+    """
+
+    index: int
+    """1 for the first response, then 2, 3..."""
+    response_id: str | None
+    """The response's id (``None`` if it never got one)."""
+    status: str | None
+    """The response's last known status: ``completed``, or ``cancelled`` if the deadline
+    came while it streamed."""
+    outcome: StreamOutcome | None
+    """How its guarded stream ended (see [`StreamOutcome`][tether.StreamOutcome])."""
+    tool_calls: tuple[ToolCall, ...] = ()
+    """The function calls run for this turn, in the order the model made them. The calls of
+    a turn after which the loop stops (``max_turns``, ``token_budget``) are not run."""
+    usage: ResponseUsage | None = attrs.field(default=None, eq=False, repr=False)
+    """The response's token usage, when it completed."""
+    started_at: float = 0.0
+    """When the turn started (``anyio.current_time()``)."""
+    ended_at: float = 0.0
+    """When its last tool returned (or the turn was stopped)."""
+
+
+@final
+@attrs.frozen(kw_only=True)
+class AgentResult:
+    """How an agent's loop ended, every turn of it, and what it cost.
+
+    Example:
+        ```python
+        result = await tether.run_agent(scope, model="gpt-5", input=q, tools=[search])
+        if result.reason == "completed":
+            print(result.output_text)
+        print(len(result.turns), result.total_tokens)
+        ```
+    """
+
+    reason: StopReason
+    """Why the loop ended (see [`StopReason`][tether.agents.StopReason])."""
+    output_text: str
+    """The text of the last completed response: the answer when ``reason`` is
+    ``completed``; often empty otherwise (a turn that called tools)."""
+    turns: tuple[AgentTurn, ...]
+    """Every turn, in order, the one interrupted by the deadline included."""
+    final_response: Response | None = attrs.field(default=None, eq=False, repr=False)
+    """The last completed response (``None`` if none completed)."""
+    input_tokens: int = 0
+    """Input tokens over the completed responses."""
+    output_tokens: int = 0
+    """Output tokens over the completed responses."""
+    total_tokens: int = 0
+    """``input_tokens + output_tokens``, as the API counts them; a response cancelled
+    mid-stream reports no usage and is not counted."""
+
+    @property
+    def tool_calls(self) -> tuple[ToolCall, ...]:
+        """Every function call of every turn, in order."""
+        return tuple(call for turn in self.turns for call in turn.tool_calls)
 
 
 @final

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast, final, overload
 
 import anyio
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 
     from ._scope import Scope
 
-__all__ = ["AgentContext", "AgentTool", "ToolCall", "agent_tool"]
+__all__ = ["AgentContext", "AgentTool", "ToolCall", "agent_tool", "check_tools"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -296,3 +297,18 @@ def agent_tool(
     if fn is None:
         return make
     return make(fn)
+
+
+def check_tools(tools: object) -> dict[str, AgentTool[..., Any]]:
+    """run_agent's *tools*: each a tool or a function (described here), names unique."""
+    if isinstance(tools, (str, bytes, Mapping)) or not isinstance(tools, Sequence):
+        raise TypeError(f"tools must be a list of tools or functions, got {tools!r}")
+    found: dict[str, AgentTool[..., Any]] = {}
+    for i, item in enumerate(tools):  # pyright: ignore[reportUnknownVariableType, reportUnknownArgumentType]
+        if not isinstance(item, AgentTool) and not callable(item):  # pyright: ignore[reportUnknownArgumentType]
+            raise TypeError(f"tools[{i}] must be a tether.agent_tool or a function, got {item!r}")
+        described: AgentTool[..., Any] = agent_tool(item)  # pyright: ignore[reportUnknownArgumentType]
+        if described.name in found:
+            raise ValueError(f"two tools are named {described.name!r} (tools[{i}] is the second)")
+        found[described.name] = described
+    return found

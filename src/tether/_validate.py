@@ -13,6 +13,7 @@ import math
 
 __all__ = [
     "check_bool",
+    "check_count",
     "check_non_negative",
     "check_number",
     "check_positive",
@@ -78,4 +79,16 @@ def check_str(name: str, value: object, *, optional: bool = False) -> str | None
         raise TypeError(f"{name} must be {expected}, got {value!r}")
     if not value:
         raise ValueError(f"{name} must be a non-empty str, got {value!r}")
+    return value
+
+
+def check_count(name: str, value: object, *, optional: bool = False) -> int | None:
+    """An int >= 1 (bools refused; ``None`` too if *optional*), else TypeError/ValueError
+    naming *name*."""
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int{' or None' if optional else ''}, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value!r}")
     return value

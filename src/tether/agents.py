@@ -27,10 +27,10 @@ Example:
 
 from __future__ import annotations
 
-from ._agent import AgentResult as AgentResult
-from ._agent import AgentTurn as AgentTurn
-from ._agent import StopReason as StopReason
 from ._agent_events import AgentEvent as AgentEvent
+from ._agent_events import AgentResult as AgentResult
+from ._agent_events import AgentTurn as AgentTurn
+from ._agent_events import StopReason as StopReason
 from ._public import claim as _claim
 from ._tools import AgentContext as AgentContext
 from ._tools import AgentTool as AgentTool
