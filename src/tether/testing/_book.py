@@ -72,13 +72,13 @@ class LedgerBook:
     """
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
+        self.lock: threading.Lock = threading.Lock()
         self.records: dict[str, ResponseRecord] = {}
         self._waiters: list[_Waiter] = []
-        self.request_count = 0
-        self.cancel_requests = 0
-        self.cancels_in_flight = 0
-        self.max_concurrent_cancels = 0
+        self.request_count: int = 0
+        self.cancel_requests: int = 0
+        self.cancels_in_flight: int = 0
+        self.max_concurrent_cancels: int = 0
 
     # --- written by the server thread -------------------------------------------------
 
