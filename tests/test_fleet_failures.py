@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import signal
 from pathlib import Path
-from typing import Any
 
 import anyio
 import openai
@@ -142,8 +141,18 @@ class _NeverAnswers:
     def __init__(self, inner: tether.journal.Journal) -> None:
         self._inner = inner
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
+    # Each member on the class itself: from Python 3.12, isinstance() with a Protocol looks
+    # members up statically (inspect.getattr_static), never through __getattr__.
+    lease = property(lambda self: self._inner.lease)
+    owner = property(lambda self: self._inner.owner)
+    intend = property(lambda self: self._inner.intend)
+    started = property(lambda self: self._inner.started)
+    entries = property(lambda self: self._inner.entries)
+    attach = property(lambda self: self._inner.attach)
+    check = property(lambda self: self._inner.check)
+    claim = property(lambda self: self._inner.claim)
+    release = property(lambda self: self._inner.release)
+    request = property(lambda self: self._inner.request)
 
     async def finished(self, intent: str) -> None:
         await anyio.sleep_forever()
