@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator
 
+import anyio
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -15,6 +16,13 @@ from hypothesis import strategies as st
 from tests.chaos import FAULTS, TRIGGERS, Step, emulator_for_chaos, run_schedule
 from tether.testing import ResponsesEmulator
 
+
+EXAMPLES = 12
+# One schedule's run, bounded: every cleanup in it is bounded (grace, OPEN_BOUND), and the
+# verdict judges each against its own bound; this only turns a hang into a failure of the
+# example that hung. The test's timeout is the sum, not pytest's 60 s for the whole test:
+# a machine several times slower than this one (a busy CI host) stays well inside it.
+EXAMPLE_BOUND = 30.0
 
 @pytest.fixture(scope="module")
 def chaos_emulator() -> Iterator[ResponsesEmulator]:
@@ -30,8 +38,9 @@ async def test_every_fault_meets_every_trigger(chaos_emulator: ResponsesEmulator
             itertools.product(FAULTS, TRIGGERS), itertools.cycle(range(0, 12, 3))
         )
     ]
-    async with chaos_emulator.async_client() as client:
-        verdict = await run_schedule(chaos_emulator, client, schedule)
+    with anyio.fail_after(EXAMPLE_BOUND):
+        async with chaos_emulator.async_client() as client:
+            verdict = await run_schedule(chaos_emulator, client, schedule)
     assert verdict.ok, verdict
 
 
@@ -43,8 +52,9 @@ steps = st.builds(
 )
 
 
+@pytest.mark.timeout(EXAMPLES * EXAMPLE_BOUND + 60)
 @settings(
-    max_examples=12,
+    max_examples=EXAMPLES,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
     derandomize=True,
@@ -53,6 +63,7 @@ steps = st.builds(
 async def test_random_schedules_keep_every_promise(
     chaos_emulator: ResponsesEmulator, schedule: list[Step]
 ) -> None:
-    async with chaos_emulator.async_client() as client:
-        verdict = await run_schedule(chaos_emulator, client, schedule)
+    with anyio.fail_after(EXAMPLE_BOUND):
+        async with chaos_emulator.async_client() as client:
+            verdict = await run_schedule(chaos_emulator, client, schedule)
     assert verdict.ok, verdict
