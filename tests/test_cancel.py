@@ -174,6 +174,71 @@ async def test_no_overruled_event_when_the_cancel_was_honoured(
     assert not [e for e in seen if isinstance(e, tether.observe.StreamEvent.CancelOverruled)]
 
 
+async def test_confirm_false_trusts_the_cancel_s_answer_without_reading_it_back(
+    emulator: ResponsesEmulator, client: openai.AsyncOpenAI
+) -> None:
+    emulator.models["best-effort"] = best_effort("completed")
+    async with tether.open_scope(client, confirm=False) as scope:
+        async with tether.guarded_stream(scope, model="best-effort", input="hi") as stream:
+            await read_deltas(stream, 1)
+    receipt = stream.outcome.receipt
+    assert receipt is not None
+    # what the cancel answered, not what the server finally did: nothing read it back
+    assert (receipt.status, receipt.confirmed) == ("cancelled", False)
+    assert (await settled(emulator, stream.response_id)).status == "completed"
+
+
+async def test_confirm_false_removes_the_journal_entry_on_a_cancelled_answer(
+    tmp_path: Path, emulator: ResponsesEmulator, client: openai.AsyncOpenAI
+) -> None:
+    journal = tether.journal.SqliteJournal(tmp_path / "j.sqlite3")
+    async with tether.open_scope(client, journal=journal, confirm=False) as scope:
+        async with tether.guarded_stream(scope, model="slow", input="hi") as stream:
+            await read_deltas(stream, 1)
+    assert stream.outcome.receipt is not None
+    assert stream.outcome.receipt.confirmed is False
+    assert await journal.entries() == []
+
+
+async def test_the_read_back_holds_the_cancel_slot_until_the_server_s_final_word(
+    emulator: ResponsesEmulator, client: openai.AsyncOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One slot, two stops: the second cancel waits for the first read-back, not only for the
+    first cancel's answer (a thousand stops would otherwise send a thousand read-backs at once)."""
+    monkeypatch.setattr("tether._cancel._IN_FLIGHT", 1)
+    emulator.models["best-effort"] = best_effort("completed")
+    streams: list[tether.GuardedStream] = []
+    both_read = anyio.Event()
+
+    async def read(scope: tether.Scope) -> None:
+        async with tether.guarded_stream(scope, model="best-effort", input="x") as stream:
+            streams.append(stream)
+            await read_deltas(stream, 1)
+            if len(streams) == 2:
+                both_read.set()
+            await anyio.sleep_forever()
+
+    async with tether.open_scope(client) as scope:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(read, scope)
+            tg.start_soon(read, scope)
+            await both_read.wait()
+            scope.cancel()  # two stops at once, in two tasks
+    first, second = streams
+    records = sorted(
+        (emulator.ledger[s.response_id or ""] for s in (first, second)),
+        key=lambda r: r.cancel_requested_at or 0.0,
+    )
+    assert records[0].finished_at is not None
+    assert records[1].cancel_requested_at is not None
+    # the first read back until its response ended "completed"; only then the second cancel
+    assert records[1].cancel_requested_at >= records[0].finished_at
+    assert [s.outcome.receipt.status for s in (first, second) if s.outcome.receipt] == [
+        "completed",
+        "completed",
+    ]
+
+
 def test_the_sync_facade_reports_a_best_effort_cancel_that_completed_anyway(
     emulator: ResponsesEmulator,
 ) -> None:

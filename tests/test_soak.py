@@ -16,13 +16,13 @@ from hypothesis import strategies as st
 from tests.chaos import FAULTS, TRIGGERS, Step, emulator_for_chaos, run_schedule
 from tether.testing import ResponsesEmulator
 
-
 EXAMPLES = 12
 # One schedule's run, bounded: every cleanup in it is bounded (grace, OPEN_BOUND), and the
 # verdict judges each against its own bound; this only turns a hang into a failure of the
 # example that hung. The test's timeout is the sum, not pytest's 60 s for the whole test:
 # a machine several times slower than this one (a busy CI host) stays well inside it.
 EXAMPLE_BOUND = 30.0
+
 
 @pytest.fixture(scope="module")
 def chaos_emulator() -> Iterator[ResponsesEmulator]:

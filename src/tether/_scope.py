@@ -56,7 +56,7 @@ class Scope:
         grace: float = DEFAULT_GRACE,
         first_event_timeout: float = DEFAULT_FIRST_EVENT_TIMEOUT,
         max_concurrency: int | None = None,
-        confirm: bool = False,
+        confirm: bool = True,
         journal: Journal | str | os.PathLike[str] | None = None,
     ) -> None:
         self.client: AsyncOpenAI = check_async_client(client)
@@ -68,7 +68,8 @@ class Scope:
         if not isinstance(confirm, bool):
             raise TypeError(f"confirm must be a bool, got {confirm!r}")
         self.confirm = confirm
-        """Re-read a cancelled response with ``retrieve`` to confirm its final status."""
+        """Read back every cancelled response (one ``retrieve``, within grace) to confirm the
+        server stopped it: the API's cancel is best effort. ``False`` trusts the cancel's answer."""
         self.journal: Journal | None = None if journal is None else open_journal(journal)
         """Where live background responses are recorded, for [`reap`][tether.reap] after a crash."""
         self._given_journal = journal  # a URL or a path: the scope opened it, and closes it
@@ -224,7 +225,7 @@ def open_scope(
     grace: float = DEFAULT_GRACE,
     first_event_timeout: float = DEFAULT_FIRST_EVENT_TIMEOUT,
     max_concurrency: int | None = None,
-    confirm: bool = False,
+    confirm: bool = True,
     journal: Journal | str | os.PathLike[str] | None = None,
 ) -> AbstractAsyncContextManager[Scope]:
     """Open a scope: a deadline for everything inside, and a grace for each server-side cancel.
@@ -241,7 +242,10 @@ def open_scope(
         grace: Seconds each server-side cancel may take, retries included.
         first_event_timeout: Seconds to wait for ``response.created`` when opening a stream.
         max_concurrency: At most this many guarded streams open at once in the scope.
-        confirm: Re-read every cancelled response to confirm its final status.
+        confirm: Read back every response the server answered ``cancelled`` (one
+            ``retrieve``, inside grace) to confirm it stopped: the API's cancel is best effort.
+            ``False`` trusts the answer: one request less per stop (what it saves:
+            docs/benchmarks.md), and a cancel the server did not honour goes unnoticed.
         journal: Record every live background response in this [`Journal`][tether.journal.Journal]
             (or a ``redis://`` / ``postgresql://`` URL, or an SQLite path: see
             [`open_journal`][tether.open_journal]), so that [`reap`][tether.reap] can cancel

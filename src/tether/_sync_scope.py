@@ -348,7 +348,7 @@ def open_scope(
     grace: float = DEFAULT_GRACE,
     first_event_timeout: float = DEFAULT_FIRST_EVENT_TIMEOUT,
     max_concurrency: int | None = None,
-    confirm: bool = False,
+    confirm: bool = True,
     journal: Journal | str | os.PathLike[str] | None = None,
     async_http_client: Any = None,
 ) -> Scope:
@@ -368,7 +368,8 @@ def open_scope(
         grace: Seconds each server-side cancel may take, retries included.
         first_event_timeout: Seconds to wait for ``response.created`` when opening a stream.
         max_concurrency: At most this many guarded streams open at once in the scope.
-        confirm: Re-read every cancelled response to confirm its final status.
+        confirm: Read back every response the server answered ``cancelled`` (one
+            ``retrieve``, inside grace) to confirm it stopped; ``False`` trusts the answer.
         journal: Record every live background response in this [`Journal`][tether.journal.Journal]
             (or SQLite file), so that [`reap`][tether.reap] can cancel what a crash left.
         async_http_client: The ``httpx2.AsyncClient`` to use instead of mirroring the sync

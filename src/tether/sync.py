@@ -115,7 +115,7 @@ def _as_scope(
         grace=_DEFAULT_GRACE,
         first_event_timeout=_DEFAULT_FIRST_EVENT_TIMEOUT,
         max_concurrency=max_concurrency,
-        confirm=False,
+        confirm=True,
         journal=None,
         async_http_client=async_http_client,
         instead=instead,
