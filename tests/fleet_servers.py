@@ -71,7 +71,9 @@ def connections_to(url: str) -> int:
 
 def close_journal(journal: object) -> None:
     """Close a built-in journal's connections (a journal object is its owner's to close)."""
-    from tether.journal import PostgresJournal, RedisJournal, SqliteJournal
+    from tether._journal_postgres import PostgresJournal
+    from tether._journal_redis import RedisJournal
+    from tether._journal_sqlite import SqliteJournal
 
     assert isinstance(journal, (SqliteJournal, RedisJournal, PostgresJournal)), journal
     journal.close()

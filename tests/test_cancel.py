@@ -121,7 +121,7 @@ async def test_a_cancel_not_honoured_within_grace_keeps_the_journal_entry_and_sa
     emulator.models["lazy"] = EmulatedModel(
         ttft=0.0, tokens_per_s=20.0, length=2000, faults=Faults(cancel_best_effort=1000)
     )
-    journal = tether.journal.SqliteJournal(tmp_path / "j.sqlite3")
+    journal = tether.open_journal(tmp_path / "j.sqlite3")
     async with tether.open_scope(client, journal=journal, grace=0.3) as scope:
         async with tether.guarded_stream(scope, model="lazy", input="hi") as stream:
             await read_deltas(stream, 1)
@@ -138,7 +138,7 @@ async def test_a_best_effort_cancel_that_ended_keeps_no_journal_entry(
     tmp_path: Path, emulator: ResponsesEmulator, client: openai.AsyncOpenAI
 ) -> None:
     emulator.models["best-effort"] = best_effort("completed")
-    journal = tether.journal.SqliteJournal(tmp_path / "j.sqlite3")
+    journal = tether.open_journal(tmp_path / "j.sqlite3")
     async with tether.open_scope(client, journal=journal) as scope:
         async with tether.guarded_stream(scope, model="best-effort", input="hi") as stream:
             await read_deltas(stream, 1)
@@ -191,7 +191,7 @@ async def test_confirm_false_trusts_the_cancel_s_answer_without_reading_it_back(
 async def test_confirm_false_removes_the_journal_entry_on_a_cancelled_answer(
     tmp_path: Path, emulator: ResponsesEmulator, client: openai.AsyncOpenAI
 ) -> None:
-    journal = tether.journal.SqliteJournal(tmp_path / "j.sqlite3")
+    journal = tether.open_journal(tmp_path / "j.sqlite3")
     async with tether.open_scope(client, journal=journal, confirm=False) as scope:
         async with tether.guarded_stream(scope, model="slow", input="hi") as stream:
             await read_deltas(stream, 1)

@@ -48,7 +48,7 @@ def test_reap_cancels_what_a_killed_process_left_and_hides_the_key(
         if child.stdout is not None:
             child.stdout.close()
     emulator.wait_for_sync(lambda ledger: len(ledger.orphans()) == 2, timeout=10)
-    anyio.run(wait_until_the_lease_ran_out, tether.journal.SqliteJournal(journal))
+    anyio.run(wait_until_the_lease_ran_out, tether.open_journal(journal))
     code = main(["reap", "--journal", str(journal), "--base-url", emulator.base_url])
     out = capsys.readouterr().out
     assert code == 0, out
@@ -85,7 +85,7 @@ def test_reap_without_a_key_or_base_url_exits_1(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    journal = tether.journal.SqliteJournal(tmp_path / "j.sqlite3")
+    journal = tether.open_journal(tmp_path / "j.sqlite3")
     anyio.run(lambda: journal.intend("x", key=None, model="m", base_url="http://127.0.0.1:1/v1"))
     code = main(["reap", "--journal", str(journal.path)])
     assert code == 1

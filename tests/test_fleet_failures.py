@@ -32,7 +32,7 @@ async def test_a_scope_on_a_store_that_is_down_fails_at_open_naming_the_url(
 async def test_a_redis_restart_mid_run_keeps_the_entries_and_the_listener_comes_back(
     redis_server: RedisServer, redis_url: str, client: openai.AsyncOpenAI
 ) -> None:
-    journal = tether.journal.RedisJournal(redis_url, lease=5.0)
+    journal = tether.open_journal(redis_url, lease=5.0)
     opened = anyio.Event()
     async with tether.open_scope(client, journal=journal) as scope:
         async with anyio.create_task_group() as tg:
@@ -62,7 +62,7 @@ async def test_a_redis_restart_mid_run_keeps_the_entries_and_the_listener_comes_
 async def test_a_frozen_redis_does_not_hold_the_stop_path(
     redis_server: RedisServer, redis_url: str, client: openai.AsyncOpenAI
 ) -> None:
-    journal = tether.journal.RedisJournal(redis_url, lease=5.0, timeout=0.2)
+    journal = tether.open_journal(redis_url, lease=5.0, timeout=0.2)
     assert redis_server.process is not None
     with anyio.move_on_after(20) as watchdog:
         async with tether.open_scope(client, journal=journal) as scope:
@@ -105,7 +105,7 @@ async def test_a_frozen_redis_holds_neither_the_stop_nor_the_scope_exit_past_gra
     client: openai.AsyncOpenAI,
 ) -> None:
     """Issue 24, item 10: the removal, the heartbeat and the lease's drop are cut at grace."""
-    journal = tether.journal.RedisJournal(redis_url, lease=1.5, timeout=30.0)
+    journal = tether.open_journal(redis_url, lease=1.5, timeout=30.0)
     try:
         outcome = await leave_a_stream_with_the_store_frozen(redis_server, journal, client)
     finally:
@@ -123,7 +123,7 @@ async def test_a_frozen_postgres_holds_neither_the_stop_nor_the_scope_exit_past_
     client: openai.AsyncOpenAI,
 ) -> None:
     """Issue 24, item 10: libpq has no client-side timeout; grace bounds every journal call."""
-    journal = tether.journal.PostgresJournal(postgres_url, lease=1.5, timeout=30.0)
+    journal = tether.open_journal(postgres_url, lease=1.5, timeout=30.0)
     try:
         outcome = await leave_a_stream_with_the_store_frozen(postgres_server, journal, client)
     finally:
@@ -162,7 +162,7 @@ async def test_a_journal_removal_cut_at_grace_is_reported_on_the_outcome_and_log
     tmp_path: Path, client: openai.AsyncOpenAI, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Issue 24, item 4: the cut shared its deadline with the stop's shield and went unseen."""
-    inner = tether.journal.SqliteJournal(tmp_path / "j.sqlite3")
+    inner = tether.open_journal(tmp_path / "j.sqlite3")
     journal = _NeverAnswers(inner)
     with anyio.fail_after(10):
         async with tether.open_scope(client, journal=journal, grace=0.3) as scope:
@@ -180,7 +180,7 @@ async def test_a_redis_restart_without_persistence_loses_no_entry_of_a_live_owne
 ) -> None:
     """Issue 24, item 9: the owner writes again what the restart lost, on its next heartbeat,
     so that ``reap`` (once the owner is gone) and ``request_cancel`` still find it."""
-    journal = tether.journal.RedisJournal(redis_url, lease=1.5)
+    journal = tether.open_journal(redis_url, lease=1.5)
     try:
         async with tether.open_scope(client, journal=journal) as scope:
             async with tether.guarded_stream(scope, model="slow", input="hi", key="k") as stream:
@@ -191,3 +191,21 @@ async def test_a_redis_restart_without_persistence_loses_no_entry_of_a_live_owne
                 assert found[0].response_id == stream.response_id
     finally:
         journal.close()
+
+
+async def test_journals_opened_with_different_prefixes_share_a_redis_without_seeing_each_other(
+    redis_url: str, client: openai.AsyncOpenAI
+) -> None:
+    mine = tether.open_journal(redis_url, prefix="app-a:")
+    theirs = tether.open_journal(redis_url, prefix="app-b:")
+    async with tether.open_scope(client, journal=mine) as scope:
+        async with tether.guarded_stream(scope, model="slow", input="hi", key="k"):
+            assert [entry.key for entry in await mine.entries()] == ["k"]
+            assert await theirs.entries() == []
+    mine.close()
+    theirs.close()
+
+
+def test_a_prefix_for_a_journal_that_is_not_redis_is_refused_naming_it(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"prefix is for redis:// journals only, got prefix='x:'"):
+        tether.open_journal(tmp_path / "j.sqlite3", prefix="x:")

@@ -29,7 +29,7 @@ CHILD = Path(__file__).with_name("crash_child.py")
 async def test_a_completed_stream_leaves_no_entry(
     tmp_path: Path, client: openai.AsyncOpenAI
 ) -> None:
-    journal = tether.journal.SqliteJournal(tmp_path / "j.sqlite3")
+    journal = tether.open_journal(tmp_path / "j.sqlite3")
     async with tether.open_scope(client, journal=journal) as scope:
         async with tether.guarded_stream(scope, model="fast", input="hi") as stream:
             await stream.get_final_response()
@@ -39,7 +39,7 @@ async def test_a_completed_stream_leaves_no_entry(
 async def test_a_live_stream_is_recorded_with_its_id(
     tmp_path: Path, client: openai.AsyncOpenAI
 ) -> None:
-    journal = tether.journal.SqliteJournal(tmp_path / "j.sqlite3")
+    journal = tether.open_journal(tmp_path / "j.sqlite3")
     async with tether.open_scope(client, journal=journal) as scope:
         async with tether.guarded_stream(scope, model="slow", input="hi") as stream:
             (entry,) = await journal.entries()
@@ -55,7 +55,7 @@ async def test_a_live_stream_is_recorded_with_its_id(
 async def test_an_unconfirmed_cancel_keeps_the_entry_for_the_reaper(
     tmp_path: Path, client: openai.AsyncOpenAI
 ) -> None:
-    journal = tether.journal.SqliteJournal(tmp_path / "j.sqlite3")
+    journal = tether.open_journal(tmp_path / "j.sqlite3")
     async with tether.open_scope(client, journal=journal, grace=0.2) as scope:
         async with tether.guarded_stream(scope, model="hanging-cancel", input="hi") as stream:
             pass
@@ -64,7 +64,7 @@ async def test_an_unconfirmed_cancel_keeps_the_entry_for_the_reaper(
 
 
 async def test_a_failed_create_leaves_no_entry(tmp_path: Path, client: openai.AsyncOpenAI) -> None:
-    journal = tether.journal.SqliteJournal(tmp_path / "j.sqlite3")
+    journal = tether.open_journal(tmp_path / "j.sqlite3")
     with pytest.raises(openai.BadRequestError):
         async with tether.open_scope(client, journal=journal) as scope:
             async with tether.guarded_stream(scope, model="no-such-model", input="hi"):
@@ -73,7 +73,7 @@ async def test_a_failed_create_leaves_no_entry(tmp_path: Path, client: openai.As
 
 
 async def test_the_journal_file_is_private_to_its_user(tmp_path: Path) -> None:
-    journal = tether.journal.SqliteJournal(tmp_path / "state" / "j.sqlite3")
+    journal = tether.open_journal(tmp_path / "state" / "j.sqlite3")
     await journal.intend("x", key=None, model="m", base_url="http://127.0.0.1:1/v1")
     assert stat.S_IMODE(journal.path.stat().st_mode) == 0o600
 
@@ -85,7 +85,7 @@ async def test_the_journal_never_stores_the_api_key(
     tmp_path: Path, emulator: ResponsesEmulator
 ) -> None:
     secret = "sk-do-not-leak-4242"
-    journal = tether.journal.SqliteJournal(tmp_path / "j.sqlite3")
+    journal = tether.open_journal(tmp_path / "j.sqlite3")
     async with emulator.async_client(api_key=secret) as client:
         async with tether.open_scope(client, journal=journal, grace=0.2) as scope:
             async with tether.guarded_stream(scope, model="hanging-cancel", input="hi"):
@@ -123,12 +123,12 @@ async def test_reap_cancels_what_a_sigkilled_process_left_running(
         if child.stdout is not None:
             child.stdout.close()
     await emulator.wait_for(lambda ledger: len(ledger.orphans()) == count)
-    await wait_until_the_lease_ran_out(tether.journal.SqliteJournal(path))
+    await wait_until_the_lease_ran_out(tether.open_journal(path))
     report = await tether.reap(client, path)
     assert len(report.cancelled) == count
     assert all(receipt.status == "cancelled" for _, receipt in report.cancelled)
     assert emulator.ledger.orphans() == []
-    assert await tether.journal.SqliteJournal(path).entries() == []
+    assert await tether.open_journal(path).entries() == []
     assert (await tether.reap(client, path)).found == ()  # idempotent: nothing left to do
 
 
@@ -150,7 +150,7 @@ async def test_reap_right_after_a_sigkill_on_the_owners_host_cancels_at_once(
         child.wait()
         if child.stdout is not None:
             child.stdout.close()
-    assert all(e.alive for e in await tether.journal.SqliteJournal(path).entries())
+    assert all(e.alive for e in await tether.open_journal(path).entries())
     report = await tether.reap(client, path)
     assert [receipt.status for _, receipt in report.cancelled] == ["cancelled"] * 2
     assert report.skipped == ()
@@ -166,7 +166,7 @@ async def test_reap_takes_an_owner_whose_pid_now_names_another_process_for_dead(
     tmp_path: Path, client: openai.AsyncOpenAI
 ) -> None:
     """A reused pid: the pid lives, but its start time is not the owner's."""
-    journal = tether.journal.SqliteJournal(tmp_path / "j.sqlite3")
+    journal = tether.open_journal(tmp_path / "j.sqlite3")
     mine = journal.owner
     journal.owner = attrs.evolve(mine, process=f"{_machine_of(mine.process)}/1")
     async with journal.attach(nothing):
@@ -180,8 +180,8 @@ async def test_reap_gives_each_skipped_entry_its_reason(
     tmp_path: Path, client: openai.AsyncOpenAI
 ) -> None:
     path = tmp_path / "j.sqlite3"
-    here = tether.journal.SqliteJournal(path, lease=60)
-    away = tether.journal.SqliteJournal(path, lease=60)
+    here = tether.open_journal(path, lease=60)
+    away = tether.open_journal(path, lease=60)
     away.owner = attrs.evolve(away.owner, host="elsewhere", process="another-boot/pid:[1]/5")
     async with here.attach(nothing), away.attach(nothing):
         await here.intend("live", key=None, model="m", base_url=str(client.base_url))
@@ -230,7 +230,7 @@ async def test_reap_keeps_an_unconfirmed_entry_for_the_next_run(
 async def test_reap_skips_the_entries_of_an_owner_whose_lease_is_current(
     tmp_path: Path, client: openai.AsyncOpenAI
 ) -> None:
-    journal = tether.journal.SqliteJournal(tmp_path / "j.sqlite3")
+    journal = tether.open_journal(tmp_path / "j.sqlite3")
     async with journal.attach(nothing):
         await journal.intend("x", key=None, model="m", base_url=str(client.base_url))
         report = await tether.reap(client, journal.path)
@@ -241,7 +241,7 @@ async def test_reap_skips_the_entries_of_an_owner_whose_lease_is_current(
 async def test_reap_removes_intents_that_never_got_an_id(
     tmp_path: Path, client: openai.AsyncOpenAI
 ) -> None:
-    journal = tether.journal.SqliteJournal(tmp_path / "j.sqlite3")
+    journal = tether.open_journal(tmp_path / "j.sqlite3")
     await journal.intend("lost", key=None, model="m", base_url=str(client.base_url))
     report = await tether.reap(client, journal)  # no lease was ever taken: a dead owner
     assert [e.intent for e in report.unknown] == ["lost"]
@@ -259,7 +259,7 @@ async def test_open_scope_rejects_a_journal_of_the_wrong_type(
 
 async def test_a_locked_sqlite_journal_fails_within_its_timeout(tmp_path: Path) -> None:
     """Another process holds the write lock: the call fails (bounded), it does not wait 10 s."""
-    journal = tether.journal.SqliteJournal(tmp_path / "j.sqlite3", timeout=0.1)
+    journal = tether.open_journal(tmp_path / "j.sqlite3", timeout=0.1)
     await journal.intend("a", key=None, model="m", base_url="http://127.0.0.1:1/v1")
     blocker = sqlite3.connect(journal.path, isolation_level=None)
     try:
@@ -278,7 +278,7 @@ async def test_a_write_locked_sqlite_journal_holds_neither_the_stop_nor_the_exit
     is waited for up to the journal's timeout (30 s here) by the worker thread; the stop and
     the scope's exit wait at most what is left of grace (0.5 s), and say so."""
     path = tmp_path / "j.sqlite3"
-    journal = tether.journal.SqliteJournal(path, timeout=30.0)
+    journal = tether.open_journal(path, timeout=30.0)
     holder = sqlite3.connect(path, isolation_level=None)
     try:
         with anyio.fail_after(10):  # generous next to the grace, well below the stall

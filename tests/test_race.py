@@ -550,7 +550,7 @@ async def test_attempt_with_its_own_client_is_journaled(
     emulator: ResponsesEmulator, client: openai.AsyncOpenAI, tmp_path: Any
 ) -> None:
     """After a crash `tether reap` must see every attempt, including another client's."""
-    journal = tether.journal.SqliteJournal(tmp_path / "journal.sqlite")
+    journal = tether.open_journal(tmp_path / "journal.sqlite")
     entries: list[tether.journal.JournalEntry] = []
     async with emulator.async_client() as other:
         async with tether.open_scope(client, journal=journal) as scope:

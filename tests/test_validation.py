@@ -50,7 +50,7 @@ def public_callables() -> Iterator[tuple[str, Callable[..., Any]]]:
                 yield f"{module.__name__}.{name}", obj
 
 
-CONSTRUCTORS = {"OtelObserver", "PostgresJournal", "RedisJournal", "SqliteJournal"}
+CONSTRUCTORS = {"OtelObserver"}
 """The public classes you construct yourself (the others are made by tether's functions,
 or are records)."""
 

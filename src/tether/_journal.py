@@ -139,9 +139,8 @@ class JournalEntry:
 class Journal(Protocol):
     """Where guarded streams record their live background responses, and hear cancel requests.
 
-    Built in: [`SqliteJournal`][tether.journal.SqliteJournal], [`RedisJournal`][tether.journal.RedisJournal],
-    [`PostgresJournal`][tether.journal.PostgresJournal]. Every method must be durable when it returns,
-    must not block the event loop, and must return or raise within a bounded time (socket or
+    Built in, behind [`open_journal`][tether.open_journal]: SQLite, Redis, PostgreSQL. Every
+    method must be durable when it returns, must not block the event loop, and must return or raise within a bounded time (socket or
     statement timeouts): the stop path calls them under a bounded shield. A store failure is a
     [`JournalError`][tether.JournalError] naming the store.
 
@@ -232,26 +231,46 @@ _POSTGRES_SCHEMES = ("postgresql", "postgres")
 
 
 def open_journal(
-    journal: Journal | str | os.PathLike[str] | None = None, *, lease: float = DEFAULT_LEASE
+    journal: Journal | str | os.PathLike[str] | None = None,
+    *,
+    lease: float = DEFAULT_LEASE,
+    timeout: float = 1.0,
+    prefix: str = "tether:",
 ) -> Journal:
     """A journal from a URL or a path: Redis, PostgreSQL, or an SQLite file.
 
-    ``redis://``, ``rediss://`` and ``unix://`` open a [`RedisJournal`][tether.journal.RedisJournal]
-    (``pip install "tether[redis]"``); ``postgresql://`` and ``postgres://`` a
-    [`PostgresJournal`][tether.journal.PostgresJournal] (``pip install "tether[postgres]"``); anything
-    else is a path for a [`SqliteJournal`][tether.journal.SqliteJournal]. Nothing is connected or
-    created until the journal is used. A [`Journal`][tether.journal.Journal] is returned as it is.
+    Three stores are built in, each behind this one function:
+
+    - ``redis://[:password@]host:port/db``, ``rediss://...`` and ``unix://path``: a Redis
+      server shared by every worker of a fleet, on any machine (``pip install
+      "tether[redis]"``, redis-py); *prefix* is prepended to every key and to the channel,
+      so several journals can share one server.
+    - ``postgresql://user:password@host:port/db`` (or ``postgres://``): a PostgreSQL
+      database shared the same way (``pip install "tether[postgres]"``, psycopg 3); its
+      tables (``tether_entries``, ``tether_owners``) are created by the first write.
+    - anything else is the path of an SQLite file (WAL mode, created with its folder and
+      mode 0600 on the first write), for the workers of one machine; ``None`` is the
+      per-user journal, ``$XDG_STATE_HOME/tether/journal.sqlite3`` (``~/.local/state``).
+
+    Nothing is connected or created until the journal is used. A
+    [`Journal`][tether.journal.Journal] (a store of your own) is returned as it is. URLs
+    are shown without their password in reprs, errors and logs.
 
     Args:
         journal: A URL, a path, a journal, or ``None`` for the per-user SQLite journal.
         lease: Seconds an owner's entries stay untouchable after its last renewal.
+        timeout: Seconds each store call may take: a socket operation (Redis), a statement
+            (PostgreSQL; a connection attempt at least 2 s, libpq's minimum), the wait for
+            another process's lock (SQLite).
+        prefix: Redis only: prepended to every key and to the channel.
 
     Returns:
         A [`Journal`][tether.journal.Journal].
 
     Raises:
-        TypeError: *journal* is none of these.
-        ValueError: *lease* is not a positive number.
+        TypeError: *journal* is none of these, or *prefix* is not a str.
+        ValueError: *lease* or *timeout* is not a positive number, an unknown URL scheme,
+            or a *prefix* other than the default for a store that is not Redis.
 
     Example:
         ```python
@@ -262,27 +281,35 @@ def open_journal(
     """
     if isinstance(journal, Journal):
         return journal
+    if not isinstance(prefix, str):
+        raise TypeError(f"prefix must be a str, got {prefix!r}")
     if journal is None:
         journal = default_journal_path()
+    scheme = ""
     if isinstance(journal, str):
         scheme = journal.split("://", 1)[0].lower() if "://" in journal else ""
         if scheme in _REDIS_SCHEMES:
             from ._journal_redis import RedisJournal
 
-            return RedisJournal(journal, lease=lease)
-        if scheme in _POSTGRES_SCHEMES:
-            from ._journal_postgres import PostgresJournal
-
-            return PostgresJournal(journal, lease=lease)
-        if scheme:
+            return RedisJournal(journal, lease=lease, timeout=timeout, prefix=prefix)
+        if scheme and scheme not in _POSTGRES_SCHEMES:
             raise ValueError(
                 f"journal must be a path or a redis://, rediss://, postgresql:// URL, "
                 f"got {redact_url(journal)!r}"
             )
+    if prefix != "tether:":
+        raise ValueError(
+            f"prefix is for redis:// journals only, got prefix={prefix!r} for "
+            f"{redact_url(journal) if isinstance(journal, str) else journal!r}"
+        )
+    if scheme in _POSTGRES_SCHEMES:
+        from ._journal_postgres import PostgresJournal
+
+        return PostgresJournal(str(journal), lease=lease, timeout=timeout)
     if isinstance(journal, (str, os.PathLike)):
         from ._journal_sqlite import SqliteJournal
 
-        return SqliteJournal(journal, lease=lease)
+        return SqliteJournal(journal, lease=lease, timeout=timeout)
     raise TypeError(
         f"journal must be a tether.journal.Journal, a URL, a path or None, got {journal!r}"
     )

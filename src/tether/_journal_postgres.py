@@ -139,7 +139,7 @@ class PostgresJournal(LeasedJournal):
 
     Example:
         ```python
-        journal = tether.journal.PostgresJournal("postgresql://app@db/app", lease=10.0)
+        journal = tether.open_journal("postgresql://app@db/app", lease=10.0)
         async with tether.open_scope(client, journal=journal) as scope: ...
         ```
     """

@@ -141,7 +141,7 @@ class RedisJournal(LeasedJournal):
 
     Example:
         ```python
-        journal = tether.journal.RedisJournal("redis://127.0.0.1:6379/0", lease=10.0)
+        journal = tether.open_journal("redis://127.0.0.1:6379/0", lease=10.0)
         async with tether.open_scope(client, journal=journal) as scope: ...
         ```
     """

@@ -110,7 +110,7 @@ class SqliteJournal(LeasedJournal):
 
     Example:
         ```python
-        journal = tether.journal.SqliteJournal("/var/lib/myapp/tether.sqlite3", lease=10.0)
+        journal = tether.open_journal("/var/lib/myapp/tether.sqlite3", lease=10.0)
         async with tether.open_scope(client, journal=journal) as scope: ...
         ```
     """

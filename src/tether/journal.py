@@ -2,13 +2,13 @@
 
 [`tether.open_journal`][tether.open_journal], [`tether.reap`][tether.reap] and
 [`tether.request_cancel`][tether.request_cancel] are the entry points; this module holds
-the stores, the Protocol a store of your own implements, and the records they return.
+the Protocol a store implements (the built-in ones, SQLite, Redis and PostgreSQL, are opened
+by [`open_journal`][tether.open_journal]; a store of your own implements it too), and the
+records journals and the fleet tools return.
 
 Example:
     ```python
-    from tether.journal import SqliteJournal
-
-    journal = SqliteJournal("/var/lib/myapp/tether.sqlite3")
+    journal = tether.open_journal("/var/lib/myapp/tether.sqlite3")
     for entry in await journal.entries():
         print(entry.key, entry.response_id, entry.owner)
     ```
@@ -21,9 +21,6 @@ from ._fleet import ReapReport as ReapReport
 from ._journal import Journal as Journal
 from ._journal import JournalEntry as JournalEntry
 from ._journal import Owner as Owner
-from ._journal_postgres import PostgresJournal as PostgresJournal
-from ._journal_redis import RedisJournal as RedisJournal
-from ._journal_sqlite import SqliteJournal as SqliteJournal
 from ._public import claim as _claim
 
 __all__ = [
@@ -31,10 +28,7 @@ __all__ = [
     "Journal",
     "JournalEntry",
     "Owner",
-    "PostgresJournal",
     "ReapReport",
-    "RedisJournal",
-    "SqliteJournal",
 ]
 
 
