@@ -166,7 +166,7 @@ class Activities:
             "resumed": stream.resumed,
             "attempt": activity.info().attempt,
             "sequence_numbers": seqs,
-            "user_details": list(tether.temporal.user_details()),
+            "user_details": list(stream.user_details),
         }
 
     @activity.defn(name="raw_essay")
@@ -234,7 +234,7 @@ class EssayWorkflow:
             )
         except ActivityError as err:
             if request.cancel_left_over:
-                status = await tether.temporal.cancel_from_failure(
+                status = await tether.temporal.ResponseCanceller.cancel_from_failure(
                     err, start_to_close_timeout=timedelta(seconds=10)
                 )
                 return {"left_over": status}

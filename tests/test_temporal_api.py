@@ -83,9 +83,9 @@ def test_checkpoint_from_failure_reads_a_timeouts_last_heartbeat_details() -> No
     timeout = TimeoutError(
         "heartbeat", type=TimeoutType.HEARTBEAT, last_heartbeat_details=[point.to_detail()]
     )
-    assert tether.temporal.checkpoint_from_failure(_activity_error(timeout)) == point
+    assert tether.temporal.Checkpoint.from_failure(_activity_error(timeout)) == point
 
 
 def test_checkpoint_from_failure_without_heartbeat_details_gives_none() -> None:
     failure = _activity_error(ApplicationError("boom"))
-    assert tether.temporal.checkpoint_from_failure(failure) is None
+    assert tether.temporal.Checkpoint.from_failure(failure) is None

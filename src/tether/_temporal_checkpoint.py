@@ -1,18 +1,14 @@
-"""The checkpoint tether keeps in a Temporal activity's heartbeat details, and the workflow side.
+"""The checkpoint tether keeps in a Temporal activity's heartbeat details.
 
-Nothing here does I/O on its own: the workflow-side helpers only call Temporal's workflow
-API (``workflow.execute_activity``), so they may run in workflow code; the activity that
-cancels a left-over response is in ``temporal.py``.
+Plain data, no I/O: ``Checkpoint.from_failure`` runs in workflow code too. The activity that
+cancels a left-over response, and its workflow-side call, are in ``temporal.py``.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any, cast, final
 
 import attrs
-from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import CancelledError, TimeoutError
 
 if TYPE_CHECKING:
@@ -22,8 +18,6 @@ __all__ = [
     "CANCEL_ACTIVITY",
     "FORMAT",
     "Checkpoint",
-    "cancel_from_failure",
-    "checkpoint_from_failure",
     "split_details",
 ]
 
@@ -46,7 +40,7 @@ class Checkpoint:
 
     ``sequence_number`` is ``null`` until an event reached your code. Your own details, if
     you heartbeat any inside the block, follow it (see
-    [`user_details`][tether.temporal.user_details]).
+    [`TemporalStream.user_details`][tether.temporal.TemporalStream.user_details]).
 
     Example:
         ```python
@@ -88,91 +82,45 @@ class Checkpoint:
             sequence_number=seq if isinstance(seq, int) and not isinstance(seq, bool) else None,
         )
 
+    @classmethod
+    def from_failure(cls, error: BaseException) -> Checkpoint | None:
+        """In workflow code: the checkpoint a failed activity's last heartbeat carried, if any.
+
+        Temporal hands the last heartbeat's details to the workflow on a timeout (the worker died,
+        the attempt or the whole activity timed out: ``TimeoutError.last_heartbeat_details``) and
+        on a cancellation (``CancelledError.details``). Walks the error's causes.
+
+        Args:
+            error: What ``workflow.execute_activity`` raised (an ``ActivityError``).
+
+        Returns:
+            The [`Checkpoint`][tether.temporal.Checkpoint], or ``None`` if no cause carried one.
+
+        Example:
+            ```python
+            try:
+                await workflow.execute_activity(essay, prompt, ...)
+            except ActivityError as err:
+                print(tether.temporal.Checkpoint.from_failure(err))
+            ```
+        """
+        seen: set[int] = set()
+        current: BaseException | None = error
+        while current is not None and id(current) not in seen:
+            seen.add(id(current))
+            if isinstance(current, TimeoutError):
+                found = cls.from_details(current.last_heartbeat_details)
+                if found is not None:
+                    return found
+            elif isinstance(current, CancelledError):
+                found = cls.from_details(current.details)
+                if found is not None:
+                    return found
+            current = current.__cause__  # ActivityError.cause is its __cause__
+        return None
+
 
 def split_details(details: Sequence[Any]) -> tuple[Checkpoint | None, tuple[Any, ...]]:
     """Heartbeat details as (tether's checkpoint, the user's own details)."""
     checkpoint = Checkpoint.from_details(details)
     return checkpoint, tuple(details[1:] if checkpoint is not None else details)
-
-
-def checkpoint_from_failure(error: BaseException) -> Checkpoint | None:
-    """In workflow code: the checkpoint a failed activity's last heartbeat carried, if any.
-
-    Temporal hands the last heartbeat's details to the workflow on a timeout (the worker died,
-    the attempt or the whole activity timed out: ``TimeoutError.last_heartbeat_details``) and
-    on a cancellation (``CancelledError.details``). Walks the error's causes.
-
-    Args:
-        error: What ``workflow.execute_activity`` raised (an ``ActivityError``).
-
-    Returns:
-        The [`Checkpoint`][tether.temporal.Checkpoint], or ``None`` if no cause carried one.
-
-    Example:
-        ```python
-        try:
-            await workflow.execute_activity(essay, prompt, ...)
-        except ActivityError as err:
-            print(tether.temporal.checkpoint_from_failure(err))
-        ```
-    """
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, TimeoutError):
-            found = Checkpoint.from_details(current.last_heartbeat_details)
-            if found is not None:
-                return found
-        elif isinstance(current, CancelledError):
-            found = Checkpoint.from_details(current.details)
-            if found is not None:
-                return found
-        current = current.__cause__  # ActivityError.cause is its __cause__
-    return None
-
-
-async def cancel_from_failure(
-    error: BaseException,
-    *,
-    start_to_close_timeout: timedelta = timedelta(seconds=30),
-    task_queue: str | None = None,
-) -> str | None:
-    """In workflow code: cancel on the server the response a failed activity left running.
-
-    When the workflow gives up on an activity (its retries ran out, it timed out, or the
-    workflow is being cancelled) while the worker that streamed the response is dead, nobody
-    is left to cancel it. This runs the ``tether.cancel_response`` activity (register
-    [`ResponseCanceller`][tether.temporal.ResponseCanceller]'s method on a worker) with the
-    response id of the failure's last heartbeat. Deterministic: only Temporal's workflow API.
-
-    Args:
-        error: What ``workflow.execute_activity`` raised.
-        start_to_close_timeout: For the cancelling activity (retried until it succeeds, within
-            Temporal's default retry policy).
-        task_queue: Where a worker runs the cancelling activity (default: the workflow's).
-
-    Returns:
-        The status the server confirmed (``"cancelled"``, ``"completed"``, ``"gone"``...), or
-        ``None`` when the failure named no response.
-
-    Example:
-        ```python
-        try:
-            return await workflow.execute_activity(essay, prompt, ...)
-        except ActivityError as err:
-            await tether.temporal.cancel_from_failure(err)
-            raise
-        ```
-    """
-    checkpoint = checkpoint_from_failure(error)
-    if checkpoint is None:
-        return None
-    return await workflow.execute_activity(
-        CANCEL_ACTIVITY,
-        checkpoint.response_id,
-        result_type=str,
-        start_to_close_timeout=start_to_close_timeout,
-        task_queue=task_queue,
-        retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=10)),
-    )

@@ -1,0 +1,300 @@
+"""TemporalStream: a guarded stream inside a Temporal activity, checkpointed in its heartbeats.
+
+Made by ``tether.temporal.guarded_stream`` (``temporal.py``, which checks the activity's
+context and builds the stream): on entry it resumes the checkpoint's response or creates a
+new one (``ResumeFailed`` when the checkpoint's response can no longer give its result),
+then heartbeats the checkpoint, merging the user's own heartbeat details after it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any, Literal, final
+
+import anyio
+import anyio.abc
+import openai
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from ._build import resume_guard
+from ._cancel import log
+from ._compat import swap_heartbeat
+from ._errors import DeadlineExceeded, TetherError
+from ._outcome import DetachedResponse
+from ._stream import GuardedStream
+from ._temporal_checkpoint import Checkpoint
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable
+    from types import TracebackType
+
+    from anyio.abc import TaskGroup
+    from openai.types.responses import Response, ResponseStreamEvent
+
+    from ._outcome import CancelReceipt, StreamOutcome
+    from ._scope import Scope
+
+__all__ = ["ResumeFailed", "TemporalStream"]
+
+_GONE = frozenset({"cancelled", "failed"})
+
+
+class ResumeFailed(TetherError, ApplicationError):
+    """A retried activity's checkpoint names a response that can no longer give its result.
+
+    The response was ``cancelled`` (by a workflow's cancel, a timeout, an operator), ``failed``
+    on the server, or is ``gone`` (expired, deleted, never stored). A Temporal
+    ``ApplicationError`` of type ``"ResumeFailed"``, **non-retryable**: Temporal keeps the
+    last heartbeat's details for every later attempt, which would all fail the same way.
+    Pass ``on_lost="restart"`` to start a new response instead.
+
+    Example:
+        ```python
+        try:
+            await workflow.execute_activity(essay, prompt, ...)
+        except ActivityError as err:
+            cause = err.cause  # ApplicationError, type "ResumeFailed", non_retryable
+        ```
+    """
+
+    def __init__(self, response_id: str, status: str) -> None:
+        super().__init__(
+            f"the checkpointed response {response_id} is {status}: it cannot be resumed "
+            "(on_lost='restart' starts a new response instead)",
+            type="ResumeFailed",
+            non_retryable=True,
+        )
+        self.response_id = response_id
+        """The response the checkpoint named."""
+        self.status = status
+        """``"cancelled"``, ``"failed"`` or ``"gone"``."""
+
+
+@final
+class TemporalStream:
+    """A guarded stream inside a Temporal activity, checkpointed in its heartbeats.
+
+    Made by [`tether.temporal.guarded_stream`][tether.temporal.guarded_stream]; use it as an
+    async context manager, as a [`GuardedStream`][tether.GuardedStream] (its events, its
+    ``text_deltas()``, ``get_final_response()``, ``cancel()`` and ``outcome``).
+
+    Example:
+        ```python
+        async with tether.temporal.guarded_stream(client, model="gpt-5", input=p) as stream:
+            print(stream.response_id, stream.resumed)
+            return (await stream.get_final_response()).output_text
+        ```
+    """
+
+    __slots__ = (
+        "_beat_every",
+        "_beating",
+        "_checkpoint",
+        "_create",
+        "_left",
+        "_on_lost",
+        "_options",
+        "_original",
+        "_resume_from",
+        "_resumed",
+        "_scope",
+        "_stream",
+        "_tasks",
+        "_user",
+    )
+
+    def __init__(
+        self,
+        scope: Scope,
+        create: GuardedStream,
+        options: dict[str, Any],
+        *,
+        checkpoint: Checkpoint | None,
+        user: tuple[Any, ...],
+        resume_from: Literal["start", "checkpoint"],
+        on_lost: Literal["raise", "restart"],
+        left: float | None,
+        beat_every: float,
+    ) -> None:
+        self._scope = scope
+        self._create = create
+        self._options = options
+        self._checkpoint = checkpoint
+        self._user = user
+        self._resume_from = resume_from
+        self._on_lost = on_lost
+        self._left = left
+        self._beat_every = beat_every
+        self._resumed = False
+        self._stream: GuardedStream | None = None
+        self._tasks: TaskGroup | None = None
+        self._beating: anyio.CancelScope | None = None
+        self._original: Callable[..., None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<tether.temporal.TemporalStream response_id={self.response_id!r}>"
+
+    @property
+    def response_id(self) -> str | None:
+        """The response's id: known once the ``async with`` body runs."""
+        return None if self._stream is None else self._stream.response_id
+
+    @property
+    def resumed(self) -> bool:
+        """Whether this attempt resumed the response of a previous attempt's checkpoint."""
+        return self._resumed
+
+    @property
+    def user_details(self) -> tuple[Any, ...]:
+        """Your own heartbeat details, without tether's checkpoint: the previous attempt's
+        (what its last ``activity.heartbeat(...)`` said) until you heartbeat in this one.
+
+        Example:
+            ```python
+            async with tether.temporal.guarded_stream(client, model="m", input=p) as stream:
+                done = stream.user_details  # () on a first attempt
+            ```
+        """
+        return self._user
+
+    @property
+    def last_sequence_number(self) -> int | None:
+        """The ``sequence_number`` of the last event received."""
+        return None if self._stream is None else self._stream.last_sequence_number
+
+    @property
+    def outcome(self) -> StreamOutcome:
+        """How the stream ended, once the block exited (see ``GuardedStream.outcome``)."""
+        return self._require("outcome").outcome
+
+    def _require(self, what: str) -> GuardedStream:
+        if self._stream is None:
+            raise RuntimeError(f"{what} needs an open stream: use it inside `async with`")
+        return self._stream
+
+    async def _choose(self) -> GuardedStream:
+        """The stream to open: the checkpoint's response (checked first), or a new one."""
+        checkpoint = self._checkpoint
+        if checkpoint is None:
+            return self._create
+        try:
+            status = (await self._scope.client.responses.retrieve(checkpoint.response_id)).status
+        except openai.NotFoundError:
+            status = "gone"
+        if status in _GONE or status == "gone":
+            if self._on_lost == "raise":
+                raise ResumeFailed(checkpoint.response_id, status or "gone")
+            return self._create
+        self._resumed = True
+        seq = checkpoint.sequence_number if self._resume_from == "checkpoint" else None
+        handle = DetachedResponse(response_id=checkpoint.response_id, last_sequence_number=seq)
+        return GuardedStream(resume_guard(self._scope, handle, **self._options), self._left)
+
+    async def __aenter__(self) -> TemporalStream:
+        left = self._left
+        stream: GuardedStream | None = None
+        with anyio.CancelScope(
+            deadline=math.inf if left is None else anyio.current_time() + left
+        ) as bound:
+            stream = await self._choose()
+        if stream is None or bound.cancelled_caught:
+            raise DeadlineExceeded(left or 0.0)
+        await stream.__aenter__()
+        self._stream = stream
+        # The id reaches Temporal before the first event reaches the caller.
+        self._beat(stream.last_sequence_number if self._resumed else None)
+        try:
+            self._merge_user_heartbeats()
+            tasks = self._tasks = anyio.create_task_group()
+            await tasks.__aenter__()  # inside the stream's own deadline scope
+            await tasks.start(self._keep_beating)
+        except BaseException as exc:
+            await self._stop_beating()
+            await stream.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        stream = self._require("__aexit__")
+        try:
+            await self._stop_beating()
+        finally:
+            await stream.__aexit__(exc_type, exc, tb)
+        self._beat(stream.last_sequence_number)  # the final checkpoint
+
+    async def _stop_beating(self) -> None:
+        """End the heartbeat loop (its own scope: the task group never sees the body's
+        exception, so it can neither swallow nor wrap it) and give the SDK its heartbeat back."""
+        if self._original is not None:
+            swap_heartbeat(self._original, unless=self._heartbeat)
+        tasks, self._tasks = self._tasks, None
+        if self._beating is not None:
+            self._beating.cancel()
+        if tasks is not None:
+            await tasks.__aexit__(None, None, None)
+
+    def _merge_user_heartbeats(self) -> None:
+        """``activity.heartbeat(*details)`` in the block: tether's checkpoint goes first."""
+        self._original = swap_heartbeat(self._heartbeat)
+
+    def _heartbeat(self, *details: Any) -> None:
+        self._user = details
+        self._beat(self.last_sequence_number)
+
+    def _beat(self, seq: int | None) -> None:
+        response_id = self.response_id
+        if response_id is None:
+            return
+        send = self._original or activity.heartbeat
+        try:
+            send(Checkpoint(response_id=response_id, sequence_number=seq).to_detail(), *self._user)
+        except Exception as exc:  # the SDK's own failures cancel the activity; never ours
+            log.warning("heartbeat of response %s failed: %s", response_id, exc)
+
+    async def _keep_beating(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        """Heartbeat often enough that a cancel is heard within the SDK's throttle, events
+        or none (a model thinking for a minute sends nothing): nothing is paid per event."""
+        with anyio.CancelScope() as self._beating:
+            task_status.started()
+            while True:
+                await anyio.sleep(self._beat_every)
+                self._beat(self.last_sequence_number)
+
+    def __aiter__(self) -> AsyncIterator[ResponseStreamEvent]:
+        return self._require("iterating the stream").__aiter__()
+
+    def text_deltas(self) -> AsyncIterator[str]:
+        """Iterate the output text as it arrives (see ``GuardedStream.text_deltas``).
+
+        Example:
+            ```python
+            text = "".join([delta async for delta in stream.text_deltas()])
+            ```
+        """
+        return self._require("text_deltas()").text_deltas()
+
+    async def get_final_response(self) -> Response:
+        """Read to the end and return the final ``Response`` (see ``GuardedStream``).
+
+        Example:
+            ```python
+            return (await stream.get_final_response()).output_text
+            ```
+        """
+        return await self._require("get_final_response()").get_final_response()
+
+    async def cancel(self) -> CancelReceipt:
+        """Stop now: close the stream and cancel the response on the server, within grace.
+
+        Example:
+            ```python
+            receipt = await stream.cancel()
+            ```
+        """
+        return await self._require("cancel()").cancel()
