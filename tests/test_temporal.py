@@ -11,17 +11,20 @@ must die, it runs in a process of its own (tests/temporal_app.py) and is SIGKILL
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
+from temporalio import activity
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutError
+from temporalio.testing import ActivityEnvironment
 from temporalio.worker import Worker
 
 import tether.temporal
@@ -465,3 +468,30 @@ async def test_worker_shutdown_cancels_the_response_on_the_server(
         [record] = emulator.ledger.responses
         assert record.status == "cancelled"
         assert record.stopped_by == "cancel"
+
+
+async def test_a_retried_attempt_s_stream_gives_back_its_own_heartbeat_details(
+    emulator: ResponsesEmulator,
+) -> None:
+    """The previous attempt's own details (no checkpoint among them) until this one beats."""
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(
+        env.info,
+        attempt=2,
+        heartbeat_details=["mine", 3],
+        started_time=datetime.now(timezone.utc),
+        scheduled_time=datetime.now(timezone.utc),
+        start_to_close_timeout=timedelta(minutes=1),
+        schedule_to_close_timeout=timedelta(minutes=1),
+    )
+
+    async def essay() -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+        async with emulator.async_client() as client:
+            async with tether.temporal.guarded_stream(client, model="steady", input="hi") as s:
+                before = s.user_details
+                activity.heartbeat("now", 4)
+                after = s.user_details
+                await s.get_final_response()
+        return before, after
+
+    assert await env.run(essay) == (("mine", 3), ("now", 4))
