@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tether import adaptive, race
-from tether._hedging import P2Quantile
+from tether._quantile import P2Quantile
 from tether._race import Progress, launch_staggered
 from tether.races import HedgeBudget, TokenBudget, Trigger
 from tether.testing import EmulatedModel, Faults

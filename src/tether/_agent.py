@@ -12,6 +12,10 @@ trio) lets the *outer* one catch the cancellation, so an inner scope with the sc
 deadline would never catch it and no result could be returned. Ending the loop a little
 earlier lets it stop cleanly and still return before the scope's deadline. Any other
 cancellation (``scope.cancel()``, an enclosing scope) is never caught here.
+
+``run_agent`` reads as its steps: its arguments checked and the request every turn sends
+built (``_agent_request.py``), the loop's deadline (the reserve), then the loop, with its
+progress events and its result (``_Agent.run``).
 """
 
 from __future__ import annotations
@@ -19,41 +23,35 @@ from __future__ import annotations
 import json
 import math
 import sys
-from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import attrs
-import pydantic
 from anyio.lowlevel import checkpoint_if_cancelled
 
 from . import observe
 from ._agent_events import AgentEvent, AgentResult, AgentTurn, StopReason
+from ._agent_request import AgentRequest, OnToolError, check_agent_request
 from ._build import StreamOptions, build_guard
 from ._cancel import log
 from ._errors import fatal_in
 from ._scope import as_scope
-from ._tools import AgentContext, AgentTool, ToolCall, check_tools
-from ._validate import check_count, check_non_negative
+from ._tools import AgentContext, ToolCall
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
     from openai import AsyncOpenAI
-    from openai.types.responses import (
-        FunctionToolParam,
-        Response,
-        ResponseFunctionToolCall,
-        ResponseInputParam,
-    )
+    from openai.types.responses import Response, ResponseFunctionToolCall, ResponseInputParam
 
     from ._protocol import ResponseGuard
     from ._scope import Scope
+    from ._tools import AgentTool
 
 __all__ = ["run_agent"]
-
-OnToolError = Literal["report", "stop", "raise"]
 
 
 @attrs.define
@@ -93,28 +91,59 @@ class _TurnState:
 class _Agent:
     """The state of one ``run_agent`` call (internal)."""
 
-    def __init__(
-        self,
-        scope: Scope,
-        tools: Mapping[str, AgentTool[..., Any]],
-        request: dict[str, Any],
-        *,
-        max_turns: int,
-        max_tokens: int | None,
-        on_tool_error: OnToolError,
-        deadline: float,
-    ) -> None:
+    def __init__(self, scope: Scope, checked: AgentRequest, *, deadline: float) -> None:
         self.scope = scope
-        self.tools = tools
-        self.request = request
-        self.max_turns = max_turns
-        self.max_tokens = max_tokens
-        self.on_tool_error = on_tool_error
+        self.tools = checked.tools
+        self.request = checked.request
+        self.previous_response_id = checked.previous_response_id
+        self.max_turns = checked.max_turns
+        self.max_tokens = checked.max_tokens
+        self.on_tool_error: OnToolError = checked.on_tool_error
         self.deadline = deadline
         self.turns: list[AgentTurn] = []
         self.final: Response | None = None
         self.usage = [0, 0, 0]
         self.node = observe.new_id()  # this run's id in progress events
+
+    async def run(self, first_input: Any, budget: float) -> AgentResult:
+        """The loop under its own deadline, *budget*, between its Started and Ended events."""
+        reason: StopReason = "deadline"
+        if observe.watched():
+            observe.emit(
+                AgentEvent.Started(
+                    id=self.node,
+                    parent=observe.current_parent(),
+                    model=self.request["model"],
+                    tools=tuple(self.tools),
+                    max_turns=self.max_turns,
+                )
+            )
+        try:
+            with anyio.CancelScope(deadline=budget) as loop_scope, observe.parent(self.node):
+                reason = await self.loop(first_input, self.previous_response_id)
+        except BaseException as exc:
+            if observe.watched():
+                observe.emit(AgentEvent.Ended(id=self.node, result=None, exception=exc))
+            raise
+        if loop_scope.cancelled_caught:  # our own deadline, and only ours (see the module doc)
+            reason = "deadline"
+        result = self.result(reason)
+        if observe.watched():
+            observe.emit(AgentEvent.Ended(id=self.node, result=result))
+        return result
+
+    def result(self, reason: StopReason) -> AgentResult:
+        """What ``run_agent`` returns once the loop stopped for *reason*."""
+        final = self.final
+        return AgentResult(
+            reason=reason,
+            output_text="" if final is None else final.output_text,
+            turns=tuple(self.turns),
+            final_response=final,
+            input_tokens=self.usage[0],
+            output_tokens=self.usage[1],
+            total_tokens=self.usage[2],
+        )
 
     async def loop(self, first_input: Any, previous_response_id: str | None) -> StopReason:
         turn_input, previous = first_input, previous_response_id
@@ -322,94 +351,29 @@ async def run_agent(
     Added in version 0.1.
     """
     the_scope = as_scope(scope)
-    if not isinstance(model, str) or not model:
-        raise (ValueError if isinstance(model, str) else TypeError)(
-            f"model must be a non-empty str, got {model!r}"
-        )
-    if isinstance(input, (bytes, Mapping)) or not isinstance(input, (str, Sequence)):
-        raise TypeError(f"input must be a str or a list of input items, got {input!r}")
-    if not isinstance(input, str):
-        for i, item in enumerate(input):  # pyright: ignore[reportUnknownVariableType, reportUnknownArgumentType]
-            if not isinstance(item, (Mapping, pydantic.BaseModel)):
-                raise TypeError(f"input[{i}] must be an input item (a dict), got {item!r}")
-    registry = check_tools(tools)
-    turns = check_count("max_turns", max_turns)
-    assert turns is not None
-    budget_tokens = check_count("max_tokens", max_tokens, optional=True)
-    if on_tool_error not in ("report", "stop", "raise"):
-        raise ValueError(
-            f"on_tool_error must be 'report', 'stop' or 'raise', got {on_tool_error!r}"
-        )
-    if not isinstance(raise_on_deadline, bool):
-        raise TypeError(f"raise_on_deadline must be a bool, got {raise_on_deadline!r}")
-    kept = (
-        None
-        if reserve is None
-        else check_non_negative("reserve", reserve, what="a number of seconds or None")
-    )
-    if instructions is not None and not isinstance(instructions, str):
-        raise TypeError(f"instructions must be a str or None, got {instructions!r}")
-    if "stream" in create_kwargs:
-        raise ValueError(
-            f"run_agent always streams: do not pass stream=, got {create_kwargs['stream']!r}"
-        )
-    if create_kwargs.get("store") is False:
-        raise ValueError(
-            "run_agent chains turns with previous_response_id, which needs stored responses: "
-            "do not pass store=False"
-        )
-    previous = create_kwargs.pop("previous_response_id", None)
-    request: dict[str, Any] = dict(create_kwargs, model=model)
-    params: list[FunctionToolParam] = [t.param for t in registry.values()]
-    if params:
-        request["tools"] = params
-    if instructions is not None:
-        request["instructions"] = instructions
-
-    deadline = the_scope.deadline
-    budget = math.inf
-    if not raise_on_deadline and not math.isinf(deadline):
-        left = max(0.0, deadline - anyio.current_time())
-        budget = deadline - (min(the_scope.grace, left / 10) if kept is None else kept)
-    agent = _Agent(
-        the_scope,
-        registry,
-        request,
-        max_turns=turns,
-        max_tokens=budget_tokens,
+    checked = check_agent_request(
+        model=model,
+        first_input=input,
+        tools=tools,
+        instructions=instructions,
+        max_turns=max_turns,
+        max_tokens=max_tokens,
         on_tool_error=on_tool_error,
-        deadline=min(budget, deadline),
+        raise_on_deadline=raise_on_deadline,
+        reserve=reserve,
+        create_kwargs=create_kwargs,
     )
-    reason: StopReason = "deadline"
-    if observe.watched():
-        observe.emit(
-            AgentEvent.Started(
-                id=agent.node,
-                parent=observe.current_parent(),
-                model=model,
-                tools=tuple(registry),
-                max_turns=turns,
-            )
-        )
-    try:
-        with anyio.CancelScope(deadline=budget) as loop_scope, observe.parent(agent.node):
-            reason = await agent.loop(input, previous)
-    except BaseException as exc:
-        if observe.watched():
-            observe.emit(AgentEvent.Ended(id=agent.node, result=None, exception=exc))
-        raise
-    if loop_scope.cancelled_caught:  # our own deadline, and only ours (see the module doc)
-        reason = "deadline"
-    final = agent.final
-    result = AgentResult(
-        reason=reason,
-        output_text="" if final is None else final.output_text,
-        turns=tuple(agent.turns),
-        final_response=final,
-        input_tokens=agent.usage[0],
-        output_tokens=agent.usage[1],
-        total_tokens=agent.usage[2],
-    )
-    if observe.watched():
-        observe.emit(AgentEvent.Ended(id=agent.node, result=result))
-    return result
+    budget = _loop_deadline(the_scope, checked)
+    agent = _Agent(the_scope, checked, deadline=min(budget, the_scope.deadline))
+    return await agent.run(input, budget)
+
+
+def _loop_deadline(scope: Scope, checked: AgentRequest) -> float:
+    """The loop's deadline: the scope's minus the reserve (``inf``: none, or
+    ``raise_on_deadline``, which lets the scope's own deadline stop the loop)."""
+    deadline = scope.deadline
+    if checked.raise_on_deadline or math.isinf(deadline):
+        return math.inf
+    left = max(0.0, deadline - anyio.current_time())
+    kept = checked.reserve
+    return deadline - (min(scope.grace, left / 10) if kept is None else kept)

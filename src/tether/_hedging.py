@@ -2,7 +2,7 @@
 
 A hedged request ("The Tail at Scale", Dean and Barroso, 2013) sends a backup only when the
 first attempt is slower than usual, so the tail shrinks for some extra load. The race's
-launcher (``_race.py``) decides *when* the next attempt starts; this module learns the
+launcher (``_race_launch.py``) decides *when* the next attempt starts; this module learns the
 stagger it waits for.
 
 [`adaptive`][tether.adaptive] learns ``stagger`` online: a P² streaming quantile estimator
@@ -11,28 +11,24 @@ tracks the time to first token, and a token bucket caps the hedges at ``budget``
 traffic (gRPC's hedging throttle: every race adds ``budget`` tokens, every hedge spends one).
 A second account, [`TokenBudget`][tether.races.TokenBudget], caps what the hedges *cost*:
 the output tokens of the losers, charged as each race settles, at ``token_budget`` of the
-winners' output tokens.
+winners' output tokens. The estimator is in ``_quantile.py``, the two accounts in
+``_hedge_budgets.py``; this module holds the policy that joins them,
+[`AdaptiveStagger`][tether.races.AdaptiveStagger], and the checks of ``adaptive()``.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, final
 
+from ._hedge_budgets import HedgeBudget, TokenBudget
+from ._quantile import P2Quantile
 from ._validate import check_non_negative, check_number
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
 
-__all__ = [
-    "AdaptiveStagger",
-    "HedgeBudget",
-    "P2Quantile",
-    "TokenBudget",
-    "Trigger",
-    "adaptive",
-]
+__all__ = ["AdaptiveStagger", "Trigger", "adaptive"]
 
 Bucket: TypeAlias = Hashable
 """What an adaptive stagger learns in: by default a request's model name."""
@@ -45,222 +41,6 @@ Trigger = Literal["primary", "parallel", "silence", "failure"]
 - ``silence``: the previous attempt produced no token for ``stagger`` seconds (a hedge).
 - ``failure``: the previous attempt failed (or was rejected) before that.
 """
-
-
-@final
-class P2Quantile:
-    """One quantile of a stream of numbers, in constant memory (the P² algorithm).
-
-    Five markers track the minimum, the maximum, the target quantile and two midpoints;
-    each new observation moves them by a piecewise-parabolic step. Until five observations
-    have arrived, the exact quantile of those seen is returned.
-
-    Args:
-        quantile: The quantile to track, strictly between 0 and 1.
-
-    Example:
-        ```python
-        p90 = P2Quantile(0.9)
-        for x in range(1, 101):
-            p90.add(x)
-        print(round(p90.value))  # 90
-        ```
-    """
-
-    def __init__(self, quantile: float) -> None:
-        if not 0 < quantile < 1:
-            raise ValueError(f"quantile must be strictly between 0 and 1, got {quantile!r}")
-        p = quantile
-        self.quantile = p
-        self.count = 0
-        self._q: list[float] = []  # marker heights (the first five observations until full)
-        self._n = [0.0, 1.0, 2.0, 3.0, 4.0]  # marker positions
-        self._want = [0.0, 2 * p, 4 * p, 2 + 2 * p, 4.0]  # desired positions
-        self._step = [0.0, p / 2, p, (1 + p) / 2, 1.0]
-
-    @property
-    def value(self) -> float:
-        """The current estimate (``nan`` before the first observation)."""
-        if self.count >= 5:
-            return self._q[2]
-        if not self._q:
-            return math.nan
-        ordered = sorted(self._q)
-        rank = self.quantile * (len(ordered) - 1)
-        low = math.floor(rank)
-        high = min(low + 1, len(ordered) - 1)
-        return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
-
-    def add(self, x: float) -> None:
-        """Take one observation into account."""
-        self.count += 1
-        q, n = self._q, self._n
-        if self.count <= 5:
-            q.append(x)
-            if self.count == 5:
-                q.sort()
-            return
-        if x < q[0]:
-            q[0] = x
-            k = 0
-        elif x >= q[4]:
-            q[4] = x
-            k = 3
-        else:
-            k = next(i for i in range(4) if q[i] <= x < q[i + 1])
-        for i in range(k + 1, 5):
-            n[i] += 1
-        for i in range(5):
-            self._want[i] += self._step[i]
-        for i in (1, 2, 3):
-            d = self._want[i] - n[i]
-            if (d >= 1 and n[i + 1] - n[i] > 1) or (d <= -1 and n[i - 1] - n[i] < -1):
-                s = 1 if d > 0 else -1
-                candidate = self._parabolic(i, s)
-                if not q[i - 1] < candidate < q[i + 1]:
-                    candidate = q[i] + s * (q[i + s] - q[i]) / (n[i + s] - n[i])
-                q[i] = candidate
-                n[i] += s
-
-    def _parabolic(self, i: int, s: int) -> float:
-        q, n = self._q, self._n
-        return q[i] + s / (n[i + 1] - n[i - 1]) * (
-            (n[i] - n[i - 1] + s) * (q[i + 1] - q[i]) / (n[i + 1] - n[i])
-            + (n[i + 1] - n[i] - s) * (q[i] - q[i - 1]) / (n[i] - n[i - 1])
-        )
-
-
-@final
-class HedgeBudget:
-    """A token bucket that caps hedges at a fraction of the requests (gRPC's hedging throttle).
-
-    Every primary request adds ``ratio`` tokens, up to ``max_tokens``; every hedge spends one
-    and is refused when less than one is left. The bucket starts empty, so at any time
-    ``hedges <= ratio * primaries``: the cap holds from the first request, not on average.
-
-    Example:
-        ```python
-        budget = HedgeBudget(0.05)
-        for _ in range(20):
-            budget.on_primary()
-        assert budget.try_spend() and not budget.try_spend()
-        ```
-    """
-
-    def __init__(self, ratio: float, max_tokens: float = 10.0) -> None:
-        self.ratio = ratio
-        self.max_tokens = max_tokens
-        self.tokens: float = 0.0
-        self.primaries: int = 0
-        self.hedges: int = 0
-        self.refused: int = 0
-
-    def on_primary(self) -> None:
-        """Count one primary request: ``ratio`` more tokens."""
-        self.primaries += 1
-        self.tokens = min(self.max_tokens, self.tokens + self.ratio)
-
-    def try_spend(self) -> bool:
-        """Spend a token for one hedge; ``False`` (and nothing spent) if the bucket is short."""
-        if self.tokens + 1e-9 < 1.0:  # 20 x 0.05 is 0.9999999999999999 in floating point
-            self.refused += 1
-            return False
-        self.tokens = max(0.0, self.tokens - 1.0)
-        self.hedges += 1
-        return True
-
-    def refund(self) -> None:
-        """Give back the token of a hedge granted by ``try_spend`` but not sent."""
-        self.tokens = min(self.max_tokens, self.tokens + 1.0)
-        self.hedges -= 1
-
-
-@final
-class TokenBudget:
-    """Caps the output tokens that hedges waste at a fraction of the winners' output tokens.
-
-    Every race's winner adds ``ratio`` times its output tokens; every loser is charged what
-    it may have produced, when its race settles (``loser_cost``: the tokens seen, or those
-    the server may have generated unseen while the loser was being stopped). A hedge is granted only when what is
-    left covers a *reservation*: the longest answer seen so far, the most one loser can
-    produce when answers are no longer than that. The reservation is held until the race
-    settles, then replaced by what its losers actually cost. So at every moment
-    ``spent + held <= ratio * won``: the extra tokens stay under ``ratio`` of the useful
-    ones in every run, from the first race, not on average (a loser longer than every answer
-    seen before is charged in full: the account goes into debt and refuses hedges until the
-    winners have paid it back). Nothing is reserved before a first answer is known: the
-    account starts empty.
-
-    Example:
-        ```python
-        budget = TokenBudget(0.05)
-        for _ in range(20):
-            budget.on_won(20)  # 20 races won with 20 tokens: 20 tokens of credit
-        held = budget.try_reserve()
-        assert held == 20 and budget.try_reserve() is None
-        budget.settle(held, [3])  # the race's loser produced 3 tokens
-        assert budget.spent == 3 and budget.available == 17
-        ```
-    """
-
-    def __init__(self, ratio: float) -> None:
-        self.ratio = ratio
-        self.won: int = 0
-        """Output tokens of the winners."""
-        self.spent: int = 0
-        """Output tokens of the losers (what hedging cost)."""
-        self.held: float = 0.0
-        """Reserved for the hedges of races not settled yet."""
-        self.longest: int = 0
-        """The longest answer seen (winner or loser), in output tokens: one hedge's reservation."""
-        self.refused: int = 0
-        """Hedges refused because the account could not cover a reservation."""
-        self.rate: float = 0.0
-        """The fastest output seen (a winner's tokens per second), ``0.0`` while unknown."""
-
-    @property
-    def available(self) -> float:
-        """Tokens a new hedge may still reserve: ``ratio * won - spent - held``."""
-        return self.ratio * self.won - self.spent - self.held
-
-    def try_reserve(self) -> float | None:
-        """Reserve one loser's worst cost for a hedge; ``None`` (nothing held) if short."""
-        amount = float(self.longest)
-        if amount <= 0 or self.available + 1e-9 < amount:
-            self.refused += 1
-            return None
-        self.held += amount
-        return amount
-
-    def release(self, amount: float) -> None:
-        """Give back a reservation whose hedge was not sent."""
-        self.held = max(0.0, self.held - amount)
-
-    def on_won(self, tokens: int, seconds: float | None = None) -> None:
-        """A race was won with an answer of *tokens* output tokens, streamed in *seconds*."""
-        self.won += tokens
-        self.longest = max(self.longest, tokens)
-        if seconds is not None and seconds > 0:
-            self.rate = max(self.rate, tokens / seconds)
-
-    def loser_cost(self, seen: int, stopping: float) -> int:
-        """What to charge a loser: at least the *seen* tokens, and what the server may have
-        generated unseen while it was being stopped (*stopping* seconds from the decision to
-        its stop's end) at the fastest rate seen, at most one longest answer.
-
-        A ``first_token`` race decides at the winner's first token, so a loser's tokens
-        are mostly ones the client never sees: those the server generates until the cancel
-        reaches it. While no rate is known, a whole answer is charged.
-        """
-        bound = self.longest if self.rate <= 0 else math.ceil(self.rate * max(stopping, 0.0))
-        return max(seen, min(self.longest, bound))
-
-    def settle(self, held: float, losers: Sequence[int]) -> None:
-        """A race is over: release what its hedges *held*, charge its *losers*' output tokens."""
-        self.held = max(0.0, self.held - held)
-        for tokens in losers:
-            self.spent += tokens
-            self.longest = max(self.longest, tokens)
 
 
 def model_of(request: Mapping[str, Any]) -> Bucket:

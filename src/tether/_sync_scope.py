@@ -11,7 +11,9 @@ A [`tether.sync.Scope`][tether.sync.Scope] owns, for the length of its ``with`` 
   any cancellation, and they stop through the async ``ResponseGuard.stop``.
 
 A bare ``OpenAI`` passed to ``tether.sync.guarded_stream`` gets a scope of its own for
-the block; ``tether.sync.open_scope`` shares one between blocks (and threads).
+the block; ``tether.sync.open_scope`` shares one between blocks (and threads). Work that
+returns one result (a sync race) runs through ``Scope.run`` as a ``Job`` (``_sync_job.py``),
+which Ctrl-C can cancel.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from ._errors import DeadlineExceeded, TetherError
 from ._scope import DEFAULT_FIRST_EVENT_TIMEOUT, DEFAULT_GRACE
 from ._scope import Scope as AsyncScope
 from ._sync_client import async_twin
+from ._sync_job import Job
 from ._sync_portal import PORTAL_THREAD_NAME, settle, wait
 from ._validate import check_timeout
 
@@ -276,7 +279,7 @@ class Scope:
         for that, and raises the ``KeyboardInterrupt``. A scope cancelled under it raises
         ``DeadlineExceeded`` (its deadline) or ``TetherError`` (``scope.cancel()``).
         """
-        job = _Job(func)
+        job = Job(func)
         self.spawn(job.main, what)
         wait(job.result, lambda exc: self.call(job.interrupt))
         try:
@@ -309,36 +312,6 @@ class Scope:
     def limit(self) -> float | None:
         """The deadline as given, in seconds (``None`` for none)."""
         return self._limit
-
-
-@final
-class _Job:
-    """One coroutine function run inside a scope, in a cancel scope Ctrl-C can cancel."""
-
-    def __init__(self, func: Callable[[], Awaitable[Any]]) -> None:
-        self._func = func
-        self._scope: anyio.CancelScope | None = None
-        self._interrupted = False
-        self.result: futures.Future[Any] = futures.Future()
-
-    async def main(self) -> None:
-        with anyio.CancelScope() as own:
-            self._scope = own
-            if self._interrupted:
-                own.cancel()
-            try:
-                self.result.set_result(await self._func())
-            except Exception as exc:
-                self.result.set_exception(exc)
-            finally:
-                if not self.result.done():  # cancelled: by Ctrl-C or by the scope
-                    self.result.set_exception(futures.CancelledError())
-
-    def interrupt(self) -> None:
-        """(On the loop.) Cancel the job: Ctrl-C."""
-        self._interrupted = True
-        if self._scope is not None:
-            self._scope.cancel("tether.sync: KeyboardInterrupt")
 
 
 def open_scope(

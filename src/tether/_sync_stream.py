@@ -29,6 +29,10 @@ detach handle counts only the events you were handed, and ``status`` and
 over), not the reader's position, as on the async stream, whose reads are the caller's:
 once the stream has ended for you (its end handed over, an early stop, the block's exit),
 ``status`` is the guard's, which then includes what the stop learnt from the server.
+
+This module is the caller's thread's half (the hand-over, the checks, the public methods);
+the loop's half, the session task and the stops run on the loop, is its base class,
+``StreamSession`` (``_sync_session.py``).
 """
 
 from __future__ import annotations
@@ -37,12 +41,11 @@ import threading
 from concurrent import futures
 from typing import TYPE_CHECKING, Any, Literal, final
 
-import anyio
-
 from ._errors import DeadlineExceeded
 from ._outcome import CancelReceipt, DetachedResponse
-from ._sync_buffer import END, ReadAhead, Stop
+from ._sync_buffer import END, Stop
 from ._sync_portal import settle, wait
+from ._sync_session import StreamSession
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -70,7 +73,7 @@ _LIFECYCLE = frozenset(
 
 
 @final
-class GuardedStream:
+class GuardedStream(StreamSession):
     """A Responses stream, for sync code, whose response cannot outlive the ``with`` block.
 
     Made by [`tether.sync.guarded_stream`][tether.sync.guarded_stream] or
@@ -97,32 +100,14 @@ class GuardedStream:
     """
 
     def __init__(self, guard: ResponseGuard, scope: Scope, *, owns_scope: bool) -> None:
-        self._guard = guard
-        self._scope = scope
+        super().__init__(guard, scope)
         self._owns_scope = owns_scope
         self._state_lock = threading.Lock()  # _state, against cancel() in another thread
         self._state: Literal["new", "open", "closed"] = "new"
-        self._ahead = ReadAhead(lambda func: scope.call(func))
         self._buffer = self._ahead.events
         self._last: Any = None  # the last event handed to the caller
-        # What the caller has been shown: the open's (set on the loop before the reader
-        # starts), then each event handed over; the guard's once the stream has ended
-        # for the caller (_settled), since the reader's position is not the caller's.
-        self._shown_status: str | None = None
-        self._shown_seq: int | None = guard.last_sequence_number  # a resume's handle
         self._handed_seq = self._shown_seq  # what a detach handle resumes after
-        self._settled = False
         self._ended = False  # the caller was told the stream ended (StopIteration)
-        # Resolved by the session (on the loop) for the caller's thread.
-        self._ready: futures.Future[None] = futures.Future()
-        self._done: futures.Future[None] = futures.Future()
-        # Owned by the loop thread.
-        self._own: anyio.CancelScope | None = None
-        self._interrupted = False
-        self._opened: anyio.Event | None = None
-        self._opening: anyio.Event | None = None  # set as the session starts the guard's open
-        self._leave: anyio.Event | None = None
-        self._exit_exc: BaseException | None = None
 
     def __repr__(self) -> str:
         guard = self._guard
@@ -228,79 +213,7 @@ class GuardedStream:
         if self._owns_scope:
             self._scope.__exit__(type(exc) if exc else None, exc, None)
 
-    def _request_exit(self, exc: BaseException | None) -> None:
-        """(On the loop.) The body is done: let the session close the guard with *exc*."""
-        self._exit_exc = exc
-        if self._leave is not None:
-            self._leave.set()
-
-    def _interrupt(self, exc: BaseException) -> None:
-        """Ctrl-C (or another exception) while waiting: stop the session as *exc* says."""
-        self._scope.call(self._interrupt_on_loop, exc)
-
-    def _interrupt_on_loop(self, exc: BaseException) -> None:
-        self._guard.mark_reason(self._guard.reason_for(exc))  # "interrupted" for Ctrl-C
-        self._interrupted = True
-        if self._own is not None:
-            self._own.cancel("tether.sync: KeyboardInterrupt")
-
-    def _prepare(self) -> None:
-        """(On the loop, before the session starts.) What cancel() and __exit__ wait on."""
-        self._opened = anyio.Event()
-        self._opening = anyio.Event()
-        self._leave = anyio.Event()
-
-    async def _session(self) -> None:
-        """(On the loop, in the async scope.) Open, read ahead, close: the stream's life."""
-        guard = self._guard
-        assert self._opened is not None
-        assert self._leave is not None
-        try:
-            with anyio.CancelScope() as own:
-                self._own = own
-                if self._interrupted:
-                    own.cancel()
-                try:
-                    assert self._opening is not None
-                    self._opening.set()  # guard.open() runs to its first wait before cancel()
-                    await guard.open()
-                    self._shown_status = guard.status  # before the reader reads ahead
-                    self._shown_seq = guard.last_sequence_number
-                except Exception as exc:
-                    self._ready.set_exception(exc)
-                    return
-                finally:
-                    self._opened.set()
-                    if not self._ready.done():
-                        self._ready.set_result(None)  # cancelled: the outcome says how
-                closed = False
-                try:
-                    async with anyio.create_task_group() as reader:
-                        reader.start_soon(self._ahead.fill, guard)
-                        await self._leave.wait()
-                        closed = True
-                        await guard.close(self._exit_exc)  # the reader's read ends with it
-                        self._ahead.unpark()
-                except BaseException as exc:  # cancelled: the deadline, scope.cancel(), Ctrl-C
-                    if not closed:
-                        # Through the reader's task group, trio's Cancelled no longer says
-                        # it came from a deadline: the scope does (Ctrl-C marked its own).
-                        guard.mark_reason(self._scope.cancel_reason())
-                        await guard.close(exc)
-                        self._end(guard.require_outcome().reason)
-                    raise
-        finally:
-            self._done.set_result(None)
-
     # ---------------------------------------------------------------- reading
-
-    def _end(self, reason: str) -> None:
-        """(On the loop.) The stream was stopped early: drop what was read ahead."""
-        self._settled = True  # the stop's status (a cancel's receipt) is the caller's now
-        if reason == "deadline":
-            self._ahead.replace(Stop(DeadlineExceeded(self._scope.limit or 0.0)))
-        else:
-            self._ahead.replace(END)
 
     def __iter__(self) -> Iterator[ResponseStreamEvent]:
         self._check_readable("iterating")
@@ -422,17 +335,6 @@ class GuardedStream:
         except futures.CancelledError:  # the block exited meanwhile: the stream is stopped
             return self._settled_receipt()
 
-    async def _cancel_on_loop(self) -> CancelReceipt:
-        assert self._opening is not None
-        # The guard's cancel() handles an open in progress, as on the async stream: one
-        # still queued for a max_concurrency slot gives up and sends nothing (the body then
-        # runs with response_id None and no events); one whose request left is waited for
-        # until its id is known, then cancelled (no orphan).
-        await self._opening.wait()
-        receipt = await self._guard.cancel()
-        self._end("explicit")
-        return receipt
-
     def _settled_receipt(self) -> CancelReceipt:
         receipt = self._guard.require_outcome().receipt
         if receipt is not None:
@@ -470,11 +372,6 @@ class GuardedStream:
         wait(future)
         handle = future.result()
         return DetachedResponse(response_id=handle.response_id, last_sequence_number=seen)
-
-    async def _detach_on_loop(self) -> DetachedResponse:
-        handle = await self._guard.detach()
-        self._end("detached")
-        return handle
 
 
 @final

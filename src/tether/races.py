@@ -32,9 +32,9 @@ Example:
 
 from __future__ import annotations
 
+from ._hedge_budgets import HedgeBudget as HedgeBudget
+from ._hedge_budgets import TokenBudget as TokenBudget
 from ._hedging import AdaptiveStagger as AdaptiveStagger
-from ._hedging import HedgeBudget as HedgeBudget
-from ._hedging import TokenBudget as TokenBudget
 from ._hedging import Trigger as Trigger
 from ._public import claim as _claim
 from ._race_records import AttemptState as AttemptState

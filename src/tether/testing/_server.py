@@ -1,13 +1,13 @@
 """ResponsesEmulator: the emulated Responses API, served by uvicorn in a thread.
 
 The server thread runs its own asyncio loop whatever the caller runs (asyncio, trio,
-or plain threads); tests talk to it over real HTTP with the real `openai` client.
+or plain threads); tests talk to it over real HTTP with the real `openai` client. This
+module is the emulator's face (its settings, clients, waits and holds, `start` and
+`stop`, and `serve`); the thread itself is `_server_thread.py`'s `ServerThread`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import threading
 from typing import TYPE_CHECKING, Any, final
 
@@ -17,27 +17,18 @@ from ._app import EmulatorApp
 from ._book import LedgerBook
 from ._clients import API_KEY, http_client_for, wants_http2
 from ._hold import Gate, Hold, HoldPoint
-from ._http_servers import (
-    check_host,
-    listening_socket,
-    quiet_uvicorn,
-    serve_hypercorn,
-    serve_uvicorn,
-)
+from ._http_servers import check_host, listening_socket, quiet_uvicorn
 from ._ledger import Ledger
 from ._models import EmulatedModel, default_models
+from ._server_thread import ServerThread
 
 if TYPE_CHECKING:
-    import socket
     from collections.abc import Callable, MutableMapping
     from types import TracebackType
 
     import openai
 
 __all__ = ["ResponsesEmulator", "serve"]
-
-_START_TIMEOUT = 10.0
-_STOP_TIMEOUT = 10.0
 
 
 @final
@@ -117,12 +108,7 @@ class ResponsesEmulator:
         """The key every request must carry (None: any). Change it to rotate the key."""
         self._port = port
         self._gates: dict[str, Gate] = {"created": Gate(), "cancel": Gate()}
-        self._thread: threading.Thread | None = None
-        self._app: EmulatorApp | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop_event: asyncio.Event | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
+        self._thread: ServerThread | None = None
 
     # --- addresses and clients ------------------------------------------------------
 
@@ -269,46 +255,21 @@ class ResponsesEmulator:
             gate.reopen()
         sock = listening_socket(self.host, self._port)
         self._port = sock.getsockname()[1]
-        self._app = EmulatorApp(
+        thread = ServerThread(sock, http2=self.http2)
+        app = EmulatorApp(
             models=self.models,
             book=self._book,
             seed=self.seed,
             keepalive_every=self.keepalive_every,
             gates=self._gates,
-            on_ready=self._on_ready,
+            on_ready=thread.on_ready,
             usage_on_cancel=self.usage_on_cancel,
             api_key=lambda: self.api_key,
         )
-        self._ready.clear()
-        self._thread = threading.Thread(
-            target=self._serve, args=(sock,), name="tether-emulator", daemon=True
-        )
-        self._thread.start()
-        if not self._ready.wait(_START_TIMEOUT) or self._error is not None:
+        self._thread = thread
+        if not thread.start(app):
             self.stop()
-            raise RuntimeError("the Responses emulator failed to start") from self._error
-
-    def _on_ready(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._ready.set()
-
-    def _serve(self, sock: socket.socket) -> None:
-        assert self._app is not None
-        app = self._app
-        serve_on = serve_hypercorn if self.http2 else serve_uvicorn
-
-        async def main() -> None:
-            self._stop_event = stop = asyncio.Event()
-            await serve_on(app, sock, stop)
-
-        try:
-            asyncio.run(main())
-        except BaseException as exc:
-            self._error = exc
-            self._ready.set()
-        finally:
-            if sock.fileno() != -1:
-                sock.close()
+            raise RuntimeError("the Responses emulator failed to start") from thread.error
 
     def stop(self) -> None:
         """Stop serving: end every stream and run, and join the server thread.
@@ -318,20 +279,8 @@ class ResponsesEmulator:
             >>> emu.start(); emu.stop()
         """
         thread, self._thread = self._thread, None
-        if thread is None:
-            return
-        loop, app, stop = self._loop, self._app, self._stop_event
-        if loop is not None and app is not None and stop is not None:
-
-            def shut() -> None:
-                app.close()
-                stop.set()
-
-            with contextlib.suppress(RuntimeError):  # the loop already finished
-                loop.call_soon_threadsafe(shut)
-        thread.join(_STOP_TIMEOUT)
-        self._loop = None
-        self._stop_event = None
+        if thread is not None:
+            thread.stop()
 
     def __enter__(self) -> ResponsesEmulator:
         self.start()
