@@ -1,7 +1,8 @@
 """ResponseGuard: the cancel protocol for one response, top to bottom (open, stop, finish).
 
 In the order the code runs it (docs/design.md, "The cancel protocol"; the states it moves
-through are in ``_lifecycle.py``, the read path in ``_reading.py``):
+through are in ``_lifecycle.py``, the read path in ``_reading.py``, what the guard knows and
+the properties the package reads in ``_facts.py``):
 
 1. ``open`` queues for a slot, sends the request and reads up to ``response.created`` under
    a shield bounded by ``first_event_timeout`` (from the moment the request leaves): a
@@ -48,7 +49,7 @@ from ._critical import ki_protected, run_critical, run_critical_queued
 from ._errors import StallError, TetherError
 from ._journal_bound import within
 from ._lifecycle import State
-from ._outcome import CancelReceipt, DetachedResponse, EndReason, StreamOutcome
+from ._outcome import CancelReceipt, DetachedResponse, EndReason
 from ._reading import UNKNOWN, StreamReader
 
 if TYPE_CHECKING:
@@ -82,29 +83,23 @@ class ResponseGuard(StreamReader):
 
     One guard per response. The public [`GuardedStream`][tether.GuardedStream] is a thin
     facade over it; races, agents, the sync facade and the CLI drive guards directly through
-    the plain-named methods below and those of its base class, ``StreamReader`` (the read
-    path, ``_reading.py``). Nothing outside those two modules touches its state, and the
-    state changes only through ``_to`` (``_lifecycle.py``).
+    the plain-named methods below and those of its base classes, ``StreamReader`` (the read
+    path, ``_reading.py``) and ``GuardFacts`` (what it knows, ``_facts.py``). Nothing outside
+    those modules touches its state, and it changes state only through ``_to``.
     """
 
     __slots__ = (
         "__weakref__",
         "_abort_requested",
-        "_cleanup_error",
         "_first_event_timeout",
         "_grace",
         "_handle",
         "_holds_concurrency_slot",
-        "_intent",
         "_key",
         "_opened",
         "_opening",
-        "_outcome",
-        "_reason",
-        "_receipt",
         "_request",
         "_stopped",
-        "node",
     )
 
     def __init__(
@@ -134,56 +129,15 @@ class ResponseGuard(StreamReader):
         self._grace = grace
         self._first_event_timeout = first_event_timeout
         self._opened: anyio.Event | None = None  # set once __aenter__ is done, either way
-        # stopping
-        self._reason: EndReason | None = None
         self._stopped: anyio.Event | None = None  # made by a second caller of stop(), if any
-        self._receipt: CancelReceipt | None = None
-        self._cleanup_error: str | None = None
-        self._outcome: StreamOutcome | None = None
-        self._intent: str | None = None  # this stream's journal entry, if the scope has one
         self._opening: anyio.CancelScope | None = None
         self._abort_requested = False  # another task gave up the open before it sent anything
         self._holds_concurrency_slot = False  # a max_concurrency slot, released by _finish
-        self.node: int = observe.new_id()
-        """This stream's id in progress events."""
-
-    # ------------------------------------------------------------------ state
-
-    @property
-    def response_id(self) -> str | None:
-        """The response's id: known once the ``async with`` body runs."""
-        return self._response_id
-
-    @property
-    def background(self) -> bool:
-        """Whether the response runs in background mode (cancellable on the server)."""
-        return self._background
-
-    @property
-    def outcome(self) -> StreamOutcome | None:
-        """How it ended, once finished (``None`` before)."""
-        return self._outcome
-
-    def require_outcome(self) -> StreamOutcome:
-        """The outcome; a ``RuntimeError`` while the stream has not ended."""
-        if self._outcome is None:
-            raise RuntimeError("the outcome is known once the `async with` block has exited")
-        return self._outcome
-
-    @property
-    def request_sent(self) -> bool:
-        """Whether its request started leaving (a stream aborted before sent nothing)."""
-        return self._reached >= State.SENDING
 
     @property
     def key(self) -> str | None:
         """The job key it was opened with (``request_cancel`` finds it by this)."""
         return self._key
-
-    @property
-    def admitted(self) -> bool:
-        """Whether it is past the ``max_concurrency`` queue (its request may be sent)."""
-        return self._reached >= State.ADMITTED
 
     # -------------------------------------------------------------- lifecycle
 
@@ -593,24 +547,8 @@ class ResponseGuard(StreamReader):
 
     def _finish(self, exc: BaseException | None) -> None:
         self._to(State.FINISHED)
-        receipt = self._receipt
-        error = self._cleanup_error or (receipt.error if receipt is not None else None)
-        self._outcome = StreamOutcome(
-            response_id=self._response_id,
-            model=self._model,
-            background=self._background,
-            reason=self._reason or "exception",
-            status=self._status,
-            events=self._events,
-            deltas=self._deltas,
-            last_sequence_number=self._last_seq,
-            usage=None if self._final is None else self._final.usage,
-            receipt=receipt,
-            resumes=self._resumes,
-            cleanup_error=error,
-            started_at=self._started,
-            ended_at=anyio.current_time(),
-        )
+        self._outcome = self._build_outcome()
+        error = self._outcome.cleanup_error
         self._scope.record(self, self._outcome)
         if observe.watched():
             observe.emit(observe.StreamEvent.Ended(id=self.node, outcome=self._outcome))
