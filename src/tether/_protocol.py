@@ -1,19 +1,26 @@
 """ResponseGuard: the cancel protocol for one response, top to bottom (open, stop, finish).
 
 In the order the code runs it (docs/design.md, "The cancel protocol"; the states it moves
-through are in ``_lifecycle.py``, the read path in ``_reading.py``):
+through are in ``_lifecycle.py``):
 
 1. ``open`` queues for a slot, sends the request and reads up to ``response.created`` under
    a shield bounded by ``first_event_timeout`` (from the moment the request leaves): a
    cancel arriving meanwhile waits for the id, so the server never runs a response nobody
    knows about.
-2. The body reads (``StreamReader.__anext__``).
+2. The body reads (``StreamReader.__anext__``, ``_reading.py``).
 3. ``stop`` is the one way out: interrupt a reader, close the HTTP stream (freeing its
    connection), then cancel on the server under a shield bounded by ``grace``
    (``_stop_now``; ``_stop_queued`` when every cancel slot was taken), then the journal
    (``_forget``). ``cancel()``, ``detach()``, races and ``close`` all go through it.
 4. ``_finish`` records the outcome; ``close`` never suppresses and never replaces the
    exception that ended the body.
+
+This module keeps the order and the bounds: what runs when, under which shield, once. The
+guard is a linear chain of classes, one concern a module: ``GuardFacts`` (``_facts.py``:
+what it knows, its `State`, the properties the package reads) <- ``StreamReader``
+(``_reading.py``: the read path) <- ``StopSteps`` (``_stopping.py``: why it stops, and the
+steps after the close: cancel, read-back, drain, journal) <- `ResponseGuard`. A slot reads
+the same wherever in the chain it is declared: the split costs the read path nothing.
 
 Observers see the guard through a view the facade registers (``set_stream_view``): the
 protocol never imports the facade.
@@ -25,31 +32,16 @@ import uuid
 from typing import TYPE_CHECKING, Any, final
 
 import anyio
-from anyio.lowlevel import cancel_shielded_checkpoint, checkpoint_if_cancelled
+from anyio.lowlevel import checkpoint_if_cancelled
 
 from . import observe
-from ._cancel import (
-    cancel_on_server,
-    cancel_slots,
-    log,
-    needs_verifying,
-    unsent,
-    verify_cancel,
-)
-from ._compat import (
-    cancel_cause,
-    close_sdk_stream,
-    drain_sdk_stream,
-    lean_target,
-    on_request_sent,
-    sdk_inner_generator,
-)
+from ._cancel import cancel_slots, unsent
+from ._compat import close_sdk_stream, on_request_sent, sdk_inner_generator
 from ._critical import ki_protected, run_critical, run_critical_queued
 from ._errors import StallError, TetherError
-from ._journal_bound import within
 from ._lifecycle import State
-from ._outcome import CancelReceipt, DetachedResponse, EndReason, StreamOutcome
-from ._reading import UNKNOWN, StreamReader
+from ._outcome import CancelReceipt, DetachedResponse, EndReason
+from ._stopping import StopSteps
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -58,8 +50,6 @@ if TYPE_CHECKING:
     from ._scope import Scope
 
 __all__ = ["ResponseGuard", "set_stream_view"]
-
-_JOURNAL_FLOOR = 0.05  # seconds a journal removal gets even when grace is spent
 
 
 def _the_guard(guard: ResponseGuard) -> object:
@@ -77,34 +67,27 @@ def set_stream_view(factory: Callable[[ResponseGuard], object]) -> None:
 
 
 @final
-class ResponseGuard(StreamReader):
+class ResponseGuard(StopSteps):
     """The cancel protocol for one response: open, read, stop, finish (internal).
 
     One guard per response. The public [`GuardedStream`][tether.GuardedStream] is a thin
     facade over it; races, agents, the sync facade and the CLI drive guards directly through
-    the plain-named methods below and those of its base class, ``StreamReader`` (the read
-    path, ``_reading.py``). Nothing outside those two modules touches its state, and the
-    state changes only through ``_to`` (``_lifecycle.py``).
+    the plain-named methods below and those of its base classes (the chain above). Nothing
+    outside those modules touches its state, and it changes state only through ``_to``.
     """
 
     __slots__ = (
         "__weakref__",
         "_abort_requested",
-        "_cleanup_error",
         "_first_event_timeout",
         "_grace",
         "_handle",
         "_holds_concurrency_slot",
-        "_intent",
         "_key",
         "_opened",
         "_opening",
-        "_outcome",
-        "_reason",
-        "_receipt",
         "_request",
         "_stopped",
-        "node",
     )
 
     def __init__(
@@ -134,56 +117,15 @@ class ResponseGuard(StreamReader):
         self._grace = grace
         self._first_event_timeout = first_event_timeout
         self._opened: anyio.Event | None = None  # set once __aenter__ is done, either way
-        # stopping
-        self._reason: EndReason | None = None
         self._stopped: anyio.Event | None = None  # made by a second caller of stop(), if any
-        self._receipt: CancelReceipt | None = None
-        self._cleanup_error: str | None = None
-        self._outcome: StreamOutcome | None = None
-        self._intent: str | None = None  # this stream's journal entry, if the scope has one
         self._opening: anyio.CancelScope | None = None
         self._abort_requested = False  # another task gave up the open before it sent anything
         self._holds_concurrency_slot = False  # a max_concurrency slot, released by _finish
-        self.node: int = observe.new_id()
-        """This stream's id in progress events."""
-
-    # ------------------------------------------------------------------ state
-
-    @property
-    def response_id(self) -> str | None:
-        """The response's id: known once the ``async with`` body runs."""
-        return self._response_id
-
-    @property
-    def background(self) -> bool:
-        """Whether the response runs in background mode (cancellable on the server)."""
-        return self._background
-
-    @property
-    def outcome(self) -> StreamOutcome | None:
-        """How it ended, once finished (``None`` before)."""
-        return self._outcome
-
-    def require_outcome(self) -> StreamOutcome:
-        """The outcome; a ``RuntimeError`` while the stream has not ended."""
-        if self._outcome is None:
-            raise RuntimeError("the outcome is known once the `async with` block has exited")
-        return self._outcome
-
-    @property
-    def request_sent(self) -> bool:
-        """Whether its request started leaving (a stream aborted before sent nothing)."""
-        return self._reached >= State.SENDING
 
     @property
     def key(self) -> str | None:
         """The job key it was opened with (``request_cancel`` finds it by this)."""
         return self._key
-
-    @property
-    def admitted(self) -> bool:
-        """Whether it is past the ``max_concurrency`` queue (its request may be sent)."""
-        return self._reached >= State.ADMITTED
 
     # -------------------------------------------------------------- lifecycle
 
@@ -205,10 +147,7 @@ class ResponseGuard(StreamReader):
             # the id is known: the body does not start, the response is cancelled.
             await checkpoint_if_cancelled()
         except BaseException as exc:
-            try:
-                await self.stop(self.reason_for(exc))
-            finally:
-                self._finish(exc)
+            await self.close(exc)
             raise
         finally:
             self._opened.set()
@@ -358,32 +297,6 @@ class ResponseGuard(StreamReader):
         with anyio.CancelScope(shield=True):  # bounded by the open's own deadline
             await self._opened.wait()
 
-    def mark_lost(self) -> None:
-        """Mark this stream as the loser of a race, before its scope is cancelled."""
-        self.mark_reason("race_lost")
-
-    def mark_reason(self, reason: EndReason) -> None:
-        """Say why the stream will stop, before the cancellation that stops it arrives."""
-        if self._reason is None:
-            self._reason = reason
-
-    def reason_for(self, exc: BaseException | None) -> EndReason:
-        if self._reason is not None:
-            return self._reason
-        if self._stall is not None:
-            return "stalled"
-        if exc is None:
-            if self._finished == "cancelled":
-                return "cancelled"
-            if self._finished is not None:
-                return "completed" if self._finished == "completed" else self._finished  # type: ignore[return-value]
-            return "break"
-        if isinstance(exc, anyio.get_cancelled_exc_class()):
-            return "deadline" if cancel_cause(exc) == "deadline" else "scope_cancelled"
-        if isinstance(exc, KeyboardInterrupt):
-            return "interrupted"
-        return "exception"
-
     @ki_protected
     async def stop(self, reason: EndReason) -> None:
         """The one way out: close the HTTP stream, then cancel on the server. Runs once.
@@ -439,23 +352,9 @@ class ResponseGuard(StreamReader):
                     self._reading.cancel()  # a reader blocked in another task, on HTTP/2
                 if self._sdk is not None:
                     await close_sdk_stream(self._sdk)  # frees the connection, ends a read
-                if self._cancel_needed():
-                    if not self._background:
-                        self._disconnected()
-                    elif not self._take_slot():
-                        self._to(State.CANCEL_QUEUED)  # stop() waits, then _stop_queued
-                        return
-                    else:
-                        try:
-                            # One turn of the loop first: when many streams stop at once,
-                            # their closes then run before the cancels, which otherwise pay
-                            # for every still-open connection in the pool's assignment pass
-                            # (100 race losers: 2.8x one cancel with it, 3.1x without).
-                            await cancel_shielded_checkpoint()
-                            await self._cancel_on_server(deadline)
-                            await self._verify(deadline)
-                        finally:
-                            cancel_slots(self._scope.client).release_on_behalf_of(self)
+                if not await self._cancel_now(deadline):
+                    self._to(State.CANCEL_QUEUED)  # stop() waits, then _stop_queued
+                    return
                 await self._drain()
             except Exception as exc:  # a bug, an unexpected SDK error: report, never raise
                 self._cleanup_failed(exc)
@@ -466,11 +365,7 @@ class ResponseGuard(StreamReader):
         with anyio.CancelScope(shield=True, deadline=deadline):
             try:
                 if taken:
-                    try:
-                        await self._cancel_on_server(deadline)
-                        await self._verify(deadline)
-                    finally:
-                        cancel_slots(self._scope.client).release_on_behalf_of(self)
+                    await self._cancel_in_slot(deadline)
                 else:  # grace ran out in the queue: nothing was sent
                     self._receipt = unsent(
                         self._response_id or "",
@@ -482,135 +377,10 @@ class ResponseGuard(StreamReader):
                 self._cleanup_failed(exc)
             await self._forget(deadline)
 
-    def _cancel_needed(self) -> bool:
-        return (
-            self._finished is None and self._response_id is not None and self._reason != "detached"
-        )
-
-    def _take_slot(self) -> bool:
-        try:
-            cancel_slots(self._scope.client).acquire_on_behalf_of_nowait(self)
-        except anyio.WouldBlock:
-            return False
-        return True
-
-    def _disconnected(self) -> None:
-        # The server stops a non-background response when its connection closes; what it
-        # last reported (in_progress) is no longer true, and nothing says more.
-        self._status = None
-        self._receipt = CancelReceipt(
-            response_id=self._response_id or "", kind="disconnect", status=None
-        )
-
-    def _cleanup_failed(self, exc: Exception) -> None:
-        self._cleanup_error = f"{type(exc).__name__}: {exc}"
-        log.warning("cleanup of response %s failed: %s", self._response_id, exc)
-
-    async def _cancel_on_server(self, deadline: float) -> None:
-        """The server-side cancel, holding one of the client's cancel slots."""
-        response_id = self._response_id or ""
-        watched = observe.watched()
-        if watched:
-            observe.emit(
-                observe.StreamEvent.CancelStarted(
-                    id=self.node, response_id=response_id, reason=self._reason or ""
-                )
-            )
-        client = self._scope.client
-        sdk = self._sdk
-        self._receipt = await cancel_on_server(
-            client,
-            response_id,
-            grace=max(deadline - anyio.current_time(), 1e-3),
-            confirm=False,  # the read-back is _verify's, in the same slot
-            lean=None if sdk is None else lean_target(client, sdk),
-            slot_held=True,
-        )
-        if watched:
-            observe.emit(observe.StreamEvent.CancelEnded(id=self.node, receipt=self._receipt))
-        if self._receipt.status:
-            self._status = self._receipt.status
-
-    async def _verify(self, deadline: float) -> None:
-        """A ``cancelled`` answer is best effort: read back what the server finally did,
-        within what is left of grace (one ``retrieve`` when the cancel was honoured), still
-        holding the cancel slot: the slots bound the stop's whole talk with the server (a
-        thousand read-backs sent at once made a thousand stops 1.2x slower; docs/benchmarks.md).
-        Until it is read, the journal keeps the entry (``_forget``). Not with
-        ``confirm=False``: the scope trusts the answer."""
-        receipt = self._receipt
-        if not self._scope.confirm or receipt is None or not needs_verifying(receipt):
-            return
-        client = self._scope.client
-        sdk = self._sdk
-        verified = await verify_cancel(
-            client,
-            receipt,
-            deadline=deadline,
-            lean=None if sdk is None else lean_target(client, sdk),
-        )
-        self._receipt = verified
-        if verified.status:
-            self._status = verified.status
-        if verified.status not in ("cancelled", "gone") and observe.watched():
-            observe.emit(observe.StreamEvent.CancelOverruled(id=self.node, receipt=verified))
-
-    async def _drain(self) -> None:
-        if self._sdk is not None:
-            # After the cancel: finish the SDK's half-run generators (never waits).
-            await drain_sdk_stream(
-                self._sdk, None if self._sdk_inner is UNKNOWN else self._sdk_inner
-            )
-
-    async def _forget(self, deadline: float) -> None:
-        """Remove the journal entry once the response is known to have stopped, within grace.
-
-        Kept (for ``tether reap``): a response whose cancel was not confirmed, a request whose
-        ``response.created`` never came (the server may have started it), and an entry the
-        journal could not remove in time (the failure is on the outcome and in the log).
-        """
-        journal = self._scope.journal
-        if journal is None or self._intent is None:
-            return
-        receipt = self._receipt
-        if self._scope.confirm and needs_verifying(receipt):
-            return  # the server's final word was not read: it may still be generating
-        if not (
-            self._finished is not None
-            or self._reason == "detached"
-            or (receipt is not None and receipt.stopped)
-            or (self._response_id is None and self._stall != "first_event")
-        ):
-            return
-        intent = self._intent
-        problem = await within(
-            max(deadline, anyio.current_time() + _JOURNAL_FLOOR), lambda: journal.finished(intent)
-        )
-        if problem is not None:
-            message = f"journal: could not remove the entry of {self._response_id} ({problem}); it stays for reap"
-            self._cleanup_error = self._cleanup_error or message
-            log.warning("%s", message)
-
     def _finish(self, exc: BaseException | None) -> None:
         self._to(State.FINISHED)
-        receipt = self._receipt
-        error = self._cleanup_error or (receipt.error if receipt is not None else None)
-        self._outcome = StreamOutcome(
-            response_id=self._response_id,
-            model=self._model,
-            background=self._background,
-            reason=self._reason or "exception",
-            status=self._status,
-            events=self._events,
-            deltas=self._deltas,
-            last_sequence_number=self._last_seq,
-            usage=None if self._final is None else self._final.usage,
-            receipt=receipt,
-            resumes=self._resumes,
-            cleanup_error=error,
-            started_at=self._started,
-            ended_at=anyio.current_time(),
-        )
+        self._outcome = self._build_outcome()
+        error = self._outcome.cleanup_error
         self._scope.record(self, self._outcome)
         if observe.watched():
             observe.emit(observe.StreamEvent.Ended(id=self.node, outcome=self._outcome))

@@ -3,8 +3,10 @@
 [`ResponseGuard`][tether._protocol.ResponseGuard] (the protocol: open, stop, finish) is a
 `StreamReader`; this module is everything a read does: the hot path, the slow path (events
 kept from the open, read deadlines, HTTP/2, the end), resuming a lost connection, and the
-book-keeping the outcome, ``detach()`` and a resume's ``starting_after`` are made of. It also
-holds the guard's `State` (``_state``, ``_reached``) and ``_to``, the one place it changes.
+per-event book-keeping (``_note``) that the outcome, ``detach()`` and a resume's
+``starting_after`` are made of. The facts it keeps (counts, sequence numbers, status, the
+guard's `State`) are declared in its base class, ``GuardFacts`` (``_facts.py``), with the
+properties they are read through; this class holds only the machinery of reading.
 
 Its speed tricks, each justified by ``benchmarks/bench_guard.py`` (the throughput table:
 events per client CPU-second through ``guarded_stream`` against raw SDK iteration, a raw and
@@ -39,7 +41,8 @@ from ._compat import (
     sdk_next,
 )
 from ._errors import ResponseNotCompleted, StallError, StallKind
-from ._lifecycle import State, check_transition
+from ._facts import GuardFacts
+from ._lifecycle import State
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -71,36 +74,21 @@ async def _never_opened() -> Any:
     raise StopAsyncIteration  # pragma: no cover - read only after an open
 
 
-class StreamReader:
-    """The read half of a guard (internal): its events, its lifecycle state, its counts."""
+class StreamReader(GuardFacts):
+    """The read half of a guard (internal): its events, read from the SDK's stream."""
 
     __slots__ = (
-        "_background",
-        "_deltas",
-        "_events",
-        "_final",
-        "_finished",
         "_first_token_timeout",
         "_has_stall_timeout",
         "_hot",
         "_idle_timeout",
-        "_last_seq",
-        "_model",
         "_multiplexed",
         "_pending",
-        "_reached",
         "_reading",
-        "_response_id",
-        "_resumes",
         "_scope",
         "_sdk",
         "_sdk_inner",
         "_sdk_next",
-        "_stall",
-        "_started",
-        "_state",
-        "_status",
-        "_yielded_seq",
     )
 
     def __init__(
@@ -113,26 +101,12 @@ class StreamReader:
         first_token_timeout: float | None,
         idle_timeout: float | None,
     ) -> None:
+        super().__init__(background=background, model=model, handle=handle)
         self._scope = scope
-        self._background = background
-        self._model = model
-        self._state = State.NEW  # changed only by _to (see _lifecycle.py)
-        self._reached = State.NEW  # how far the response got: a stop does not erase it
         self._sdk: Any = None
         self._sdk_next: Callable[[], Awaitable[Any]] = _never_opened
         self._sdk_inner: Any = UNKNOWN  # see _compat.sdk_inner_generator
         self._pending: list[ResponseStreamEvent] = []  # read before response.created
-        self._response_id: str | None = None if handle is None else handle.response_id
-        self._last_seq: int | None = None if handle is None else handle.last_sequence_number
-        self._yielded_seq: int | None = self._last_seq
-        self._status: str | None = None
-        self._final: Response | None = None
-        self._finished: str | None = None  # the status of a final lifecycle event
-        self._events = 0
-        self._deltas = 0
-        self._resumes = 0
-        self._started = 0.0
-        self._stall: StallKind | None = None
         self._first_token_timeout = first_token_timeout
         self._idle_timeout = idle_timeout
         self._has_stall_timeout = first_token_timeout is not None or idle_timeout is not None
@@ -141,55 +115,6 @@ class StreamReader:
         self._multiplexed = False
         self._reading: anyio.CancelScope | None = None
         self._hot = False  # the next read may take __anext__'s hot path (see _update_hot)
-
-    @property
-    def status(self) -> str | None:
-        """The last status the stream reported (``queued``, ``in_progress``, ``completed``...)."""
-        return self._status
-
-    @property
-    def last_sequence_number(self) -> int | None:
-        """The ``sequence_number`` of the last event received."""
-        return self._last_seq
-
-    @property
-    def model(self) -> str | None:
-        """The model asked for (or reported by the server)."""
-        return self._model
-
-    @property
-    def events(self) -> int:
-        """Events received so far."""
-        return self._events
-
-    @property
-    def deltas(self) -> int:
-        """Output deltas received so far (roughly, tokens seen)."""
-        return self._deltas
-
-    @property
-    def final_response(self) -> Response | None:
-        """The final response, if it finished ``completed`` or ``incomplete``."""
-        if self._finished in ("completed", "incomplete"):
-            return self._final
-        return None
-
-    @property
-    def state(self) -> State:
-        """Where the guard is in its lifecycle (see ``_lifecycle.py``)."""
-        return self._state
-
-    @property
-    def exhausted(self) -> bool:
-        """Whether the stream's events were read to their end."""
-        return self._reached is State.EXHAUSTED
-
-    def _to(self, new: State) -> None:
-        """Move to *new*: the one place the state changes (``_lifecycle.TRANSITIONS``)."""
-        check_transition(self._state, new)
-        self._state = new
-        if new < State.STOPPING:
-            self._reached = new
 
     def _adopt(self, sdk: Any) -> None:
         """Read from *sdk* (an SDK ``AsyncStream``) from now on."""
