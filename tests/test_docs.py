@@ -34,7 +34,7 @@ import attrs
 import pytest
 from pytest_examples import CodeExample, EvalExample, find_examples, run_code
 
-from tether.testing import ResponsesEmulator, default_models
+from tether.testing import EmulatedModel, ResponsesEmulator
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -81,7 +81,7 @@ def docs_emulator() -> Iterator[ResponsesEmulator]:
     the same, the suite spends less time waiting for text."""
     models = {
         name: attrs.evolve(model, tokens_per_s=model.tokens_per_s * 4)
-        for name, model in default_models().items()
+        for name, model in EmulatedModel.defaults().items()
     }
     with ResponsesEmulator(models=models, seed=0) as emu:
         yield emu

@@ -39,7 +39,7 @@ PUBLIC = [
     "tether.testing.pytest_plugin",
 ]
 NOT_COUNTED = {"tether.cli", "tether.testing.pytest_plugin"}
-BUDGET = 78
+BUDGET = 76
 """Names counted across the public modules (108 before issue 25; its goal is 60: see
 ``docs/design.md`` for the cuts still open). Lower it when a name goes; never raise it
 without a design note."""

@@ -3,7 +3,7 @@
 Installing tether registers this module as a pytest plugin (entry point `pytest11`),
 so these fixtures are available in every test without an import:
 
-- `responses_emulator`: a started `ResponsesEmulator` with `default_models()`, one per test;
+- `responses_emulator`: a started `ResponsesEmulator` with `EmulatedModel.defaults()`, one per test;
 - `responses_emulator_h2`: the same, served over HTTP/2 (h2c) as well, its clients on HTTP/2;
 - `emulated_client`: an `openai.OpenAI` client on `responses_emulator`;
 - `emulated_async_client`: an `openai.AsyncOpenAI` client on it (asyncio or trio);
@@ -189,7 +189,7 @@ def emulator_http2(request: pytest.FixtureRequest) -> bool:
 
 @pytest.fixture
 def responses_emulator(request: pytest.FixtureRequest) -> Iterator[ResponsesEmulator]:
-    """A started Responses emulator with `default_models()`, stopped after the test.
+    """A started Responses emulator with `EmulatedModel.defaults()`, stopped after the test.
 
     Add models with `responses_emulator.models["name"] = EmulatedModel(...)`, check its
     `ledger`, and wait on it with `await responses_emulator.wait_for(...)`. With
@@ -210,7 +210,7 @@ def responses_emulator(request: pytest.FixtureRequest) -> Iterator[ResponsesEmul
 
 @pytest.fixture
 def responses_emulator_h2(request: pytest.FixtureRequest) -> Iterator[ResponsesEmulator]:
-    """A started Responses emulator serving HTTP/2 (h2c, hypercorn), with `default_models()`.
+    """A started Responses emulator serving HTTP/2 (h2c, hypercorn), with `EmulatedModel.defaults()`.
 
     Its `client()` and `async_client()` speak HTTP/2 with prior knowledge; the same
     check as `responses_emulator`'s at teardown.

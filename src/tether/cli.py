@@ -239,7 +239,7 @@ def _dispatch(console: Console, args: Any) -> int:
 
 
 def _emulator(console: Console, args: Any) -> int:
-    from .testing import serve
+    from .testing import ResponsesEmulator
 
     if args.host not in _LOOPBACK:  # allowed by --allow-remote: say it once, in one line
         console.print(
@@ -249,7 +249,7 @@ def _emulator(console: Console, args: Any) -> int:
         )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # the same warning, with a source line
-        serve(port=args.port, host=args.host, seed=args.seed)
+        ResponsesEmulator.serve(port=args.port, host=args.host, seed=args.seed)
     return 0
 
 
@@ -276,9 +276,9 @@ def _race_command(console: Console, args: Any) -> int:
         where = args.base_url or "the OpenAI API"
         console.print(f"Racing {len(requests)} models on {where}.")
         return _race_on(console, None, args.base_url, requests, args)
-    from .testing import ResponsesEmulator, default_models
+    from .testing import EmulatedModel, ResponsesEmulator
 
-    models = {**demo_models(), **default_models()}
+    models = {**demo_models(), **EmulatedModel.defaults()}
     unknown = [name for name in args.models if name not in models]
     if unknown:
         raise ValueError(f"unknown model {unknown[0]!r} on the emulator; known: {sorted(models)}")

@@ -29,9 +29,7 @@ from ._models import Faults as Faults
 from ._models import FunctionCall as FunctionCall
 from ._models import Lognormal as Lognormal
 from ._models import Turn as Turn
-from ._models import default_models as default_models
 from ._server import ResponsesEmulator as ResponsesEmulator
-from ._server import serve as serve
 
 __all__ = [
     "EmulatedModel",
@@ -43,8 +41,6 @@ __all__ = [
     "ResponseRecord",
     "ResponsesEmulator",
     "Turn",
-    "default_models",
-    "serve",
 ]
 
 _claim(__name__, globals(), __all__)

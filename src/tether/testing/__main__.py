@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from ._server import serve
+from ._server import ResponsesEmulator
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -28,7 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--http2", action="store_true", help="serve HTTP/2 (h2c) too, with hypercorn"
     )
     args = parser.parse_args(argv)
-    serve(port=args.port, host=args.host, seed=args.seed, http2=args.http2)
+    ResponsesEmulator.serve(port=args.port, host=args.host, seed=args.seed, http2=args.http2)
     return 0
 
 

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     import random
     from collections.abc import Iterable
 
-__all__ = ["EmulatedModel", "Faults", "FunctionCall", "Lognormal", "Turn", "default_models"]
+__all__ = ["EmulatedModel", "Faults", "FunctionCall", "Lognormal", "Turn"]
 
 _LOREM = [
     "lorem",
@@ -307,28 +307,28 @@ class EmulatedModel:
             return self.ttft
         return self.latency.sample(rng)
 
+    @classmethod
+    def defaults(cls) -> dict[str, EmulatedModel]:
+        """Five named simulated models for demos and tests, from slow and long to fast.
 
-def default_models() -> dict[str, EmulatedModel]:
-    """Five named simulated models for demos and tests, from slow and long to fast.
+        `gpt-5` has a heavy-tailed time to first token (the case for hedging); `o4-mini`
+        thinks for a long time before it answers; `gpt-5-nano` is quick and short.
 
-    `gpt-5` has a heavy-tailed time to first token (the case for hedging); `o4-mini`
-    thinks for a long time before it answers; `gpt-5-nano` is quick and short.
+        Returns:
+            A new dict: mutate it freely.
 
-    Returns:
-        A new dict: mutate it freely.
-
-    Example:
-        >>> sorted(default_models())
-        ['gpt-5', 'gpt-5-mini', 'gpt-5-nano', 'gpt-5.4', 'o4-mini']
-    """
-    return {
-        "gpt-5": EmulatedModel(
-            ttft=0.4, tokens_per_s=60.0, length=120, latency=Lognormal(median=0.4, sigma=0.9)
-        ),
-        "gpt-5.4": EmulatedModel(ttft=0.3, tokens_per_s=90.0, length=100),
-        "gpt-5-mini": EmulatedModel(
-            ttft=0.15, tokens_per_s=150.0, length=80, latency=Lognormal(median=0.15, sigma=0.4)
-        ),
-        "gpt-5-nano": EmulatedModel(ttft=0.05, tokens_per_s=300.0, length=40),
-        "o4-mini": EmulatedModel(ttft=1.5, tokens_per_s=120.0, length=60),
-    }
+        Example:
+            >>> sorted(EmulatedModel.defaults())
+            ['gpt-5', 'gpt-5-mini', 'gpt-5-nano', 'gpt-5.4', 'o4-mini']
+        """
+        return {
+            "gpt-5": cls(
+                ttft=0.4, tokens_per_s=60.0, length=120, latency=Lognormal(median=0.4, sigma=0.9)
+            ),
+            "gpt-5.4": cls(ttft=0.3, tokens_per_s=90.0, length=100),
+            "gpt-5-mini": cls(
+                ttft=0.15, tokens_per_s=150.0, length=80, latency=Lognormal(median=0.15, sigma=0.4)
+            ),
+            "gpt-5-nano": cls(ttft=0.05, tokens_per_s=300.0, length=40),
+            "o4-mini": cls(ttft=1.5, tokens_per_s=120.0, length=60),
+        }

@@ -19,7 +19,7 @@ from ._clients import API_KEY, http_client_for, wants_http2
 from ._hold import Gate, Hold, HoldPoint
 from ._http_servers import check_host, listening_socket, quiet_uvicorn
 from ._ledger import Ledger
-from ._models import EmulatedModel, default_models
+from ._models import EmulatedModel
 from ._server_thread import ServerThread
 
 if TYPE_CHECKING:
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
     import openai
 
-__all__ = ["ResponsesEmulator", "serve"]
+__all__ = ["ResponsesEmulator"]
 
 
 @final
@@ -47,7 +47,7 @@ class ResponsesEmulator:
     ephemeral port on 127.0.0.1 and runs in a background thread until the block exits.
 
     Args:
-        models: Simulated models by name (default: `default_models()`).
+        models: Simulated models by name (default: `EmulatedModel.defaults()`).
         seed: Seeds the ids, the lorem text and the latency draws.
         host: The interface to bind. Anything but a loopback address needs
             `allow_remote=True`.
@@ -91,7 +91,7 @@ class ResponsesEmulator:
         if http2:
             _require_http2()
         self.models: MutableMapping[str, EmulatedModel] = (
-            default_models() if models is None else models
+            EmulatedModel.defaults() if models is None else models
         )
         """Simulated models by name: add or replace one at any time."""
         self._book = LedgerBook()
@@ -310,41 +310,43 @@ class ResponsesEmulator:
         state = "running" if self._thread is not None else "stopped"
         return f"<ResponsesEmulator {self.base_url} {state}, {len(self.ledger)} responses>"
 
+    @staticmethod
+    def serve(
+        *, port: int = 8000, host: str = "127.0.0.1", seed: int = 0, http2: bool = False
+    ) -> None:
+        """Serve the emulator in the foreground until Ctrl-C, printing its base URL.
+
+        This is what `python -m tether.testing` and `tether emulator` run.
+
+        Args:
+            port: The port to bind (0 for an ephemeral one).
+            host: The interface; anything but loopback needs care (it warns).
+            seed: Seeds ids, text and latency draws.
+            http2: Serve HTTP/2 (h2c) as well, with hypercorn.
+
+        Example:
+            >>> ResponsesEmulator.serve(port=8000)  # doctest: +SKIP
+            Responses emulator on http://127.0.0.1:8000/v1 (Ctrl-C to stop)
+        """
+        emu = ResponsesEmulator(
+            seed=seed,
+            host=host,
+            port=port,
+            allow_remote=host not in ("127.0.0.1", "localhost", "::1"),
+            http2=http2,
+        )
+        with emu:
+            print(f"Responses emulator on {emu.base_url} (Ctrl-C to stop)", flush=True)
+            print("models: " + ", ".join(sorted(emu.models)), flush=True)
+            stop = threading.Event()
+            try:
+                while not stop.wait(3600):
+                    pass
+            except KeyboardInterrupt:
+                print("stopping", flush=True)
+
 
 def _require_http2() -> None:
     from ._extra import require
 
     require("hypercorn", "h2", what="ResponsesEmulator(http2=True)")
-
-
-def serve(*, port: int = 8000, host: str = "127.0.0.1", seed: int = 0, http2: bool = False) -> None:
-    """Serve the emulator in the foreground until Ctrl-C, printing its base URL.
-
-    This is what `python -m tether.testing` and `tether emulator` run.
-
-    Args:
-        port: The port to bind (0 for an ephemeral one).
-        host: The interface; anything but loopback needs care (it warns).
-        seed: Seeds ids, text and latency draws.
-        http2: Serve HTTP/2 (h2c) as well, with hypercorn.
-
-    Example:
-        >>> serve(port=8000)  # doctest: +SKIP
-        Responses emulator on http://127.0.0.1:8000/v1 (Ctrl-C to stop)
-    """
-    emu = ResponsesEmulator(
-        seed=seed,
-        host=host,
-        port=port,
-        allow_remote=host not in ("127.0.0.1", "localhost", "::1"),
-        http2=http2,
-    )
-    with emu:
-        print(f"Responses emulator on {emu.base_url} (Ctrl-C to stop)", flush=True)
-        print("models: " + ", ".join(sorted(emu.models)), flush=True)
-        stop = threading.Event()
-        try:
-            while not stop.wait(3600):
-                pass
-        except KeyboardInterrupt:
-            print("stopping", flush=True)
