@@ -10,6 +10,7 @@ import subprocess
 import sys
 from typing import TYPE_CHECKING
 
+import openai
 import pytest
 
 import tether
@@ -344,3 +345,29 @@ def test_emulator_command_serves_until_ctrl_c() -> None:
         finally:
             process.kill()
     assert process.returncode == 0
+
+
+def test_python_m_tether_testing_serves_until_ctrl_c() -> None:
+    """``ResponsesEmulator.serve``, in a process of its own: its URL answers, Ctrl-C stops it."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tether.testing", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()
+        assert first.startswith("Responses emulator on http://127.0.0.1:"), first
+        base_url = first.split(" on ", 1)[1].split(" ", 1)[0]
+        with openai.OpenAI(base_url=base_url, api_key="sk-emulator", max_retries=0) as client:
+            response = client.responses.create(model="gpt-5-nano", input="hi")
+        assert response.status == "completed"
+        process.send_signal(signal.SIGINT)
+        out, _ = process.communicate(timeout=30)
+        assert "stopping" in out
+        assert process.returncode == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
