@@ -5,8 +5,11 @@
    (openai-python PR #2916's pattern) on ``break``, and under a shield after
    ``move_on_after`` and a deadline (the hand-written best per trigger), (c) tether on
    ``break``, an explicit ``await stream.cancel()``, ``move_on_after`` and a scope deadline.
-2. Cancel latency, trigger to server-confirmed, relative to a bare cancel POST (warm, and on
-   a new connection: a closed stream's connection is gone).
+2. Cancel latency, trigger to the end of the stop, relative to a bare cancel POST (warm, and
+   on a new connection: a closed stream's connection is gone). The by-hand loops end with
+   the cancel's answer; tether's stop reads a ``cancelled`` answer back by default (one
+   ``retrieve``: the API's cancel is best effort), so its rows include that GET, and one
+   row runs it with ``confirm=False``: the same work as by hand.
 3. Events per client CPU-second through ``guarded_stream`` relative to raw SDK iteration,
    against an emulator in another process (so the client's CPU time is the client's alone):
    a raw and a guarded stream read in alternation, event by event, each read's CPU time
@@ -150,6 +153,18 @@ async def tether_break(emu: ResponsesEmulator, client: openai.AsyncOpenAI) -> tu
     return await _wasted(emu, stream.response_id or "", read), latency
 
 
+async def tether_break_unconfirmed(
+    emu: ResponsesEmulator, client: openai.AsyncOpenAI
+) -> tuple[int, float]:
+    """``break`` in a scope that trusts the cancel's answer: the same work as by hand."""
+    async with tether.open_scope(client, confirm=False) as scope:
+        async with tether.guarded_stream(scope, model="slow-50ms", input="hi") as stream:
+            read = await _read(stream, STOP_AFTER)
+            trigger = anyio.current_time()
+    latency = stream.outcome.ended_at - trigger
+    return await _wasted(emu, stream.response_id or "", read), latency
+
+
 async def tether_explicit(emu: ResponsesEmulator, client: openai.AsyncOpenAI) -> tuple[int, float]:
     async with tether.guarded_stream(client, model="slow-50ms", input="hi") as stream:
         read = await _read(stream, STOP_AFTER)
@@ -286,10 +301,11 @@ WASTE = {
     "by hand: break, close + cancel (PR #2916)": manual_cancel,
     "by hand: move_on_after, shielded close + cancel": manual_move_on_after,
     "by hand: deadline, shielded close + cancel": manual_deadline,
-    "tether, break": tether_break,
-    "tether, await stream.cancel()": tether_explicit,
-    "tether, move_on_after": tether_move_on_after,
-    "tether, scope deadline": tether_deadline,
+    "tether, break, confirm=False (close + cancel, as by hand)": tether_break_unconfirmed,
+    "tether, break (+ the read-back that confirms it)": tether_break,
+    "tether, await stream.cancel() (+ read-back)": tether_explicit,
+    "tether, move_on_after (+ read-back)": tether_move_on_after,
+    "tether, scope deadline (+ read-back)": tether_deadline,
 }
 
 
@@ -408,7 +424,14 @@ def render(results: dict[str, dict[str, Any]], rounds: int) -> str:
 def _short(name: str) -> str:
     """A contender's name as a two-line tick label: who, and on what trigger."""
     who, _, what = name.partition(": " if name.startswith("by hand") else ", ")
-    return f"{who}\n{what.split(',')[0].replace('await stream.', '')}"
+    what = what.replace("await stream.", "").split(" (")[0]
+    if who != "tether":
+        what = what.split(",")[0]
+    elif "confirm=False" in what:
+        what = what.replace(", confirm=False", ", unconfirmed")
+    else:
+        what += " + read-back"
+    return f"{who}\n{what}"
 
 
 def plot(results: dict[str, dict[str, Any]], path: Path) -> None:

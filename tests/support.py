@@ -102,6 +102,16 @@ def portal_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == PORTAL_THREAD_NAME]
 
 
+def threads_left_running(before: set[threading.Thread]) -> list[threading.Thread]:
+    """The threads started since *before* that are still running once each was given
+    `WATCHDOG` seconds to end: a thread on its way out (an executor's worker joined at the
+    loop's close) is waited for, not counted; a thread left running is."""
+    for thread in set(threading.enumerate()) - before:
+        if thread is not threading.current_thread():
+            thread.join(WATCHDOG)
+    return [t for t in set(threading.enumerate()) - before if t.is_alive()]
+
+
 def in_thread(target: Callable[[], object]) -> threading.Thread:
     """Start *target* in a thread (joined by the test: nothing here is detached)."""
     thread = threading.Thread(target=target)

@@ -174,6 +174,30 @@ async def test_no_overruled_event_when_the_cancel_was_honoured(
     assert not [e for e in seen if isinstance(e, tether.observe.StreamEvent.CancelOverruled)]
 
 
+async def test_a_confirmed_cancel_reports_the_output_tokens_the_server_says_it_generated() -> None:
+    """Where a cancelled response reports its usage (the live API's is null: then ``None``)."""
+    slow = EmulatedModel(ttft=0.0, tokens_per_s=40.0, length=2000)
+    async with ResponsesEmulator(models={"slow": slow}, usage_on_cancel=True) as emulator:
+        async with emulator.async_client() as client:
+            async with tether.guarded_stream(client, model="slow", input="hi") as stream:
+                await read_deltas(stream, 3)
+        record = await settled(emulator, stream.response_id)
+    receipt = stream.outcome.receipt
+    assert receipt is not None
+    assert receipt.confirmed
+    assert receipt.output_tokens == record.tokens_generated >= 3
+
+
+async def test_a_confirmed_cancel_without_usage_reports_no_output_tokens(
+    client: openai.AsyncOpenAI,
+) -> None:
+    async with tether.guarded_stream(client, model="slow", input="hi") as stream:
+        await read_deltas(stream, 1)
+    receipt = stream.outcome.receipt
+    assert receipt is not None
+    assert (receipt.confirmed, receipt.output_tokens) == (True, None)
+
+
 async def test_confirm_false_trusts_the_cancel_s_answer_without_reading_it_back(
     emulator: ResponsesEmulator, client: openai.AsyncOpenAI
 ) -> None:
@@ -184,7 +208,7 @@ async def test_confirm_false_trusts_the_cancel_s_answer_without_reading_it_back(
     receipt = stream.outcome.receipt
     assert receipt is not None
     # what the cancel answered, not what the server finally did: nothing read it back
-    assert (receipt.status, receipt.confirmed) == ("cancelled", False)
+    assert (receipt.status, receipt.confirmed, receipt.output_tokens) == ("cancelled", False, None)
     assert (await settled(emulator, stream.response_id)).status == "completed"
 
 

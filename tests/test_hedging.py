@@ -12,18 +12,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.support import settled
 from tether import adaptive, race
 from tether._quantile import P2Quantile
 from tether._race import Progress, launch_staggered
 from tether.races import HedgeBudget, TokenBudget, Trigger
-from tether.testing import EmulatedModel, Faults
+from tether.testing import EmulatedModel, Faults, ResponsesEmulator
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     import openai
-
-    from tether.testing import ResponsesEmulator
 
 
 # ----------------------------------------------------- the launcher, in virtual time
@@ -417,6 +416,28 @@ async def test_adaptive_race_charges_each_loser_its_tokens_and_releases_its_hold
     usage = loser.outcome.usage  # a loser that completed before its cancel reports usage
     seen = loser.outcome.deltas if usage is None else usage.output_tokens
     assert seen <= stagger.cost.spent <= 5  # what it sent, at most one answer
+    assert stagger.cost.held == 0.0
+
+
+async def test_adaptive_race_charges_a_loser_what_the_server_reports_it_generated() -> None:
+    """Where the server reports a cancelled response's usage, the loser's cost is its count
+    (read back by the stop), not the upper bound charged when it says nothing."""
+    thinks = EmulatedModel(ttft=0.05, tokens_per_s=50.0, length=200)
+    stagger = adaptive(budget=1.0, initial=0.0, token_budget=1.0)
+    stagger.settle(0.0, 200, [])  # one long answer paid in: one hedge's reservation
+    async with ResponsesEmulator(models={"thinks": thinks}, usage_on_cancel=True) as emulator:
+        async with emulator.async_client() as client:
+            result = await race(
+                client, [{"model": "thinks", "input": "hi"}] * 2, win="first_token", stagger=stagger
+            )
+        assert result.hedges == 1
+        (loser,) = result.losers
+        assert loser.outcome is not None
+        record = await settled(emulator, loser.outcome.response_id)
+    assert loser.outcome.receipt is not None
+    reported = loser.outcome.receipt.output_tokens
+    assert reported == record.tokens_generated
+    assert stagger.cost.spent == max(record.tokens_generated, loser.outcome.deltas)
     assert stagger.cost.held == 0.0
 
 

@@ -31,6 +31,7 @@ from tests.support import (
     read_deltas_sync,
     req,
     settled_sync,
+    threads_left_running,
 )
 from tether import _sync_portal
 from tether._sync_buffer import READ_AHEAD
@@ -464,7 +465,7 @@ def test_stream_works_from_a_thread_that_is_not_the_main_one(
 
 @pytest.mark.parametrize("ending", ["completed", "break", "exception"])
 def test_no_thread_is_left_running_after_exit(client: openai.OpenAI, ending: str) -> None:
-    baseline = threading.active_count()
+    baseline = set(threading.enumerate())
     with pytest.raises(Boom) if ending == "exception" else contextlib.nullcontext():
         with tether.sync.guarded_stream(
             client, model="fast" if ending == "completed" else "slow", input="hi"
@@ -477,7 +478,7 @@ def test_no_thread_is_left_running_after_exit(client: openai.OpenAI, ending: str
             if ending == "exception":
                 raise Boom
     assert portal_threads() == []
-    assert threading.active_count() == baseline
+    assert threads_left_running(baseline) == []
 
 
 # ------------------------------------------------------------ detach, resume

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import weakref
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import anyio
 import attrs
@@ -62,7 +62,7 @@ async def _cancel_once(
     except openai.BadRequestError:
         # "Cannot cancel a completed response." (or it was never a background one):
         # not an error; read back what it really is.
-        status = await _retrieve_status(client, response_id, lean)
+        status, _ = await _retrieve_status(client, response_id, lean)
         tries.read_back = True
         return status
 
@@ -72,10 +72,24 @@ def _status(body: dict[str, object]) -> str:
     return status if isinstance(status, str) and status else "unknown"
 
 
-async def _retrieve_status(client: AsyncOpenAI, response_id: str, lean: LeanTarget | None) -> str:
+def _output_tokens(body: dict[str, object]) -> int | None:
+    usage = body.get("usage")
+    if not isinstance(usage, dict):
+        return None
+    tokens = cast("dict[str, object]", usage).get("output_tokens")
+    return tokens if isinstance(tokens, int) and not isinstance(tokens, bool) else None
+
+
+async def _retrieve_status(
+    client: AsyncOpenAI, response_id: str, lean: LeanTarget | None
+) -> tuple[str, int | None]:
+    """The response's status, and its output tokens if the server reported its usage."""
     if lean is not None:
-        return _status(await lean.request("GET", f"responses/{response_id}"))
-    return (await client.responses.retrieve(response_id)).status or "unknown"
+        body = await lean.request("GET", f"responses/{response_id}")
+        return _status(body), _output_tokens(body)
+    response = await client.responses.retrieve(response_id)
+    usage = response.usage
+    return response.status or "unknown", None if usage is None else usage.output_tokens
 
 
 _IN_FLIGHT_FLOOR = 64
@@ -144,15 +158,17 @@ def _quick(client: AsyncOpenAI) -> AsyncOpenAI:
     return quick
 
 
-async def _confirm(client: AsyncOpenAI, response_id: str, lean: LeanTarget | None) -> str:
-    """What the server finally reports. The API's cancel is best effort: a response it
-    answered ``cancelled`` may still be generating and may end ``completed``; read it back
-    until it is final (within the caller's grace)."""
+async def _confirm(
+    client: AsyncOpenAI, response_id: str, lean: LeanTarget | None
+) -> tuple[str, int | None]:
+    """What the server finally reports, and the output tokens it reports with it. The API's
+    cancel is best effort: a response it answered ``cancelled`` may still be generating and
+    may end ``completed``; read it back until it is final (within the caller's grace)."""
     wait = _WAIT_INITIAL
     while True:
-        status = await _retrieve_status(client, response_id, lean)
+        status, tokens = await _retrieve_status(client, response_id, lean)
         if status in _FINAL or status == "unknown":
-            return status
+            return status, tokens
         await anyio.sleep(wait)
         wait = min(wait * 2, _WAIT_MAX)
 
@@ -204,7 +220,7 @@ async def _send_and_confirm(
 ) -> str:
     status = await _send(client, response_id, lean, tries)
     if confirm and status == "cancelled":
-        status = await _confirm(client, response_id, tries.lean)
+        status, _ = await _confirm(client, response_id, tries.lean)
         tries.read_back = True
     return status
 
@@ -306,15 +322,16 @@ async def verify_cancel(
     """
     response_id = receipt.response_id or ""
     seen: str | None = None
+    tokens: int | None = None
     error: str | None = None
     with anyio.CancelScope(shield=True, deadline=deadline) as bound:
         try:
             try:
-                seen = await _confirm(_quick(client), response_id, lean)
+                seen, tokens = await _confirm(_quick(client), response_id, lean)
             except (openai.AuthenticationError, openai.PermissionDeniedError):
                 if lean is None:
                     raise
-                seen = await _confirm(_quick(client), response_id, None)  # as in _send
+                seen, tokens = await _confirm(_quick(client), response_id, None)  # as in _send
         except openai.NotFoundError:
             seen = "gone"
         except Exception as exc:
@@ -334,4 +351,4 @@ async def verify_cancel(
             response_id,
             seen,
         )
-    return attrs.evolve(receipt, status=seen, confirmed=True)
+    return attrs.evolve(receipt, status=seen, confirmed=True, output_tokens=tokens)

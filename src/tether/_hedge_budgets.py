@@ -69,8 +69,10 @@ class TokenBudget:
     """Caps the output tokens that hedges waste at a fraction of the winners' output tokens.
 
     Every race's winner adds ``ratio`` times its output tokens; every loser is charged what
-    it may have produced, when its race settles (``loser_cost``: the tokens seen, or those
-    the server may have generated unseen while the loser was being stopped). A hedge is granted only when what is
+    it produced when its race settles: the server's count where the stop's read-back
+    reported one (``CancelReceipt.output_tokens``), else what it may have produced
+    (``loser_cost``: the tokens seen, or those the server may have generated unseen while
+    the loser was being stopped). A hedge is granted only when what is
     left covers a *reservation*: the longest answer seen so far, the most one loser can
     produce when answers are no longer than that. The reservation is held until the race
     settles, then replaced by what its losers actually cost. So at every moment

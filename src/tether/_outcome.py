@@ -93,6 +93,10 @@ class CancelReceipt:
     grace, and the receipt says what the server finally reported (``completed`` for a
     cancel that was not honoured; still ``in_progress``, not ``stopped``, when grace ran
     out first: the journal then keeps the entry for ``reap``)."""
+    output_tokens: int | None = None
+    """The output tokens the server reported generating (``usage.output_tokens``) when the
+    stop read the response back: what the stopped response cost. ``None`` when it was not
+    read back (``confirm=False``) or the server reported no usage."""
 
     @property
     def stopped(self) -> bool:

@@ -100,6 +100,17 @@ def _output_tokens(contestant: Contestant) -> int:
     return outcome.deltas if usage is None else max(usage.output_tokens, outcome.deltas)
 
 
+def _reported(contestant: Contestant) -> int | None:
+    """What a loser cost by the server's own count: the output tokens its stop read back
+    (``CancelReceipt.output_tokens``, with at least the deltas received), or ``None`` when
+    the server did not say (``confirm=False``, no usage, no cancel sent)."""
+    outcome = contestant.guard.outcome
+    receipt = None if outcome is None else outcome.receipt
+    if outcome is None or receipt is None or receipt.output_tokens is None:
+        return None
+    return max(receipt.output_tokens, outcome.deltas)
+
+
 @final
 class Race:
     """The engine shared by ``race`` and ``race_stream`` (internal)."""
@@ -192,11 +203,18 @@ class Race:
             if winner.first_token_at is not None and winner.ended_at is not None:
                 seconds = winner.ended_at - winner.first_token_at
         cost = self.stagger.cost
-        losers = [
-            cost.loser_cost(_output_tokens(c), (c.ended_at or self.decided_at) - self.decided_at)
-            for c in self.contestants
-            if c.lost
-        ]
+        losers: list[int] = []
+        for c in self.contestants:
+            if not c.lost:
+                continue
+            reported = _reported(c)
+            losers.append(
+                cost.loser_cost(
+                    _output_tokens(c), (c.ended_at or self.decided_at) - self.decided_at
+                )
+                if reported is None
+                else reported
+            )
         self.stagger.settle(self._held, won, losers, seconds)
 
     async def _attempt(
