@@ -186,7 +186,7 @@ def report(now: dict[str, Any], before: dict[str, Any] | None) -> str:
             if name != "raw sync SDK":
                 before_raw = before["events_per_cpu_s"]["raw sync SDK"]
                 lines.append(
-                    f"| before (one portal round trip per event): {name} | {value:,.0f} | "
+                    f"| before: {name} | {value:,.0f} | "
                     f"{value / before_raw:.2f}× (of that run's raw {before_raw:,.0f}) |"
                 )
     for name, value in now["events_per_cpu_s"].items():
