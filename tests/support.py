@@ -105,11 +105,19 @@ def portal_threads() -> list[threading.Thread]:
 def threads_left_running(before: set[threading.Thread]) -> list[threading.Thread]:
     """The threads started since *before* that are still running once each was given
     `WATCHDOG` seconds to end: a thread on its way out (an executor's worker joined at the
-    loop's close) is waited for, not counted; a thread left running is."""
-    for thread in set(threading.enumerate()) - before:
-        if thread is not threading.current_thread():
-            thread.join(WATCHDOG)
-    return [t for t in set(threading.enumerate()) - before if t.is_alive()]
+    loop's close) is waited for, not counted; a thread left running is.
+
+    Not counted: trio's thread cache (``Trio thread N``), which keeps an idle worker for 10 s
+    by design (``trio._core._thread_cache.IDLE_TIMEOUT``) and reuses it across runs.
+    """
+    new = [
+        t
+        for t in set(threading.enumerate()) - before
+        if t is not threading.current_thread() and not t.name.startswith("Trio thread")
+    ]
+    for thread in new:
+        thread.join(WATCHDOG)
+    return [t for t in new if t.is_alive()]
 
 
 def in_thread(target: Callable[[], object]) -> threading.Thread:
