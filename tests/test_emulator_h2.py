@@ -242,8 +242,8 @@ def abandon_with_a_raw_h2_client(emu: ResponsesEmulator) -> tuple[list[Any], int
         ]
         conn.send_headers(1, headers)
         conn.send_data(1, body.encode(), end_stream=True)
+        count = len(emu.ledger)  # before the request leaves: the server may record it at once
         sock.sendall(conn.data_to_send())
-        count = len(emu.ledger)
         emu.wait_for_sync(lambda ledger: len(ledger) > count)
         record = emu.ledger.responses[count]
         emu.wait_for_sync(lambda _: record.tokens_generated >= 2_000)  # ~500 kB > 64 KiB
