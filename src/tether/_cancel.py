@@ -215,22 +215,11 @@ async def _send(
     raise AssertionError("unreachable: the retry loop has no attempt limit")  # pragma: no cover
 
 
-async def _send_and_confirm(
-    client: AsyncOpenAI, response_id: str, lean: LeanTarget | None, tries: _Tries, confirm: bool
-) -> str:
-    status = await _send(client, response_id, lean, tries)
-    if confirm and status == "cancelled":
-        status, _ = await _confirm(client, response_id, tries.lean)
-        tries.read_back = True
-    return status
-
-
 async def cancel_on_server(
     client: AsyncOpenAI,
     response_id: str,
     *,
     grace: float,
-    confirm: bool = False,
     lean: LeanTarget | None = None,
     slot_held: bool = False,
 ) -> CancelReceipt:
@@ -242,7 +231,8 @@ async def cancel_on_server(
     With *lean* (``_compat.lean_target``: the stream's own request, mirrored) the requests
     skip the SDK's machinery; an auth error there falls back to the SDK, which knows how to
     renew credentials. With *slot_held*, the caller holds one of ``cancel_slots(client)``
-    (else it waits for one, within grace).
+    (else it waits for one, within grace). A ``cancelled`` answer is not read back here:
+    ``verify_cancel`` does that, once, for the stops that confirm.
     """
     quick = _quick(client)
     started = anyio.current_time()
@@ -252,10 +242,10 @@ async def cancel_on_server(
     with anyio.move_on_after(grace, shield=True) as budget:
         try:
             if slot_held:
-                status = await _send_and_confirm(quick, response_id, lean, tries, confirm)
+                status = await _send(quick, response_id, lean, tries)
             else:
                 async with cancel_slots(client):
-                    status = await _send_and_confirm(quick, response_id, lean, tries, confirm)
+                    status = await _send(quick, response_id, lean, tries)
         except openai.NotFoundError:
             status = "gone"
             tries.read_back = True

@@ -142,7 +142,6 @@ class StopSteps(StreamReader):
             client,
             response_id,
             grace=max(deadline - anyio.current_time(), 1e-3),
-            confirm=False,  # the read-back is _verify's, in the same slot
             lean=None if sdk is None else lean_target(client, sdk),
             slot_held=True,
         )
