@@ -10,7 +10,7 @@ import pytest
 
 import tether
 from tests.support import read_deltas, settled
-from tether._cancel import cancel_slots
+from tether._cancel import _retrieve_status, cancel_slots  # pyright: ignore[reportPrivateUsage]
 from tether._compat import HTTP, OPENAI_MAJOR
 from tether.testing import EmulatedModel, Faults, ResponsesEmulator
 
@@ -196,6 +196,41 @@ async def test_a_confirmed_cancel_without_usage_reports_no_output_tokens(
     receipt = stream.outcome.receipt
     assert receipt is not None
     assert (receipt.confirmed, receipt.output_tokens) == (True, None)
+
+
+async def test_a_cancel_before_any_output_item_reports_zero_output_tokens(
+    emulator: ResponsesEmulator, client: openai.AsyncOpenAI
+) -> None:
+    """The read-back lists no output item and no usage: the response generated nothing."""
+    emulator.models["silent"] = EmulatedModel(ttft=60.0, tokens_per_s=40.0, length=20)
+    async with tether.guarded_stream(client, model="silent", input="hi") as stream:
+        async for _ in stream:
+            if stream.response_id is not None:
+                break
+    receipt = stream.outcome.receipt
+    assert receipt is not None
+    assert (receipt.status, receipt.confirmed, receipt.output_tokens) == ("cancelled", True, 0)
+    assert (await settled(emulator, stream.response_id)).tokens_generated == 0
+
+
+async def test_the_sdk_read_back_counts_a_response_without_output_items_as_zero_tokens(
+    emulator: ResponsesEmulator, client: openai.AsyncOpenAI
+) -> None:
+    """The read-back through the SDK (no lean request) agrees with the lean one."""
+    emulator.models["silent"] = EmulatedModel(ttft=60.0, tokens_per_s=40.0, length=20)
+    created = await client.responses.create(model="silent", input="hi", background=True)
+    await client.responses.cancel(created.id)
+    assert await _retrieve_status(client, created.id, None) == ("cancelled", 0)
+
+
+async def test_the_sdk_read_back_of_a_response_cut_mid_output_reports_unknown_tokens(
+    emulator: ResponsesEmulator, client: openai.AsyncOpenAI
+) -> None:
+    """Output items but no usage: what they cost is unknown, not zero."""
+    async with tether.guarded_stream(client, model="slow", input="hi") as stream:
+        await read_deltas(stream, 1)
+    assert stream.response_id is not None
+    assert await _retrieve_status(client, stream.response_id, None) == ("cancelled", None)
 
 
 async def test_confirm_false_trusts_the_cancel_s_answer_without_reading_it_back(

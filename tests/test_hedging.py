@@ -441,6 +441,26 @@ async def test_adaptive_race_charges_a_loser_what_the_server_reports_it_generate
     assert stagger.cost.held == 0.0
 
 
+async def test_adaptive_race_charges_nothing_for_a_loser_stopped_before_its_first_output(
+    emulator: ResponsesEmulator, client: openai.AsyncOpenAI
+) -> None:
+    """The stop's read-back shows no output item: the loser cost nothing, so the budget
+    keeps what it would otherwise charge for tokens the server never generated."""
+    emulator.models["stuck"] = EmulatedModel(ttft=60.0, tokens_per_s=50.0, length=20)
+    emulator.models["quick"] = EmulatedModel(ttft=0.0, tokens_per_s=5000.0, length=20)
+    stagger = adaptive(budget=1.0, initial=0.0, token_budget=1.0)
+    stagger.settle(0.0, 20, [])  # one answer of 20 paid in: one hedge's reservation
+    requests = [{"model": "stuck", "input": "hi"}, {"model": "quick", "input": "hi"}]
+    result = await race(client, requests, win="first_token", stagger=stagger)
+    assert result.hedges == 1
+    (loser,) = result.losers
+    assert loser.outcome is not None
+    assert loser.outcome.receipt is not None
+    assert loser.outcome.receipt.output_tokens == 0
+    assert (await settled(emulator, loser.outcome.response_id)).tokens_generated == 0
+    assert (stagger.cost.spent, stagger.cost.held) == (0, 0.0)
+
+
 def test_adaptive_defaults_hedge_at_the_p80_within_a_thirty_percent_budget() -> None:
     """The defaults that met the tail goal (docs/benchmarks/race.md), not a starving budget."""
     stagger = adaptive()

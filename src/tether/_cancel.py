@@ -74,22 +74,31 @@ def _status(body: dict[str, object]) -> str:
 
 def _output_tokens(body: dict[str, object]) -> int | None:
     usage = body.get("usage")
-    if not isinstance(usage, dict):
-        return None
-    tokens = cast("dict[str, object]", usage).get("output_tokens")
-    return tokens if isinstance(tokens, int) and not isinstance(tokens, bool) else None
+    if isinstance(usage, dict):
+        tokens = cast("dict[str, object]", usage).get("output_tokens")
+        return tokens if isinstance(tokens, int) and not isinstance(tokens, bool) else None
+    return 0 if body.get("output") == [] else None
 
 
 async def _retrieve_status(
     client: AsyncOpenAI, response_id: str, lean: LeanTarget | None
 ) -> tuple[str, int | None]:
-    """The response's status, and its output tokens if the server reported its usage."""
+    """The response's status, and its output tokens: the server's ``usage``, else ``0`` when
+    it reports no output item at all, else ``None`` (unknown).
+
+    The live API answers ``usage: null`` for a cancelled response, but it still lists the
+    output items the model had begun (a message, a reasoning item, a tool call): a response
+    cancelled before its first output item cost no output tokens. That is what a hedge that
+    lost before its first token usually is, and what lets a token budget charge it nothing.
+    """
     if lean is not None:
         body = await lean.request("GET", f"responses/{response_id}")
         return _status(body), _output_tokens(body)
     response = await client.responses.retrieve(response_id)
     usage = response.usage
-    return response.status or "unknown", None if usage is None else usage.output_tokens
+    if usage is not None:
+        return response.status or "unknown", usage.output_tokens
+    return response.status or "unknown", 0 if not response.output else None
 
 
 _IN_FLIGHT_FLOOR = 64

@@ -70,7 +70,8 @@ class TokenBudget:
 
     Every race's winner adds ``ratio`` times its output tokens; every loser is charged what
     it produced when its race settles: the server's count where the stop's read-back
-    reported one (``CancelReceipt.output_tokens``), else what it may have produced
+    reported one (``CancelReceipt.output_tokens``: ``0`` for a loser stopped before its
+    first output item, the usual hedge that lost), else what it may have produced
     (``loser_cost``: the tokens seen, or those the server may have generated unseen while
     the loser was being stopped). A hedge is granted only when what is
     left covers a *reservation*: the longest answer seen so far, the most one loser can

@@ -179,10 +179,11 @@ def adaptive(
 
     A second account caps what hedging *costs* in output tokens, in every run and not on
     average: every winner pays in ``token_budget`` of its output tokens, every loser is
-    charged what it may have produced (the tokens the client saw, or, for those it never
-    saw, the fastest output rate seen times how long the loser took to stop, at most one
-    answer), and a hedge starts only when the account covers
-    the longest answer seen (the most a loser can cost), held until its race settles. So
+    charged what it produced: the server's count when its stop's read-back has one
+    (nothing for a loser stopped before its first output item, the usual hedge that lost),
+    else what it may have produced (the tokens the client saw, or the fastest output rate
+    seen times how long the loser took to stop, at most one answer). A hedge starts only
+    when the account covers the longest answer seen (the most a loser can cost), held until its race settles. So
     the losers' tokens stay under ``token_budget`` (5 %) of the winners' from the first
     race; the account starts empty, so there is no hedge before the first race is won.
 

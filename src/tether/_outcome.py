@@ -95,8 +95,11 @@ class CancelReceipt:
     out first: the journal then keeps the entry for ``reap``)."""
     output_tokens: int | None = None
     """The output tokens the server reported generating (``usage.output_tokens``) when the
-    stop read the response back: what the stopped response cost. ``None`` when it was not
-    read back (``confirm=False``) or the server reported no usage."""
+    stop read the response back: what the stopped response cost. ``0`` when the server
+    reported no usage but no output item either (stopped before the model began one: it
+    generated nothing). ``None`` when it was not read back (``confirm=False``), or when it
+    had begun an output item and reported no usage (the live API's answer for a cancelled
+    response): unknown."""
 
     @property
     def stopped(self) -> bool:
