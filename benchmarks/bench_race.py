@@ -39,7 +39,7 @@ import anyio
 import openai
 
 from _orphans import still_generating
-from tether import adaptive, guarded_stream, race
+from tether import adaptive, guarded_stream, open_scope, race
 from tether.races import AdaptiveStagger
 from tether.testing import EmulatedModel, Faults, Lognormal, ResponsesEmulator
 
@@ -70,10 +70,14 @@ def cancel_models(delay: float) -> dict[str, EmulatedModel]:
 # ------------------------------------------------------------------ 1. cancelling
 
 
-async def race_cleanup(client: openai.AsyncOpenAI, losers: int, ids: list[str]) -> float:
-    """Seconds from the decision to the last loser's confirmed cancel, through ``race``."""
+async def race_cleanup(
+    client: openai.AsyncOpenAI, losers: int, ids: list[str], *, confirm: bool = True
+) -> float:
+    """Seconds from the decision to the last loser's confirmed cancel, through ``race``
+    (``confirm=False``: in an ``open_scope(confirm=False)``, no read-back after the cancel)."""
     requests = [{"model": "winner", "input": "x"}] + [{"model": "loser", "input": "x"}] * losers
-    result = await race(client, requests, grace=30)
+    async with open_scope(client, confirm=confirm) as scope:
+        result = await race(scope, requests, grace=30)
     # every loser was open (had its response id) when the winner won, and is cancelled:
     # else fewer than *losers* cancels were measured
     statuses = [loser.receipt.status if loser.receipt else None for loser in result.losers]
@@ -132,10 +136,12 @@ def _cpu_s(pid: int) -> float:
 
 
 async def floor_posts(
-    client: openai.AsyncOpenAI, count: int, server: int, ids: list[str]
+    client: openai.AsyncOpenAI, count: int, server: int, ids: list[str], *, read_back: bool = False
 ) -> tuple[float, float, float]:
     """The hand-written best with the SDK: ``count`` raw streams closed, then ``count``
-    concurrent ``responses.cancel`` POSTs. (wall s, client CPU s, server CPU s)"""
+    concurrent ``responses.cancel`` POSTs (with *read_back*, each followed by the
+    ``responses.retrieve`` that ``race``'s default ``confirm=True`` sends: the same work).
+    (wall s, client CPU s, server CPU s)"""
     mine: list[str] = []
     streams = await _open_losers(client, count, mine)
     ids += mine
@@ -146,6 +152,8 @@ async def floor_posts(
             async def stop(stream: Any = stream, response_id: str = response_id) -> None:
                 await stream.close()
                 await client.responses.cancel(response_id)
+                if read_back:
+                    await client.responses.retrieve(response_id)
 
             tg.start_soon(stop)
     return (
@@ -188,17 +196,33 @@ async def bench_cancel(base_url: str, server: int) -> dict[str, float]:
         many: list[float] = []
         before: list[float] = []
         floor: list[tuple[float, float, float]] = []
+        unconfirmed: list[float] = []
+        floor_read_back: list[float] = []
         for _ in range(ROUNDS):  # interleaved: the machine's load drifts within a run
             many.append(await race_cleanup(client, LOSERS, ids))
             with fixed_cancel_slots(BEFORE_SLOTS):
                 before.append(await race_cleanup(client, LOSERS, ids))
             floor.append(await floor_posts(client, LOSERS, server, ids))
+            unconfirmed.append(await race_cleanup(client, LOSERS, ids, confirm=False))
+            floor_read_back.append(
+                (await floor_posts(client, LOSERS, server, ids, read_back=True))[0]
+            )
         loop = await sequential_cleanup(client, LOSERS, ids)
         orphans = await still_generating(client, [i for i in ids if i])
     one_ms, many_ms = statistics.median(one) * 1e3, statistics.median(many) * 1e3
     before_ms = statistics.median(before) * 1e3
     floor_ms = statistics.median(f[0] for f in floor) * 1e3
+    unconfirmed_ms = statistics.median(unconfirmed) * 1e3
+    read_back_ms = statistics.median(floor_read_back) * 1e3
     return {
+        "race_vs_hand_read_back": many_ms / read_back_ms,
+        "unconfirmed_ms": unconfirmed_ms,
+        "unconfirmed_ratio": unconfirmed_ms / one_ms,
+        "unconfirmed_vs_hand": unconfirmed_ms / floor_ms,
+        "unconfirmed_runs_ms": [t * 1e3 for t in unconfirmed],
+        "hand_read_back_ms": read_back_ms,
+        "hand_read_back_ratio": read_back_ms / one_ms,
+        "hand_read_back_runs_ms": [t * 1e3 for t in floor_read_back],
         "one_loser_ms": one_ms,
         "race_losers_ms": many_ms,
         "race_ratio": many_ms / one_ms,
@@ -404,10 +428,19 @@ def render(results: dict[str, dict[str, Any]]) -> str:
         rows = [
             ("`race`, 1 loser", lambda r: f"{r['one_loser_ms']:.1f} ms"),
             (
-                f"`race`, {LOSERS} losers (cancel slots follow the pool: 100)",
+                f"`race`, {LOSERS} losers (default: each cancel read back)",
                 lambda r: (
                     f"{r['race_losers_ms']:.1f} ms ({r['race_ratio']:.2f}×; "
+                    f"{r['race_vs_hand_read_back']:.2f}× by hand with read-back, "
                     f"{r['race_vs_hand']:.2f}× by hand) {spread(r['race_runs_ms'])}"
+                ),
+            ),
+            (
+                f"`race`, {LOSERS} losers, `open_scope(confirm=False)` (no read-back)",
+                lambda r: (
+                    f"{r['unconfirmed_ms']:.1f} ms ({r['unconfirmed_ratio']:.2f}×; "
+                    f"{r['unconfirmed_vs_hand']:.2f}× by hand) "
+                    f"{spread(r['unconfirmed_runs_ms'])}"
                 ),
             ),
             (
@@ -422,6 +455,14 @@ def render(results: dict[str, dict[str, Any]]) -> str:
                 lambda r: (
                     f"{r['bare_posts_ms']:.1f} ms ({r['bare_posts_ratio']:.2f}×) "
                     f"{spread(r['bare_posts_runs_ms'])}"
+                ),
+            ),
+            (
+                f"by hand, with read-back: {LOSERS} streams closed, each cancel then `responses.retrieve` (the same "
+                "work as `race`'s default)",
+                lambda r: (
+                    f"{r['hand_read_back_ms']:.1f} ms ({r['hand_read_back_ratio']:.2f}×) "
+                    f"{spread(r['hand_read_back_runs_ms'])}"
                 ),
             ),
             (
@@ -443,7 +484,11 @@ def render(results: dict[str, dict[str, Any]]) -> str:
         f"The emulator runs in another process. The winner wins {WINNER_TTFT:.0f} s in, once "
         "every loser streams (each run checks that all of them were cancelled). "
         "The losers are cancelled concurrently (the "
-        "loop is ~N× one cancel when the server takes its time); what remains above 1× is "
+        "loop is ~N× one cancel when the server takes its time). Compare like with like: "
+        "`race`'s default reads every `cancelled` answer back (`confirm=True`: two requests "
+        "per loser), so its hand-written peer is the row *with read-back*; with "
+        "`open_scope(confirm=False)` it sends what the plain hand-written loop sends. What "
+        "remains above 1× is "
         "per-request CPU in one Python thread on each side, which the hand-written floor pays "
         "as well: N requests cost N × (client CPU per cancel) before the last one has left "
         "and again as their answers come back, against the one cancel's 200 ms wait. At the "
