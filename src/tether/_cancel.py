@@ -93,12 +93,9 @@ async def _retrieve_status(
     """
     if lean is not None:
         body = await lean.request("GET", f"responses/{response_id}")
-        return _status(body), _output_tokens(body)
-    response = await client.responses.retrieve(response_id)
-    usage = response.usage
-    if usage is not None:
-        return response.status or "unknown", usage.output_tokens
-    return response.status or "unknown", 0 if not response.output else None
+    else:  # the SDK's model, read as the server's JSON: one parser for both paths
+        body = (await client.responses.retrieve(response_id)).to_dict()
+    return _status(body), _output_tokens(body)
 
 
 _IN_FLIGHT_FLOOR = 64

@@ -73,9 +73,9 @@ class TokenBudget:
     reported one (``CancelReceipt.output_tokens``: ``0`` for a loser stopped before its
     first output item, the usual hedge that lost), else what it may have produced
     (``loser_cost``: the tokens seen, or those the server may have generated unseen while
-    the loser was being stopped). A hedge is granted only when what is
-    left covers a *reservation*: the longest answer seen so far, the most one loser can
-    produce when answers are no longer than that. The reservation is held until the race
+    the loser was being stopped). A hedge is granted only when what is left covers a
+    *reservation*: the longest answer seen so far, the most one loser can produce when
+    answers are no longer than that. The reservation is held until the race
     settles, then replaced by what its losers actually cost. So at every moment
     ``spent + held <= ratio * won``: the extra tokens stay under ``ratio`` of the useful
     ones in every run, from the first race, not on average (a loser longer than every answer

@@ -183,9 +183,10 @@ def adaptive(
     (nothing for a loser stopped before its first output item, the usual hedge that lost),
     else what it may have produced (the tokens the client saw, or the fastest output rate
     seen times how long the loser took to stop, at most one answer). A hedge starts only
-    when the account covers the longest answer seen (the most a loser can cost), held until its race settles. So
-    the losers' tokens stay under ``token_budget`` (5 %) of the winners' from the first
-    race; the account starts empty, so there is no hedge before the first race is won.
+    when the account covers the longest answer seen (the most a loser can cost), held
+    until its race settles. So the losers' tokens stay under ``token_budget`` (5 %) of the
+    winners' from the first race; the account starts empty, so there is no hedge before the
+    first race is won.
 
     The defaults trade requests for the tail: hedging at the p80 sends a backup for about
     one race in five, so expect up to ``budget`` (30 %) more *requests*; with
