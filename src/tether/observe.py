@@ -5,9 +5,10 @@ cancelled on the server, ends; a race starts attempts and decides; an agent runs
 tools. The CLI's live view, the OpenTelemetry spans (``tether.otel``) and your own
 dashboards hang on this one mechanism.
 
-An observer is any callable taking one event. Register it for the whole process with
-[`add_observer`][tether.observe.add_observer], or for one block of code (and the tasks it
-starts) with [`observing`][tether.observe.observing]. Observers are called synchronously, in
+An observer is any callable taking one event. Register it with
+[`observing`][tether.observe.observing], for one block of code and the tasks it starts, or
+with ``process_wide=True`` for every task and thread while the block runs (around an
+application's ``main``). Observers are called synchronously, in
 the task where the event happens, so they must be quick and must not block; an observer
 that raises is logged and otherwise ignored: it never breaks the stream it watches.
 With no observer registered, an event costs one check of an empty tuple.
@@ -49,9 +50,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Observer",
     "StreamEvent",
-    "add_observer",
     "observing",
-    "remove_observer",
 ]
 
 _log = logging.getLogger("tether")
@@ -210,18 +209,13 @@ _ids = itertools.count(1)
 
 
 def add_observer(observer: Observer) -> None:
-    """Call *observer* with every event in this process, from now on.
+    """Call *observer* with every event in this process, until ``remove_observer``.
 
-    Args:
-        observer: A callable taking one event.
+    Not exported: users say ``observing(observer, process_wide=True)``, which cannot forget
+    the removal; ``tether.otel.instrument`` registers with it (its ``uninstrument`` removes).
 
     Raises:
         TypeError: *observer* is not callable.
-
-    Example:
-        ```python
-        tether.observe.add_observer(print)
-        ```
     """
     global _global
     if not callable(observer):
@@ -230,15 +224,10 @@ def add_observer(observer: Observer) -> None:
 
 
 def remove_observer(observer: Observer) -> None:
-    """Stop calling an observer added with [`add_observer`][tether.observe.add_observer].
+    """Stop calling an observer added with ``add_observer``.
 
     Raises:
         ValueError: It was not added.
-
-    Example:
-        ```python
-        tether.observe.remove_observer(print)
-        ```
     """
     global _global
     if observer not in _global:
@@ -248,10 +237,17 @@ def remove_observer(observer: Observer) -> None:
 
 
 @contextlib.contextmanager
-def observing(observer: Observer) -> Generator[None]:
+def observing(observer: Observer, *, process_wide: bool = False) -> Generator[None]:
     """Call *observer* with the events of this block, and of the tasks started inside it.
 
-    Scoped with a context variable: other tasks and threads do not see it.
+    Scoped with a context variable: other tasks and threads do not see it. With
+    ``process_wide=True`` it sees every event of the process (every task, every thread,
+    ``tether.sync``'s event loop thread included) while the block runs: wrap an
+    application's ``main`` in it.
+
+    Args:
+        observer: A callable taking one event.
+        process_wide: Watch the whole process, not only this block's tasks.
 
     Raises:
         TypeError: *observer* is not callable.
@@ -261,10 +257,20 @@ def observing(observer: Observer) -> Generator[None]:
         events = []
         with tether.observe.observing(events.append):
             await tether.race(client, requests)
+
+        with tether.observe.observing(print, process_wide=True):
+            anyio.run(main)
         ```
     """
     if not callable(observer):
         raise TypeError(f"observer must be callable, got {observer!r}")
+    if process_wide:
+        add_observer(observer)
+        try:
+            yield
+        finally:
+            remove_observer(observer)
+        return
     token = _local.set((*_local.get(), observer))
     try:
         yield
