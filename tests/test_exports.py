@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import sys
+import typing
 from types import ModuleType
 
 import attrs
@@ -34,7 +35,6 @@ PUBLIC = [
     "tether.sync",
     "tether.temporal",
     "tether.testing",
-    "tether.types",
     "tether.cli",
     "tether.testing.pytest_plugin",
 ]
@@ -49,7 +49,6 @@ REEXPORTING = [
     "tether.journal",
     "tether.races",
     "tether.testing",
-    "tether.types",
 ]
 """Modules that only gather names defined elsewhere: everything public in them is in ``__all__``."""
 NAMESPACES = {
@@ -163,3 +162,31 @@ def test_no_public_name_clashes_with_anyio_trio_asyncio_openai_or_httpx() -> Non
         if public in theirs
     ]
     assert clashes == []
+
+
+@pytest.mark.parametrize(
+    ("record", "alias", "field"),
+    [
+        ("tether.StreamOutcome", "Reason", "reason"),
+        ("tether.StallError", "Kind", "kind"),
+        ("tether.races.RaceAttempt", "State", "state"),
+        ("tether.races.RaceAttempt", "Trigger", "trigger"),
+        ("tether.agents.AgentResult", "Reason", "reason"),
+    ],
+)
+def test_what_a_field_can_say_is_a_literal_alias_on_its_record(
+    record: str, alias: str, field: str
+) -> None:
+    """``def f(reason: tether.StreamOutcome.Reason)``: the alias is the field's own type."""
+    where, _, name = record.rpartition(".")
+    cls = getattr(module(where), name)
+    home = next(  # where it is defined: its annotations name that module's aliases
+        m
+        for m in list(sys.modules.values())
+        if m and vars(m).get(name) is cls and "._" in m.__name__
+    )
+    hint = eval(
+        cls.__annotations__[field], vars(home)
+    )  # only this field's: others need TYPE_CHECKING imports
+    assert getattr(cls, alias) in (hint, *typing.get_args(hint))
+    assert typing.get_origin(getattr(cls, alias)) is typing.Literal

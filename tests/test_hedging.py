@@ -16,7 +16,7 @@ from tests.support import settled
 from tether import adaptive, race
 from tether._quantile import P2Quantile
 from tether._race import Progress, launch_staggered
-from tether.races import HedgeBudget, TokenBudget, Trigger
+from tether.races import HedgeBudget, RaceAttempt, TokenBudget
 from tether.testing import EmulatedModel, Faults, ResponsesEmulator
 
 if TYPE_CHECKING:
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 # ----------------------------------------------------- the launcher, in virtual time
 
-Started = list[tuple[int, Trigger, float]]
+Started = list[tuple[int, RaceAttempt.Trigger, float]]
 
 
 async def launch(
@@ -40,7 +40,7 @@ async def launch(
     """Run the launcher with fake attempts; *script* drives the signals meanwhile."""
     started: Started = []
 
-    async def start(index: int, trigger: Trigger) -> None:
+    async def start(index: int, trigger: RaceAttempt.Trigger) -> None:
         started.append((index, trigger, anyio.current_time()))
 
     async with anyio.create_task_group() as tg:

@@ -7,8 +7,9 @@ cancellation goes on. Nothing orphaned, nothing hangs, nothing swallowed.
 
 The entry points are here; their records live in submodules: ``tether.races``,
 ``tether.agents``, ``tether.journal``, ``tether.observe`` (progress events),
-``tether.types`` (literal aliases), ``tether.sync`` (for ``openai.OpenAI``),
-``tether.testing`` (the emulator) and ``tether.otel`` (OpenTelemetry).
+``tether.sync`` (for ``openai.OpenAI``), ``tether.testing`` (the emulator) and
+``tether.otel`` (OpenTelemetry). What a record's ``reason``, ``kind`` or ``state`` can say
+is a literal alias on the record: ``StreamOutcome.Reason``, ``StallError.Kind``.
 """
 
 from __future__ import annotations
@@ -19,8 +20,6 @@ from . import agents as agents
 from . import journal as journal
 from . import observe as observe
 from . import races as races
-from . import sync as sync
-from . import types as types
 from ._agent import run_agent as run_agent
 from ._errors import AttemptRejected as AttemptRejected
 from ._errors import DeadlineExceeded as DeadlineExceeded

@@ -33,15 +33,7 @@ if TYPE_CHECKING:
 StopReason = Literal[
     "completed", "incomplete", "deadline", "max_turns", "token_budget", "tool_error"
 ]
-"""Why an agent's loop ended.
-
-- ``completed``: a turn answered without function calls (the final message).
-- ``incomplete``: a turn ended ``incomplete`` (``max_output_tokens``, content filter).
-- ``deadline``: the scope's deadline (minus the reserve) came; nothing was left running.
-- ``max_turns``: ``max_turns`` responses were made and the last one still called tools.
-- ``token_budget``: the tokens used reached ``max_tokens``.
-- ``tool_error``: a tool raised, with ``on_tool_error="stop"``.
-"""
+"""Why an agent's loop ended; public as ``AgentResult.Reason``."""
 
 
 @final
@@ -90,8 +82,20 @@ class AgentResult:
         ```
     """
 
+    Reason = StopReason
+    """Why an agent's loop ended (what [`reason`][tether.agents.AgentResult.reason] says):
+    annotate with ``tether.agents.AgentResult.Reason``.
+
+    - ``completed``: a turn answered without function calls (the final message).
+    - ``incomplete``: a turn ended ``incomplete`` (``max_output_tokens``, content filter).
+    - ``deadline``: the scope's deadline (minus the reserve) came; nothing was left running.
+    - ``max_turns``: ``max_turns`` responses were made and the last one still called tools.
+    - ``token_budget``: the tokens used reached ``max_tokens``.
+    - ``tool_error``: a tool raised, with ``on_tool_error="stop"``.
+    """
+
     reason: StopReason
-    """Why the loop ended (see [`StopReason`][tether.agents.StopReason])."""
+    """Why the loop ended (see [`AgentResult.Reason`][tether.agents.AgentResult.Reason])."""
     output_text: str
     """The text of the last completed response: the answer when ``reason`` is
     ``completed``; often empty otherwise (a turn that called tools)."""

@@ -40,6 +40,7 @@ __all__ = [
 ]
 
 StallKind = Literal["first_event", "first_token", "idle"]
+"""Which stall timeout fired; public as ``StallError.Kind``."""
 
 
 class TetherError(Exception):
@@ -72,8 +73,14 @@ class StallError(TetherError, TimeoutError):
         ```
     """
 
+    Kind = StallKind
+    """Which stall timeout fired: ``"first_event"`` (no ``response.created`` within
+    ``first_event_timeout``), ``"first_token"`` (no output token within
+    ``first_token_timeout``) or ``"idle"`` (no event within ``idle_timeout``). Annotate with
+    ``tether.StallError.Kind``."""
+
     kind: StallKind
-    """Which timeout fired: ``"first_event"``, ``"first_token"`` or ``"idle"``."""
+    """Which timeout fired (see [`StallError.Kind`][tether.StallError.Kind])."""
     timeout: float
     """The timeout, in seconds."""
 

@@ -35,22 +35,8 @@ EndReason = Literal[
     "detached",
     "cancel_requested",
 ]
-"""Why a guarded stream stopped.
-
-- ``completed``, ``failed``, ``incomplete``: the response finished on its own (never cancelled).
-- ``cancelled``: the response was cancelled by someone else (another process, a reaper).
-- ``explicit``: ``await stream.cancel()``.
-- ``break``: the ``async with`` body left before the response finished.
-- ``exception``: the body raised.
-- ``scope_cancelled``: an enclosing cancel scope was cancelled.
-- ``deadline``: an enclosing deadline ran out (``move_on_after``, ``fail_after``, a scope's deadline).
-- ``stalled``: a stall timeout fired (see [`StallError`][tether.StallError]).
-- ``interrupted``: ``KeyboardInterrupt`` (Ctrl-C).
-- ``race_lost``: another attempt of a race won.
-- ``detached``: ``stream.detach()``; the response was left running on purpose.
-- ``cancel_requested``: [`request_cancel`][tether.request_cancel] asked for the stream's
-  ``key``, from this process or another.
-"""
+"""Why a guarded stream stopped: the type of ``StreamOutcome.reason``, public as
+``StreamOutcome.Reason``."""
 
 FINISHED_STATUSES = frozenset({"completed", "failed", "incomplete", "cancelled"})
 
@@ -146,6 +132,25 @@ class StreamOutcome:
         ```
     """
 
+    Reason = EndReason
+    """Why a guarded stream stopped: what [`reason`][tether.StreamOutcome.reason] says.
+    Annotate with ``tether.StreamOutcome.Reason``.
+
+    - ``completed``, ``failed``, ``incomplete``: the response finished on its own (never cancelled).
+    - ``cancelled``: the response was cancelled by someone else (another process, a reaper).
+    - ``explicit``: ``await stream.cancel()``.
+    - ``break``: the ``async with`` body left before the response finished.
+    - ``exception``: the body raised.
+    - ``scope_cancelled``: an enclosing cancel scope was cancelled.
+    - ``deadline``: an enclosing deadline ran out (``move_on_after``, ``fail_after``, a scope's deadline).
+    - ``stalled``: a stall timeout fired (see [`StallError`][tether.StallError]).
+    - ``interrupted``: ``KeyboardInterrupt`` (Ctrl-C).
+    - ``race_lost``: another attempt of a race won.
+    - ``detached``: ``stream.detach()``; the response was left running on purpose.
+    - ``cancel_requested``: [`request_cancel`][tether.request_cancel] asked for the stream's
+      ``key``, from this process or another.
+    """
+
     response_id: str | None
     """The response's id, once ``response.created`` arrived."""
     model: str | None
@@ -153,7 +158,7 @@ class StreamOutcome:
     background: bool
     """Whether the response ran in background mode (only those can be cancelled on the server)."""
     reason: EndReason
-    """Why reading stopped."""
+    """Why reading stopped (see [`StreamOutcome.Reason`][tether.StreamOutcome.Reason])."""
     status: str | None
     """The response's last known status on the server."""
     events: int

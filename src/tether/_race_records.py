@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING, Literal, TypeAlias, final
 
 import attrs
 
+from ._hedging import Trigger
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from openai.types.responses import Response
 
-    from ._hedging import Trigger
     from ._outcome import CancelReceipt, StreamOutcome
 
 
@@ -68,10 +69,7 @@ Win: TypeAlias = (
 AttemptState = Literal[
     "pending", "queued", "streaming", "won", "lost", "rejected", "failed", "cancelled", "skipped"
 ]
-"""Where an attempt is: ``pending`` (not started), ``queued`` (sent, no token yet), ``streaming``;
-then ``won``, ``lost`` (another attempt won: cancelled on the server, or finished too late),
-``rejected`` (completed, but the win condition said no), ``failed``, ``cancelled`` (the race
-itself was cancelled), or ``skipped`` (never sent: the race was decided first)."""
+"""Where an attempt is; public as ``RaceAttempt.State``."""
 
 
 @final
@@ -86,12 +84,29 @@ class RaceAttempt:
         ```
     """
 
+    State = AttemptState
+    """Where an attempt is (what [`state`][tether.races.RaceAttempt.state] says): annotate with
+    ``tether.races.RaceAttempt.State``. ``pending`` (not started), ``queued`` (sent, no token yet), ``streaming``;
+    then ``won``, ``lost`` (another attempt won: cancelled on the server, or finished too late),
+    ``rejected`` (completed, but the win condition said no), ``failed``, ``cancelled`` (the race
+    itself was cancelled), or ``skipped`` (never sent: the race was decided first)."""
+
+    Trigger = Trigger
+    """Why an attempt was started (what [`trigger`][tether.races.RaceAttempt.trigger] says):
+    annotate with ``tether.races.RaceAttempt.Trigger``.
+
+    - ``primary``: the first attempt of the race.
+    - ``parallel``: no stagger: every attempt starts at once.
+    - ``silence``: the previous attempt produced no token for ``stagger`` seconds (a hedge).
+    - ``failure``: the previous attempt failed (or was rejected) before that.
+    """
+
     index: int
     """Its position in the ``requests`` given to the race."""
     model: str | None
     """The model it asked for."""
     state: AttemptState
-    """How it ended."""
+    """How it ended (see [`RaceAttempt.State`][tether.races.RaceAttempt.State])."""
     trigger: Trigger | None
     """Why it was started (``primary``, ``parallel``, ``silence``, ``failure``), ``None`` if never."""
     response: Response | None = attrs.field(default=None, eq=False)

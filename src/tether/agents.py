@@ -2,7 +2,7 @@
 
 [`tether.run_agent`][tether.run_agent] and [`tether.agent_tool`][tether.agent_tool] are in ``tether``;
 this module holds their records (``AgentResult``, ``AgentTurn``, ``ToolCall``, ``AgentTool``,
-``AgentContext``, ``StopReason``) and the events an agent emits to ``tether.observe``
+``AgentContext``) and the events an agent emits to ``tether.observe``
 observers, all nested in [`AgentEvent`][tether.agents.AgentEvent], in this order:
 
 - ``Started(id, parent, model, tools, max_turns)``;
@@ -30,7 +30,6 @@ from __future__ import annotations
 from ._agent_events import AgentEvent as AgentEvent
 from ._agent_events import AgentResult as AgentResult
 from ._agent_events import AgentTurn as AgentTurn
-from ._agent_events import StopReason as StopReason
 from ._public import claim as _claim
 from ._tools import AgentContext as AgentContext
 from ._tools import AgentTool as AgentTool
@@ -42,7 +41,6 @@ __all__ = [
     "AgentResult",
     "AgentTool",
     "AgentTurn",
-    "StopReason",
     "ToolCall",
 ]
 

@@ -139,7 +139,7 @@ class StreamEvent:
         response_id: str
         """The response being cancelled."""
         reason: str
-        """Why (an ``EndReason``: ``break``, ``deadline``, ``race_lost``...)."""
+        """Why (a ``StreamOutcome.Reason``: ``break``, ``deadline``, ``race_lost``...)."""
 
     @final
     @attrs.frozen(kw_only=True)

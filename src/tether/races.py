@@ -35,9 +35,7 @@ from __future__ import annotations
 from ._hedge_budgets import HedgeBudget as HedgeBudget
 from ._hedge_budgets import TokenBudget as TokenBudget
 from ._hedging import AdaptiveStagger as AdaptiveStagger
-from ._hedging import Trigger as Trigger
 from ._public import claim as _claim
-from ._race_records import AttemptState as AttemptState
 from ._race_records import RaceAttempt as RaceAttempt
 from ._race_records import RaceEvent as RaceEvent
 from ._race_records import RaceResult as RaceResult
@@ -46,14 +44,12 @@ from ._race_stream import RaceStream as RaceStream
 
 __all__ = [
     "AdaptiveStagger",
-    "AttemptState",
     "HedgeBudget",
     "RaceAttempt",
     "RaceEvent",
     "RaceResult",
     "RaceStream",
     "TokenBudget",
-    "Trigger",
     "WinCondition",
 ]
 
