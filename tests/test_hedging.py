@@ -16,7 +16,7 @@ from tests.support import settled
 from tether import adaptive, race
 from tether._quantile import P2Quantile
 from tether._race import Progress, launch_staggered
-from tether.races import HedgeBudget, RaceAttempt, TokenBudget
+from tether.races import RaceAttempt
 from tether.testing import EmulatedModel, Faults, ResponsesEmulator
 
 if TYPE_CHECKING:
@@ -201,7 +201,7 @@ def test_p2_refuses_a_quantile_out_of_range() -> None:
 )
 def test_budget_caps_hedges_at_the_ratio_of_primaries(ratio: float, ops: list[bool]) -> None:
     """Whatever the mix of primaries (True) and hedge requests (False), hedges <= ratio x primaries."""
-    budget = HedgeBudget(ratio)
+    budget = adaptive(budget=ratio).throttle
     for is_primary in ops:
         if is_primary:
             budget.on_primary()
@@ -211,7 +211,7 @@ def test_budget_caps_hedges_at_the_ratio_of_primaries(ratio: float, ops: list[bo
 
 
 def test_budget_grants_one_hedge_per_twenty_primaries_at_five_percent() -> None:
-    budget = HedgeBudget(0.05)
+    budget = adaptive(budget=0.05).throttle
     granted = 0
     for _ in range(200):
         budget.on_primary()
@@ -220,7 +220,7 @@ def test_budget_grants_one_hedge_per_twenty_primaries_at_five_percent() -> None:
 
 
 def test_budget_saves_at_most_max_tokens() -> None:
-    budget = HedgeBudget(0.5, max_tokens=3)
+    budget = adaptive(budget=0.5, max_tokens=3).throttle
     for _ in range(100):
         budget.on_primary()
     assert sum(budget.try_spend() for _ in range(10)) == 3
@@ -267,7 +267,7 @@ def test_losers_tokens_never_exceed_the_token_budget_of_the_winners_tokens(
 
 
 def test_token_budget_reserves_the_longest_answer_for_each_hedge() -> None:
-    budget = TokenBudget(0.05)
+    budget = adaptive(token_budget=0.05).cost
     assert budget.try_reserve() is None  # no answer seen: nothing to reserve against
     for _ in range(39):
         budget.on_won(20)  # 39 tokens of credit: one reservation of 20
@@ -277,7 +277,7 @@ def test_token_budget_reserves_the_longest_answer_for_each_hedge() -> None:
 
 
 def test_loser_is_charged_what_the_server_may_have_generated_while_it_was_stopped() -> None:
-    budget = TokenBudget(0.05)
+    budget = adaptive(token_budget=0.05).cost
     budget.on_won(20)
     assert budget.loser_cost(0, 0.001) == 20  # no rate known yet: a whole answer
     budget.on_won(20, seconds=0.01)  # 2,000 tokens a second

@@ -74,12 +74,9 @@ def _parts(annotation: object) -> frozenset[str]:
 
 ALIASES = {
     "Stagger": "float | AdaptiveStagger | None",
-    "Win": "WinCondition | Callable[[Response], bool] | Literal[...]",
+    "Win": "Callable[[Response], bool] | Literal[...]",
     "OnToolError": "Literal[...]",
     "float | Adaptive | None": "float | AdaptiveStagger | None",
-    "WinCondition | Callable[[Response], bool]": (
-        "WinCondition | Callable[[Response], bool] | Literal[...]"
-    ),
 }
 """Aliases spelled out, so that their parts say what they accept."""
 
@@ -135,7 +132,6 @@ KNOWN_PARTS = {
     "None",
     "Literal[...]",
     "AdaptiveStagger",
-    "WinCondition",
     "Callable[[Response], bool]",
     "Scope",
     "AsyncOpenAI",

@@ -9,7 +9,7 @@ stagger it waits for.
 per bucket (by default, per model; Jain and Chlamtac, 1985: five markers, constant memory)
 tracks the time to first token, and a token bucket caps the hedges at ``budget`` of the
 traffic (gRPC's hedging throttle: every race adds ``budget`` tokens, every hedge spends one).
-A second account, [`TokenBudget`][tether.races.TokenBudget], caps what the hedges *cost*:
+A second account, ``TokenBudget``, caps what the hedges *cost*:
 the output tokens of the losers, charged as each race settles, at ``token_budget`` of the
 winners' output tokens. The estimator is in ``_quantile.py``, the two accounts in
 ``_hedge_budgets.py``; this module holds the policy that joins them,
@@ -86,9 +86,14 @@ class AdaptiveStagger:
         self.key = key
         """``key(request)``: the bucket a request learns in and is staggered by."""
         self.throttle: HedgeBudget = HedgeBudget(budget, max_tokens)
-        """The token bucket: ``throttle.hedges``, ``throttle.primaries``, ``throttle.tokens``."""
+        """The extra-request account, a token bucket (gRPC's hedging throttle), to read:
+        ``throttle.hedges`` granted, ``throttle.refused``, ``throttle.primaries`` (races
+        started) and ``throttle.tokens`` saved (each race adds ``budget``, each hedge spends 1)."""
         self.cost: TokenBudget = TokenBudget(token_budget)
-        """The output-token account: ``cost.spent`` (losers) against ``cost.won`` (winners)."""
+        """The output-token account, to read: ``cost.won`` (the winners' output tokens),
+        ``cost.spent`` (the losers'), ``cost.held`` (reserved for hedges in flight),
+        ``cost.longest`` (the longest answer seen: one hedge's reservation) and
+        ``cost.refused``; ``cost.spent + cost.held <= token_budget * cost.won`` at all times."""
         self._sketches: dict[Bucket, P2Quantile] = {}
 
     def bucket(self, request: Mapping[str, Any]) -> Bucket:

@@ -35,8 +35,6 @@ __all__ = ["Contestant", "Progress", "Race", "Stagger", "launch_staggered", "pre
 
 
 def _win_condition(win: Win) -> WinCondition:
-    if isinstance(win, WinCondition):
-        return win
     if win == "first_completed":
         return first_completed
     if win == "first_token":
@@ -46,7 +44,7 @@ def _win_condition(win: Win) -> WinCondition:
     if callable(win):
         return WinCondition(getattr(win, "__name__", "predicate"), "completed", win)
     raise TypeError(
-        "win must be 'first_completed', 'first_token', a WinCondition or a "
+        "win must be 'first_completed', 'first_token' or a "
         f"Callable[[Response], bool], got {win!r}"
     )
 
@@ -119,7 +117,7 @@ async def race(
     client_or_scope: Scope | AsyncOpenAI,
     requests: Sequence[Mapping[str, Any]],
     *,
-    win: Win = first_completed,
+    win: Win = "first_completed",
     stagger: Stagger = None,
     grace: float | None = None,
     max_concurrency: int | None = None,
@@ -142,8 +140,7 @@ async def race(
             ``client=`` (race providers) and any [`guarded_stream`][tether.guarded_stream]
             option (``grace=``, ``first_token_timeout=``...).
         win: ``"first_completed"`` (default), ``"first_token"`` (the winner is then read to
-            completion), a [`WinCondition`][tether.races.WinCondition], or a
-            ``Callable[[Response], bool]``: a completed response it rejects is discarded and
+            completion), or a ``Callable[[Response], bool]``: a completed response it rejects is discarded and
             the race goes on.
         stagger: ``None``: start every attempt at once. Seconds: hedge, starting attempt
             *k + 1* only when attempt *k* failed or stayed silent (no token) that long; once

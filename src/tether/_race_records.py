@@ -29,16 +29,10 @@ if TYPE_CHECKING:
 class WinCondition:
     """When an attempt wins a race: at its first token, or on completion if a predicate agrees.
 
-    Pass ``win="first_completed"`` or ``win="first_token"``, a ``WinCondition`` of your own,
-    or a ``Callable[[Response], bool]``: it becomes
-    ``WinCondition(name=fn.__name__, decide_at="completed", predicate=fn)``.
-
-    Example:
-        ```python
-        long_enough = WinCondition("long_enough", "completed",
-                                   lambda r: len(r.output_text) > 200)
-        result = await tether.race(client, requests, win=long_enough)
-        ```
+    The race's own form of what users pass as ``win=``: ``"first_completed"``,
+    ``"first_token"``, or a ``Callable[[Response], bool]``, which becomes
+    ``WinCondition(name=fn.__name__, decide_at="completed", predicate=fn)``. Records show
+    its ``name`` (``RaceResult.win``).
     """
 
     name: str
@@ -61,9 +55,7 @@ first_completed: WinCondition = WinCondition("first_completed", "completed")
 first_token: WinCondition = WinCondition("first_token", "first_token")
 """The first attempt to produce an output token wins (the default of ``race_stream``)."""
 
-Win: TypeAlias = (
-    "WinCondition | Literal['first_completed', 'first_token'] | Callable[[Response], bool]"
-)
+Win: TypeAlias = "Literal['first_completed', 'first_token'] | Callable[[Response], bool]"
 """What ``win=`` accepts."""
 
 AttemptState = Literal[

@@ -9,7 +9,6 @@ import anyio
 
 from ._errors import RaceFailed
 from ._race import prepare_race
-from ._race_records import first_token
 from ._stream import TextDeltas
 
 if TYPE_CHECKING:
@@ -185,7 +184,7 @@ def race_stream(
     client_or_scope: Scope | AsyncOpenAI,
     requests: Sequence[Mapping[str, Any]],
     *,
-    win: Win = first_token,
+    win: Win = "first_token",
     stagger: Stagger = None,
     grace: float | None = None,
     max_concurrency: int | None = None,
@@ -202,9 +201,8 @@ def race_stream(
     Args:
         client_or_scope: An ``openai.AsyncOpenAI`` or a [`Scope`][tether.Scope].
         requests: ``responses.create`` kwargs, one dict per attempt (see ``race``).
-        win: ``"first_token"`` (default), ``"first_completed"``, a
-            [`WinCondition`][tether.races.WinCondition] or a predicate on the final
-            response (with the last two, the winner's events are all replayed).
+        win: ``"first_token"`` (default), ``"first_completed"`` or a predicate on the
+            final response (with the last two, the winner's events are all replayed).
         stagger: ``None``, seconds, or [`adaptive`][tether.adaptive] (see ``race``).
         grace: Seconds each server-side cancel may take (default: the scope's).
         max_concurrency: With a client: at most this many attempts in flight at once.

@@ -42,6 +42,8 @@ from typing import TYPE_CHECKING, Any, TypeAlias, final
 
 import attrs
 
+from ._validate import check_bool
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator
 
@@ -250,7 +252,7 @@ def observing(observer: Observer, *, process_wide: bool = False) -> Generator[No
         process_wide: Watch the whole process, not only this block's tasks.
 
     Raises:
-        TypeError: *observer* is not callable.
+        TypeError: *observer* is not callable, or *process_wide* not a bool.
 
     Example:
         ```python
@@ -264,7 +266,7 @@ def observing(observer: Observer, *, process_wide: bool = False) -> Generator[No
     """
     if not callable(observer):
         raise TypeError(f"observer must be callable, got {observer!r}")
-    if process_wide:
+    if check_bool("process_wide", process_wide):
         add_observer(observer)
         try:
             yield

@@ -32,25 +32,19 @@ Example:
 
 from __future__ import annotations
 
-from ._hedge_budgets import HedgeBudget as HedgeBudget
-from ._hedge_budgets import TokenBudget as TokenBudget
 from ._hedging import AdaptiveStagger as AdaptiveStagger
 from ._public import claim as _claim
 from ._race_records import RaceAttempt as RaceAttempt
 from ._race_records import RaceEvent as RaceEvent
 from ._race_records import RaceResult as RaceResult
-from ._race_records import WinCondition as WinCondition
 from ._race_stream import RaceStream as RaceStream
 
 __all__ = [
     "AdaptiveStagger",
-    "HedgeBudget",
     "RaceAttempt",
     "RaceEvent",
     "RaceResult",
     "RaceStream",
-    "TokenBudget",
-    "WinCondition",
 ]
 
 

@@ -280,8 +280,8 @@ def race(
             the async side).
         requests: ``responses.create`` kwargs, one dict per attempt; each may carry its own
             ``client=`` (another ``openai.OpenAI``) and any guarded-stream option.
-        win: ``"first_completed"`` (default), ``"first_token"``, a
-            [`WinCondition`][tether.races.WinCondition], or a ``Callable[[Response], bool]``.
+        win: ``"first_completed"`` (default), ``"first_token"``, or a
+            ``Callable[[Response], bool]``.
         stagger: ``None`` (all at once), seconds, or [`adaptive`][tether.adaptive].
         grace: Seconds each loser's server-side cancel may take (default 5).
         max_concurrency: With a bare client: at most this many attempts in flight at once.
