@@ -30,13 +30,13 @@ import attrs
 from anyio.lowlevel import checkpoint_if_cancelled
 
 from . import observe
-from ._agent_events import AgentEvent, AgentResult, AgentTurn, StopReason
+from ._agent_events import AgentEvent, AgentResult, AgentTurn, StopReason, ToolCall
 from ._agent_request import AgentRequest, OnToolError, check_agent_request
 from ._build import StreamOptions, build_guard
 from ._cancel import log
 from ._errors import fatal_in
 from ._scope import as_scope
-from ._tools import AgentContext, ToolCall
+from ._tools import AgentContext
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
@@ -321,7 +321,7 @@ async def run_agent(
             ``"report"`` sends ``{"error": "Type: message"}`` to the model as the tool's
             output, and goes on; ``"stop"`` cancels the turn's other calls and returns
             ``reason="tool_error"``; ``"raise"`` cancels them and raises the tool's
-            exception, unchanged. Every error is on its [`ToolCall`][tether.agents.ToolCall].
+            exception, unchanged. Every error is on its [`ToolCall`][tether.agents.AgentResult.ToolCall].
         raise_on_deadline: Do not stop early: let the scope's deadline cancel the loop, so
             that ``open_scope`` raises ``DeadlineExceeded`` (no result is returned).
         reserve: Seconds before the scope's deadline at which the loop stops (default: a

@@ -27,45 +27,12 @@ if TYPE_CHECKING:
     from openai.types.responses import Response, ResponseUsage
 
     from ._outcome import StreamOutcome
-    from ._tools import ToolCall
 
 
 StopReason = Literal[
     "completed", "incomplete", "deadline", "max_turns", "token_budget", "tool_error"
 ]
 """Why an agent's loop ended; public as ``AgentResult.Reason``."""
-
-
-@final
-@attrs.frozen(kw_only=True)
-class AgentTurn:
-    """One turn of an agent: a guarded response, then the function calls it asked for.
-
-    Example:
-        ```python
-        for turn in result.turns:
-            print(turn.index, turn.status, [call.name for call in turn.tool_calls])
-        ```
-    """
-
-    index: int
-    """1 for the first response, then 2, 3..."""
-    response_id: str | None
-    """The response's id (``None`` if it never got one)."""
-    status: str | None
-    """The response's last known status: ``completed``, or ``cancelled`` if the deadline
-    came while it streamed."""
-    outcome: StreamOutcome | None
-    """How its guarded stream ended (see [`StreamOutcome`][tether.StreamOutcome])."""
-    tool_calls: tuple[ToolCall, ...] = ()
-    """The function calls run for this turn, in the order the model made them. The calls of
-    a turn after which the loop stops (``max_turns``, ``token_budget``) are not run."""
-    usage: ResponseUsage | None = attrs.field(default=None, eq=False, repr=False)
-    """The response's token usage, when it completed."""
-    started_at: float = 0.0
-    """When the turn started (``anyio.current_time()``)."""
-    ended_at: float = 0.0
-    """When its last tool returned (or the turn was stopped)."""
 
 
 @final
@@ -94,12 +61,83 @@ class AgentResult:
     - ``tool_error``: a tool raised, with ``on_tool_error="stop"``.
     """
 
+    @final
+    @attrs.frozen(kw_only=True)
+    class ToolCall:
+        """One function call the model made, and what became of it (``turn.tool_calls``,
+        ``result.tool_calls``).
+
+        Example:
+            ```python
+            for call in result.tool_calls:
+                print(call.name, call.arguments, call.output or call.error, f"{call.duration:.2f}s")
+            ```
+        """
+
+        name: str
+        """The function the model called."""
+        call_id: str
+        """The model's ``call_id`` for it."""
+        arguments: str
+        """The arguments, as the JSON string the model sent."""
+        output: str | None = None
+        """What was sent back to the model: the tool's result (a string, or JSON), or with
+        ``on_tool_error="report"`` the error as ``{"error": "..."}``; ``None`` if nothing was sent."""
+        error: str | None = None
+        """``"ExceptionType: message"`` if the tool raised (or its arguments did not validate)."""
+        exception: Exception | None = attrs.field(default=None, eq=False, repr=False)
+        """The exception the tool raised, if any."""
+        cancelled: bool = False
+        """Whether the call was cancelled before it returned (the deadline, a sibling's error, or
+        an enclosing cancel scope)."""
+        started_at: float = 0.0
+        """When the call started (``anyio.current_time()``)."""
+        ended_at: float = 0.0
+        """When it returned, raised or was cancelled."""
+
+        @property
+        def duration(self) -> float:
+            """Seconds the call ran."""
+            return self.ended_at - self.started_at
+
+    @final
+    @attrs.frozen(kw_only=True)
+    class Turn:
+        """One turn of an agent (``result.turns``): a guarded response, then the function calls it
+        asked for.
+
+        Example:
+            ```python
+            for turn in result.turns:
+                print(turn.index, turn.status, [call.name for call in turn.tool_calls])
+            ```
+        """
+
+        index: int
+        """1 for the first response, then 2, 3..."""
+        response_id: str | None
+        """The response's id (``None`` if it never got one)."""
+        status: str | None
+        """The response's last known status: ``completed``, or ``cancelled`` if the deadline
+        came while it streamed."""
+        outcome: StreamOutcome | None
+        """How its guarded stream ended (see [`StreamOutcome`][tether.StreamOutcome])."""
+        tool_calls: tuple[AgentResult.ToolCall, ...] = ()
+        """The function calls run for this turn, in the order the model made them. The calls of
+        a turn after which the loop stops (``max_turns``, ``token_budget``) are not run."""
+        usage: ResponseUsage | None = attrs.field(default=None, eq=False, repr=False)
+        """The response's token usage, when it completed."""
+        started_at: float = 0.0
+        """When the turn started (``anyio.current_time()``)."""
+        ended_at: float = 0.0
+        """When its last tool returned (or the turn was stopped)."""
+
     reason: StopReason
     """Why the loop ended (see [`AgentResult.Reason`][tether.agents.AgentResult.Reason])."""
     output_text: str
     """The text of the last completed response: the answer when ``reason`` is
     ``completed``; often empty otherwise (a turn that called tools)."""
-    turns: tuple[AgentTurn, ...]
+    turns: tuple[AgentResult.Turn, ...]
     """Every turn, in order, the one interrupted by the deadline included."""
     final_response: Response | None = attrs.field(default=None, eq=False, repr=False)
     """The last completed response (``None`` if none completed)."""
@@ -112,7 +150,7 @@ class AgentResult:
     mid-stream reports no usage and is not counted."""
 
     @property
-    def tool_calls(self) -> tuple[ToolCall, ...]:
+    def tool_calls(self) -> tuple[AgentResult.ToolCall, ...]:
         """Every function call of every turn, in order."""
         return tuple(call for turn in self.turns for call in turn.tool_calls)
 
@@ -213,7 +251,7 @@ class AgentEvent:
 
         id: int
         """The turn's id in events."""
-        turn: AgentTurn = attrs.field(eq=False)
+        turn: AgentResult.Turn = attrs.field(eq=False)
         """Its record, as in ``AgentResult.turns``."""
 
     @final
@@ -251,5 +289,11 @@ class AgentEvent:
 
         id: int
         """The call's id in events."""
-        call: ToolCall = attrs.field(eq=False)
+        call: AgentResult.ToolCall = attrs.field(eq=False)
         """Its record, as in ``AgentTurn.tool_calls``."""
+
+
+AgentTurn = AgentResult.Turn
+"""Inside tether: one turn's record (public as ``AgentResult.Turn``)."""
+ToolCall = AgentResult.ToolCall
+"""Inside tether: one function call's record (public as ``AgentResult.ToolCall``)."""

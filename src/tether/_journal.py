@@ -37,7 +37,6 @@ __all__ = [
     "Journal",
     "JournalEntry",
     "JournalError",
-    "Owner",
     "close_if_opened",
     "default_journal_path",
     "open_journal",
@@ -64,40 +63,6 @@ class JournalError(TetherError):
 
 @final
 @attrs.frozen(kw_only=True)
-class Owner:
-    """Who holds a journal's entries: one journal object, in one process, on one host.
-
-    Example:
-        ```python
-        print(journal.owner.host, journal.owner.pid, journal.owner.instance)
-        ```
-    """
-
-    host: str
-    """``socket.gethostname()`` of the owner."""
-    pid: int
-    """The owner's process id."""
-    instance: str
-    """A random id, new for every journal object (a pid can be reused; this cannot)."""
-    process: str | None = None
-    """Which process *pid* is, on Linux: ``BOOT/PIDNS/START`` (the kernel's boot id, the pid
-    namespace, the process's start time in clock ticks), so that a reaper in the same kernel
-    and namespace can tell a dead owner (or a reused pid) at once; ``None`` elsewhere."""
-
-    @classmethod
-    def here(cls) -> Owner:
-        """A new owner for this process."""
-        pid = os.getpid()
-        return cls(
-            host=socket.gethostname(),
-            pid=pid,
-            instance=uuid.uuid4().hex,
-            process=process_identity(pid),
-        )
-
-
-@final
-@attrs.frozen(kw_only=True)
 class JournalEntry:
     """One response an owner started and has not yet seen stop.
 
@@ -107,6 +72,41 @@ class JournalEntry:
             print(entry.key, entry.response_id or "(no id yet)", entry.host, entry.alive)
         ```
     """
+
+    @final
+    @attrs.frozen(kw_only=True)
+    class Owner:
+        """Who holds a journal's entries: one journal object, in one process, on one host
+        (``journal.owner``). An entry names its owner by the same facts: ``host``, ``pid``,
+        ``owner`` (the instance) and ``owner_process``.
+
+        Example:
+            ```python
+            print(journal.owner.host, journal.owner.pid, journal.owner.instance)
+            ```
+        """
+
+        host: str
+        """``socket.gethostname()`` of the owner."""
+        pid: int
+        """The owner's process id."""
+        instance: str
+        """A random id, new for every journal object (a pid can be reused; this cannot)."""
+        process: str | None = None
+        """Which process *pid* is, on Linux: ``BOOT/PIDNS/START`` (the kernel's boot id, the pid
+        namespace, the process's start time in clock ticks), so that a reaper in the same kernel
+        and namespace can tell a dead owner (or a reused pid) at once; ``None`` elsewhere."""
+
+        @classmethod
+        def here(cls) -> JournalEntry.Owner:
+            """A new owner for this process."""
+            pid = os.getpid()
+            return cls(
+                host=socket.gethostname(),
+                pid=pid,
+                instance=uuid.uuid4().hex,
+                process=process_identity(pid),
+            )
 
     intent: str
     """A random id, recorded before the request was sent."""
@@ -123,7 +123,7 @@ class JournalEntry:
     pid: int
     """The owner's process."""
     owner: str
-    """The owner's instance id ([`Owner.instance`][tether.journal.Owner.instance])."""
+    """The owner's instance id ([`Owner.instance`][tether.journal.JournalEntry.Owner.instance])."""
     created_at: float
     """Wall-clock time (``time.time()``) of the intent."""
     alive: bool
@@ -132,7 +132,7 @@ class JournalEntry:
     """Wall-clock time (``time.time()``) the owner's lease runs out, if it is current (a
     reading, renewed by every heartbeat: not part of the entry's equality)."""
     owner_process: str | None = None
-    """The owner's [`Owner.process`][tether.journal.Owner.process], if its store recorded it."""
+    """The owner's [`Owner.process`][tether.journal.JournalEntry.Owner.process], if its store recorded it."""
 
 
 @runtime_checkable
@@ -158,7 +158,7 @@ class Journal(Protocol):
 
     lease: float
     """Seconds the owner's lease lasts without a renewal."""
-    owner: Owner
+    owner: JournalEntry.Owner
     """Who this journal object writes entries as."""
 
     async def intend(

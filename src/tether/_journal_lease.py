@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import anyio
 import attrs
 
-from ._journal import DEFAULT_LEASE, JournalEntry, Owner
+from ._journal import DEFAULT_LEASE, JournalEntry
 from ._journal_bound import within
 from ._validate import check_positive
 
@@ -57,7 +57,7 @@ class LeasedJournal:
             raise ValueError(f"lease must be finite, got {lease!r}")
         self.timeout: float = check_positive("timeout", timeout)
         """Seconds each call to the store may take (a socket, statement or lock timeout)."""
-        self.owner: Owner = Owner.here()
+        self.owner: JournalEntry.Owner = JournalEntry.Owner.here()
         """Who this journal object writes its entries as."""
         # intent -> entry: this owner's live entries, as written (read by store threads too)
         self._held: dict[str, JournalEntry] = {}

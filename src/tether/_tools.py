@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
     from ._scope import Scope
 
-__all__ = ["AgentContext", "AgentTool", "ToolCall", "agent_tool", "check_tools"]
+__all__ = ["AgentContext", "AgentTool", "agent_tool", "check_tools"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -70,45 +70,6 @@ class AgentContext:
     def remaining(self) -> float:
         """Seconds before the agent's budget ends and running tools are cancelled (``inf`` if none)."""
         return max(0.0, self.deadline - anyio.current_time())
-
-
-@final
-@attrs.frozen(kw_only=True)
-class ToolCall:
-    """One function call the model made, and what became of it.
-
-    Example:
-        ```python
-        for call in result.tool_calls:
-            print(call.name, call.arguments, call.output or call.error, f"{call.duration:.2f}s")
-        ```
-    """
-
-    name: str
-    """The function the model called."""
-    call_id: str
-    """The model's ``call_id`` for it."""
-    arguments: str
-    """The arguments, as the JSON string the model sent."""
-    output: str | None = None
-    """What was sent back to the model: the tool's result (a string, or JSON), or with
-    ``on_tool_error="report"`` the error as ``{"error": "..."}``; ``None`` if nothing was sent."""
-    error: str | None = None
-    """``"ExceptionType: message"`` if the tool raised (or its arguments did not validate)."""
-    exception: Exception | None = attrs.field(default=None, eq=False, repr=False)
-    """The exception the tool raised, if any."""
-    cancelled: bool = False
-    """Whether the call was cancelled before it returned (the deadline, a sibling's error, or
-    an enclosing cancel scope)."""
-    started_at: float = 0.0
-    """When the call started (``anyio.current_time()``)."""
-    ended_at: float = 0.0
-    """When it returned, raised or was cancelled."""
-
-    @property
-    def duration(self) -> float:
-        """Seconds the call ran."""
-        return self.ended_at - self.started_at
 
 
 @final

@@ -1,8 +1,8 @@
 """Agents: the records of [`run_agent`][tether.run_agent] and the events it tells observers.
 
 [`tether.run_agent`][tether.run_agent] and [`tether.agent_tool`][tether.agent_tool] are in ``tether``;
-this module holds their records (``AgentResult``, ``AgentTurn``, ``ToolCall``, ``AgentTool``,
-``AgentContext``) and the events an agent emits to ``tether.observe``
+this module holds their records (``AgentResult``, with its ``AgentResult.Turn`` and
+``AgentResult.ToolCall``, ``AgentTool``, ``AgentContext``) and the events an agent emits to ``tether.observe``
 observers, all nested in [`AgentEvent`][tether.agents.AgentEvent], in this order:
 
 - ``Started(id, parent, model, tools, max_turns)``;
@@ -29,19 +29,15 @@ from __future__ import annotations
 
 from ._agent_events import AgentEvent as AgentEvent
 from ._agent_events import AgentResult as AgentResult
-from ._agent_events import AgentTurn as AgentTurn
 from ._public import claim as _claim
 from ._tools import AgentContext as AgentContext
 from ._tools import AgentTool as AgentTool
-from ._tools import ToolCall as ToolCall
 
 __all__ = [
     "AgentContext",
     "AgentEvent",
     "AgentResult",
     "AgentTool",
-    "AgentTurn",
-    "ToolCall",
 ]
 
 

@@ -20,14 +20,12 @@ from ._fleet import CancelRequestReport as CancelRequestReport
 from ._fleet import ReapReport as ReapReport
 from ._journal import Journal as Journal
 from ._journal import JournalEntry as JournalEntry
-from ._journal import Owner as Owner
 from ._public import claim as _claim
 
 __all__ = [
     "CancelRequestReport",
     "Journal",
     "JournalEntry",
-    "Owner",
     "ReapReport",
 ]
 
