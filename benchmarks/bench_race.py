@@ -41,7 +41,7 @@ import openai
 from _orphans import still_generating
 from tether import adaptive, guarded_stream, open_scope, race
 from tether.races import AdaptiveStagger
-from tether.testing import EmulatedModel, Faults, Lognormal, ResponsesEmulator
+from tether.testing import EmulatedModel, Faults, ResponsesEmulator
 
 ROOT = Path(__file__).resolve().parent.parent
 LOSERS = 100
@@ -273,7 +273,9 @@ def served(delay: float) -> Iterator[tuple[str, int]]:
 
 def tail_model() -> EmulatedModel:
     return EmulatedModel(
-        tokens_per_s=2000.0, length=LENGTH, latency=Lognormal(median=MEDIAN, sigma=SIGMA)
+        tokens_per_s=2000.0,
+        length=LENGTH,
+        latency=EmulatedModel.Lognormal(median=MEDIAN, sigma=SIGMA),
     )
 
 

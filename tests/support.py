@@ -18,8 +18,7 @@ if TYPE_CHECKING:
 
     import tether
     import tether.sync
-    from tether.testing import ResponsesEmulator
-    from tether.testing._ledger import ResponseRecord
+    from tether.testing import Ledger, ResponsesEmulator
 
 WATCHDOG = 10.0
 """Seconds a "does not hang" scenario may take before the test calls it a hang."""
@@ -64,14 +63,14 @@ def read_deltas_sync(stream: tether.sync.GuardedStream, n: int) -> None:
 # ------------------------------------------------------------------ the server side
 
 
-async def settled(emulator: ResponsesEmulator, response_id: str | None) -> ResponseRecord:
+async def settled(emulator: ResponsesEmulator, response_id: str | None) -> Ledger.Record:
     """Wait until the emulator stopped generating *response_id*, and return its record."""
     assert response_id is not None
     await emulator.wait_for(lambda ledger: not ledger[response_id].generating)
     return emulator.ledger[response_id]
 
 
-def settled_sync(emulator: ResponsesEmulator, response_id: str | None) -> ResponseRecord:
+def settled_sync(emulator: ResponsesEmulator, response_id: str | None) -> Ledger.Record:
     """`settled` for synchronous tests (blocks the calling thread)."""
     assert response_id is not None
     emulator.wait_for_sync(lambda ledger: not ledger[response_id].generating)

@@ -21,7 +21,7 @@ import pytest
 import tether.testing
 from tests._http import httpx2
 from tether._compat import STREAM_CONNECTION_ERRORS
-from tether.testing import EmulatedModel, Faults, Ledger, Lognormal, ResponsesEmulator
+from tether.testing import EmulatedModel, Faults, Ledger, ResponsesEmulator
 
 ENDLESS = EmulatedModel(ttft=0.0, tokens_per_s=400.0, length=100_000)  # runs until stopped
 FAST = EmulatedModel(ttft=0.0, tokens_per_s=5000.0, length=20)
@@ -359,7 +359,9 @@ def test_wait_for_sync_returns_once_the_response_completes(emu: ResponsesEmulato
 
 def test_same_seed_gives_the_same_text_and_ids() -> None:
     """Ids, lorem text and latency draws depend on the seed only."""
-    model = EmulatedModel(ttft=0.0, tokens_per_s=5000.0, length=15, latency=Lognormal(median=0.001))
+    model = EmulatedModel(
+        ttft=0.0, tokens_per_s=5000.0, length=15, latency=EmulatedModel.Lognormal(median=0.001)
+    )
 
     def run(seed: int) -> tuple[str, str]:
         with ResponsesEmulator(models={"m": model}, seed=seed) as emu, emu.client() as client:

@@ -1,8 +1,10 @@
 """The two accounts a hedge must be granted by: extra requests and extra output tokens.
 
-[`HedgeBudget`][tether.races.HedgeBudget] is gRPC's hedging throttle, a token bucket that
+`HedgeBudget` (read as
+[`AdaptiveStagger.throttle`][tether.races.AdaptiveStagger.throttle]) is gRPC's hedging throttle, a token bucket that
 caps the hedges at a fraction of the races (every race adds ``ratio`` tokens, every hedge
-spends one). [`TokenBudget`][tether.races.TokenBudget] caps what the hedges *cost*: the
+spends one). `TokenBudget` (read as
+[`AdaptiveStagger.cost`][tether.races.AdaptiveStagger.cost]) caps what the hedges *cost*: the
 output tokens of the losers, charged as each race settles, at a fraction of the winners'
 output tokens. Both are pure bookkeeping (no I/O, no clock); the adaptive stagger
 (``_hedging.py``) asks them for every hedge.

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from tether.testing import ResponsesEmulator
-    from tether.testing._ledger import Ledger, ResponseRecord
+    from tether.testing._ledger import Ledger
 
 __all__ = [
     "emulated_async_client",
@@ -75,7 +75,7 @@ def _check_on(config: pytest.Config) -> bool:
         return False
 
 
-def _settling(record: ResponseRecord) -> bool:
+def _settling(record: Ledger.Record) -> bool:
     """Whether a generating response is about to stop by itself.
 
     A client still connected is about to see its connection closed (the test is over);
@@ -92,7 +92,7 @@ def _settled(ledger: Ledger) -> bool:
     return ledger.cancels_in_flight == 0 and not any(_settling(r) for r in ledger)
 
 
-def _describe(record: ResponseRecord) -> str:
+def _describe(record: Ledger.Record) -> str:
     kind = "background" if record.background else "foreground"
     return (
         f"{record.id} (model {record.model!r}, {record.status}, {kind}, "

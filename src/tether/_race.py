@@ -44,8 +44,7 @@ def _win_condition(win: Win) -> WinCondition:
     if callable(win):
         return WinCondition(getattr(win, "__name__", "predicate"), "completed", win)
     raise TypeError(
-        "win must be 'first_completed', 'first_token' or a "
-        f"Callable[[Response], bool], got {win!r}"
+        f"win must be 'first_completed', 'first_token' or a Callable[[Response], bool], got {win!r}"
     )
 
 

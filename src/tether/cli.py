@@ -47,23 +47,23 @@ def demo_models() -> dict[str, EmulatedModel]:
             ...
         ```
     """
-    from .testing import EmulatedModel, Lognormal
+    from .testing import EmulatedModel
 
     return {
         "gpt-5": EmulatedModel(
-            tokens_per_s=140.0, length=120, latency=Lognormal(median=0.3, sigma=0.9)
+            tokens_per_s=140.0, length=120, latency=EmulatedModel.Lognormal(median=0.3, sigma=0.9)
         ),
         "gpt-5-mini": EmulatedModel(
-            tokens_per_s=160.0, length=100, latency=Lognormal(median=0.2, sigma=0.8)
+            tokens_per_s=160.0, length=100, latency=EmulatedModel.Lognormal(median=0.2, sigma=0.8)
         ),
         "gpt-5-nano": EmulatedModel(
-            tokens_per_s=220.0, length=90, latency=Lognormal(median=0.15, sigma=1.1)
+            tokens_per_s=220.0, length=90, latency=EmulatedModel.Lognormal(median=0.15, sigma=1.1)
         ),
         "o4-mini": EmulatedModel(
-            tokens_per_s=260.0, length=80, latency=Lognormal(median=0.5, sigma=0.6)
+            tokens_per_s=260.0, length=80, latency=EmulatedModel.Lognormal(median=0.5, sigma=0.6)
         ),
         "gpt-5.4": EmulatedModel(
-            tokens_per_s=120.0, length=110, latency=Lognormal(median=0.25, sigma=1.0)
+            tokens_per_s=120.0, length=110, latency=EmulatedModel.Lognormal(median=0.25, sigma=1.0)
         ),
     }
 

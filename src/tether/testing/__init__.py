@@ -21,13 +21,10 @@ from __future__ import annotations
 
 from .._public import claim as _claim
 from . import _extra  # noqa: F401  # pyright: ignore[reportUnusedImport]  # first: the install hint
-from ._hold import Hold as Hold
 from ._ledger import Ledger as Ledger
-from ._ledger import ResponseRecord as ResponseRecord
 from ._models import EmulatedModel as EmulatedModel
 from ._models import Faults as Faults
 from ._models import FunctionCall as FunctionCall
-from ._models import Lognormal as Lognormal
 from ._models import Turn as Turn
 from ._server import ResponsesEmulator as ResponsesEmulator
 
@@ -35,10 +32,7 @@ __all__ = [
     "EmulatedModel",
     "Faults",
     "FunctionCall",
-    "Hold",
     "Ledger",
-    "Lognormal",
-    "ResponseRecord",
     "ResponsesEmulator",
     "Turn",
 ]

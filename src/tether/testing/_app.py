@@ -20,7 +20,7 @@ from starlette.routing import Route
 
 from ._event_stream import EventStream, until_disconnected
 from ._generate import generate
-from ._ledger import ResponseRecord
+from ._ledger import Ledger
 from ._models import split_tokens
 from ._request_body import (
     bool_param,
@@ -214,7 +214,7 @@ class EmulatorApp:
         index = self._response_counts.get(model_name, 0)
         self._response_counts[model_name] = index + 1
         rng = random.Random(f"{self.seed}:{model_name}:{index}")
-        record = ResponseRecord(
+        record = Ledger.Record(
             id=self._new_id("resp"),
             model=model_name,
             background=bool(body.get("background")),

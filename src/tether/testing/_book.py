@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Protocol, final
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from ._ledger import ResponseRecord
+    from ._ledger import Ledger
 
 __all__ = ["LedgerBook"]
 
@@ -73,7 +73,7 @@ class LedgerBook:
 
     def __init__(self) -> None:
         self.lock: threading.Lock = threading.Lock()
-        self.records: dict[str, ResponseRecord] = {}
+        self.records: dict[str, Ledger.Record] = {}
         self._waiters: list[_Waiter] = []
         self.request_count: int = 0
         self.cancel_requests: int = 0
@@ -82,7 +82,7 @@ class LedgerBook:
 
     # --- written by the server thread -------------------------------------------------
 
-    def add(self, record: ResponseRecord) -> None:
+    def add(self, record: Ledger.Record) -> None:
         """Record a new response."""
         with self.lock:
             self.records[record.id] = record

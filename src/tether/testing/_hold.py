@@ -3,19 +3,17 @@
 `ResponsesEmulator.hold("created")` keeps new responses from sending
 `response.created`; `hold("cancel")` parks cancel requests. Tests use them to put the
 client exactly in the window they want to exercise (a cancel while the response id is
-unknown; many cancels in flight at once), with no sleeps.
+unknown; many cancels in flight at once), with no sleeps. The hold it returns,
+`ResponsesEmulator.Hold` (in `_server.py`), holds one of the `Gate`s defined here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from typing import TYPE_CHECKING, Literal, final
+from typing import Literal
 
-if TYPE_CHECKING:
-    from types import TracebackType
-
-__all__ = ["Gate", "Hold", "HoldPoint"]
+__all__ = ["Gate", "HoldPoint"]
 
 HoldPoint = Literal["created", "cancel"]
 
@@ -75,63 +73,3 @@ class Gate:
             future = asyncio.get_running_loop().create_future()
             self._waiters.append(future)
         await future
-
-
-@final
-class Hold:
-    """An active hold on one point of the protocol; release it to let requests go on.
-
-    Returned by [`ResponsesEmulator.hold`][tether.testing.ResponsesEmulator.hold]. Use it
-    as a context manager to release it on exit. Releasing twice is harmless.
-
-    Example:
-        >>> def cancels_park(emu: ResponsesEmulator) -> None:  # doctest: +SKIP
-        ...     with emu.hold("cancel"):
-        ...         ...  # cancel requests sent here wait until the block exits
-    """
-
-    def __init__(self, gate: Gate, point: HoldPoint) -> None:
-        self._gate = gate
-        self._released = False
-        self._lock = threading.Lock()
-        self.point: HoldPoint = point
-        """Where requests park: `"created"` or `"cancel"`."""
-        gate.acquire()
-
-    @property
-    def active(self) -> bool:
-        """True until `release()` is called.
-
-        Example:
-            >>> def is_on(hold: Hold) -> bool:
-            ...     return hold.active
-        """
-        return not self._released
-
-    def release(self) -> None:
-        """Let every request parked by this hold go on (unless another hold remains).
-
-        Example:
-            >>> def let_go(hold: Hold) -> None:
-            ...     hold.release()
-        """
-        with self._lock:
-            if self._released:
-                return
-            self._released = True
-        self._gate.release()
-
-    def __enter__(self) -> Hold:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release()
-
-    def __repr__(self) -> str:
-        state = "active" if self.active else "released"
-        return f"<Hold {self.point!r} {state}>"

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     import random
     from collections.abc import Iterable
 
-__all__ = ["EmulatedModel", "Faults", "FunctionCall", "Lognormal", "Turn"]
+__all__ = ["EmulatedModel", "Faults", "FunctionCall", "Turn"]
 
 _LOREM = [
     "lorem",
@@ -109,36 +109,6 @@ def _positive(_inst: object, attribute: attrs.Attribute[Any], value: float) -> N
 
 @final
 @attrs.frozen(kw_only=True)
-class Lognormal:
-    """A heavy-tailed delay distribution: `median * exp(sigma * N(0, 1))`.
-
-    Real time-to-first-token is not constant: most requests are quick and a few are very
-    slow. This is the tail that hedging (`tether.race(..., stagger=...)`) is for.
-
-    Example:
-        >>> EmulatedModel(latency=Lognormal(median=0.3, sigma=0.8))  # doctest: +ELLIPSIS
-        EmulatedModel(...)
-    """
-
-    median: float = attrs.field(validator=_positive)
-    """The median delay, in seconds."""
-
-    sigma: float = attrs.field(default=0.5, validator=_non_negative)
-    """The standard deviation of the underlying normal: 0 is constant, 1 is a long tail."""
-
-    def sample(self, rng: random.Random) -> float:
-        """Draw one delay, in seconds, from `rng`.
-
-        Example:
-            >>> import random
-            >>> round(Lognormal(median=1.0, sigma=0.0).sample(random.Random(0)), 3)
-            1.0
-        """
-        return self.median * math.exp(self.sigma * rng.gauss(0.0, 1.0))
-
-
-@final
-@attrs.frozen(kw_only=True)
 class Faults:
     """How the emulated server misbehaves for one model.
 
@@ -188,7 +158,7 @@ class Faults:
     """Best-effort cancel, as the live API's: a cancel answers 200 with status
     `cancelled` (and `usage: null`), yet the response goes on for this many more output
     tokens, whose events still reach its streams, then ends as `cancel_best_effort_status`
-    says. The ledger keeps what really happened (`ResponseRecord.cancel_reported_status`,
+    says. The ledger keeps what really happened (`Ledger.Record.cancel_reported_status`,
     `status`, `tokens_after_cancel`). None: cancels stop the response at once."""
 
     cancel_best_effort_status: Literal["completed", "cancelled"] = "completed"
@@ -218,7 +188,8 @@ class EmulatedModel:
             keeping its leading spaces. Without it the output is lorem-style words drawn
             from the emulator's seeded RNG.
         latency: When set, the time to first token is drawn per response from this
-            distribution instead of `ttft`.
+            distribution (an [`EmulatedModel.Lognormal`][tether.testing.EmulatedModel.Lognormal])
+            instead of `ttft`.
         faults: How the server misbehaves for this model.
         script: Scripted turns of a function-calling conversation (see `turn`).
 
@@ -233,6 +204,36 @@ class EmulatedModel:
         ['Hello', ' world']
     """
 
+    @final
+    @attrs.frozen(kw_only=True)
+    class Lognormal:
+        """A heavy-tailed delay distribution: `median * exp(sigma * N(0, 1))`.
+
+        Real time-to-first-token is not constant: most requests are quick and a few are very
+        slow. This is the tail that hedging (`tether.race(..., stagger=...)`) is for.
+
+        Example:
+            >>> EmulatedModel(latency=EmulatedModel.Lognormal(median=0.3))  # doctest: +ELLIPSIS
+            EmulatedModel(...)
+        """
+
+        median: float = attrs.field(validator=_positive)
+        """The median delay, in seconds."""
+
+        sigma: float = attrs.field(default=0.5, validator=_non_negative)
+        """The standard deviation of the underlying normal: 0 is constant, 1 is a long tail."""
+
+        def sample(self, rng: random.Random) -> float:
+            """Draw one delay, in seconds, from `rng`.
+
+            Example:
+                >>> import random
+                >>> lognormal = EmulatedModel.Lognormal(median=1.0, sigma=0.0)
+                >>> round(lognormal.sample(random.Random(0)), 3)
+                1.0
+            """
+            return self.median * math.exp(self.sigma * rng.gauss(0.0, 1.0))
+
     ttft: float = attrs.field(default=0.05, validator=_non_negative)
     """Seconds to the first output token."""
 
@@ -245,7 +246,7 @@ class EmulatedModel:
     text: str | None = None
     """The exact output text, or None for seeded lorem-style words."""
 
-    latency: Lognormal | None = None
+    latency: EmulatedModel.Lognormal | None = None
     """A per-response time-to-first-token distribution, or None for a constant `ttft`."""
 
     faults: Faults = Faults()
@@ -323,11 +324,17 @@ class EmulatedModel:
         """
         return {
             "gpt-5": cls(
-                ttft=0.4, tokens_per_s=60.0, length=120, latency=Lognormal(median=0.4, sigma=0.9)
+                ttft=0.4,
+                tokens_per_s=60.0,
+                length=120,
+                latency=cls.Lognormal(median=0.4, sigma=0.9),
             ),
             "gpt-5.4": cls(ttft=0.3, tokens_per_s=90.0, length=100),
             "gpt-5-mini": cls(
-                ttft=0.15, tokens_per_s=150.0, length=80, latency=Lognormal(median=0.15, sigma=0.4)
+                ttft=0.15,
+                tokens_per_s=150.0,
+                length=80,
+                latency=cls.Lognormal(median=0.15, sigma=0.4),
             ),
             "gpt-5-nano": cls(ttft=0.05, tokens_per_s=300.0, length=40),
             "o4-mini": cls(ttft=1.5, tokens_per_s=120.0, length=60),

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     import anyio
 
     from ._book import LedgerBook
-    from ._ledger import ResponseRecord
+    from ._ledger import Ledger
     from ._models import EmulatedModel, FunctionCall
 
 __all__ = ["TERMINAL", "Call", "Run"]
@@ -60,7 +60,7 @@ class Run:
     def __init__(
         self,
         *,
-        record: ResponseRecord,
+        record: Ledger.Record,
         model: EmulatedModel,
         tokens: list[str],
         first_token_delay: float,

@@ -16,7 +16,7 @@ import anyio
 from ._app import EmulatorApp
 from ._book import LedgerBook
 from ._clients import API_KEY, http_client_for, wants_http2
-from ._hold import Gate, Hold, HoldPoint
+from ._hold import Gate, HoldPoint
 from ._http_servers import check_host, listening_socket, quiet_uvicorn
 from ._ledger import Ledger
 from ._models import EmulatedModel
@@ -24,7 +24,6 @@ from ._server_thread import ServerThread
 
 if TYPE_CHECKING:
     from collections.abc import Callable, MutableMapping
-    from types import TracebackType
 
     import openai
 
@@ -220,7 +219,7 @@ class ResponsesEmulator:
         """
         self._book.wait_for_sync(lambda: predicate(self.ledger), timeout)
 
-    def hold(self, point: HoldPoint) -> Hold:
+    def hold(self, point: HoldPoint) -> ResponsesEmulator.Hold:
         """Park requests at `point` until the returned hold is released.
 
         `"created"`: new responses are recorded in the ledger but send no
@@ -237,7 +236,61 @@ class ResponsesEmulator:
         """
         if point not in self._gates:
             raise ValueError(f"point must be 'created' or 'cancel', got {point!r}")
-        return Hold(self._gates[point], point)
+        return ResponsesEmulator.Hold(self._gates[point], point)
+
+    @final
+    class Hold:
+        """An active hold on one point of the protocol; release it to let requests go on.
+
+        Returned by [`ResponsesEmulator.hold`][tether.testing.ResponsesEmulator.hold]. Use it
+        as a context manager to release it on exit. Releasing twice is harmless.
+
+        Example:
+            >>> def cancels_park(emu: ResponsesEmulator) -> None:
+            ...     with emu.hold("cancel"):
+            ...         ...  # cancel requests sent here wait until the block exits
+        """
+
+        def __init__(self, gate: Gate, point: HoldPoint) -> None:
+            self._gate = gate
+            self._released = False
+            self._lock = threading.Lock()
+            self.point: HoldPoint = point
+            """Where requests park: `"created"` or `"cancel"`."""
+            gate.acquire()
+
+        @property
+        def active(self) -> bool:
+            """True until `release()` is called.
+
+            Example:
+                >>> def is_on(hold: ResponsesEmulator.Hold) -> bool:
+                ...     return hold.active
+            """
+            return not self._released
+
+        def release(self) -> None:
+            """Let every request parked by this hold go on (unless another hold remains).
+
+            Example:
+                >>> def let_go(hold: ResponsesEmulator.Hold) -> None:
+                ...     hold.release()
+            """
+            with self._lock:
+                if self._released:
+                    return
+                self._released = True
+            self._gate.release()
+
+        def __enter__(self) -> ResponsesEmulator.Hold:
+            return self
+
+        def __exit__(self, *exc_info: object) -> None:
+            self.release()
+
+        def __repr__(self) -> str:
+            state = "active" if self.active else "released"
+            return f"<Hold {self.point!r} {state}>"
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -286,24 +339,14 @@ class ResponsesEmulator:
         self.start()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
     async def __aenter__(self) -> ResponsesEmulator:
         await anyio.to_thread.run_sync(self.start)
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await anyio.to_thread.run_sync(self.stop)
 
     def __repr__(self) -> str:
