@@ -1,13 +1,13 @@
 """The two accounts a hedge must be granted by: extra requests and extra output tokens.
 
-`HedgeBudget` (read as
-[`AdaptiveStagger.throttle`][tether.races.AdaptiveStagger.throttle]) is gRPC's hedging throttle, a token bucket that
-caps the hedges at a fraction of the races (every race adds ``ratio`` tokens, every hedge
-spends one). `TokenBudget` (read as
-[`AdaptiveStagger.cost`][tether.races.AdaptiveStagger.cost]) caps what the hedges *cost*: the
-output tokens of the losers, charged as each race settles, at a fraction of the winners'
-output tokens. Both are pure bookkeeping (no I/O, no clock); the adaptive stagger
-(``_hedging.py``) asks them for every hedge.
+`HedgeBudget` (read as [`AdaptiveStagger.throttle`][tether.races.AdaptiveStagger.throttle])
+is gRPC's hedging throttle, a token bucket that caps the hedges at a fraction of the races
+(every race adds ``ratio`` tokens, every hedge spends one). `TokenBudget` (read as
+[`AdaptiveStagger.cost`][tether.races.AdaptiveStagger.cost]) caps what the hedges *cost*:
+the output tokens of the losers, charged as each race settles, at a fraction of the
+winners' output tokens. Both are pure bookkeeping (no I/O, no clock); the adaptive stagger
+(``_hedging.py``) asks them for every hedge. ``produced`` and ``reported`` read what a
+race's attempt cost off its outcome.
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING, final
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-__all__ = ["HedgeBudget", "TokenBudget"]
+    from ._outcome import StreamOutcome
+
+__all__ = ["HedgeBudget", "TokenBudget", "produced", "reported"]
 
 
 @final
@@ -155,3 +157,22 @@ class TokenBudget:
         for tokens in losers:
             self.spent += tokens
             self.longest = max(self.longest, tokens)
+
+
+def produced(outcome: StreamOutcome | None) -> int:
+    """The output tokens a stream produced: the server's count if it reported one, else the
+    deltas received (a cancelled response reports no usage)."""
+    if outcome is None:
+        return 0
+    usage = outcome.usage
+    return outcome.deltas if usage is None else max(usage.output_tokens, outcome.deltas)
+
+
+def reported(outcome: StreamOutcome | None) -> int | None:
+    """What a loser cost by the server's own count: the output tokens its stop read back
+    (``CancelReceipt.output_tokens``, with at least the deltas received), or ``None`` when
+    the server did not say (``confirm=False``, no usage, no cancel sent)."""
+    receipt = None if outcome is None else outcome.receipt
+    if outcome is None or receipt is None or receipt.output_tokens is None:
+        return None
+    return max(receipt.output_tokens, outcome.deltas)

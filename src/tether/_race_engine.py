@@ -28,6 +28,7 @@ import anyio
 
 from . import observe
 from ._errors import AttemptRejected, RaceFailed, TetherError
+from ._hedge_budgets import produced, reported
 from ._hedging import AdaptiveStagger
 from ._race_launch import Progress, launch_staggered
 from ._race_records import RaceAttempt, RaceEvent, RaceResult, WinCondition
@@ -90,27 +91,6 @@ class Contestant:
         )
 
 
-def _output_tokens(contestant: Contestant) -> int:
-    """The output tokens *contestant* produced: the server's count if it reported one, else
-    the deltas received (a cancelled response reports no usage)."""
-    outcome = contestant.guard.outcome
-    if outcome is None:
-        return 0
-    usage = outcome.usage
-    return outcome.deltas if usage is None else max(usage.output_tokens, outcome.deltas)
-
-
-def _reported(contestant: Contestant) -> int | None:
-    """What a loser cost by the server's own count: the output tokens its stop read back
-    (``CancelReceipt.output_tokens``, with at least the deltas received), or ``None`` when
-    the server did not say (``confirm=False``, no usage, no cancel sent)."""
-    outcome = contestant.guard.outcome
-    receipt = None if outcome is None else outcome.receipt
-    if outcome is None or receipt is None or receipt.output_tokens is None:
-        return None
-    return max(receipt.output_tokens, outcome.deltas)
-
-
 @final
 class Race:
     """The engine shared by ``race`` and ``race_stream`` (internal)."""
@@ -141,9 +121,7 @@ class Race:
 
     def start(self, tg: TaskGroup) -> None:
         """Start the race in *tg*: the launcher, which starts the attempts in turn."""
-        self.decision: anyio.Event = (
-            anyio.Event()
-        )  # the winner is known, or nothing can win any more
+        self.decision = anyio.Event()  # the winner is known, or nothing can win any more
         self.progress: Progress = Progress(len(self.contestants))
         self._launcher = anyio.CancelScope()
         self._group = tg.cancel_scope
@@ -199,7 +177,7 @@ class Race:
         won: int | None = None
         seconds: float | None = None
         if winner is not None and winner.state == "won":
-            won = _output_tokens(winner)
+            won = produced(winner.guard.outcome)
             if winner.first_token_at is not None and winner.ended_at is not None:
                 seconds = winner.ended_at - winner.first_token_at
         cost = self.stagger.cost
@@ -207,13 +185,13 @@ class Race:
         for c in self.contestants:
             if not c.lost:
                 continue
-            reported = _reported(c)
+            count = reported(c.guard.outcome)
             losers.append(
                 cost.loser_cost(
-                    _output_tokens(c), (c.ended_at or self.decided_at) - self.decided_at
+                    produced(c.guard.outcome), (c.ended_at or self.decided_at) - self.decided_at
                 )
-                if reported is None
-                else reported
+                if count is None
+                else count
             )
         self.stagger.settle(self._held, won, losers, seconds)
 
