@@ -35,6 +35,7 @@ import anyio
 import attrs
 
 import tether
+from tests.support import lease_ran_out
 from tether.testing import ResponsesEmulator
 
 CHILD = Path(__file__).with_name("fleet_child.py")
@@ -110,11 +111,7 @@ async def trial(
         await anyio.to_thread.run_sync(dead.wait)
         journal = tether.open_journal(journal_url)
         try:
-            with anyio.fail_after(30):  # the store expires the dead worker's lease
-                while any(
-                    e.alive for e in await journal.entries() if e.response_id in ids[0].values()
-                ):
-                    await anyio.sleep(0.05)
+            await lease_ran_out(journal, ids[0].values())  # on the store's clock
         finally:
             journal.close()  # pyright: ignore[reportAttributeAccessIssue]
         async with emulator.async_client() as client:

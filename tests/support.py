@@ -7,21 +7,60 @@ no response left generating, no connection left checked out).
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import anyio
 
 from tether._sync_portal import PORTAL_THREAD_NAME
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable, Collection
 
     import openai
 
     import tether
+    import tether.journal
     import tether.sync
     from tether.testing import Ledger, ResponsesEmulator
 
 WATCHDOG = 10.0
 """Seconds a "does not hang" scenario may take before the test calls it a hang."""
+
+T = TypeVar("T")
+POLL = 0.05
+"""Seconds between two looks at a real server that has no change feed (see ``until``)."""
+
+
+async def until(predicate: Callable[[], Awaitable[T]], what: str, timeout: float = 20.0) -> T:
+    """Poll *predicate* until it returns something true, and return that; bounded.
+
+    Only for what nothing can signal: a store's own clock (a lease's TTL in Redis,
+    PostgreSQL or SQLite), Temporal's ``describe()``. Everything tether or the emulator
+    can signal is waited for with an event or ``emulator.wait_for``. This is the suite's
+    one polling sleep outside virtual time.
+    """
+    try:
+        with anyio.fail_after(timeout):
+            while not (value := await predicate()):
+                await anyio.sleep(POLL)
+    except TimeoutError:
+        raise AssertionError(f"{what}: not within {timeout} s") from None
+    return value
+
+
+async def lease_ran_out(
+    journal: tether.journal.Journal, response_ids: Collection[str] | None = None
+) -> None:
+    """Until no entry (of *response_ids*, or at all) is alive: a dead owner's lease runs out
+    on the store's clock."""
+
+    async def none_alive() -> bool:
+        entries = await journal.entries()
+        return not any(
+            e.alive for e in entries if response_ids is None or e.response_id in response_ids
+        )
+
+    await until(none_alive, "the dead owner's lease running out", timeout=30.0)
 
 
 class Boom(Exception):

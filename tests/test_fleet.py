@@ -18,6 +18,7 @@ import pytest
 
 import tether
 from tests.fleet_servers import close_journal, connections_to
+from tests.support import lease_ran_out, until
 from tether.testing import ResponsesEmulator
 
 if sys.version_info < (3, 11):
@@ -239,9 +240,7 @@ async def test_a_stopped_heartbeat_lets_the_lease_run_out_by_itself(
     # and the entry was dead before it was looked at.
     await owner._renew([])  # type: ignore[attr-defined]
     assert [e.alive for e in await owner.entries()] == [True]
-    with anyio.fail_after(10):
-        while (await owner.entries())[0].alive:
-            await anyio.sleep(0.05)  # the store's own TTL/clock decides: poll it, bounded
+    await lease_ran_out(owner)
 
 
 async def test_attach_lets_the_body_exception_through_unwrapped(make_journal: MakeJournal) -> None:
@@ -345,12 +344,8 @@ async def test_a_journal_dropped_without_close_closes_its_connections_when_colle
 
 
 async def wait_for_entries(journal: tether.journal.Journal) -> list[tether.journal.JournalEntry]:
-    """The journal's entries once there are any (the owner's heartbeat decides: poll the
-    store, bounded)."""
-    with anyio.fail_after(10):
-        while not (found := await journal.entries()):
-            await anyio.sleep(0.05)
-    return found
+    """The journal's entries once there are any (the owner's heartbeat decides)."""
+    return await until(journal.entries, "an entry in the journal", timeout=10.0)
 
 
 async def test_a_live_owner_writes_again_the_entries_its_store_lost(

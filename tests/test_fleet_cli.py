@@ -10,18 +10,12 @@ import anyio
 import pytest
 
 import tether
+from tests.support import lease_ran_out
 from tether.cli import main
 from tether.testing import ResponsesEmulator
 
 CRASH_CHILD = Path(__file__).with_name("crash_child.py")
 FLEET_CHILD = Path(__file__).with_name("fleet_child.py")
-
-
-async def wait_until_the_lease_ran_out(journal: tether.journal.Journal) -> None:
-    """A dead owner's lease runs out on the store's clock: a bounded poll of the store."""
-    with anyio.fail_after(15):
-        while any(entry.alive for entry in await journal.entries()):
-            await anyio.sleep(0.05)
 
 
 def test_reap_cancels_what_a_killed_process_left_and_hides_the_key(
@@ -48,7 +42,7 @@ def test_reap_cancels_what_a_killed_process_left_and_hides_the_key(
         if child.stdout is not None:
             child.stdout.close()
     emulator.wait_for_sync(lambda ledger: len(ledger.orphans()) == 2, timeout=10)
-    anyio.run(wait_until_the_lease_ran_out, tether.open_journal(journal))
+    anyio.run(lease_ran_out, tether.open_journal(journal))
     code = main(["reap", "--journal", str(journal), "--base-url", emulator.base_url])
     out = capsys.readouterr().out
     assert code == 0, out

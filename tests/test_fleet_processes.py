@@ -21,6 +21,7 @@ import pytest
 import tether
 from tests.fleet_servers import close_journal
 from tests.fleet_soak import trial
+from tests.support import lease_ran_out
 from tether.testing import ResponsesEmulator
 
 CHILD = Path(__file__).with_name("fleet_child.py")
@@ -87,9 +88,7 @@ async def test_a_reaper_cancels_only_the_killed_workers_response(
     processes[0].send_signal(signal.SIGKILL)
     processes[0].wait()
     journal = tether.open_journal(journal_url)
-    with anyio.fail_after(20):  # the store expires the dead worker's lease: poll it, bounded
-        while any(e.alive for e in await journal.entries() if e.response_id == ids[0]):
-            await anyio.sleep(0.05)
+    await lease_ran_out(journal, [ids[0]])
     close_journal(journal)
     async with emulator.async_client() as client:
         report = await tether.reap(client, journal_url, grace=5.0)

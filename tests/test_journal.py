@@ -21,6 +21,7 @@ import openai
 import pytest
 
 import tether
+from tests.support import lease_ran_out
 from tether.testing import ResponsesEmulator
 
 CHILD = Path(__file__).with_name("crash_child.py")
@@ -123,7 +124,7 @@ async def test_reap_cancels_what_a_sigkilled_process_left_running(
         if child.stdout is not None:
             child.stdout.close()
     await emulator.wait_for(lambda ledger: len(ledger.orphans()) == count)
-    await wait_until_the_lease_ran_out(tether.open_journal(path))
+    await lease_ran_out(tether.open_journal(path))
     report = await tether.reap(client, path)
     assert len(report.cancelled) == count
     assert all(receipt.status == "cancelled" for _, receipt in report.cancelled)
@@ -193,13 +194,6 @@ async def test_reap_gives_each_skipped_entry_its_reason(
     assert reasons["live"].startswith(f"lease held by live owner {owner} until ")
     assert reasons["away"].startswith("owner on another host, lease current until ")
     assert reasons["api"] == "another API base URL (http://other.example/v1/)"
-
-
-async def wait_until_the_lease_ran_out(journal: tether.journal.Journal) -> None:
-    """A dead owner's lease runs out on the store's clock: a bounded poll of the store."""
-    with anyio.fail_after(15):
-        while any(entry.alive for entry in await journal.entries()):
-            await anyio.sleep(0.05)
 
 
 async def nothing(key: str) -> None:

@@ -19,7 +19,6 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-import anyio
 import pytest
 from temporalio import activity
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
@@ -29,6 +28,7 @@ from temporalio.worker import Worker
 
 import tether.temporal
 from tests import temporal_app
+from tests.support import until
 from tests.temporal_app import Activities, EssayWorkflow, StreamInWorkflow
 from tether.testing import EmulatedModel, ResponsesEmulator
 
@@ -108,16 +108,6 @@ async def checkpoint_of(handle: WorkflowHandle[Any, Any]) -> tuple[Any, ...]:
     return tuple(
         await handle._client.data_converter.decode(pending[0].heartbeat_details.payloads)  # pyright: ignore[reportPrivateUsage]
     )
-
-
-async def until(predicate: Any, what: str, timeout: float = 20.0) -> Any:
-    """Poll Temporal's view (it has no change feed for describe()) until *predicate* holds."""
-    with anyio.fail_after(timeout):
-        while True:
-            value = await predicate()
-            if value:
-                return value
-            await anyio.sleep(0.05)  # polling the server's description, not a timing sleep
 
 
 # ----------------------------------------------------------------------- the tests
