@@ -16,7 +16,7 @@ from tests.support import settled
 from tether import adaptive, race
 from tether._quantile import P2Quantile
 from tether._race import Progress, launch_staggered
-from tether.races import RaceAttempt
+from tether.races import RaceAttempt, RaceResult
 from tether.testing import EmulatedModel, Faults, ResponsesEmulator
 
 if TYPE_CHECKING:
@@ -451,7 +451,19 @@ async def test_adaptive_race_charges_nothing_for_a_loser_stopped_before_its_firs
     stagger = adaptive(budget=1.0, initial=0.0, token_budget=1.0)
     stagger.settle(0.0, 20, [])  # one answer of 20 paid in: one hedge's reservation
     requests = [{"model": "stuck", "input": "hi"}, {"model": "quick", "input": "hi"}]
-    result = await race(client, requests, win="first_token", stagger=stagger)
+    results: list[RaceResult] = []
+
+    async def run() -> None:
+        results.append(await race(client, requests, win="first_token", stagger=stagger))
+
+    # Both requests reach the server before either answers: the first one is a loser that
+    # was sent, not an attempt skipped because the hedge won before it left.
+    with emulator.hold("created") as hold:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run)
+            await emulator.wait_for(lambda ledger: len(ledger) == 2)
+            hold.release()
+    (result,) = results
     assert result.hedges == 1
     (loser,) = result.losers
     assert loser.outcome is not None
