@@ -108,6 +108,12 @@ def on_the_loop(scope: Any, model: str, guarded: bool) -> int:
     return scope.run(read, "reading on the loop")
 
 
+def _quartiles(values: list[float]) -> tuple[float, float]:
+    """(first, third) quartile of the rounds: the run-to-run spread."""
+    q = statistics.quantiles(values, n=4) if len(values) > 1 else [values[0]] * 3
+    return q[0], q[2]
+
+
 def backends() -> list[str]:
     """The portal backends to measure (only asyncio before the redesign)."""
     from tether import _sync_portal
@@ -164,6 +170,7 @@ def run(base_url: str, rounds: int, shorts: int) -> dict[str, Any]:
     client.close()
     return {
         "events_per_cpu_s": {k: statistics.median(v) for k, v in eps.items()},
+        "events_per_cpu_s_iqr": {k: _quartiles(v) for k, v in eps.items()},
         "cpu_ms_per_block": {k: statistics.median(v) for k, v in per_block_ms.items()},
         "rounds": rounds,
         "shorts": shorts,
@@ -213,7 +220,8 @@ def report(now: dict[str, Any], before: dict[str, Any] | None) -> str:
         "caller's and the portal's). Load average (1 min) when the report was written: "
         f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} cores.",
         "",
-        "| 5,000-event stream read to the end | events per client CPU-second | vs raw |",
+        "| 5,000-event stream read to the end | events per client CPU-second "
+        "| vs raw's median [the rounds' IQR] |",
         "|---|---|---|",
     ]
     if before is not None:
@@ -224,8 +232,13 @@ def report(now: dict[str, Any], before: dict[str, Any] | None) -> str:
                     f"| before: {name} | {value:,.0f} | "
                     f"{value / before_raw:.3f}× (of that run's raw {before_raw:,.0f}) |"
                 )
+    spread = now.get("events_per_cpu_s_iqr", {})
     for name, value in now["events_per_cpu_s"].items():
-        lines.append(f"| {name} | {value:,.0f} | {value / raw_eps:.3f}× |")
+        low, high = spread.get(name, (value, value))
+        lines.append(
+            f"| {name} | {value:,.0f} | {value / raw_eps:.3f}× "
+            f"[IQR {low / raw_eps:.3f}-{high / raw_eps:.3f}] |"
+        )
     lines += [
         "",
         "*Where it goes* reads the same response on the `open_scope`'s portal loop "
