@@ -720,6 +720,7 @@ async def test_an_agent_that_raises_ends_its_span_with_the_exception(
 # ------------------------------------------------------ zero code: opentelemetry-instrument
 
 _APP = """
+import sys
 import anyio, tether
 from tether.testing import ResponsesEmulator
 
@@ -730,7 +731,8 @@ async def main():
                 async for event in stream:
                     if event.type == "response.output_text.delta":
                         break
-    print("RESPONSE", stream.response_id)
+    # stderr, in one write: the console exporter's thread writes spans to stdout meanwhile
+    sys.stderr.write(f"RESPONSE {stream.response_id}\\n")
 
 anyio.run(main)
 """
@@ -760,7 +762,7 @@ def test_opentelemetry_instrument_traces_tether_with_no_code_change(tmp_path: Pa
         env={**os.environ, "OTEL_SERVICE_NAME": "app", "OTEL_BSP_SCHEDULE_DELAY": "10"},
     )
     assert done.returncode == 0, done.stderr
-    response_id = done.stdout.split("RESPONSE ", 1)[1].split()[0]
+    response_id = done.stderr.split("RESPONSE ", 1)[1].split()[0]
     spans = [json.loads(chunk) for chunk in _json_objects(done.stdout)]
     (stream,) = [
         span
