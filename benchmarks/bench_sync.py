@@ -7,11 +7,11 @@ not counted:
 1. Throughput: events per client CPU-second for a 5,000-token response read to the end,
    (a) raw ``client.responses.create(stream=True)`` iterated in the caller's thread,
    (b) ``tether.sync.guarded_stream(client, ...)`` with a bare client (a portal per block),
-   (c) ``tether.sync.guarded_stream(scope, ...)`` in one ``tether.sync.open_scope`` (reused).
+   (c) ``tether.sync.guarded_stream(scope, ...)`` in one ``tether.sync.open_scope`` (reused);
    and, to say where the rest goes (in an ``open_scope``, on its portal's loop):
    (d) the raw ``AsyncOpenAI`` stream of the same response, read on the portal's loop
    (``scope.run``: no hand-off, the caller only waits for the count), and
-   (e) ``tether.guarded_stream`` read there the same way: (b)/(c) minus (e) is the
+   (e) ``tether.guarded_stream`` read there the same way: (c) minus (e) is the
    read-ahead's hand-off to the caller's thread, (e) minus (d) the guard, and (d) the
    async SDK's own stack.
 2. Per-block cost: client CPU milliseconds per short (5-token) response, same contenders.
