@@ -24,6 +24,7 @@ from exceptiongroup import ExceptionGroup
 
 import tether
 from tests.conftest import requests_in_flight
+from tests.support import WATCHDOG
 from tests.test_guard import read_deltas, settled
 from tether._cancel import cancel_slots
 from tether._compat import OPENAI_MAJOR
@@ -42,9 +43,11 @@ asyncio_only = pytest.mark.parametrize("anyio_backend", ["asyncio"])
 
 
 async def until_cancel_requested(task: asyncio.Task[Any]) -> None:
-    """Yield to the loop until a native cancellation of *task* has been requested."""
-    while task.cancelling() == 0:
-        await asyncio.sleep(0)
+    """Yield to the loop until a native cancellation of *task* has been requested (nothing
+    signals it: ``Task.cancelling()`` is a counter), bounded like every other wait here."""
+    with anyio.fail_after(WATCHDOG):
+        while task.cancelling() == 0:
+            await asyncio.sleep(0)
 
 
 @needs_311
