@@ -156,12 +156,13 @@ async def test_scope_deadline_cancels_live_streams_and_raises_timeout_error(
     emulator: ResponsesEmulator, client: openai.AsyncOpenAI
 ) -> None:
     with pytest.raises(tether.DeadlineExceeded):
-        async with tether.open_scope(client, deadline=0.3) as scope:
-            async with tether.guarded_stream(scope, model="slow", input="hi") as stream:
+        async with tether.open_scope(client, deadline=1.0) as scope:
+            guarded = tether.guarded_stream(scope, model="slow", input="hi")
+            async with guarded as stream:
                 await read_deltas(stream, 10_000)
-    assert stream.outcome.reason == "deadline"
-    assert (await settled(emulator, stream.response_id)).status == "cancelled"
-    assert scope.outcomes == (stream.outcome,)
+    assert guarded.outcome.reason == "deadline"
+    assert (await settled(emulator, guarded.response_id)).status == "cancelled"
+    assert scope.outcomes == (guarded.outcome,)
 
 
 async def test_scope_cancel_exits_quietly_after_the_server_cancel(
