@@ -535,23 +535,24 @@ def render(results: dict[str, dict[str, Any]]) -> str:
     if not cancelling:
         lines = lines[:2]
     seeds = len(next(iter(results[backends[0]]["hedging"].values()), {}).get("p99_ratio_runs", []))
-    lines += [
-        f"**Hedging under heavy tails**: {REQUESTS} requests, {IN_FLIGHT} in flight, time to "
-        f"first token lognormal (median {MEDIAN * 1e3:.0f} ms, p99 {P99:g} s: sigma "
-        f'{SIGMA:.2f}), {LENGTH} output tokens; `race(..., win="first_token")`. Time to '
-        "completion of the winner; extra requests and output tokens (the server's, from the "
-        f"ledger). {seeds} runs per contender, emulator seeds 11-{10 + seeds}: p50, p99 and "
-        "p99.9 from the first; the ratio to unhedged and the extras are the worst run's, "
-        "[every run's range]. *p99 vs the model's* divides each run's p99 by the lognormal's "
-        f"own p99 ({P99:g} s): the unhedged p99 of {REQUESTS} requests rests on its "
-        f"{REQUESTS // 100} slowest and moves from seed to seed, so the ratio to it moves "
-        "with it. "
-        f"*Pooled* takes the p99 of all {seeds} runs' requests together ({seeds} × "
-        f"{REQUESTS}) against the unhedged runs' pooled the same way: the steadier estimate. "
-        f"The warm row's `adaptive()` ran {WARM_UP} races first (not timed; its extras are "
-        "those of the measured requests), as a module-level one has.",
-        "",
-    ]
+    if seeds:  # not with --cancel-only
+        lines += [
+            f"**Hedging under heavy tails**: {REQUESTS} requests, {IN_FLIGHT} in flight, time to "
+            f"first token lognormal (median {MEDIAN * 1e3:.0f} ms, p99 {P99:g} s: sigma "
+            f'{SIGMA:.2f}), {LENGTH} output tokens; `race(..., win="first_token")`. Time to '
+            "completion of the winner; extra requests and output tokens (the server's, from the "
+            f"ledger). {seeds} runs per contender, emulator seeds 11-{10 + seeds}: p50, p99 and "
+            "p99.9 from the first; the ratio to unhedged and the extras are the worst run's, "
+            "[every run's range]. *p99 vs the model's* divides each run's p99 by the lognormal's "
+            f"own p99 ({P99:g} s): the unhedged p99 of {REQUESTS} requests rests on its "
+            f"{REQUESTS // 100} slowest and moves from seed to seed, so the ratio to it moves "
+            "with it. "
+            f"*Pooled* takes the p99 of all {seeds} runs' requests together ({seeds} × "
+            f"{REQUESTS}) against the unhedged runs' pooled the same way: the steadier estimate. "
+            f"The warm row's `adaptive()` ran {WARM_UP} races first (not timed; its extras are "
+            "those of the measured requests), as a module-level one has.",
+            "",
+        ]
     for backend in backends:
         hedging = results[backend]["hedging"]
         if not hedging:
@@ -658,6 +659,7 @@ def plot_hedging(results: dict[str, dict[str, Any]], path: Path) -> None:
 
 
 def main() -> None:
+    global ROUNDS  # --rounds: one run's setting, read by bench_cancel and render
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "race.json")
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "benchmarks" / "race.md")
@@ -681,10 +683,17 @@ def main() -> None:
         "--seeds", type=int, default=5, help="hedging runs per contender (default 5)"
     )
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=ROUNDS,
+        help=f"races per contender in the cancelling part (default {ROUNDS})",
+    )
+    parser.add_argument(
         "--render", type=Path, help="only print the report of a JSON written by --out"
     )
     parser.add_argument("--serve", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    ROUNDS = args.rounds
     if args.render is not None:
         print(render(json.loads(args.render.read_text())))
         return
