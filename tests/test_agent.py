@@ -215,7 +215,7 @@ async def test_raise_on_deadline_raises_the_scopes_timeout(
 ) -> None:
     returned = False
     with pytest.raises(TimeoutError):
-        async with tether.open_scope(client, deadline=0.5, grace=1) as scope:
+        async with tether.open_scope(client, deadline=1.0, grace=1) as scope:
             await run_agent(scope, model="slow", input="go", tools=[noop], raise_on_deadline=True)
             returned = True
     assert not returned
