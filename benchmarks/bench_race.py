@@ -48,8 +48,8 @@ LOSERS = 100
 ROUNDS = 3
 REQUESTS = 2000
 """Races per run and contender. A run's p99 is its ``REQUESTS // 100`` slowest: at 500 the
-unhedged p99 of this model (2 s) came out anywhere from 1.22 to 2.07 s by seed, and every
-ratio to it with it; at 2,000 the estimate's spread is about half as wide."""
+unhedged p99 of this model (2 s) came out anywhere from 1.22 to 2.2 s by seed, and every
+ratio to it with it; at 2,000 it came out 1.68-2.42 s (in theory, half the spread)."""
 IN_FLIGHT = 10
 WARM_UP = 200
 """Races a long-lived ``adaptive()`` has seen before the warm row's measured requests."""
