@@ -192,18 +192,18 @@ def fixed_cancel_slots(slots: int | None) -> Iterator[None]:
 BEFORE_SLOTS = 64
 
 
-async def bench_cancel(base_url: str, server: int) -> dict[str, float]:
+async def bench_cancel(base_url: str, server: int, rounds: int) -> dict[str, float]:
     ids: list[str] = []
     async with openai.AsyncOpenAI(base_url=base_url, api_key="sk-emulator") as client:
         await race_cleanup(client, LOSERS, ids)  # warm up: connections, imports
         await floor_posts(client, LOSERS, server, ids)
-        one = [await race_cleanup(client, 1, ids) for _ in range(ROUNDS)]
+        one = [await race_cleanup(client, 1, ids) for _ in range(rounds)]
         many: list[float] = []
         before: list[float] = []
         floor: list[tuple[float, float, float]] = []
         unconfirmed: list[float] = []
         floor_read_back: list[float] = []
-        for _ in range(ROUNDS):  # interleaved: the machine's load drifts within a run
+        for _ in range(rounds):  # interleaved: the machine's load drifts within a run
             many.append(await race_cleanup(client, LOSERS, ids))
             with fixed_cancel_slots(BEFORE_SLOTS):
                 before.append(await race_cleanup(client, LOSERS, ids))
@@ -220,6 +220,7 @@ async def bench_cancel(base_url: str, server: int) -> dict[str, float]:
     unconfirmed_ms = statistics.median(unconfirmed) * 1e3
     read_back_ms = statistics.median(floor_read_back) * 1e3
     return {
+        "rounds": rounds,
         "race_vs_hand_read_back": many_ms / read_back_ms,
         "unconfirmed_ms": unconfirmed_ms,
         "unconfirmed_ratio": unconfirmed_ms / one_ms,
@@ -416,11 +417,15 @@ async def hedge_run(seed: int) -> dict[str, dict[str, Any]]:
     return out
 
 
-async def run_backend(servers: dict[str, tuple[str, int]] | None, seeds: int) -> dict[str, Any]:
+async def run_backend(
+    servers: dict[str, tuple[str, int]] | None, seeds: int, rounds: int = ROUNDS
+) -> dict[str, Any]:
     empty: dict[str, Any] = {}
     return {
-        "cancel_200ms": await bench_cancel(*servers["cancel_200ms"]) if servers else empty,
-        "cancel_instant": await bench_cancel(*servers["cancel_instant"]) if servers else empty,
+        "cancel_200ms": await bench_cancel(*servers["cancel_200ms"], rounds) if servers else empty,
+        "cancel_instant": (
+            await bench_cancel(*servers["cancel_instant"], rounds) if servers else empty
+        ),
         "hedging": await bench_hedge(seeds) if seeds else {},
     }
 
@@ -444,7 +449,8 @@ def render(results: dict[str, dict[str, Any]]) -> str:
     head = " | ".join(backends)
     lines = [
         f"Measured by `python benchmarks/bench_race.py` (Python {sys.version.split()[0]}, "
-        f"openai {openai.__version__}; medians of {ROUNDS} races).",
+        f"openai {openai.__version__}; medians of "
+        f"{results[backends[0]]['cancel_200ms'].get('rounds', ROUNDS)} races).",
         "",
         f"**Cancelling the losers of a race**: decision to every loser confirmed cancelled, "
         f"{LOSERS} losers against 1 (×), and against the same {LOSERS} losers stopped by hand "
@@ -659,7 +665,6 @@ def plot_hedging(results: dict[str, dict[str, Any]], path: Path) -> None:
 
 
 def main() -> None:
-    global ROUNDS  # --rounds: one run's setting, read by bench_cancel and render
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "race.json")
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "benchmarks" / "race.md")
@@ -693,7 +698,6 @@ def main() -> None:
     )
     parser.add_argument("--serve", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    ROUNDS = args.rounds
     if args.render is not None:
         print(render(json.loads(args.render.read_text())))
         return
@@ -703,14 +707,14 @@ def main() -> None:
     seeds = 0 if args.cancel_only else args.seeds
     if args.hedge_only:
         results = {
-            backend: anyio.run(run_backend, None, seeds, backend=backend)
+            backend: anyio.run(run_backend, None, seeds, args.rounds, backend=backend)
             for backend in ("asyncio", "trio")
         }
     else:
         with served(CANCEL_DELAY) as slow, served(0.0) as instant:
             servers = {"cancel_200ms": slow, "cancel_instant": instant}
             results = {
-                backend: anyio.run(run_backend, servers, seeds, backend=backend)
+                backend: anyio.run(run_backend, servers, seeds, args.rounds, backend=backend)
                 for backend in ("asyncio", "trio")
             }
     args.out.parent.mkdir(parents=True, exist_ok=True)
