@@ -9,9 +9,10 @@ Now a *session* task, inside the async scope's task group, opens the
 thread crosses to the loop only when the buffer is empty: it then parks on a
 ``concurrent.futures.Future``, resolved once the reader yields to the loop, so the events
 of one network read are handed over in one wake-up (waking per event measured about
-0.8x; batched, about 1x). Reading with the sync SDK in the caller's thread (option b)
-would need a second copy of the cancel protocol's invariants (close the HTTP stream
-first, the id under a shield), for a cost that was already at the raw SDK's; this keeps
+0.8x; batched, about 0.95x). Reading with the sync SDK in the caller's thread would
+need a second read path and a second way to stop (interrupting a sync read blocked in
+``recv``, the id under a shield, the book-keeping shared by two threads), for the
+about 5 % left (``docs/design.md`` weighs it, "The sync facade reuses the async code"); this keeps
 the one stop path, the async ``ResponseGuard.stop``, for every way out:
 
 - leaving the block: ``__exit__`` hands the body's exception to the session, which
