@@ -7,6 +7,7 @@ Helpers shared by test modules live in `tests.support`.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -27,6 +28,25 @@ settings.load_profile("tether")
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    _hear_ctrl_c()
+    _forgive_late_sockets_on_python_3_10(config)
+
+
+def _hear_ctrl_c() -> None:
+    """Let the Ctrl-C tests press Ctrl-C, even in a run started with SIGINT ignored.
+
+    A shell without job control starts a background command (``pytest &``, ``nohup``) with
+    SIGINT ignored, and the xdist workers and every child process inherit that: a real
+    SIGINT is then dropped, and ``_thread.interrupt_main`` does nothing on Python 3.10, so
+    the tests that press Ctrl-C fail though tether is right. Python's own handler is put
+    back in each test process (children then start with the default disposition); a handler
+    the run was given on purpose is left alone.
+    """
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _forgive_late_sockets_on_python_3_10(config: pytest.Config) -> None:
     """On Python 3.10 only: a loopback socket garbage-collected unclosed is not an error.
 
     Twice in about ten 3.10 runs (never on 3.11-3.13, never with a collection after each
