@@ -13,7 +13,8 @@
 3. Events per client CPU-second through ``guarded_stream`` relative to raw SDK iteration,
    against an emulator in another process (so the client's CPU time is the client's alone):
    a raw and a guarded stream read in alternation, event by event, each read's CPU time
-   added to its side; the median of the per-round ratios.
+   added to its side; the median of the per-round ratios. A control in every round puts a
+   second raw stream in the guarded one's place: what the method gives for no difference.
 
 Run: ``python benchmarks/bench_guard.py`` (writes ``docs/benchmarks/guard.md``,
 ``docs/benchmarks/guard.png`` and
@@ -231,8 +232,14 @@ def serve() -> None:
         sys.stdin.read()
 
 
+async def _raw_events(client: openai.AsyncOpenAI) -> tuple[Any, Any]:
+    """A raw SDK stream of the bulk model, and what `async for event in` it reads."""
+    raw = await client.responses.create(model="bulk", input="hi", stream=True, background=True)
+    return raw, raw.__aiter__()
+
+
 async def paired_round(
-    client: openai.AsyncOpenAI, guarded_first: bool = False
+    client: openai.AsyncOpenAI, guarded_first: bool = False, *, control: bool = False
 ) -> tuple[float, float, int]:
     """One raw SDK stream and one guarded stream of the same model, read in alternation,
     one event each in turn; each read's CPU time (this thread's) added to its own side.
@@ -241,16 +248,18 @@ async def paired_round(
     not at the mercy of what the SDK's per-event cost does from one run to the next (it
     varies by a third between runs of the same contender). Which side reads first in each
     pair alternates from round to round (*guarded_first*): a read that waits runs the loop's
-    work for the other stream's socket too. (raw CPU s, guarded CPU s, events)
+    work for the other stream's socket too. With *control*, the second side is another raw
+    stream: the method's own bias, which the guarded ratio is read against. (raw CPU s,
+    second side's CPU s, events)
     """
     clock = time.thread_time
-    cpu = [0.0, 0.0]  # raw, guarded
+    cpu = [0.0, 0.0]  # raw, second (guarded, or the control's raw)
     events = 0
-    raw = await client.responses.create(model="bulk", input="hi", stream=True, background=True)
-    raw_events: Any = raw.__aiter__()  # what `async for event in raw` reads
-    async with tether.guarded_stream(client, model="bulk", input="hi") as stream:
-        guarded_events = stream.__aiter__()
-        sides = [(1, guarded_events), (0, raw_events)]
+    raw, raw_events = await _raw_events(client)
+
+    async def alternate(second: Any) -> None:
+        nonlocal events
+        sides = [(1, second), (0, raw_events)]
         if not guarded_first:
             sides.reverse()
         ended = False
@@ -268,6 +277,15 @@ async def paired_round(
                 cpu[0] += spent[0]
                 cpu[1] += spent[1]
                 events += 1
+
+    if control:
+        other, other_events = await _raw_events(client)
+        await alternate(other_events)
+        await other_events.aclose()
+        await other.close()
+    else:
+        async with tether.guarded_stream(client, model="bulk", input="hi") as stream:
+            await alternate(stream.__aiter__())
     await raw_events.aclose()  # the SDK's generator, finished here rather than by the GC
     await raw.close()
     return cpu[0], cpu[1], events
@@ -278,6 +296,7 @@ async def throughput(base_url: str, rounds: int) -> dict[str, Any]:
     raw: list[float] = []
     guarded: list[float] = []
     ratios: list[float] = []
+    controls: list[float] = []
     async with openai.AsyncOpenAI(base_url=base_url, api_key="sk-emulator") as client:
         await paired_round(client)  # warm: imports, schemas, the pool
         for round_ in range(rounds):
@@ -285,15 +304,24 @@ async def throughput(base_url: str, rounds: int) -> dict[str, Any]:
             raw.append(events / raw_cpu)
             guarded.append(events / guarded_cpu)
             ratios.append(raw_cpu / guarded_cpu)
-    ratios.sort()
-    quarter = len(ratios) // 4
+            raw_cpu, other_cpu, _ = await paired_round(client, round_ % 2 == 1, control=True)
+            controls.append(raw_cpu / other_cpu)
     return {
         "raw_events_per_cpu_s": statistics.median(raw),
         "guarded_events_per_cpu_s": statistics.median(guarded),
         "events_ratio": statistics.median(ratios),
-        "events_ratio_iqr": [ratios[quarter], ratios[-1 - quarter]],
+        "events_ratio_iqr": _iqr(ratios),
+        "control_ratio": statistics.median(controls),
+        "control_ratio_iqr": _iqr(controls),
         "throughput_rounds": rounds,
     }
+
+
+def _iqr(values: list[float]) -> list[float]:
+    """[first, third] quartile, as the rounds fell (their lower and upper quarter cut off)."""
+    ordered = sorted(values)
+    quarter = len(ordered) // 4
+    return [ordered[quarter], ordered[-1 - quarter]]
 
 
 WASTE = {
@@ -370,6 +398,15 @@ def render_throughput(results: dict[str, dict[str, Any]]) -> list[str]:
             f"{results[b]['guarded_events_per_cpu_s']:,.0f} events/CPU-s "
             f"({results[b]['events_ratio']:.3f}×, "
             f"IQR {results[b]['events_ratio_iqr'][0]:.3f}–{results[b]['events_ratio_iqr'][1]:.3f})"
+            for b in backends
+        )
+        + " |",
+        "| control: a second raw SDK stream in the guarded one's place (the method's own bias) | "
+        + " | ".join(
+            f"{results[b]['control_ratio']:.3f}× (IQR {results[b]['control_ratio_iqr'][0]:.3f}–"
+            f"{results[b]['control_ratio_iqr'][1]:.3f})"
+            if "control_ratio" in results[b]
+            else "(not measured)"
             for b in backends
         )
         + " |",
