@@ -35,10 +35,10 @@ def pytest_configure(config: pytest.Config) -> None:
 def _hear_ctrl_c() -> None:
     """Let the Ctrl-C tests press Ctrl-C, even in a run started with SIGINT ignored.
 
-    A shell without job control starts a background command (``pytest &``, ``nohup``) with
-    SIGINT ignored, and the xdist workers and every child process inherit that: a real
-    SIGINT is then dropped, and ``_thread.interrupt_main`` does nothing on Python 3.10, so
-    the tests that press Ctrl-C fail though tether is right. Python's own handler is put
+    A shell without job control (a script, a CI step) starts a background command
+    (``pytest &``) with SIGINT ignored, and the xdist workers and every child process
+    inherit that: a real SIGINT is then dropped and ``_thread.interrupt_main`` does nothing,
+    so the tests that press Ctrl-C fail though tether is right. Python's own handler is put
     back in each test process (children then start with the default disposition); a handler
     the run was given on purpose is left alone.
     """

@@ -11,9 +11,9 @@ thread crosses to the loop only when the buffer is empty: it then parks on a
 of one network read are handed over in one wake-up (waking per event measured about
 0.8x; batched, about 0.95x). Reading with the sync SDK in the caller's thread would
 need a second read path and a second way to stop (interrupting a sync read blocked in
-``recv``, the id under a shield, the book-keeping shared by two threads), for the
-about 5 % left (``docs/design.md`` weighs it, "The sync facade reuses the async code"); this keeps
-the one stop path, the async ``ResponseGuard.stop``, for every way out:
+``recv``, the id under a shield, the book-keeping shared by two threads), for the about
+5 % left (``docs/design.md`` weighs it, "The sync facade reuses the async code"); this
+keeps the one stop path, the async ``ResponseGuard.stop``, for every way out:
 
 - leaving the block: ``__exit__`` hands the body's exception to the session, which
   calls ``guard.close(exc)``;
