@@ -405,8 +405,6 @@ def render_throughput(results: dict[str, dict[str, Any]]) -> list[str]:
         + " | ".join(
             f"{results[b]['control_ratio']:.3f}× (IQR {results[b]['control_ratio_iqr'][0]:.3f}–"
             f"{results[b]['control_ratio_iqr'][1]:.3f})"
-            if "control_ratio" in results[b]
-            else "(not measured)"
             for b in backends
         )
         + " |",
