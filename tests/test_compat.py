@@ -20,6 +20,7 @@ from tether._compat import (
     HTTP,
     OPENAI_MAJOR,
     cancel_cause,
+    close_interrupted,
     close_sdk_stream,
     copy_azure_routing,
     drain_sdk_stream,
@@ -35,6 +36,7 @@ from tether._compat import (
     sdk_http_client_of,
     sdk_inner_generator,
     sdk_next,
+    sdk_stream_released,
     ssl_context_of,
     sync_client_settings,
     transport_of,
@@ -165,7 +167,32 @@ async def test_a_close_that_a_cancellation_interrupted_is_finished(
     await emulator.wait_for(lambda ledger: not ledger.orphans())
 
 
+async def test_a_close_that_a_cancellation_interrupted_is_told_from_a_finished_one(
+    emulator: ResponsesEmulator, client: openai.AsyncOpenAI
+) -> None:
+    stream = await open_sdk_stream(client)
+    pool_stream = stream.response.stream._stream._httpcore_stream
+    assert not close_interrupted(stream)  # open
+    pool_stream._closed = True  # as a native cancellation in PoolByteStream.aclose leaves it
+    assert close_interrupted(stream)
+    await finish_interrupted_close(stream)
+    assert not close_interrupted(stream)
+    await emulator.wait_for(lambda ledger: not ledger.orphans())
+
+
 # --------------------------------------------------------------- the SDK's AsyncStream chain
+
+
+async def test_the_sdk_releases_its_stream_when_its_events_end(client: openai.AsyncOpenAI) -> None:
+    """The SDK closes the response in its event generator's ``finally`` (the guard's stop
+    after a natural end relies on it: it then runs without a child task)."""
+    stream: Any = await client.responses.create(model="fast", input="hi", stream=True)
+    await stream.__anext__()
+    assert not sdk_stream_released(stream)
+    async for _ in stream:
+        pass
+    assert sdk_stream_released(stream)
+    assert requests_in_flight(client) == 0
 
 
 async def test_the_next_event_comes_from_the_sdk_streams_inner_generator(

@@ -238,7 +238,10 @@ async def test_asyncio_timeout_landing_inside_the_http_close_leaves_no_connectio
 
     async def interrupted(connection: Any) -> None:
         if timeouts:  # the stream's own close, in the reader's task: the timeout fires now,
-            timeouts.pop().reschedule(asyncio.get_running_loop().time())  # at its next await
+            timeouts.pop().reschedule(asyncio.get_running_loop().time())  # at its next await:
+            # the close's lock (httpcore 1.x awaits it even when free; httpcore2 awaits only
+            # when the close also shuts the connection)
+            await anyio.lowlevel.checkpoint()
         await response_closed(connection)
 
     monkeypatch.setattr(connection_class, "_response_closed", interrupted)

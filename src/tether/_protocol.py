@@ -302,7 +302,8 @@ class ResponseGuard(StopSteps):
         """The one way out: close the HTTP stream, then cancel on the server. Runs once.
 
         The whole stop is bounded by ``grace`` (close, cancel with retries, journal) and runs
-        to its end even under a native asyncio cancellation or Ctrl-C (``run_critical``).
+        to its end even under a native asyncio cancellation or Ctrl-C (``run_critical``);
+        a stop with nothing to finish (``_ended_on_its_own``) runs in this task.
         A cancel that finds every slot of its client taken (``_cancel.cancel_slots``)
         queues in this task, not in a child task (``run_critical_queued``: a thousand
         streams stopped at once). A second caller waits for the first one.
@@ -322,7 +323,10 @@ class ResponseGuard(StopSteps):
         interruption: BaseException | None = None
         try:
             try:
-                await run_critical("stop", lambda: self._stop_now(deadline))
+                if self._ended_on_its_own():
+                    await self._stop_now(deadline)  # nothing left that an interruption could cut
+                else:
+                    await run_critical("stop", lambda: self._stop_now(deadline))
             except BaseException as exc:  # an interruption, raised once the section ended
                 interruption = exc
             if self._state is State.CANCEL_QUEUED:

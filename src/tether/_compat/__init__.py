@@ -23,6 +23,7 @@ from __future__ import annotations
 from ._hypercorn import install_h2_fixes
 from ._pool import (
     PoolSettings,
+    close_interrupted,
     finish_interrupted_close,
     mounted_patterns,
     pool_limits,
@@ -52,6 +53,7 @@ from ._stream import (
     is_multiplexed,
     sdk_inner_generator,
     sdk_next,
+    sdk_stream_released,
 )
 from ._temporal import swap_heartbeat
 
@@ -64,6 +66,7 @@ __all__ = [
     "SyncClientSettings",
     "cancel_cause",
     "check_async_client",
+    "close_interrupted",
     "close_sdk_stream",
     "copy_azure_routing",
     "drain_sdk_stream",
@@ -80,6 +83,7 @@ __all__ = [
     "sdk_http_client_of",
     "sdk_inner_generator",
     "sdk_next",
+    "sdk_stream_released",
     "ssl_context_of",
     "swap_heartbeat",
     "sync_client_settings",

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PoolSettings",
+    "close_interrupted",
     "finish_interrupted_close",
     "mounted_patterns",
     "pool_limits",
@@ -127,11 +128,8 @@ async def finish_interrupted_close(stream: Any) -> None:
     response's request is still in its pool although its stream says closed, mark both
     open again and close once more: httpcore's own cleanup then runs to its end.
     """
-    pool_stream = _pool_stream(stream)
-    if pool_stream is None or not pool_stream._closed:
-        return
-    pool = pool_stream._pool
-    if not conforms(pool, _Pool) or pool_stream._pool_request not in pool._requests:
+    pool_stream = _interrupted(stream)
+    if pool_stream is None:
         return
     inner = pool_stream._stream
     if conforms(inner, _ClosableStream) and inner._closed:
@@ -139,6 +137,22 @@ async def finish_interrupted_close(stream: Any) -> None:
     pool_stream._closed = False
     with contextlib.suppress(Exception):
         await pool_stream.aclose()
+
+
+def close_interrupted(stream: Any) -> bool:
+    """Whether a close of *stream* (an SDK stream) was cut short: its pool stream says closed
+    while its request is still in the pool (`finish_interrupted_close` finishes it)."""
+    return _interrupted(stream) is not None
+
+
+def _interrupted(stream: Any) -> _PoolByteStream | None:
+    pool_stream = _pool_stream(stream)
+    if pool_stream is None or not pool_stream._closed:
+        return None
+    pool = pool_stream._pool
+    if not conforms(pool, _Pool) or pool_stream._pool_request not in pool._requests:
+        return None
+    return pool_stream
 
 
 def pool_limits(client: AsyncOpenAI) -> tuple[int, int] | None:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import anyio
 
-from ._pool import finish_interrupted_close
+from ._pool import close_interrupted, finish_interrupted_close
 from ._sdk import conforms
 
 if TYPE_CHECKING:
@@ -24,6 +24,7 @@ __all__ = [
     "is_multiplexed",
     "sdk_inner_generator",
     "sdk_next",
+    "sdk_stream_released",
 ]
 
 _DRAIN_LIMIT = 10_000  # events still buffered after a close, at most
@@ -64,15 +65,29 @@ async def drain_sdk_stream(stream: Any, inner: Any = None) -> None:
     already-cancelled scope, makes the innermost read raise (the closed transport on
     HTTP/1.1, the cancellation at its first checkpoint on HTTP/2, where a read after close
     would block), and the exception finishes every layer on its way out. Buffered events are
-    discarded. Never waits.
+    discarded. Never waits. A generator that has already ended (``ag_frame`` is ``None``:
+    read to its end, or closed) is skipped: cancelling a scope is not free on asyncio (anyio
+    formats the task's repr for the cancel message).
     """
     for iterator in (_iterator_of(stream), inner):
-        if iterator is None:
+        if iterator is None or getattr(iterator, "ag_frame", True) is None:
             continue
         with anyio.CancelScope() as scope, contextlib.suppress(Exception):
             scope.cancel()
             for _ in range(_DRAIN_LIMIT):
                 await iterator.__anext__()
+
+
+def sdk_stream_released(stream: Any) -> bool:
+    """Whether an SDK stream's HTTP response is closed and its connection back in its pool.
+
+    The SDK closes the response when its event generator ends (openai ``_streaming.py``,
+    ``AsyncStream.__stream__``'s ``finally``; public: ``AsyncStream.response``, httpx's
+    ``Response.is_closed``); a close that a native cancellation cut short
+    (`close_interrupted`) does not count. Closing such a stream again does not wait.
+    """
+    response = getattr(stream, "response", None)
+    return bool(getattr(response, "is_closed", False)) and not close_interrupted(stream)
 
 
 def is_multiplexed(stream: Any) -> bool:
