@@ -68,6 +68,7 @@ class ReadAhead:
         self._parked = False
         self._refill: anyio.Event | None = None
         self._kick: anyio.Event | None = None  # set when a waiting caller has events to take
+        self._filled = False  # fill() has ended: the waker's last kick ends it
 
     # ------------------------------------------------------------ on the loop
 
@@ -97,7 +98,8 @@ class ReadAhead:
             ) as exc:  # the SDK's error event, a stall: raised in the caller's thread
                 self.push(Stop(exc))
             finally:
-                waker.cancel_scope.cancel()
+                self._filled = True  # the waker's last kick: it wakes, and ends
+                self._kick_waker()
 
     def _kick_waker(self) -> None:
         kick = self._kick
@@ -105,7 +107,9 @@ class ReadAhead:
             kick.set()
 
     async def _run_waker(self) -> None:
-        while True:
+        # Ended by a last kick, not by cancelling its task group: on asyncio a cancel is
+        # not free (anyio formats the task's repr into the message), and this is per block.
+        while not self._filled:
             assert self._kick is not None
             await self._kick.wait()
             self._kick = anyio.Event()
