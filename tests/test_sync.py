@@ -1005,3 +1005,22 @@ def test_twin_of_an_sdk_default_client_shares_its_tls_context(emulator: Response
         assert twin._client._transport._pool._ssl_context is sync_pool._ssl_context
         assert twin._client.timeout == sync_client._client.timeout
         anyio.run(twin.close)
+
+
+def test_opening_a_stream_from_the_scopes_own_loop_thread_raises_instead_of_hanging(
+    client: openai.OpenAI,
+) -> None:
+    """The loop runs a scope's calls as callbacks: one made from the loop's own thread (a
+    coroutine given to ``scope.run``, an observer) would wait for itself."""
+    raised: list[BaseException] = []
+    with tether.sync.open_scope(client) as scope:
+
+        async def on_the_loop() -> None:
+            try:
+                tether.sync.guarded_stream(scope, model="fast", input="hi").__enter__()
+            except RuntimeError as exc:
+                raised.append(exc)
+
+        scope.run(on_the_loop, "a stream opened on the loop")
+    assert len(raised) == 1
+    assert "own event loop's thread" in str(raised[0])

@@ -19,14 +19,15 @@ which Ctrl-C can cancel.
 from __future__ import annotations
 
 import math
+import threading
 import time
 from concurrent import futures
 from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, final
 
 import anyio
-from anyio.from_thread import start_blocking_portal
-from anyio.lowlevel import checkpoint_if_cancelled
+from anyio.from_thread import run_sync, start_blocking_portal
+from anyio.lowlevel import EventLoopToken, checkpoint_if_cancelled, current_token
 
 from . import _sync_portal
 from ._errors import DeadlineExceeded, TetherError
@@ -107,6 +108,8 @@ class Scope:
         self._host: futures.Future[None] | None = None
         self._group: TaskGroup | None = None
         self._closing: anyio.Event | None = None
+        self._token: EventLoopToken | None = None  # the portal loop's
+        self._loop_thread: int | None = None
         self._deadline = math.inf
         self._entered = False
 
@@ -209,6 +212,8 @@ class Scope:
                     self._deadline = time.monotonic() + (
                         self._async.deadline - anyio.current_time()
                     )
+                    self._token = current_token()
+                    self._loop_thread = threading.get_ident()
                     task_status.started()
                     with anyio.CancelScope(shield=True):  # the body's lifetime, not a stop path
                         await self._closing.wait()
@@ -248,8 +253,8 @@ class Scope:
     ) -> None:
         """Start *func* as a task inside the async scope (its deadline and cancel apply),
         after calling *prepare* on the loop."""
-        portal = self._require_open(what)
-        if not portal.call(self._spawn, func, prepare):
+        self._require_open(what)
+        if not self._on_loop(self._spawn, func, prepare):
             self.raise_cancelled(what)
 
     def _spawn(
@@ -265,8 +270,20 @@ class Scope:
         return True
 
     def call(self, func: Callable[..., T], *args: Any) -> T:
-        """Run the sync *func* on the loop thread and return its result."""
-        return self._require_open("this call").call(func, *args)
+        """Run the sync *func* on the loop thread and return its result.
+
+        Run as a callback of the loop (``anyio.from_thread.run_sync`` with the loop's
+        token), not in a task: ``BlockingPortal.call`` starts a task in the portal's task
+        group for every call, even of a sync function, and a guarded block calls twice (to
+        start its session, then to leave).
+        """
+        self._require_open("this call")
+        return self._on_loop(func, *args)
+
+    def _on_loop(self, func: Callable[..., T], *args: Any) -> T:
+        if threading.get_ident() == self._loop_thread:  # it would wait for itself
+            raise RuntimeError("tether.sync cannot be called from its own event loop's thread")
+        return run_sync(func, *args, token=self._token)
 
     def submit(self, func: Callable[[], Awaitable[T]]) -> futures.Future[T]:
         """Run the coroutine function *func* on the loop, outside the scope (a stop)."""
