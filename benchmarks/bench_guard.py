@@ -15,6 +15,9 @@
    a raw and a guarded stream read in alternation, event by event, each read's CPU time
    added to its side; the median of the per-round ratios. A control in every round puts a
    second raw stream in the guarded one's place: what the method gives for no difference.
+4. Client CPU per short (5-token) response, open to exit, through ``guarded_stream`` against
+   the same block by hand (create, read to the end, close), on the same emulator process:
+   what a chat turn pays for the guard, whose fixed costs a long stream hides.
 
 Run: ``python benchmarks/bench_guard.py`` (writes ``docs/benchmarks/guard.md``,
 ``docs/benchmarks/guard.png`` and
@@ -44,6 +47,7 @@ STOP_AFTER = 5  # deltas read before the client stops wanting more
 MODELS = {
     "slow-50ms": EmulatedModel(ttft=0.0, tokens_per_s=20.0, length=60),
     "bulk": EmulatedModel(ttft=0.0, tokens_per_s=1e9, length=5000),
+    "short": EmulatedModel(ttft=0.0, tokens_per_s=1e9, length=5),
 }
 
 
@@ -291,6 +295,40 @@ async def paired_round(
     return cpu[0], cpu[1], events
 
 
+SHORT_BLOCKS = 40
+"""Short blocks per side in each per-block round."""
+
+
+async def _short_raw(client: openai.AsyncOpenAI) -> None:
+    """A short response by hand: create, read to the end, close (nothing to cancel)."""
+    stream = await client.responses.create(model="short", input="hi", stream=True, background=True)
+    async with stream:
+        async for _ in stream:
+            pass
+
+
+async def _short_guarded(client: openai.AsyncOpenAI) -> None:
+    async with tether.guarded_stream(client, model="short", input="hi") as stream:
+        async for _ in stream:
+            pass
+
+
+async def per_block_round(client: openai.AsyncOpenAI, guarded_first: bool) -> tuple[float, float]:
+    """CPU seconds (this thread's) of SHORT_BLOCKS short blocks each, raw and guarded, one
+    side after the other (which goes first alternates from round to round)."""
+    clock = time.thread_time
+    cpu: dict[str, float] = {}
+    sides = [("guarded", _short_guarded), ("raw", _short_raw)]
+    if not guarded_first:
+        sides.reverse()
+    for name, block in sides:
+        started = clock()
+        for _ in range(SHORT_BLOCKS):
+            await block(client)
+        cpu[name] = clock() - started
+    return cpu["raw"], cpu["guarded"]
+
+
 async def throughput(base_url: str, rounds: int) -> dict[str, Any]:
     """Events per client CPU-second, raw and guarded, paired; the per-round ratios."""
     raw: list[float] = []
@@ -306,7 +344,20 @@ async def throughput(base_url: str, rounds: int) -> dict[str, Any]:
             ratios.append(raw_cpu / guarded_cpu)
             raw_cpu, other_cpu, _ = await paired_round(client, round_ % 2 == 1, control=True)
             controls.append(raw_cpu / other_cpu)
+        raw_ms: list[float] = []
+        guarded_ms: list[float] = []
+        block_ratios: list[float] = []
+        await per_block_round(client, False)  # warm
+        for round_ in range(rounds):
+            raw_cpu, guarded_cpu = await per_block_round(client, round_ % 2 == 1)
+            raw_ms.append(raw_cpu / SHORT_BLOCKS * 1000)
+            guarded_ms.append(guarded_cpu / SHORT_BLOCKS * 1000)
+            block_ratios.append(guarded_cpu / raw_cpu)
     return {
+        "raw_block_ms": statistics.median(raw_ms),
+        "guarded_block_ms": statistics.median(guarded_ms),
+        "block_ratio": statistics.median(block_ratios),
+        "block_ratio_iqr": _iqr(block_ratios),
         "raw_events_per_cpu_s": statistics.median(raw),
         "guarded_events_per_cpu_s": statistics.median(guarded),
         "events_ratio": statistics.median(ratios),
@@ -378,7 +429,7 @@ async def run_backend(rounds: int) -> dict[str, Any]:
 
 
 def render_throughput(results: dict[str, dict[str, Any]]) -> list[str]:
-    """Part 3's table (all that ``--throughput-only`` prints)."""
+    """Parts 3 and 4's tables (all that ``--throughput-only`` prints)."""
     backends = list(results)
     return [
         "**Throughput**, per client CPU-second: a raw SDK stream and a guarded one of the same "
@@ -405,6 +456,25 @@ def render_throughput(results: dict[str, dict[str, Any]]) -> list[str]:
         + " | ".join(
             f"{results[b]['control_ratio']:.3f}× (IQR {results[b]['control_ratio_iqr'][0]:.3f}–"
             f"{results[b]['control_ratio_iqr'][1]:.3f})"
+            for b in backends
+        )
+        + " |",
+        "",
+        f"**Per block**, client CPU per short (5-token) background response, open to exit: "
+        f"{SHORT_BLOCKS} blocks by hand (create, read to the end, close: nothing to cancel) "
+        f"and {SHORT_BLOCKS} through `guarded_stream`, one side after the other (which goes "
+        "first alternates from round to round); the ratio is the median of the per-round "
+        "ratios, with their interquartile range.",
+        "",
+        "| per block | " + " | ".join(backends) + " |",
+        "|---|" + "---|" * len(backends),
+        "| by hand | "
+        + " | ".join(f"{results[b]['raw_block_ms']:.2f} ms" for b in backends)
+        + " |",
+        "| through `guarded_stream` | "
+        + " | ".join(
+            f"{results[b]['guarded_block_ms']:.2f} ms ({results[b]['block_ratio']:.3f}×, "
+            f"IQR {results[b]['block_ratio_iqr'][0]:.3f}–{results[b]['block_ratio_iqr'][1]:.3f})"
             for b in backends
         )
         + " |",
@@ -524,7 +594,7 @@ def main() -> None:
     parser.add_argument(
         "--throughput-only",
         action="store_true",
-        help="only part 3 (events per CPU-second); prints its table, writes nothing",
+        help="only parts 3 and 4 (events per CPU-second, CPU per block); prints them, writes nothing",
     )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "guard.json")
