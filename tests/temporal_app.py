@@ -57,6 +57,24 @@ class DevServer:
     """``host:port`` of the frontend (gRPC)."""
 
 
+def _frontend_answers(address: str) -> bool:
+    """Whether a client can connect: the frontend listens before it is healthy, and a
+    client's first call (``get_system_info``) fails until then with "Frontend is not
+    healthy yet" (a Python 3.10 CI run's first Temporal test failed so)."""
+    import asyncio
+
+    from temporalio.client import Client
+
+    async def connect() -> bool:
+        try:
+            await Client.connect(address)
+        except RuntimeError:  # "Failed client connect: ..."
+            return False
+        return True
+
+    return asyncio.run(connect())
+
+
 @contextlib.contextmanager
 def dev_server(binary: str) -> Iterator[DevServer]:
     """``temporal server start-dev`` on free loopback ports, in a temp dir; stopped at the end."""
@@ -86,17 +104,21 @@ def dev_server(binary: str) -> Iterator[DevServer]:
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
+        address = f"127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + _START_TIMEOUT
             while True:
                 if process.poll() is not None:
                     raise RuntimeError(f"temporal exited: {log.read_text()[-2000:]}")
+                listening = False
                 with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port)):
+                    listening = True
+                if listening and _frontend_answers(address):
                     break
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"temporal did not listen within {_START_TIMEOUT}s")
+                    raise RuntimeError(f"temporal was not ready within {_START_TIMEOUT}s")
                 time.sleep(0.05)
-            yield DevServer(address=f"127.0.0.1:{port}")
+            yield DevServer(address=address)
         finally:
             process.terminate()
             try:
