@@ -139,7 +139,8 @@ class StreamOutcome:
     - ``completed``, ``failed``, ``incomplete``: the response finished on its own (never cancelled).
     - ``cancelled``: the response was cancelled by someone else (another process, a reaper).
     - ``explicit``: ``await stream.cancel()``.
-    - ``break``: the ``async with`` body left before the response finished.
+    - ``break``: the ``async with`` body left before the response finished (a ``break``, a
+      ``return``, an async generator around the block closed by its consumer).
     - ``exception``: the body raised.
     - ``scope_cancelled``: an enclosing cancel scope was cancelled.
     - ``deadline``: an enclosing deadline ran out (``move_on_after``, ``fail_after``, a scope's deadline).

@@ -78,6 +78,8 @@ class StopSteps(StreamReader):
             return "deadline" if cancel_cause(exc) == "deadline" else "scope_cancelled"
         if isinstance(exc, KeyboardInterrupt):
             return "interrupted"
+        if isinstance(exc, GeneratorExit):  # an async generator around the block was closed
+            return "break"
         return "exception"
 
     # ------------------------------------------------------------ the server
