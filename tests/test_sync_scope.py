@@ -93,6 +93,59 @@ def test_scope_outcomes_record_every_stream_in_order(client: openai.OpenAI) -> N
     assert scope.outcomes[1].response_id == second.response_id
 
 
+def _deltas(scope: tether.sync.Scope, streams: list[tether.sync.GuardedStream]) -> Iterator[str]:
+    """What an app writes to hand a response to its caller: a generator around the block."""
+    with tether.sync.guarded_stream(scope, model="slow", input="x") as stream:
+        streams.append(stream)
+        yield from stream.text_deltas()
+
+
+def test_a_stream_left_open_in_an_unclosed_generator_is_cancelled_when_its_scope_exits(
+    emulator: ResponsesEmulator, client: openai.OpenAI
+) -> None:
+    streams: list[tether.sync.GuardedStream] = []
+    kept: list[Iterator[str]] = []
+
+    def scenario() -> None:
+        with tether.sync.open_scope(client) as scope:
+            deltas = _deltas(scope, streams)
+            next(deltas)  # the consumer takes one delta and walks away
+            kept.append(deltas)
+
+    watchdog = in_thread(scenario)
+    watchdog.join(WATCHDOG)
+    assert not watchdog.is_alive(), "the scope's exit waited for a block left open"
+    record = emulator.ledger[streams[0].response_id or ""]
+    assert (record.status, record.cancel_calls) == ("cancelled", 1)
+    kept[0].close()
+
+
+def test_a_generator_read_on_after_its_scope_exited_ends_with_the_reason_scope_exited(
+    client: openai.OpenAI,
+) -> None:
+    streams: list[tether.sync.GuardedStream] = []
+    with tether.sync.open_scope(client) as scope:
+        deltas = _deltas(scope, streams)
+        next(deltas)
+    assert list(deltas) == []  # what was read ahead is dropped, as after any early stop
+    outcome = streams[0].outcome
+    assert (outcome.reason, outcome.status) == ("scope_exited", "cancelled")
+    assert scope.outcomes == (outcome,)
+
+
+def test_a_generator_closed_by_its_consumer_stops_its_stream_as_a_break(
+    emulator: ResponsesEmulator, client: openai.OpenAI
+) -> None:
+    streams: list[tether.sync.GuardedStream] = []
+    with tether.sync.open_scope(client) as scope:
+        deltas = _deltas(scope, streams)
+        next(deltas)
+        deltas.close()  # GeneratorExit through the block: the consumer is done
+        outcome = streams[0].outcome
+        assert (outcome.reason, outcome.status) == ("break", "cancelled")
+    assert emulator.ledger[outcome.response_id or ""].cancel_calls == 1
+
+
 def test_remaining_and_deadline_come_from_the_async_scope(client: openai.OpenAI) -> None:
     with tether.sync.open_scope(client, deadline=30) as scope:
         assert 0 < scope.remaining() <= 30

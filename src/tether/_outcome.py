@@ -28,6 +28,7 @@ EndReason = Literal[
     "break",
     "exception",
     "scope_cancelled",
+    "scope_exited",
     "deadline",
     "stalled",
     "interrupted",
@@ -143,6 +144,9 @@ class StreamOutcome:
       ``return``, an async generator around the block closed by its consumer).
     - ``exception``: the body raised.
     - ``scope_cancelled``: an enclosing cancel scope was cancelled.
+    - ``scope_exited``: the ``open_scope`` block ended while the stream's block was still
+      open elsewhere (an async generator its consumer left unclosed, a task that outlived
+      the scope); the scope stopped it on its way out.
     - ``deadline``: an enclosing deadline ran out (``move_on_after``, ``fail_after``, a scope's deadline).
     - ``stalled``: a stall timeout fired (see [`StallError`][tether.StallError]).
     - ``interrupted``: ``KeyboardInterrupt`` (Ctrl-C).

@@ -132,6 +132,7 @@ class ResponseGuard(StopSteps):
     async def open(self) -> None:
         if self._state is not State.NEW:
             raise RuntimeError("a guarded stream can be entered only once")
+        self._scope.require_not_exited()
         await checkpoint_if_cancelled()  # already cancelled: send nothing at all
         self._to(State.QUEUED)
         if observe.watched():

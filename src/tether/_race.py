@@ -93,14 +93,7 @@ def prepare_race(
         attempt_scope = scope
         if "client" in kwargs:
             own = check_async_client(kwargs.pop("client"), argument=f"requests[{index}]['client']")
-            attempt_scope = Scope(
-                own,
-                grace=scope.grace,
-                first_event_timeout=scope.first_event_timeout,
-                confirm=scope.confirm,
-                journal=scope.journal,  # journaled like the others: `tether reap` sees it
-            )
-            attempt_scope.limiter = scope.limiter  # one bound for the whole race
+            attempt_scope = scope.for_client(own)  # one bound, one journal, one record
         bucket = stagger.bucket(kwargs) if isinstance(stagger, AdaptiveStagger) else None
         try:
             guard = build_guard(attempt_scope, *StreamOptions.split(kwargs, grace=grace))

@@ -18,6 +18,7 @@ from ._critical import CtrlC, ctrl_c_cancels
 from ._errors import DeadlineExceeded
 from ._journal import Journal, close_if_opened, open_journal
 from ._journal_lease import LeasedJournal
+from ._lifecycle import State
 from ._validate import check_positive, check_timeout
 
 if TYPE_CHECKING:
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 
     from openai import AsyncOpenAI
 
-    from ._outcome import StreamOutcome
+    from ._outcome import EndReason, StreamOutcome
     from ._protocol import ResponseGuard
 
 __all__ = ["Scope", "as_scope", "open_scope"]
@@ -90,6 +91,7 @@ class Scope:
         self._cancelled_explicitly = False
         self._live: set[ResponseGuard] = set()
         self._outcomes: list[StreamOutcome] = []
+        self._exited = False  # its `async with open_scope(...)` block has ended
 
     @property
     def deadline(self) -> float:
@@ -137,11 +139,17 @@ class Scope:
             # the journal's attach on: see _critical.py).
             with self._ctrl_c(cancel_scope) as ctrl_c:
                 async with self.attach_journal():  # a fleet journal's lease and cancel listener
-                    with cancel_scope:
-                        if limit is not None:
-                            self._deadline = cancel_scope.deadline = anyio.current_time() + limit
-                        self._cancel_scope = cancel_scope
-                        yield self
+                    try:
+                        with cancel_scope:
+                            if limit is not None:
+                                self._deadline = cancel_scope.deadline = (
+                                    anyio.current_time() + limit
+                                )
+                            self._cancel_scope = cancel_scope
+                            yield self
+                    finally:
+                        self._exited = True  # a stream opened from now on raises
+                        await self.stop_abandoned()
                     if (
                         cancel_scope.cancelled_caught
                         and limit is not None
@@ -178,6 +186,35 @@ class Scope:
             if ctrl_c.interrupted:
                 raise KeyboardInterrupt
 
+    def for_client(self, client: AsyncOpenAI) -> Scope:
+        """This scope for another client (a race's ``requests[i]['client']``).
+
+        The same grace, timeouts, ``confirm``, journal and ``max_concurrency`` bound, and the
+        same book-keeping: its streams count in ``live`` and ``outcomes``, a
+        ``request_cancel`` finds them, and this scope's exit stops them if they are left
+        open.
+        """
+        sibling = Scope(
+            client,
+            grace=self.grace,
+            first_event_timeout=self.first_event_timeout,
+            confirm=self.confirm,
+            journal=self.journal,  # journaled like the others: `tether reap` sees them
+        )
+        sibling.limiter = self.limiter  # one bound for the whole race
+        sibling._live = self._live
+        sibling._outcomes = self._outcomes
+        return sibling
+
+    def require_not_exited(self) -> None:
+        """Raise ``RuntimeError`` if the scope's block has exited: a stream opened in it now
+        would be bound to nothing (no deadline, no stop at the exit)."""
+        if self._exited:
+            raise RuntimeError(
+                "this scope's `async with tether.open_scope(...)` block has exited: "
+                "open its streams inside the block"
+            )
+
     def track(self, guard: ResponseGuard) -> None:
         """Count *guard* as live in this scope (called by the protocol as it opens)."""
         self._live.add(guard)
@@ -197,18 +234,37 @@ class Scope:
         return self.journal.attach(self.on_cancel_requested)
 
     async def on_cancel_requested(self, key: str) -> None:
-        """A cancel was requested for *key* (``request_cancel``): stop its live streams,
-        concurrently, each through the one stop path (a queued one sends nothing)."""
-        guards = [guard for guard in self._live if guard.key == key]
+        """A cancel was requested for *key* (``request_cancel``): stop its live streams."""
+        await _stop_each([guard for guard in self._live if guard.key == key], "cancel_requested")
 
-        async def stop(guard: ResponseGuard) -> None:
-            guard.mark_reason("cancel_requested")
-            await guard.wait_opened("cancel")
-            await guard.stop("cancel_requested")
+    async def stop_abandoned(self) -> None:
+        """(The scope's exit.) Stop the streams of this scope whose blocks are still open.
 
-        async with anyio.create_task_group() as tg:
-            for guard in guards:
-                tg.start_soon(stop, guard)
+        A stream's block normally ends inside the scope's. One that does not was left
+        elsewhere: in an async generator its consumer stopped iterating and has not closed
+        yet (it is closed when it is garbage collected, if ever), or in a task that runs
+        past the scope. Its response would go on generating after the scope: so the scope
+        stops it on its way out (``scope_exited``), under a shield and bounded like any
+        stop. Its block, when it ends, finds the stream stopped.
+        """
+        abandoned = [guard for guard in self._live if guard.state < State.STOPPING]
+        if abandoned:  # else no checkpoint at all: the common case
+            with anyio.CancelScope(shield=True):  # each stop is bounded (grace, the open's)
+                await _stop_each(abandoned, "scope_exited")
+
+
+async def _stop_each(guards: list[ResponseGuard], reason: EndReason) -> None:
+    """Stop *guards* for *reason*, concurrently, each through the one stop path: an open in
+    flight is waited for until its id is known, a queued one gives up and sends nothing."""
+
+    async def stop(guard: ResponseGuard) -> None:
+        guard.mark_reason(reason)
+        await guard.wait_opened("cancel")
+        await guard.stop(reason)
+
+    async with anyio.create_task_group() as tg:
+        for guard in guards:
+            tg.start_soon(stop, guard)
 
 
 def as_scope(scope: Scope | AsyncOpenAI, argument: str = "scope") -> Scope:
@@ -234,7 +290,10 @@ def open_scope(
     cancelled on the server (each within ``grace``), then the block raises
     [`DeadlineExceeded`][tether.DeadlineExceeded], a ``TimeoutError``, like
     ``anyio.fail_after``. An exception raised in the body propagates unchanged: the scope does
-    not wrap it in an ``ExceptionGroup``.
+    not wrap it in an ``ExceptionGroup``. A stream whose block is still open when the scope's
+    block ends (in an async generator left unclosed, in a task that runs past the scope) is
+    stopped at the exit, like the others (``reason="scope_exited"``); a scope whose block
+    has ended opens no more streams.
 
     Args:
         client: An ``openai.AsyncOpenAI`` (or ``AsyncAzureOpenAI``).

@@ -218,6 +218,8 @@ class Scope:
                     with anyio.CancelScope(shield=True):  # the body's lifetime, not a stop path
                         await self._closing.wait()
                     await checkpoint_if_cancelled()  # a passed deadline: the scope raises
+                    await self._async.stop_abandoned()  # a `with` left open: stop, end its session
+                    group.cancel_scope.cancel("tether.sync: the scope exited")
         finally:
             self._group = None
             with anyio.move_on_after(_CLEANUP_LIMIT, shield=True):
@@ -350,7 +352,8 @@ def open_scope(
     own code; the stream being read raises [`DeadlineExceeded`][tether.DeadlineExceeded]
     (a ``TimeoutError``), and so does the block if the body let it exit normally. Its
     streams share one event-loop thread and one mirrored ``AsyncOpenAI`` (connections are
-    reused), which makes each block cheaper than with a bare client.
+    reused), which makes each block cheaper than with a bare client. A block still open at
+    the exit (in a generator its consumer kept) is stopped there (``"scope_exited"``).
 
     Args:
         client: An ``openai.OpenAI`` (or ``AzureOpenAI``).
