@@ -80,6 +80,28 @@ async def test_a_stream_read_by_a_task_that_outlives_its_scope_ends_at_the_scope
     assert read < 2000
 
 
+async def test_a_finished_response_left_open_is_closed_at_the_scope_exit_not_cancelled(
+    emulator: ResponsesEmulator, client: openai.AsyncOpenAI
+) -> None:
+    streams: list[tether.GuardedStream] = []
+
+    async def events(scope: tether.Scope) -> AsyncIterator[Any]:
+        async with tether.guarded_stream(scope, model="fast", input="x") as stream:
+            streams.append(stream)
+            async for event in stream:
+                yield event
+
+    async with tether.open_scope(client) as scope:
+        every = events(scope)
+        async for event in every:
+            if event.type == "response.completed":
+                break  # its final event taken, the generator not read to its end
+    await every.aclose()
+    outcome = streams[0].outcome
+    assert (outcome.reason, outcome.receipt) == ("completed", None)
+    assert emulator.ledger[outcome.response_id or ""].cancel_calls == 0
+
+
 async def test_an_async_generator_closed_by_its_consumer_stops_its_stream_as_a_break(
     emulator: ResponsesEmulator, client: openai.AsyncOpenAI
 ) -> None:

@@ -133,6 +133,29 @@ def test_a_generator_read_on_after_its_scope_exited_ends_with_the_reason_scope_e
     assert scope.outcomes == (outcome,)
 
 
+def test_a_stream_another_thread_reads_when_the_scope_exits_ends_there_as_scope_exited(
+    client: openai.OpenAI,
+) -> None:
+    reading = threading.Event()
+    ended: list[object] = []
+
+    def reader(scope: tether.sync.Scope) -> None:
+        try:
+            with tether.sync.guarded_stream(scope, model="slow", input="x") as stream:
+                for _ in stream:
+                    reading.set()
+            ended.append(stream.outcome.reason)
+        except BaseException as exc:  # pragma: no cover - what the test fails with
+            ended.append(exc)
+
+    with tether.sync.open_scope(client) as scope:
+        thread = in_thread(lambda: reader(scope))
+        assert reading.wait(WATCHDOG)
+    thread.join(WATCHDOG)
+    assert not thread.is_alive()
+    assert ended == ["scope_exited"]
+
+
 def test_a_generator_closed_by_its_consumer_stops_its_stream_as_a_break(
     emulator: ResponsesEmulator, client: openai.OpenAI
 ) -> None:

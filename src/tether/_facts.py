@@ -134,6 +134,11 @@ class GuardFacts:
         return self._reached is State.EXHAUSTED
 
     @property
+    def finished(self) -> bool:
+        """Whether the response reached a final status (its final event was read)."""
+        return self._finished is not None
+
+    @property
     def status(self) -> str | None:
         """The last status the stream reported (``queued``, ``in_progress``, ``completed``...)."""
         return self._status

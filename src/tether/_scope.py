@@ -255,12 +255,14 @@ class Scope:
 
 async def _stop_each(guards: list[ResponseGuard], reason: EndReason) -> None:
     """Stop *guards* for *reason*, concurrently, each through the one stop path: an open in
-    flight is waited for until its id is known, a queued one gives up and sends nothing."""
+    flight is waited for until its id is known, a queued one gives up and sends nothing, and
+    one whose response finished is closed and keeps its own reason (``completed``...)."""
 
     async def stop(guard: ResponseGuard) -> None:
-        guard.mark_reason(reason)
-        await guard.wait_opened("cancel")
-        await guard.stop(reason)
+        if not guard.finished:  # else its stop only closes: nothing to cancel
+            guard.mark_reason(reason)
+            await guard.wait_opened("cancel")
+        await guard.stop(guard.reason_for(None))
 
     async with anyio.create_task_group() as tg:
         for guard in guards:

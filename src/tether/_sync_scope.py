@@ -10,10 +10,10 @@ A [`tether.sync.Scope`][tether.sync.Scope] owns, for the length of its ``with`` 
   sync scope runs as a task of that group: the async scope's deadline reaches them like
   any cancellation, and they stop through the async ``ResponseGuard.stop``.
 
-A bare ``OpenAI`` passed to ``tether.sync.guarded_stream`` gets a scope of its own for
-the block; ``tether.sync.open_scope`` shares one between blocks (and threads). Work that
-returns one result (a sync race) runs through ``Scope.run`` as a ``Job`` (``_sync_job.py``),
-which Ctrl-C can cancel.
+A bare ``OpenAI`` passed to ``tether.sync.guarded_stream`` gets a scope of its own for the
+block; ``open_scope`` shares one between blocks (and threads). A sync race runs through
+``Scope.run`` as a ``Job`` (``_sync_job.py``), which Ctrl-C can cancel. At the exit, a
+block still open (in a generator, another thread) is stopped, then its session ended.
 """
 
 from __future__ import annotations
@@ -22,10 +22,11 @@ import math
 import threading
 import time
 from concurrent import futures
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, final
 
 import anyio
+from anyio import RunFinishedError
 from anyio.from_thread import run_sync, start_blocking_portal
 from anyio.lowlevel import EventLoopToken, checkpoint_if_cancelled, current_token
 
@@ -272,15 +273,17 @@ class Scope:
         return True
 
     def call(self, func: Callable[..., T], *args: Any) -> T:
-        """Run the sync *func* on the loop thread and return its result.
-
-        Run as a callback of the loop (``anyio.from_thread.run_sync`` with the loop's
-        token), not in a task: ``BlockingPortal.call`` starts a task in the portal's task
-        group for every call, even of a sync function, and a guarded block calls twice (to
-        start its session, then to leave).
-        """
+        """Run the sync *func* on the loop thread and return its result: as a callback of
+        the loop (``anyio.from_thread.run_sync`` with its token), not in a task, as
+        ``BlockingPortal.call`` does for every call, even of a sync function."""
         self._require_open("this call")
         return self._on_loop(func, *args)
+
+    def tell(self, func: Callable[..., object], *args: Any) -> None:
+        """``call``, or nothing once the block has exited: the host stops what is left open."""
+        if self._portal is not None:
+            with suppress(RunFinishedError):  # the host ended meanwhile, and its sessions
+                self._on_loop(func, *args)
 
     def _on_loop(self, func: Callable[..., T], *args: Any) -> T:
         if threading.get_ident() == self._loop_thread:  # it would wait for itself
@@ -292,12 +295,10 @@ class Scope:
         return self._require_open("this call").start_task_soon(func)
 
     def run(self, func: Callable[[], Awaitable[T]], what: str) -> T:
-        """Run *func* inside the async scope and return its result.
-
-        Ctrl-C cancels it (every stream inside stops through the cancel protocol), waits
-        for that, and raises the ``KeyboardInterrupt``. A scope cancelled under it raises
-        ``DeadlineExceeded`` (its deadline) or ``TetherError`` (``scope.cancel()``).
-        """
+        """Run *func* inside the async scope and return its result. Ctrl-C cancels it
+        (every stream inside stops through the cancel protocol), waits for that, and raises
+        the ``KeyboardInterrupt``; a scope cancelled under it raises ``DeadlineExceeded``
+        (its deadline) or ``TetherError`` (``scope.cancel()``)."""
         job = Job(func)
         self.spawn(job.main, what)
         wait(job.result, lambda exc: self.call(job.interrupt))

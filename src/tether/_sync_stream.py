@@ -196,7 +196,7 @@ class GuardedStream(StreamSession):
             return
         try:
             if not self._done.done():
-                self._scope.call(self._request_exit, exc)
+                self._scope.tell(self._request_exit, exc)
             wait(self._done)  # the guard's close, bounded by grace; Ctrl-C waits for it
         except BaseException as error:
             self._close_scope(error)
