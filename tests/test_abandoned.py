@@ -137,3 +137,18 @@ async def test_a_race_attempt_on_its_own_client_counts_in_the_scope_outcomes(
         result = await tether.race(scope, requests, win="first_completed")
     assert sorted(o.reason for o in scope.outcomes) == ["completed", "race_lost"]
     assert len(scope.outcomes) == len(result.attempts)
+
+
+async def test_a_race_on_a_scope_whose_block_exited_raises_and_sends_nothing(
+    emulator: ResponsesEmulator, client: openai.AsyncOpenAI
+) -> None:
+    async with emulator.async_client() as other:
+        async with tether.open_scope(client) as scope:
+            pass
+        requests: list[dict[str, Any]] = [
+            {"model": "fast", "input": "a", "client": other},
+            {"model": "fast", "input": "b", "client": other},
+        ]
+        with pytest.raises(RuntimeError, match="block has exited"):
+            await tether.race(scope, requests)
+    assert len(emulator.ledger) == 0

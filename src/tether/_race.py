@@ -71,6 +71,7 @@ def prepare_race(
                 "max_concurrency applies to a client; racing in a scope uses the scope's: "
                 f"pass it to open_scope(), got max_concurrency={max_concurrency!r}"
             )
+        client_or_scope.require_not_exited()  # a usage error, not N attempts failing
         scope = client_or_scope
     else:
         scope = Scope(

@@ -92,6 +92,7 @@ class Scope:
         self._live: set[ResponseGuard] = set()
         self._outcomes: list[StreamOutcome] = []
         self._exited = False  # its `async with open_scope(...)` block has ended
+        self._parent: Scope | None = None  # the scope it stands for (for_client)
 
     @property
     def deadline(self) -> float:
@@ -204,12 +205,13 @@ class Scope:
         sibling.limiter = self.limiter  # one bound for the whole race
         sibling._live = self._live
         sibling._outcomes = self._outcomes
+        sibling._parent = self  # its exit is this scope's
         return sibling
 
     def require_not_exited(self) -> None:
         """Raise ``RuntimeError`` if the scope's block has exited: a stream opened in it now
         would be bound to nothing (no deadline, no stop at the exit)."""
-        if self._exited:
+        if self._exited or (self._parent is not None and self._parent._exited):
             raise RuntimeError(
                 "this scope's `async with tether.open_scope(...)` block has exited: "
                 "open its streams inside the block"
