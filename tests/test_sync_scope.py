@@ -156,6 +156,20 @@ def test_a_stream_another_thread_reads_when_the_scope_exits_ends_there_as_scope_
     assert ended == ["scope_exited"]
 
 
+def test_cancel_of_a_block_left_open_past_its_scope_returns_the_receipt_of_the_scopes_stop(
+    emulator: ResponsesEmulator, client: openai.OpenAI
+) -> None:
+    streams: list[tether.sync.GuardedStream] = []
+    with tether.sync.open_scope(client) as scope:
+        deltas = _deltas(scope, streams)
+        next(deltas)
+    receipt = streams[0].cancel()  # a stop button pressed as the scope exits
+    assert (receipt.status, receipt.confirmed) == ("cancelled", True)
+    assert emulator.ledger[receipt.response_id or ""].cancel_calls == 1
+    deltas.close()
+    assert streams[0].outcome.receipt == receipt
+
+
 def test_a_generator_closed_by_its_consumer_stops_its_stream_as_a_break(
     emulator: ResponsesEmulator, client: openai.OpenAI
 ) -> None:

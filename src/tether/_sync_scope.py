@@ -1,14 +1,12 @@
 """The sync Scope: one portal thread, one mirrored ``AsyncOpenAI``, one async Scope.
 
-A [`tether.sync.Scope`][tether.sync.Scope] owns, for the length of its ``with`` block:
-
-- an anyio blocking portal (an event loop in a thread of its own, joined on exit);
-- the ``AsyncOpenAI`` twin of your ``OpenAI`` (and one per other client a race names),
-  closed on exit, so connections are reused from one stream to the next;
-- a host task that holds the async [`Scope`][tether.Scope] open (its deadline, grace,
-  concurrency limit, journal) and a task group inside it. Every stream and race of the
-  sync scope runs as a task of that group: the async scope's deadline reaches them like
-  any cancellation, and they stop through the async ``ResponseGuard.stop``.
+A [`tether.sync.Scope`][tether.sync.Scope] owns, for its ``with`` block: an anyio blocking
+portal (an event loop in a thread of its own, joined on exit); the ``AsyncOpenAI`` twin of
+your ``OpenAI`` (and one per other client a race names), closed on exit, so connections are
+reused; a host task that holds the async [`Scope`][tether.Scope] open (its deadline, grace,
+concurrency limit, journal) and a task group inside it. Every stream and race of the sync
+scope runs as a task of that group: the async scope's deadline reaches them like any
+cancellation, and they stop through the async ``ResponseGuard.stop``.
 
 A bare ``OpenAI`` passed to ``tether.sync.guarded_stream`` gets a scope of its own for the
 block; ``open_scope`` shares one between blocks (and threads). A sync race runs through
@@ -290,8 +288,10 @@ class Scope:
             raise RuntimeError("tether.sync cannot be called from its own event loop's thread")
         return run_sync(func, *args, token=self._token)
 
-    def submit(self, func: Callable[[], Awaitable[T]]) -> futures.Future[T]:
-        """Run the coroutine function *func* on the loop, outside the scope (a stop)."""
+    def submit(self, func: Callable[[], Awaitable[T]]) -> futures.Future[T] | None:
+        """Run *func* on the loop, outside the scope (a stop); ``None`` once the block exited."""
+        if self._portal is None and self._entered:
+            return None
         return self._require_open("this call").start_task_soon(func)
 
     def run(self, func: Callable[[], Awaitable[T]], what: str) -> T:

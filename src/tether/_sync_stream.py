@@ -296,6 +296,8 @@ class GuardedStream(StreamSession):
                 pass
         # The guard has read to its end: this only checks how it ended.
         future = self._scope.submit(self._guard.read_to_end)
+        if future is None:
+            raise RuntimeError("get_final_response(): the scope exited, which stopped the stream")
         wait(future)
         return future.result()
 
@@ -330,6 +332,9 @@ class GuardedStream(StreamSession):
             if self._state == "closed":
                 return self._settled_receipt()
             future = self._scope.submit(self._cancel_on_loop)
+        if future is None:  # the scope's exit stops the stream (stop_abandoned)
+            settle(self._done)
+            return self._settled_receipt()
         try:
             wait(future)
             return future.result()
@@ -370,6 +375,8 @@ class GuardedStream(StreamSession):
         last = self._last
         seen = self._handed_seq if last is None else last.sequence_number
         future = self._scope.submit(self._detach_on_loop)
+        if future is None:
+            raise RuntimeError("detach(): the scope's block exited, which stopped the stream")
         wait(future)
         handle = future.result()
         return DetachedResponse(response_id=handle.response_id, last_sequence_number=seen)
