@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import _thread
 import math
+import os
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -26,6 +30,9 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
     from tether.testing import ResponsesEmulator
+
+
+EXIT_CHILD = Path(__file__).with_name("exit_child.py")
 
 
 @pytest.fixture(autouse=True, params=["asyncio", "trio"])
@@ -168,6 +175,25 @@ def test_cancel_of_a_block_left_open_past_its_scope_returns_the_receipt_of_the_s
     assert emulator.ledger[receipt.response_id or ""].cancel_calls == 1
     deltas.close()
     assert streams[0].outcome.receipt == receipt
+
+
+@pytest.mark.parametrize("mode", ["raise", "end"])
+def test_a_script_ending_with_a_stream_left_open_in_a_generator_exits_and_cancels_it(
+    emulator: ResponsesEmulator, portal_backend: str, mode: str
+) -> None:
+    """The generator is collected only once the interpreter stops its daemon threads: its
+    block's exit would wait for a portal that no longer runs, and the process never exit."""
+    child = subprocess.run(
+        [sys.executable, str(EXIT_CHILD), emulator.base_url, portal_backend, mode],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(EXIT_CHILD.parent.parent / "src")},
+        timeout=WATCHDOG * 3,
+    )
+    assert child.stdout == "READ\n"
+    assert child.returncode == (1 if mode == "raise" else 0), child.stderr
+    (record,) = emulator.ledger.responses
+    assert (record.status, record.cancel_calls) == ("cancelled", 1)
 
 
 def test_a_generator_closed_by_its_consumer_stops_its_stream_as_a_break(

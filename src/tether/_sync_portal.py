@@ -6,17 +6,38 @@ buffer is empty, leaving a block, a race, a ``cancel()``) waits on a
 arrives meanwhile, the waiter tells the loop (its *interrupt* callback, which stops the
 work through the cancel protocol), waits for that cleanup (bounded by grace) through any
 further Ctrl-C, and then lets the ``KeyboardInterrupt`` go on. There is no second path.
+
+Scopes still open when the interpreter exits (``OPEN``) are exited by an ``atexit`` hook,
+while their portal threads can still run: a block left open in a generator that only the
+interpreter's last collection closes would otherwise wait for a loop that no longer runs
+(daemon threads stop when finalization starts), and the process would never exit.
 """
 
 from __future__ import annotations
 
+import atexit
+import weakref
 from concurrent import futures
+from contextlib import AbstractContextManager, suppress
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["BACKEND", "PORTAL_THREAD_NAME", "settle", "wait"]
+__all__ = ["BACKEND", "OPEN", "PORTAL_THREAD_NAME", "settle", "wait"]
+
+OPEN: weakref.WeakSet[AbstractContextManager[Any]] = weakref.WeakSet()
+"""The ``tether.sync`` scopes entered and not exited yet (each one's portal thread runs)."""
+
+
+@atexit.register
+def _exit_the_open_scopes() -> None:
+    """Exit every scope still open: its streams are stopped (cancelled on the server) and
+    its portal thread joined, each stop within grace. Its errors are not the exit's."""
+    for scope in list(OPEN):
+        with suppress(Exception):
+            scope.__exit__(None, None, None)
+
 
 PORTAL_THREAD_NAME = "tether-sync"
 """The name of every portal thread (tests check that none is left running)."""

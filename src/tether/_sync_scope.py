@@ -179,6 +179,7 @@ class Scope:
             self._host, _ = portal.start_task(self._run_host)
             self._portal = portal
             self._stack = stack.pop_all()
+        _sync_portal.OPEN.add(self)
         return self
 
     def __exit__(
@@ -188,6 +189,7 @@ class Scope:
         tb: TracebackType | None,
     ) -> None:
         stack, self._stack = self._stack, None
+        _sync_portal.OPEN.discard(self)
         portal, host, closing = self._portal, self._host, self._closing
         if stack is None or portal is None or host is None or closing is None:  # pragma: no cover
             return
@@ -252,8 +254,7 @@ class Scope:
         what: str,
         prepare: Callable[[], object] | None = None,
     ) -> None:
-        """Start *func* as a task inside the async scope (its deadline and cancel apply),
-        after calling *prepare* on the loop."""
+        """Start *func* (after *prepare*, both on the loop) as a task in the async scope."""
         self._require_open(what)
         if not self._on_loop(self._spawn, func, prepare):
             self.raise_cancelled(what)
@@ -320,8 +321,7 @@ class Scope:
         return self._async.cancel_called and anyio.current_time() >= self._async.deadline
 
     def raise_cancelled(self, what: str) -> None:
-        """Raise what a block cancelled by the scope raises: ``DeadlineExceeded`` if the
-        deadline passed, else ``TetherError`` (``scope.cancel()``); nothing if neither."""
+        """Raise ``DeadlineExceeded`` (deadline) or ``TetherError`` (``scope.cancel()``), if so."""
         if not self._async.cancel_called:
             return
         if self.expired():
