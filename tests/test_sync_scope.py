@@ -196,6 +196,22 @@ def test_a_script_ending_with_a_stream_left_open_in_a_generator_exits_and_cancel
     assert (record.status, record.cancel_calls) == ("cancelled", 1)
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
+def test_a_forked_child_of_a_process_with_a_scope_open_exits_normally(
+    emulator: ResponsesEmulator, portal_backend: str
+) -> None:
+    """The child inherits the open scopes but none of their portal threads: exiting them
+    there would wait forever. So a fork forgets them in the child."""
+    child = subprocess.run(
+        [sys.executable, str(EXIT_CHILD), emulator.base_url, portal_backend, "fork"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(EXIT_CHILD.parent.parent / "src")},
+        timeout=WATCHDOG * 3,
+    )
+    assert (child.stdout, child.returncode) == ("FORKED 0\n", 0), child.stderr
+
+
 def test_a_generator_closed_by_its_consumer_stops_its_stream_as_a_break(
     emulator: ResponsesEmulator, client: openai.OpenAI
 ) -> None:

@@ -16,6 +16,7 @@ interpreter's last collection closes would otherwise wait for a loop that no lon
 from __future__ import annotations
 
 import atexit
+import os
 import weakref
 from concurrent import futures
 from contextlib import AbstractContextManager, suppress
@@ -28,6 +29,8 @@ __all__ = ["BACKEND", "OPEN", "PORTAL_THREAD_NAME", "settle", "wait"]
 
 OPEN: weakref.WeakSet[AbstractContextManager[Any]] = weakref.WeakSet()
 """The ``tether.sync`` scopes entered and not exited yet (each one's portal thread runs)."""
+if hasattr(os, "register_at_fork"):  # a forked child has none of the parent's threads
+    os.register_at_fork(after_in_child=OPEN.clear)
 
 
 @atexit.register
