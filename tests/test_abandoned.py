@@ -18,12 +18,12 @@ import pytest
 import tether
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncGenerator
 
     from tether.testing import ResponsesEmulator
 
 
-async def _deltas(scope: tether.Scope, streams: list[tether.GuardedStream]) -> AsyncIterator[str]:
+async def _deltas(scope: tether.Scope, streams: list[tether.GuardedStream]) -> AsyncGenerator[str]:
     """What an app writes to hand a response to its caller: a generator around the block."""
     async with tether.guarded_stream(scope, model="slow", input="x") as stream:
         streams.append(stream)
@@ -31,14 +31,23 @@ async def _deltas(scope: tether.Scope, streams: list[tether.GuardedStream]) -> A
             yield text
 
 
-async def test_a_stream_left_open_in_an_unclosed_generator_is_cancelled_when_its_scope_exits(
-    emulator: ResponsesEmulator, client: openai.AsyncOpenAI
-) -> None:
+async def _left_open_past_the_scope(
+    client: openai.AsyncOpenAI,
+) -> tuple[AsyncGenerator[str], tether.GuardedStream]:
+    """A scope whose body takes one delta from ``_deltas`` and walks away: the generator
+    (not closed) and its stream, once the scope has exited."""
     streams: list[tether.GuardedStream] = []
     async with tether.open_scope(client) as scope:
         deltas = _deltas(scope, streams)
-        await deltas.__anext__()  # the consumer takes one delta and walks away
-    record = emulator.ledger[streams[0].response_id or ""]
+        await deltas.__anext__()
+    return deltas, streams[0]
+
+
+async def test_a_stream_left_open_in_an_unclosed_generator_is_cancelled_when_its_scope_exits(
+    emulator: ResponsesEmulator, client: openai.AsyncOpenAI
+) -> None:
+    deltas, stream = await _left_open_past_the_scope(client)
+    record = emulator.ledger[stream.response_id or ""]
     assert (record.status, record.cancel_calls) == ("cancelled", 1)
     await deltas.aclose()
 
@@ -46,12 +55,9 @@ async def test_a_stream_left_open_in_an_unclosed_generator_is_cancelled_when_its
 async def test_a_generator_closed_after_its_scope_exited_finds_its_stream_stopped(
     emulator: ResponsesEmulator, client: openai.AsyncOpenAI
 ) -> None:
-    streams: list[tether.GuardedStream] = []
-    async with tether.open_scope(client) as scope:
-        deltas = _deltas(scope, streams)
-        await deltas.__anext__()
+    deltas, stream = await _left_open_past_the_scope(client)
     await deltas.aclose()
-    outcome = streams[0].outcome
+    outcome = stream.outcome
     assert (outcome.reason, outcome.status) == ("scope_exited", "cancelled")
     assert emulator.ledger[outcome.response_id or ""].cancel_calls == 1  # not a second one
 
@@ -85,7 +91,7 @@ async def test_a_finished_response_left_open_is_closed_at_the_scope_exit_not_can
 ) -> None:
     streams: list[tether.GuardedStream] = []
 
-    async def events(scope: tether.Scope) -> AsyncIterator[Any]:
+    async def events(scope: tether.Scope) -> AsyncGenerator[Any]:
         async with tether.guarded_stream(scope, model="fast", input="x") as stream:
             streams.append(stream)
             async for event in stream:

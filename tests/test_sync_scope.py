@@ -177,19 +177,26 @@ def test_cancel_of_a_block_left_open_past_its_scope_returns_the_receipt_of_the_s
     assert streams[0].outcome.receipt == receipt
 
 
+def _run_exit_child(
+    emulator: ResponsesEmulator, backend: str, mode: str
+) -> subprocess.CompletedProcess[str]:
+    """Run ``tests/exit_child.py`` in *mode* against *emulator*, to its end (bounded)."""
+    return subprocess.run(
+        [sys.executable, str(EXIT_CHILD), emulator.base_url, backend, mode],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(EXIT_CHILD.parent.parent / "src")},
+        timeout=WATCHDOG * 3,
+    )
+
+
 @pytest.mark.parametrize("mode", ["raise", "end"])
 def test_a_script_ending_with_a_stream_left_open_in_a_generator_exits_and_cancels_it(
     emulator: ResponsesEmulator, portal_backend: str, mode: str
 ) -> None:
     """The generator is collected only once the interpreter stops its daemon threads: its
     block's exit would wait for a portal that no longer runs, and the process never exit."""
-    child = subprocess.run(
-        [sys.executable, str(EXIT_CHILD), emulator.base_url, portal_backend, mode],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(EXIT_CHILD.parent.parent / "src")},
-        timeout=WATCHDOG * 3,
-    )
+    child = _run_exit_child(emulator, portal_backend, mode)
     assert child.stdout == "READ\n"
     assert child.returncode == (1 if mode == "raise" else 0), child.stderr
     (record,) = emulator.ledger.responses
@@ -202,13 +209,7 @@ def test_a_forked_child_of_a_process_with_a_scope_open_exits_normally(
 ) -> None:
     """The child inherits the open scopes but none of their portal threads: exiting them
     there would wait forever. So a fork forgets them in the child."""
-    child = subprocess.run(
-        [sys.executable, str(EXIT_CHILD), emulator.base_url, portal_backend, "fork"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(EXIT_CHILD.parent.parent / "src")},
-        timeout=WATCHDOG * 3,
-    )
+    child = _run_exit_child(emulator, portal_backend, "fork")
     assert (child.stdout, child.returncode) == ("FORKED 0\n", 0), child.stderr
 
 
