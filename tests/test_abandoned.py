@@ -9,6 +9,7 @@ and trio; the sync facade's twins are in ``tests/test_sync_scope.py``.
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -158,3 +159,56 @@ async def test_a_race_on_a_scope_whose_block_exited_raises_and_sends_nothing(
         with pytest.raises(RuntimeError, match="block has exited"):
             await tether.race(scope, requests)
     assert len(emulator.ledger) == 0
+
+
+async def test_a_stream_still_queued_for_a_slot_when_its_scope_exits_sends_nothing(
+    emulator: ResponsesEmulator, client: openai.AsyncOpenAI
+) -> None:
+    streams: list[tether.GuardedStream] = []
+
+    async def reader(scope: tether.Scope) -> None:
+        async with tether.guarded_stream(scope, model="slow", input="x") as stream:
+            streams.append(stream)
+            async for _ in stream:
+                pass
+
+    async with anyio.create_task_group() as tg:
+        async with tether.open_scope(client, max_concurrency=1) as scope:
+            tg.start_soon(reader, scope)  # holds the one slot
+            await emulator.wait_for(lambda ledger: len(ledger.responses) == 1)
+            tg.start_soon(reader, scope)  # queued for it, past the scope
+            await anyio.wait_all_tasks_blocked()
+    queued = next(stream for stream in streams if stream.response_id is None)
+    assert queued.outcome.reason == "scope_exited"
+    assert len(emulator.ledger) == 1  # the queued one sent nothing
+    assert emulator.ledger.responses[0].status == "cancelled"
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_native_task_cancel_during_the_scope_exits_stop_lets_the_cancel_finish(
+    emulator: ResponsesEmulator, client: openai.AsyncOpenAI
+) -> None:
+    """``Task.cancel()`` (a supervisor, ``asyncio.timeout``) while the scope's exit stops a
+    block left open: the cancel reaches the server, then the cancellation goes on."""
+    streams: list[tether.GuardedStream] = []
+    kept: list[AsyncGenerator[str]] = []
+
+    async def body() -> None:
+        async with tether.open_scope(client) as scope:
+            kept.append(_deltas(scope, streams))
+            await kept[0].__anext__()
+
+    with emulator.hold("cancel") as hold:
+        task = asyncio.get_running_loop().create_task(body())
+        await emulator.wait_for(lambda ledger: ledger.cancels_in_flight == 1)
+        task.cancel()
+        hold.release()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    await kept[0].aclose()
+    outcome = streams[0].outcome
+    assert (outcome.reason, outcome.receipt and outcome.receipt.status) == (
+        "scope_exited",
+        "cancelled",
+    )
+    assert emulator.ledger[outcome.response_id or ""].cancel_calls == 1

@@ -116,3 +116,25 @@ async def test_stops_queued_for_a_cancel_slot_on_http2_each_cancel_on_the_server
     await stop_many_with_cancels_held(h2_emulator, streams=6, slots=2)
     assert h2_emulator.ledger.max_concurrent_cancels == 2
     assert [r.status for r in h2_emulator.ledger].count("cancelled") == 6
+
+
+async def test_a_reader_blocked_on_http2_in_a_task_past_its_scope_ends_at_the_scope_exit(
+    h2_emulator: ResponsesEmulator, h2_client: openai.AsyncOpenAI
+) -> None:
+    streams: list[tether.GuardedStream] = []
+
+    async def reader(scope: tether.Scope) -> None:
+        async with tether.guarded_stream(scope, model="trickle", input="hi") as stream:
+            streams.append(stream)
+            async for _ in stream:  # blocks: trickle sends a token every 20 s
+                pass
+
+    with anyio.move_on_after(10) as watchdog:
+        async with anyio.create_task_group() as tg:
+            async with tether.open_scope(h2_client) as scope:
+                tg.start_soon(reader, scope)
+                await h2_emulator.wait_for(lambda ledger: len(ledger.responses) == 1)
+                await anyio.wait_all_tasks_blocked()
+    assert not watchdog.cancel_called
+    assert streams[0].outcome.reason == "scope_exited"
+    assert h2_emulator.ledger.responses[0].status == "cancelled"
