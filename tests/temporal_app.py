@@ -22,10 +22,11 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import anyio
 import attrs
 from temporalio import activity, workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     import openai
@@ -132,6 +133,27 @@ def dev_server(binary: str) -> Iterator[DevServer]:
 
 OUTCOMES: list[tether.StreamOutcome] = []
 """The outcome of every stream an in-process activity ended (read by the tests)."""
+_RECORDED: list[anyio.Event] = []
+
+
+def _record(outcome: tether.StreamOutcome) -> None:
+    OUTCOMES.append(outcome)
+    for recorded in _RECORDED:
+        recorded.set()
+
+
+async def outcomes(count: int, timeout: float = 20.0) -> list[str]:
+    """The reasons of the outcomes recorded, once there are *count* (an activity records
+    its stream's after the server may already have timed the attempt out)."""
+    with anyio.fail_after(timeout):
+        while len(OUTCOMES) < count:
+            recorded = anyio.Event()
+            _RECORDED.append(recorded)
+            try:
+                await recorded.wait()
+            finally:
+                _RECORDED.remove(recorded)
+    return [outcome.reason for outcome in OUTCOMES]
 
 
 class Activities:
@@ -177,10 +199,11 @@ class Activities:
                     seqs.append(event.sequence_number)
                     if event.type == "response.output_text.delta":
                         text.append(event.delta)
+                        _fail_once(request, len(text))
                 final = await stream.get_final_response()
         finally:
             with contextlib.suppress(RuntimeError):
-                OUTCOMES.append(stream.outcome)
+                _record(stream.outcome)
         return {
             "text": "".join(text),
             "final_text": final.output_text,
@@ -209,6 +232,15 @@ class Activities:
         return {"text": "".join(text), "response_id": response_id}
 
 
+def _fail_once(request: dict[str, Any], deltas: int) -> None:
+    """The first attempt fails after ``fail_after_deltas`` deltas, as ``fail_with`` says."""
+    if activity.info().attempt > 1 or deltas != request.get("fail_after_deltas"):
+        return
+    if request.get("fail_with") == "non_retryable":
+        raise ApplicationError("the body gave up", type="GaveUp", non_retryable=True)
+    raise ConnectionError("the body's own call failed once")
+
+
 # ------------------------------------------------------------------- workflows
 
 
@@ -225,6 +257,8 @@ class EssayRequest:
     activity: str = "essay"
     journal: str | None = None
     on_lost: str = "raise"
+    fail_after_deltas: int | None = None
+    fail_with: str = "retryable"
 
 
 @workflow.defn(name="Essay")
@@ -243,6 +277,8 @@ class EssayWorkflow:
                     "user_heartbeat": request.user_heartbeat,
                     "journal": request.journal,
                     "on_lost": request.on_lost,
+                    "fail_after_deltas": request.fail_after_deltas,
+                    "fail_with": request.fail_with,
                 },
                 task_queue=request.essay_queue,
                 start_to_close_timeout=timedelta(seconds=request.start_to_close_timeout),

@@ -11,21 +11,27 @@ must die, it runs in a process of its own (tests/temporal_app.py) and is SIGKILL
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import os
+import signal
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from temporalio import activity
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutError
 from temporalio.testing import ActivityEnvironment
 from temporalio.worker import Worker
 
+import tether
 import tether.temporal
 from tests import temporal_app
 from tests.support import until
@@ -60,6 +66,7 @@ MODELS = {
     "steady": EmulatedModel(ttft=0.0, tokens_per_s=80.0, length=160),  # about 2 s
     "slow": EmulatedModel(ttft=0.0, tokens_per_s=40.0, length=2000),  # about a minute
     "silent": EmulatedModel(ttft=120.0, tokens_per_s=40.0, length=20),  # no delta for 2 minutes
+    "medium": EmulatedModel(ttft=0.0, tokens_per_s=80.0, length=480),  # about 6 s
 }
 
 
@@ -198,7 +205,7 @@ async def test_start_to_close_timeout_cancels_the_response_on_the_server(
     await emulator.wait_for(lambda ledger: all(not r.generating for r in ledger))
     [record] = emulator.ledger.responses
     assert record.status == "cancelled"
-    assert outcome_reasons() == ["deadline"]
+    assert await temporal_app.outcomes(1) == ["deadline"]
 
 
 async def test_user_heartbeat_details_follow_the_checkpoint_instead_of_erasing_it(
@@ -441,7 +448,7 @@ async def _checkpoint(handle: WorkflowHandle[Any, Any]) -> Any:
     return tether.temporal.Checkpoint.from_details(await checkpoint_of(handle))
 
 
-async def test_worker_shutdown_cancels_the_response_on_the_server(
+async def test_worker_shutdown_on_the_last_attempt_cancels_the_response_on_the_server(
     temporal: Client, emulator: ResponsesEmulator, queue: str
 ) -> None:
     async with Activities(emulator.base_url) as activities:
@@ -485,3 +492,295 @@ async def test_a_retried_attempt_s_stream_gives_back_its_own_heartbeat_details(
         return before, after
 
     assert await env.run(essay) == (("mine", 3), ("now", 4))
+
+
+# ------------------------------------------------ the response outlives an attempt
+
+
+def _one_response_completed_and_resumed(emulator: ResponsesEmulator, result: Any) -> None:
+    [record] = emulator.ledger.responses
+    assert record.status == "completed"
+    assert record.cancel_calls == 0
+    assert result["resumed"] is True
+    assert result["response_id"] == record.id
+    assert result["text"] == result["final_text"] != ""
+
+
+async def test_worker_shutdown_with_attempts_left_hands_the_response_to_the_next_worker(
+    temporal: Client, emulator: ResponsesEmulator, queue: str
+) -> None:
+    """A deploy's graceful shutdown: the retry on another worker resumes the same response."""
+    temporal_app.OUTCOMES.clear()
+    async with Activities(emulator.base_url) as activities:
+        first = Worker(
+            temporal,
+            task_queue=queue,
+            workflows=[EssayWorkflow],
+            activities=[activities.essay],
+            graceful_shutdown_timeout=timedelta(0),
+        )
+        async with first:
+            handle = await start_essay(temporal, queue, model="steady", maximum_attempts=5)
+            await emulator.wait_for(lambda ledger: any(r.tokens_generated > 3 for r in ledger))
+        assert emulator.ledger.responses[0].generating  # closed, not cancelled
+        assert outcome_reasons() == ["detached"]
+        async with Worker(
+            temporal, task_queue=queue, workflows=[EssayWorkflow], activities=[activities.essay]
+        ):
+            result = await handle.result()
+    _one_response_completed_and_resumed(emulator, result)
+    assert result["attempt"] == 2
+
+
+async def test_start_to_close_timeout_with_attempts_left_lets_the_retry_resume_the_response(
+    temporal: Client, emulator: ResponsesEmulator, worker: Worker, queue: str
+) -> None:
+    """Each attempt times out; each retry resumes the one response, until it completes."""
+    handle = await start_essay(
+        temporal,
+        queue,
+        model="steady",
+        start_to_close_timeout=1.0,
+        heartbeat_timeout=30.0,
+        maximum_attempts=10,
+    )
+    result = await handle.result()
+    _one_response_completed_and_resumed(emulator, result)
+    reasons = await temporal_app.outcomes(result["attempt"])
+    assert sorted(reasons) == ["completed"] + ["detached"] * (result["attempt"] - 1)
+
+
+async def test_exception_in_the_block_with_attempts_left_lets_the_retry_resume_the_response(
+    temporal: Client, emulator: ResponsesEmulator, worker: Worker, queue: str
+) -> None:
+    handle = await start_essay(temporal, queue, model="steady", fail_after_deltas=5)
+    result = await handle.result()
+    _one_response_completed_and_resumed(emulator, result)
+    assert result["attempt"] == 2
+    assert outcome_reasons() == ["detached", "completed"]
+
+
+async def test_non_retryable_error_in_the_block_cancels_the_response(
+    temporal: Client, emulator: ResponsesEmulator, worker: Worker, queue: str
+) -> None:
+    handle = await start_essay(
+        temporal, queue, model="steady", fail_after_deltas=5, fail_with="non_retryable"
+    )
+    with pytest.raises(WorkflowFailureError) as caught:
+        await handle.result()
+    assert isinstance(caught.value.cause, ActivityError)
+    assert isinstance(caught.value.cause.cause, ApplicationError)
+    assert caught.value.cause.cause.type == "GaveUp"  # the body's error, not ResumeFailed
+    [record] = emulator.ledger.responses
+    assert record.status == "cancelled"
+    assert outcome_reasons() == ["exception"]
+
+
+async def test_exception_on_the_last_attempt_cancels_the_response(
+    temporal: Client, emulator: ResponsesEmulator, worker: Worker, queue: str
+) -> None:
+    handle = await start_essay(
+        temporal, queue, model="steady", fail_after_deltas=5, maximum_attempts=1
+    )
+    with pytest.raises(WorkflowFailureError):
+        await handle.result()
+    [record] = emulator.ledger.responses
+    assert record.status == "cancelled"
+    assert outcome_reasons() == ["exception"]
+
+
+async def test_terminated_workflow_cancels_the_response_its_live_worker_streams(
+    temporal: Client, emulator: ResponsesEmulator, worker: Worker, queue: str
+) -> None:
+    """The heartbeat's "not found": Temporal says the workflow has closed, so no retry comes."""
+    handle = await start_essay(temporal, queue, model="slow")
+    await emulator.wait_for(lambda ledger: any(r.tokens_generated > 3 for r in ledger))
+    await handle.terminate("an operator")
+    await emulator.wait_for(lambda ledger: not ledger.responses[0].generating)
+    [record] = emulator.ledger.responses
+    assert record.status == "cancelled"
+    assert record.stopped_by == "cancel"
+
+
+async def _cancelled_attempt(
+    emulator: ResponsesEmulator,
+    details: activity.ActivityCancellationDetails | None,
+    *,
+    around: Any = contextlib.nullcontext,
+    deadline: float | None = None,
+    **info: Any,
+) -> tuple[tether.StreamOutcome, BaseException | None]:
+    """An attempt (ActivityEnvironment, no worker) whose block is left mid-stream: by
+    Temporal's cancel with *details*, or (None) by ``deadline=`` or the body's *around*."""
+    now = datetime.now(timezone.utc)
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(
+        env.info,
+        **{"started_time": now, "scheduled_time": now, "retry_policy": RetryPolicy(), **info},
+    )
+    outcomes: list[tether.StreamOutcome] = []
+    streaming = anyio.Event()
+
+    async def essay() -> None:
+        async with emulator.async_client() as client:
+            stream = tether.temporal.guarded_stream(
+                client, model="slow", input="hi", grace=2.0, deadline=deadline
+            )
+            try:
+                with around():
+                    async with stream:
+                        async for _ in stream:
+                            streaming.set()
+            finally:
+                outcomes.append(stream.outcome)
+
+    raised: list[BaseException] = []
+
+    async def attempt() -> None:
+        try:
+            await env.run(essay)
+        except (asyncio.CancelledError, tether.DeadlineExceeded) as exc:  # the attempt's, not ours
+            raised.append(exc)
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(attempt)
+        await streaming.wait()
+        if details is not None:
+            env.cancel(cancellation_details=details)
+    [outcome] = outcomes
+    return outcome, (raised or [None])[0]
+
+
+@pytest.mark.parametrize(
+    "details",
+    [
+        activity.ActivityCancellationDetails(paused=True),
+        activity.ActivityCancellationDetails(reset=True),
+        activity.ActivityCancellationDetails(timed_out=True),
+        activity.ActivityCancellationDetails(worker_shutdown=True),
+    ],
+    ids=["paused", "reset", "timed_out", "worker_shutdown"],
+)
+async def test_temporal_cancel_that_retries_the_attempt_leaves_the_response_generating(
+    emulator: ResponsesEmulator, details: activity.ActivityCancellationDetails
+) -> None:
+    outcome, raised = await _cancelled_attempt(emulator, details)
+    assert isinstance(raised, asyncio.CancelledError)  # the cancellation goes on
+    assert outcome.reason == "detached"
+    [record] = emulator.ledger.responses
+    assert record.generating
+    assert record.cancel_calls == 0
+
+
+async def test_workflow_cancel_request_cancels_the_response_even_with_attempts_left(
+    emulator: ResponsesEmulator,
+) -> None:
+    details = activity.ActivityCancellationDetails(cancel_requested=True)
+    outcome, _ = await _cancelled_attempt(emulator, details)
+    assert outcome.reason == "scope_cancelled"
+    assert emulator.ledger.responses[0].status == "cancelled"
+
+
+async def test_temporal_cancel_on_the_last_attempt_cancels_the_response(
+    emulator: ResponsesEmulator,
+) -> None:
+    details = activity.ActivityCancellationDetails(worker_shutdown=True)
+    outcome, _ = await _cancelled_attempt(
+        emulator, details, attempt=3, retry_policy=RetryPolicy(maximum_attempts=3)
+    )
+    assert outcome.reason == "scope_cancelled"
+    assert emulator.ledger.responses[0].status == "cancelled"
+
+
+async def test_schedule_to_close_deadline_cancels_the_response_no_attempt_can_follow(
+    emulator: ResponsesEmulator,
+) -> None:
+    outcome, raised = await _cancelled_attempt(
+        emulator,
+        None,
+        scheduled_time=datetime.now(timezone.utc) - timedelta(seconds=60),
+        schedule_to_close_timeout=timedelta(seconds=60.5),
+        start_to_close_timeout=timedelta(minutes=5),
+    )
+    assert isinstance(raised, tether.DeadlineExceeded)
+    assert outcome.reason == "deadline"
+    assert emulator.ledger.responses[0].status == "cancelled"
+
+
+async def test_not_found_without_a_temporal_client_to_ask_cancels_the_response(
+    emulator: ResponsesEmulator,
+) -> None:
+    """ "Not found" may be a closed workflow: unless Temporal says it runs, nothing is left."""
+    details = activity.ActivityCancellationDetails(not_found=True)
+    outcome, _ = await _cancelled_attempt(emulator, details)
+    assert outcome.reason == "scope_cancelled"
+    assert emulator.ledger.responses[0].status == "cancelled"
+
+
+async def test_deadline_argument_with_attempts_left_leaves_the_response_to_the_retry(
+    emulator: ResponsesEmulator,
+) -> None:
+    """DeadlineExceeded leaves the activity: Temporal retries it, and the retry resumes."""
+    outcome, raised = await _cancelled_attempt(emulator, None, deadline=0.3)
+    assert isinstance(raised, tether.DeadlineExceeded)
+    assert outcome.reason == "detached"
+    assert emulator.ledger.responses[0].generating
+
+
+async def test_deadline_argument_listed_as_non_retryable_cancels_the_response(
+    emulator: ResponsesEmulator,
+) -> None:
+    outcome, raised = await _cancelled_attempt(
+        emulator,
+        None,
+        deadline=0.3,
+        retry_policy=RetryPolicy(non_retryable_error_types=["DeadlineExceeded"]),
+    )
+    assert isinstance(raised, tether.DeadlineExceeded)
+    assert outcome.reason == "deadline"
+    assert emulator.ledger.responses[0].status == "cancelled"
+
+
+async def test_body_s_own_cancel_scope_cancels_the_response_the_activity_goes_on_without(
+    emulator: ResponsesEmulator,
+) -> None:
+    """The activity goes on after its own scope: no attempt follows, so nothing is left."""
+    outcome, raised = await _cancelled_attempt(
+        emulator, None, around=lambda: anyio.move_on_after(0.3)
+    )
+    assert raised is None
+    assert outcome.reason == "deadline"  # the scope's own deadline, not tether's
+    assert emulator.ledger.responses[0].status == "cancelled"
+
+
+async def test_worker_stalled_past_its_heartbeat_timeout_leaves_the_response_to_the_retry(
+    temporal: Client, emulator: ResponsesEmulator, worker: Worker, queue: str
+) -> None:
+    """A worker frozen (SIGSTOP: a long GC pause, a VM migration) past its heartbeat
+    timeout wakes to "not found" while the retry streams the response: it must not cancel
+    it under the retry (Temporal says the workflow still runs)."""
+    essay_queue = f"{queue}-essay"
+    child = temporal_app.start_worker_process(
+        temporal.service_client.config.target_host, essay_queue, emulator.base_url
+    )
+    try:
+        handle = await start_essay(
+            temporal, queue, model="medium", essay_queue=essay_queue, heartbeat_timeout=1.0
+        )
+        await until(lambda: checkpoint_of(handle), "the checkpoint")
+        child.send_signal(signal.SIGSTOP)
+        async with (
+            Activities(emulator.base_url) as activities,
+            Worker(temporal, task_queue=essay_queue, activities=[activities.essay]),
+        ):
+            await until(lambda: _attempt_started(handle, 2), "the retry")
+            child.send_signal(signal.SIGCONT)  # while the retry streams (about 6 s)
+            result = await handle.result()
+    finally:
+        temporal_app.kill(child)
+    _one_response_completed_and_resumed(emulator, result)
+
+
+async def _attempt_started(handle: WorkflowHandle[Any, Any], attempt: int) -> bool:
+    pending = (await handle.describe()).raw_description.pending_activities
+    return bool(pending) and pending[0].attempt >= attempt

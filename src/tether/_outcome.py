@@ -151,7 +151,8 @@ class StreamOutcome:
     - ``stalled``: a stall timeout fired (see [`StallError`][tether.StallError]).
     - ``interrupted``: ``KeyboardInterrupt`` (Ctrl-C).
     - ``race_lost``: another attempt of a race won.
-    - ``detached``: ``stream.detach()``; the response was left running on purpose.
+    - ``detached``: ``stream.detach()``; the response was left running on purpose (on
+      Temporal, also an attempt that handed its response to the next attempt).
     - ``cancel_requested``: [`request_cancel`][tether.request_cancel] asked for the stream's
       ``key``, from this process or another.
     """

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
     from ._outcome import CancelReceipt, StreamOutcome
     from ._scope import Scope
+    from ._temporal_retry import NextAttempt
 
 __all__ = ["ResumeFailed", "TemporalStream"]
 
@@ -93,6 +94,7 @@ class TemporalStream:
         "_checkpoint",
         "_create",
         "_left",
+        "_next",
         "_on_lost",
         "_options",
         "_original",
@@ -116,6 +118,7 @@ class TemporalStream:
         on_lost: Literal["raise", "restart"],
         left: float | None,
         beat_every: float,
+        next_attempt: NextAttempt,
     ) -> None:
         self._scope = scope
         self._create = create
@@ -126,6 +129,7 @@ class TemporalStream:
         self._on_lost = on_lost
         self._left = left
         self._beat_every = beat_every
+        self._next = next_attempt
         self._resumed = False
         self._stream: GuardedStream | None = None
         self._tasks: TaskGroup | None = None
@@ -193,6 +197,7 @@ class TemporalStream:
 
     async def __aenter__(self) -> TemporalStream:
         left = self._left
+        self._next.start(left)
         stream: GuardedStream | None = None
         with anyio.CancelScope(
             deadline=math.inf if left is None else anyio.current_time() + left
@@ -211,7 +216,7 @@ class TemporalStream:
             await tasks.start(self._keep_beating)
         except BaseException as exc:
             await self._stop_beating()
-            await stream.__aexit__(type(exc), exc, exc.__traceback__)
+            await self._leave(stream, exc)
             raise
         return self
 
@@ -225,8 +230,19 @@ class TemporalStream:
         try:
             await self._stop_beating()
         finally:
-            await stream.__aexit__(exc_type, exc, tb)
+            await self._leave(stream, exc)
         self._beat(stream.last_sequence_number)  # the final checkpoint
+
+    async def _leave(self, stream: GuardedStream, exc: BaseException | None) -> None:
+        """Stop the stream, or hand it over: closed, not cancelled, when Temporal will run
+        another attempt, which resumes the response (``_temporal_retry.py``)."""
+        try:
+            if await self._next.follows(exc):
+                await stream.detach()
+        except Exception as problem:  # never mask exc: the stop below cancels instead
+            log.warning("tether.temporal: could not hand the response over: %r", problem)
+        finally:
+            await stream.__aexit__(None if exc is None else type(exc), exc, None)
 
     async def _stop_beating(self) -> None:
         """End the heartbeat loop (its own scope: the task group never sees the body's

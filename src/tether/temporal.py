@@ -25,6 +25,7 @@ from ._public import claim as _claim
 from ._scope import Scope, as_scope
 from ._stream import GuardedStream
 from ._temporal_checkpoint import CANCEL_ACTIVITY, Checkpoint, split_details
+from ._temporal_retry import NextAttempt
 from ._temporal_stream import ResumeFailed, TemporalStream
 from ._validate import check_positive, check_timeout
 
@@ -116,10 +117,13 @@ def guarded_stream(
     ``temporal_activity_id``, ``temporal_attempt``) and recorded in the scope's journal if it
     has one. Its id is heartbeated as soon as ``response.created`` is read, then heartbeats
     go on at half the SDK's throttle (0.8 x ``heartbeat_timeout``) whether events come or
-    not. When the activity is cancelled (the workflow's cancel, a heartbeat timeout, worker
-    shutdown), the response is cancelled on the server within ``grace`` and the native
-    cancellation goes on; tether's own deadline (start time + start-to-close timeout) does
-    the same if the worker never hears from the server.
+    not. The response belongs to the activity, not to one attempt: when the block is left
+    early and Temporal will run another attempt (a worker shutdown, a pause, a timeout,
+    tether's own deadline at the attempt's start-to-close, an exception Temporal retries),
+    the stream is closed and the response left for that attempt to resume (outcome reason
+    ``detached``). Otherwise (the workflow's cancel, the last attempt, a non-retryable
+    error, a closed workflow) it is cancelled on the server within ``grace``. Either way,
+    what ended the block goes on.
 
     Args:
         scope: A [`Scope`][tether.Scope] or an ``openai.AsyncOpenAI``.
@@ -201,6 +205,7 @@ def guarded_stream(
         on_lost=on_lost,
         left=left,
         beat_every=_beat_interval(info),
+        next_attempt=NextAttempt(info),
     )
 
 
