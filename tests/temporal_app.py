@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -73,7 +74,11 @@ def _frontend_answers(address: str) -> bool:
             return False
         return True
 
-    return asyncio.run(connect())
+    answers: list[bool] = []  # in a thread of its own: the caller may run a loop already
+    thread = threading.Thread(target=lambda: answers.append(asyncio.run(connect())))
+    thread.start()
+    thread.join()
+    return bool(answers and answers[0])
 
 
 @contextlib.contextmanager
