@@ -784,3 +784,30 @@ async def test_worker_stalled_past_its_heartbeat_timeout_leaves_the_response_to_
 async def _attempt_started(handle: WorkflowHandle[Any, Any], attempt: int) -> bool:
     pending = (await handle.describe()).raw_description.pending_activities
     return bool(pending) and pending[0].attempt >= attempt
+
+
+def _sync_essay(client: object) -> None:
+    tether.temporal.guarded_stream(client, model="steady", input="hi")  # pyright: ignore[reportArgumentType]
+
+
+async def test_guarded_stream_in_a_sync_activity_raises_not_in_activity_before_any_request(
+    emulator: ResponsesEmulator,
+) -> None:
+    """A sync activity runs in the worker's executor thread, where no event loop runs."""
+    env = ActivityEnvironment()
+    async with emulator.async_client() as client:
+        with pytest.raises(tether.temporal.NotInActivity, match="sync activity"):
+            await anyio.to_thread.run_sync(env.run, _sync_essay, client)
+    assert len(emulator.ledger) == 0
+
+
+async def test_guarded_stream_given_a_sync_client_says_to_make_the_activity_async(
+    emulator: ResponsesEmulator,
+) -> None:
+    async def essay() -> None:
+        with emulator.client() as client:
+            tether.temporal.guarded_stream(client, model="steady", input="hi")  # pyright: ignore[reportArgumentType]
+
+    with pytest.raises(TypeError, match=r"got a sync OpenAI: tether\.temporal streams in async"):
+        await ActivityEnvironment().run(essay)
+    assert len(emulator.ledger) == 0

@@ -11,9 +11,11 @@ run on asyncio: so does this module. See the "Running on Temporal" page of the d
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Literal, final
 
+import openai
 from temporalio import activity, workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
@@ -46,7 +48,11 @@ _DEFAULT_THROTTLE = 30.0  # its default_heartbeat_throttle_interval, with no hea
 
 
 class NotInActivity(TetherError, RuntimeError):
-    """``tether.temporal.guarded_stream`` was called outside an activity, or in workflow code.
+    """``tether.temporal.guarded_stream`` was called outside an async activity.
+
+    Outside any activity, in workflow code, or in a sync activity (one the worker runs in a
+    thread of its ``activity_executor``): tether.temporal streams in ``async def``
+    activities, on the worker's event loop.
 
     Raised before any request. Workflow code must stay deterministic (no network, no clock):
     stream in an activity and execute it from the workflow; outside Temporal, use
@@ -75,6 +81,14 @@ def _check_context() -> activity.Info:
             "tether.temporal.guarded_stream() runs inside a Temporal activity (@activity.defn); "
             "outside one, use tether.guarded_stream() instead"
         )
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        raise NotInActivity(
+            "tether.temporal.guarded_stream() was called in a sync activity (run by the "
+            "worker's activity_executor, in a thread): it streams in async activities; "
+            "make the activity `async def` and give it an openai.AsyncOpenAI"
+        ) from None
     return activity.info()
 
 
@@ -144,10 +158,12 @@ def guarded_stream(
         A [`TemporalStream`][tether.temporal.TemporalStream], to use as ``async with``.
 
     Raises:
-        NotInActivity: Called outside an activity, or in workflow code (before any request).
+        NotInActivity: Called outside an async activity: outside any, in workflow code, or
+            in a sync activity (before any request).
         ResumeFailed: On entry, the checkpoint's response cannot be resumed.
-        DeadlineExceeded: The attempt's deadline (or ``deadline``) ran out; the response was
-            cancelled on the server first.
+        DeadlineExceeded: The attempt's deadline (or ``deadline``) ran out; the stream was
+            stopped first (handed to the next attempt, or cancelled if none follows).
+        TypeError: *scope* is a sync ``openai.OpenAI``.
         ValueError: ``background=False`` or ``stream=`` given, a timeout out of range.
 
     Example:
@@ -183,6 +199,12 @@ def guarded_stream(
         "temporal_activity_id": info.activity_id,
         "temporal_attempt": str(info.attempt),
     }
+    if isinstance(scope, openai.OpenAI):
+        raise TypeError(
+            f"scope must be an openai.AsyncOpenAI or a tether.Scope, got a sync "
+            f"{type(scope).__name__}: tether.temporal streams in async activities "
+            "(`async def`); give the activity an openai.AsyncOpenAI"
+        )
     the_scope = as_scope(scope)
     options: dict[str, Any] = {
         "grace": grace,
