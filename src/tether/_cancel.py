@@ -42,7 +42,7 @@ _WAIT_MAX = 0.5
 _WAIT_JITTER = 0.05
 
 
-def _retryable(exc: Exception) -> bool:
+def _retryable(exc: BaseException) -> bool:
     """Connection errors, timeouts, 408, 409, 429 and 5xx are worth another try."""
     if isinstance(exc, openai.APIConnectionError):
         return True
