@@ -9,6 +9,7 @@ import openai
 import pytest
 
 import tether
+import tether.sync
 from tests.support import read_deltas, settled
 from tether._cancel import _retrieve_status, cancel_slots  # pyright: ignore[reportPrivateUsage]
 from tether._compat import HTTP, OPENAI_MAJOR
