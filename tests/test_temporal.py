@@ -608,16 +608,26 @@ async def _cancelled_attempt(
     *,
     around: Any = contextlib.nullcontext,
     deadline: float | None = None,
+    resume: bool = True,
     **info: Any,
 ) -> tuple[tether.StreamOutcome, BaseException | None]:
-    """An attempt (ActivityEnvironment, no worker) whose block is left mid-stream: by
-    Temporal's cancel with *details*, or (None) by ``deadline=`` or the body's *around*."""
+    """An attempt (ActivityEnvironment, no worker, no Temporal client) whose block is left
+    mid-stream: by Temporal's cancel with *details*, or (None) by ``deadline=`` or the
+    body's *around*. With *resume*, a retry: its heartbeat details name a response made
+    before, which Temporal therefore holds a checkpoint of."""
     now = datetime.now(timezone.utc)
     env = ActivityEnvironment()
-    env.info = dataclasses.replace(
-        env.info,
-        **{"started_time": now, "scheduled_time": now, "retry_policy": RetryPolicy(), **info},
-    )
+    attempt_info: dict[str, Any] = {
+        "started_time": now,
+        "scheduled_time": now,
+        "retry_policy": RetryPolicy(),
+    }
+    if resume:
+        async with emulator.async_client() as client:
+            made = await client.responses.create(model="slow", input="hi", background=True)
+        point = tether.temporal.Checkpoint(response_id=made.id, sequence_number=None)
+        attempt_info |= {"attempt": 2, "heartbeat_details": [point.to_detail()]}
+    env.info = dataclasses.replace(env.info, **{**attempt_info, **info})
     outcomes: list[tether.StreamOutcome] = []
     streaming = anyio.Event()
 
@@ -670,6 +680,16 @@ async def test_temporal_cancel_that_retries_the_attempt_leaves_the_response_gene
     [record] = emulator.ledger.responses
     assert record.generating
     assert record.cancel_calls == 0
+
+
+async def test_new_response_temporal_holds_no_checkpoint_of_is_cancelled_not_handed_over(
+    emulator: ResponsesEmulator,
+) -> None:
+    """No attempt could find it: a response is never left generating on a guess."""
+    details = activity.ActivityCancellationDetails(worker_shutdown=True)
+    outcome, _ = await _cancelled_attempt(emulator, details, resume=False)
+    assert outcome.reason == "scope_cancelled"
+    assert emulator.ledger.responses[0].status == "cancelled"
 
 
 async def test_workflow_cancel_request_cancels_the_response_even_with_attempts_left(

@@ -1,36 +1,38 @@
-"""Whether Temporal runs another attempt after this one: then the response is left for it.
+"""Whether Temporal runs another attempt that resumes this response: then it is left for it.
 
 A background response belongs to the activity, not to one attempt of it. When the block of
 ``tether.temporal.guarded_stream`` is left early, ``TemporalStream`` asks ``NextAttempt``
-whether Temporal will run the activity again; if so, the stream is *handed over*: closed,
-not cancelled (``GuardedStream.detach``, outcome reason ``detached``), and the next
-attempt resumes the response its checkpoint names. Otherwise it is cancelled on the
-server, as ``tether.guarded_stream`` does. Cancelling a response that a next attempt was
-going to resume would make that attempt fail (``ResumeFailed``, non-retryable) or pay for
-the response twice (``on_lost="restart"``).
+whether another attempt will resume the response; if so, the stream is *handed over*:
+closed, not cancelled (``GuardedStream.detach``, outcome reason ``detached``). Otherwise it
+is cancelled on the server, as ``tether.guarded_stream`` does. Cancelling a response that a
+next attempt was going to resume would make that attempt fail (``ResumeFailed``,
+non-retryable) or pay for the response twice (``on_lost="restart"``).
 
-Another attempt follows when, and only when, this one ends by:
+Two questions, both answered from what Temporal itself decides on:
 
-- a worker shutdown, a pause, an activity reset, a timeout Temporal reports (its
-  cancellation details), or tether's own deadline (the attempt's start-to-close, or
-  ``deadline=``: ``DeadlineExceeded`` then leaves the block);
-- an exception Temporal retries: not a non-retryable ``ApplicationError``, not a type the
-  retry policy lists as non-retryable;
-- and attempts are left: fewer than the policy's ``maximum_attempts``, before the
-  schedule-to-close deadline.
+1. Will Temporal run another attempt? Yes when this one ends by a worker shutdown, a
+   pause, an activity reset or a timeout (the cancellation's details), by tether's own
+   deadline (the attempt's start-to-close, or ``deadline=``: ``DeadlineExceeded`` leaves
+   the block), or by an exception Temporal retries (not a non-retryable
+   ``ApplicationError``, not a type the retry policy lists); and attempts are left (fewer
+   than ``maximum_attempts``, before the schedule-to-close deadline). A workflow's cancel
+   request, a normal exit (the response finished, a ``break``) and a cancel scope of the
+   user's own stop the response.
+2. Will that attempt find this response? Only if Temporal holds a checkpoint naming it:
+   known when this attempt resumed it (its ``heartbeat_details`` named it), asked of
+   Temporal otherwise (the pending activity's last heartbeat, read with ``describe()``;
+   bounded): a new response whose first heartbeat had not reached Temporal, or an attempt
+   told "not found" whose workflow has closed (terminated), has no successor to resume it.
 
-A workflow's cancel request, a normal exit (the response finished, or a ``break``) and a
-cancel scope of the user's own stop the response. So does "not found" (the server no longer
-knows the attempt) unless Temporal says, within a few seconds, that the workflow still runs
-(then the attempt timed out and is retried); a terminated workflow runs no attempt. Where
-tether cannot tell, it cancels: nothing is left generating on a guess.
+Where tether cannot tell (no client, no answer in time, an error), it cancels: a response
+is never left generating on a guess.
 """
 
 from __future__ import annotations
 
 import math
 from datetime import datetime, timezone
-from typing import final
+from typing import Any, final
 
 import anyio
 from temporalio import activity
@@ -38,10 +40,14 @@ from temporalio.client import WorkflowExecutionStatus
 from temporalio.exceptions import ApplicationError
 
 from ._cancel import log
+from ._temporal_checkpoint import Checkpoint
 
 __all__ = ["NextAttempt"]
 
-_ASK_TIMEOUT = 5.0  # seconds a "not found" may wait for Temporal to say if the workflow runs
+_ASK_TIMEOUT = 5.0
+"""Seconds tether waits for Temporal to show a checkpoint naming the response."""
+_ASK_EVERY = 0.1
+"""Seconds between two looks: the first heartbeat's RPC may still be on its way."""
 
 
 @final
@@ -59,15 +65,27 @@ class NextAttempt:
         if left is not None:
             self._ends_at = anyio.current_time() + left
 
-    async def follows(self, exc: BaseException | None) -> bool:
-        """Whether Temporal runs another attempt after *exc* leaves the block. Never raises."""
+    async def resumes(
+        self, exc: BaseException | None, response_id: str | None, *, resumed: bool
+    ) -> bool:
+        """Whether a next attempt resumes *response_id* after *exc* leaves the block.
+
+        *resumed*: this attempt resumed it (its checkpoint is Temporal's already). Never
+        raises.
+        """
         try:
-            return await self._follows(exc)
+            follows = self._follows(exc)
+            if follows is False or response_id is None:
+                return False
+            if resumed and follows is True:
+                return True
+            return await self._checkpoint_recorded(response_id)
         except Exception as problem:  # a bug must not turn a stop into a leak, nor mask exc
-            log.warning("tether.temporal: could not tell if a retry follows: %r", problem)
+            log.warning("tether.temporal: could not tell if a retry resumes: %r", problem)
             return False
 
-    async def _follows(self, exc: BaseException | None) -> bool:
+    def _follows(self, exc: BaseException | None) -> bool | None:
+        """True: another attempt follows; None: if the workflow still runs; False: none."""
         if exc is None or isinstance(exc, GeneratorExit):
             return False  # the block ended: the activity goes on, its response stops
         if not self._attempts_left():
@@ -81,7 +99,7 @@ class NextAttempt:
             if details.not_found and not (
                 details.worker_shutdown or details.paused or details.reset or details.timed_out
             ):
-                return await self._workflow_running()
+                return None  # the attempt timed out, or the workflow closed: ask
             return True  # worker shutdown, pause, reset, timeout: Temporal retries the attempt
         if isinstance(exc, ApplicationError):
             return not exc.non_retryable and self._retried(exc.type or type(exc).__name__)
@@ -102,23 +120,38 @@ class NextAttempt:
         policy = self._info.retry_policy
         return policy is None or error_type not in (policy.non_retryable_error_types or ())
 
-    async def _workflow_running(self) -> bool:
-        """Ask Temporal (bounded): a closed workflow runs no attempt, a running one does."""
+    async def _checkpoint_recorded(self, response_id: str) -> bool:
+        """Whether Temporal's last heartbeat of this activity names *response_id* (bounded).
+
+        The pending activity is gone once its workflow closed. Its first heartbeat may still
+        be on its way: looked at again until ``_ASK_TIMEOUT``.
+        """
         info = self._info
         if info.workflow_id is None:
             return False
         try:
             client = activity.client()
-        except RuntimeError:  # a test environment without a client: it retries nothing
+        except RuntimeError:  # a test environment without a client: nothing to ask
             return False
         handle = client.get_workflow_handle(info.workflow_id, run_id=info.workflow_run_id)
         with anyio.CancelScope(shield=True), anyio.move_on_after(_ASK_TIMEOUT):
-            status = (await handle.describe()).status
-            return status is WorkflowExecutionStatus.RUNNING
+            while True:
+                description = await handle.describe()
+                if description.status is not WorkflowExecutionStatus.RUNNING:
+                    return False  # closed (terminated, timed out...): no attempt follows
+                pending = description.raw_description.pending_activities
+                mine = [p for p in pending if p.activity_id == info.activity_id]
+                if not mine:
+                    return False  # the workflow gave the activity up
+                payloads: Any = mine[0].heartbeat_details.payloads
+                details = await client.data_converter.decode(payloads) if payloads else []
+                checkpoint = Checkpoint.from_details(details)
+                if checkpoint is not None and checkpoint.response_id == response_id:
+                    return True
+                await anyio.sleep(_ASK_EVERY)
         log.warning(
-            "tether.temporal: Temporal did not say within %ss if workflow %s still runs: "
-            "its response is cancelled",
+            "tether.temporal: Temporal showed no checkpoint of %s within %ss: it is cancelled",
+            response_id,
             _ASK_TIMEOUT,
-            info.workflow_id,
         )
         return False

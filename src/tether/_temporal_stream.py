@@ -237,7 +237,7 @@ class TemporalStream:
         """Stop the stream, or hand it over: closed, not cancelled, when Temporal will run
         another attempt, which resumes the response (``_temporal_retry.py``)."""
         try:
-            if await self._next.follows(exc):
+            if await self._next.resumes(exc, stream.response_id, resumed=self._resumed):
                 await stream.detach()
         except Exception as problem:  # never mask exc: the stop below cancels instead
             log.warning("tether.temporal: could not hand the response over: %r", problem)

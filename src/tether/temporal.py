@@ -135,9 +135,10 @@ def guarded_stream(
     early and Temporal will run another attempt (a worker shutdown, a pause, a timeout,
     tether's own deadline at the attempt's start-to-close, an exception Temporal retries),
     the stream is closed and the response left for that attempt to resume (outcome reason
-    ``detached``). Otherwise (the workflow's cancel, the last attempt, a non-retryable
-    error, a closed workflow) it is cancelled on the server within ``grace``. Either way,
-    what ended the block goes on.
+    ``detached``), once Temporal holds a checkpoint naming it. Otherwise (the workflow's
+    cancel, the last attempt, a non-retryable error, a closed workflow, no checkpoint yet)
+    it is cancelled on the server within ``grace``. Either way, what ended the block goes
+    on.
 
     Args:
         scope: A [`Scope`][tether.Scope] or an ``openai.AsyncOpenAI``.
