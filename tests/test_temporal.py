@@ -831,3 +831,48 @@ async def test_guarded_stream_given_a_sync_client_says_to_make_the_activity_asyn
     with pytest.raises(TypeError, match=r"got a sync OpenAI: tether\.temporal streams in async"):
         await ActivityEnvironment().run(essay)
     assert len(emulator.ledger) == 0
+
+
+async def test_worker_shutdown_while_a_retry_queues_to_resume_leaves_the_response_generating(
+    emulator: ResponsesEmulator,
+) -> None:
+    """The hand-over covers the open too: here, a resume waiting for its scope's one slot."""
+    async with emulator.async_client() as client:
+        made = await client.responses.create(model="slow", input="hi", background=True)
+        point = tether.temporal.Checkpoint(response_id=made.id, sequence_number=None)
+        now = datetime.now(timezone.utc)
+        env = ActivityEnvironment()
+        env.info = dataclasses.replace(
+            env.info,
+            attempt=2,
+            heartbeat_details=[point.to_detail()],
+            retry_policy=RetryPolicy(),
+            started_time=now,
+            scheduled_time=now,
+        )
+        async with tether.open_scope(client, max_concurrency=1) as scope:
+
+            async def essay() -> None:
+                async with tether.temporal.guarded_stream(scope, model="slow", input="hi"):
+                    pytest.fail("the resume had no slot to open in")
+
+            async def attempt() -> None:
+                with pytest.raises(asyncio.CancelledError):  # the attempt's, not ours
+                    await env.run(essay)
+
+            async with (
+                tether.guarded_stream(scope, model="steady", input="hi"),  # the one slot
+                anyio.create_task_group() as tasks,
+            ):
+                tasks.start_soon(attempt)
+                assert scope.limiter is not None
+                while scope.limiter.statistics().tasks_waiting == 0:
+                    await anyio.wait_all_tasks_blocked()
+                env.cancel(
+                    cancellation_details=activity.ActivityCancellationDetails(worker_shutdown=True)
+                )
+        resumed = [o for o in scope.outcomes if o.response_id == made.id]
+    assert [o.reason for o in resumed] == ["detached"]
+    record = emulator.ledger[made.id]
+    assert record.generating
+    assert record.cancel_calls == 0

@@ -12,18 +12,13 @@ through are in ``_lifecycle.py``):
    connection), then cancel on the server under a shield bounded by ``grace``
    (``_stop_now``; ``_stop_queued`` when every cancel slot was taken), then the journal
    (``_forget``). ``cancel()``, ``detach()``, races and ``close`` all go through it.
-4. ``_finish`` records the outcome; ``close`` never suppresses and never replaces the
-   exception that ended the body.
+4. ``_finish`` records the outcome; ``close`` never suppresses nor replaces what ended it.
 
 This module keeps the order and the bounds: what runs when, under which shield, once. The
-guard is a linear chain of classes, one concern a module: ``GuardFacts`` (``_facts.py``:
-what it knows, its `State`, the properties the package reads) <- ``StreamReader``
-(``_reading.py``: the read path) <- ``StopSteps`` (``_stopping.py``: why it stops, and the
-steps after the close: cancel, read-back, drain, journal) <- `ResponseGuard`. A slot reads
-the same wherever in the chain it is declared: the split costs the read path nothing.
-
-Observers see the guard through a view the facade registers (``set_stream_view``): the
-protocol never imports the facade.
+guard is a chain of classes, one concern a module: ``GuardFacts`` (``_facts.py``: what it
+knows, its `State`) <- ``StreamReader`` (``_reading.py``: the read path) <- ``StopSteps``
+(``_stopping.py``: why it stops; cancel, read-back, drain, journal) <- `ResponseGuard`.
+Observers see it through a view the facade registers (``set_stream_view``).
 """
 
 from __future__ import annotations
@@ -44,7 +39,7 @@ from ._outcome import CancelReceipt, DetachedResponse, EndReason
 from ._stopping import StopSteps
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
     from types import TracebackType
 
     from ._scope import Scope
@@ -88,6 +83,7 @@ class ResponseGuard(StopSteps):
         "_opening",
         "_request",
         "_stopped",
+        "handover",
     )
 
     def __init__(
@@ -121,6 +117,8 @@ class ResponseGuard(StopSteps):
         self._opening: anyio.CancelScope | None = None
         self._abort_requested = False  # another task gave up the open before it sent anything
         self._holds_concurrency_slot = False  # a max_concurrency slot, released by _finish
+        # Asked by close(): True leaves the response to a successor (tether.temporal).
+        self.handover: Callable[[BaseException | None], Awaitable[bool]] | None = None
 
     @property
     def key(self) -> str | None:
@@ -181,7 +179,12 @@ class ResponseGuard(StopSteps):
     async def close(self, exc: BaseException | None) -> None:
         """Leave: stop (if not finished) and record the outcome. Never raises ``Exception``."""
         try:
-            await self.stop(self.reason_for(exc))
+            try:
+                handover = self.handover if self._state < State.STOPPING else None
+                if handover is not None and await handover(exc):
+                    self.mark_reason("detached")  # a successor resumes it: closed, not cancelled
+            finally:
+                await self.stop(self.reason_for(exc))
         finally:
             self._finish(exc)
 

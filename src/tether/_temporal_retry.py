@@ -1,10 +1,11 @@
 """Whether Temporal runs another attempt that resumes this response: then it is left for it.
 
-A background response belongs to the activity, not to one attempt of it. When the block of
-``tether.temporal.guarded_stream`` is left early, ``TemporalStream`` asks ``NextAttempt``
-whether another attempt will resume the response; if so, the stream is *handed over*:
-closed, not cancelled (``GuardedStream.detach``, outcome reason ``detached``). Otherwise it
-is cancelled on the server, as ``tether.guarded_stream`` does. Cancelling a response that a
+A background response belongs to the activity, not to one attempt of it. When the guard of
+``tether.temporal.guarded_stream`` closes early (its block is left, or its open is cut
+short), its ``handover`` hook (set by ``TemporalStream``) asks ``NextAttempt`` whether
+another attempt will resume the response; if so, the stream is *handed over*: closed, not
+cancelled (outcome reason ``detached``). Otherwise it is cancelled on the server, as
+``tether.guarded_stream`` does. Cancelling a response that a
 next attempt was going to resume would make that attempt fail (``ResumeFailed``,
 non-retryable) or pay for the response twice (``on_lost="restart"``).
 
@@ -66,18 +67,18 @@ class NextAttempt:
             self._ends_at = anyio.current_time() + left
 
     async def resumes(
-        self, exc: BaseException | None, response_id: str | None, *, resumed: bool
+        self, exc: BaseException | None, response_id: str | None, *, checkpoint: bool | None
     ) -> bool:
         """Whether a next attempt resumes *response_id* after *exc* leaves the block.
 
-        *resumed*: this attempt resumed it (its checkpoint is Temporal's already). Never
-        raises.
+        *checkpoint*: whether Temporal holds one naming it: True when this attempt resumed
+        it, False when no heartbeat named it yet, None when one was sent (ask). Never raises.
         """
         try:
             follows = self._follows(exc)
-            if follows is False or response_id is None:
+            if follows is False or response_id is None or checkpoint is False:
                 return False
-            if resumed and follows is True:
+            if checkpoint and follows:
                 return True
             return await self._checkpoint_recorded(response_id)
         except Exception as problem:  # a bug must not turn a stop into a leak, nor mask exc

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from openai.types.responses import Response, ResponseStreamEvent
 
     from ._outcome import CancelReceipt, StreamOutcome
+    from ._protocol import ResponseGuard
     from ._scope import Scope
     from ._temporal_retry import NextAttempt
 
@@ -90,6 +91,7 @@ class TemporalStream:
 
     __slots__ = (
         "_beat_every",
+        "_beaten",
         "_beating",
         "_checkpoint",
         "_create",
@@ -109,7 +111,7 @@ class TemporalStream:
     def __init__(
         self,
         scope: Scope,
-        create: GuardedStream,
+        create: ResponseGuard,
         options: dict[str, Any],
         *,
         checkpoint: Checkpoint | None,
@@ -131,6 +133,7 @@ class TemporalStream:
         self._beat_every = beat_every
         self._next = next_attempt
         self._resumed = False
+        self._beaten = False  # a heartbeat named the response: Temporal may hold it
         self._stream: GuardedStream | None = None
         self._tasks: TaskGroup | None = None
         self._beating: anyio.CancelScope | None = None
@@ -178,22 +181,34 @@ class TemporalStream:
         return self._stream
 
     async def _choose(self) -> GuardedStream:
-        """The stream to open: the checkpoint's response (checked first), or a new one."""
+        """The stream to open: the checkpoint's response (checked first), or a new one.
+
+        Its guard asks ``NextAttempt`` when it closes (``_temporal_retry.py``): a stop that
+        another attempt will resume hands the response over, closed and not cancelled,
+        whether it comes during the open (a resume's) or after.
+        """
+        guard = self._create
         checkpoint = self._checkpoint
-        if checkpoint is None:
-            return self._create
-        try:
-            status = (await self._scope.client.responses.retrieve(checkpoint.response_id)).status
-        except openai.NotFoundError:
-            status = "gone"
-        if status in _GONE or status == "gone":
-            if self._on_lost == "raise":
+        if checkpoint is not None:
+            try:
+                response = await self._scope.client.responses.retrieve(checkpoint.response_id)
+                status = response.status
+            except openai.NotFoundError:
+                status = "gone"
+            if status not in _GONE and status != "gone":
+                self._resumed = True
+                seq = checkpoint.sequence_number if self._resume_from == "checkpoint" else None
+                handle = DetachedResponse(
+                    response_id=checkpoint.response_id, last_sequence_number=seq
+                )
+                guard = resume_guard(self._scope, handle, **self._options)
+            elif self._on_lost == "raise":
                 raise ResumeFailed(checkpoint.response_id, status or "gone")
-            return self._create
-        self._resumed = True
-        seq = checkpoint.sequence_number if self._resume_from == "checkpoint" else None
-        handle = DetachedResponse(response_id=checkpoint.response_id, last_sequence_number=seq)
-        return GuardedStream(resume_guard(self._scope, handle, **self._options), self._left)
+        chosen = guard
+        guard.handover = lambda exc: self._next.resumes(
+            exc, chosen.response_id, checkpoint=self._resumed or (None if self._beaten else False)
+        )
+        return GuardedStream(guard, self._left)
 
     async def __aenter__(self) -> TemporalStream:
         left = self._left
@@ -216,7 +231,7 @@ class TemporalStream:
             await tasks.start(self._keep_beating)
         except BaseException as exc:
             await self._stop_beating()
-            await self._leave(stream, exc)
+            await stream.__aexit__(type(exc), exc, exc.__traceback__)
             raise
         return self
 
@@ -230,19 +245,8 @@ class TemporalStream:
         try:
             await self._stop_beating()
         finally:
-            await self._leave(stream, exc)
+            await stream.__aexit__(exc_type, exc, tb)  # the guard asks NextAttempt: _choose
         self._beat(stream.last_sequence_number)  # the final checkpoint
-
-    async def _leave(self, stream: GuardedStream, exc: BaseException | None) -> None:
-        """Stop the stream, or hand it over: closed, not cancelled, when Temporal will run
-        another attempt, which resumes the response (``_temporal_retry.py``)."""
-        try:
-            if await self._next.resumes(exc, stream.response_id, resumed=self._resumed):
-                await stream.detach()
-        except Exception as problem:  # never mask exc: the stop below cancels instead
-            log.warning("tether.temporal: could not hand the response over: %r", problem)
-        finally:
-            await stream.__aexit__(None if exc is None else type(exc), exc, None)
 
     async def _stop_beating(self) -> None:
         """End the heartbeat loop (its own scope: the task group never sees the body's
@@ -270,6 +274,7 @@ class TemporalStream:
         send = self._original or activity.heartbeat
         try:
             send(Checkpoint(response_id=response_id, sequence_number=seq).to_detail(), *self._user)
+            self._beaten = True
         except Exception as exc:  # the SDK's own failures cancel the activity; never ours
             log.warning("heartbeat of response %s failed: %s", response_id, exc)
 

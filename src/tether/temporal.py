@@ -25,7 +25,6 @@ from ._cancel import cancel_on_server
 from ._errors import TetherError
 from ._public import claim as _claim
 from ._scope import Scope, as_scope
-from ._stream import GuardedStream
 from ._temporal_checkpoint import CANCEL_ACTIVITY, Checkpoint, split_details
 from ._temporal_retry import NextAttempt
 from ._temporal_stream import ResumeFailed, TemporalStream
@@ -213,10 +212,7 @@ def guarded_stream(
         "idle_timeout": idle_timeout,
     }
     own = StreamOptions(key=key or f"temporal:{info.workflow_id}:{info.activity_id}", **options)
-    create = GuardedStream(
-        build_guard(the_scope, own, create_kwargs),
-        left,
-    )
+    create = build_guard(the_scope, own, create_kwargs)
     checkpoint, user = split_details(info.heartbeat_details)
     return TemporalStream(
         the_scope,
