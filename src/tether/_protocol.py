@@ -180,8 +180,8 @@ class ResponseGuard(StopSteps):
         """Leave: stop (if not finished) and record the outcome. Never raises ``Exception``."""
         try:
             try:
-                handover = self.handover if self._state < State.STOPPING else None
-                if handover is not None and await handover(exc):
+                handover = self.handover
+                if handover is not None and self._state < State.STOPPING and await handover(exc):
                     self.mark_reason("detached")  # a successor resumes it: closed, not cancelled
             finally:
                 await self.stop(self.reason_for(exc))
