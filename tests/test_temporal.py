@@ -550,14 +550,20 @@ async def test_start_to_close_timeout_with_attempts_left_lets_the_retry_resume_t
     assert sorted(reasons) == ["completed"] + ["detached"] * (result["attempt"] - 1)
 
 
-async def test_exception_in_the_block_with_attempts_left_lets_the_retry_resume_the_response(
+async def test_exception_in_the_block_cancels_the_response_and_the_retry_starts_a_new_one(
     temporal: Client, emulator: ResponsesEmulator, worker: Worker, queue: str
 ) -> None:
+    """The code ended the block (it could have caught the error and completed): stopped;
+    its checkpoint says so, and the retry creates a response instead of ResumeFailed."""
     handle = await start_essay(temporal, queue, model="steady", fail_after_deltas=5)
     result = await handle.result()
-    _one_response_completed_and_resumed(emulator, result)
+    first, second = emulator.ledger.responses
+    assert first.status == "cancelled"
+    assert second.status == "completed"
+    assert result["response_id"] == second.id
+    assert result["resumed"] is False
     assert result["attempt"] == 2
-    assert outcome_reasons() == ["detached", "completed"]
+    assert outcome_reasons() == ["exception", "completed"]
 
 
 async def test_non_retryable_error_in_the_block_cancels_the_response(
@@ -737,25 +743,11 @@ async def test_not_found_without_a_temporal_client_to_ask_cancels_the_response(
     assert emulator.ledger.responses[0].status == "cancelled"
 
 
-async def test_deadline_argument_with_attempts_left_leaves_the_response_to_the_retry(
+async def test_deadline_argument_cancels_the_response_even_with_attempts_left(
     emulator: ResponsesEmulator,
 ) -> None:
-    """DeadlineExceeded leaves the activity: Temporal retries it, and the retry resumes."""
+    """``deadline=`` is the code's own budget, not the attempt's end: the response stops."""
     outcome, raised = await _cancelled_attempt(emulator, None, deadline=0.3)
-    assert isinstance(raised, tether.DeadlineExceeded)
-    assert outcome.reason == "detached"
-    assert emulator.ledger.responses[0].generating
-
-
-async def test_deadline_argument_listed_as_non_retryable_cancels_the_response(
-    emulator: ResponsesEmulator,
-) -> None:
-    outcome, raised = await _cancelled_attempt(
-        emulator,
-        None,
-        deadline=0.3,
-        retry_policy=RetryPolicy(non_retryable_error_types=["DeadlineExceeded"]),
-    )
     assert isinstance(raised, tether.DeadlineExceeded)
     assert outcome.reason == "deadline"
     assert emulator.ledger.responses[0].status == "cancelled"

@@ -89,3 +89,18 @@ def test_checkpoint_from_failure_reads_a_timeouts_last_heartbeat_details() -> No
 def test_checkpoint_from_failure_without_heartbeat_details_gives_none() -> None:
     failure = _activity_error(ApplicationError("boom"))
     assert tether.temporal.Checkpoint.from_failure(failure) is None
+
+
+def test_checkpoint_of_a_response_its_attempt_stopped_round_trips_as_stopped() -> None:
+    point = Checkpoint(response_id="resp_1", sequence_number=4, stopped=True)
+    detail = point.to_detail()
+    assert detail["stopped"] is True
+    assert Checkpoint.from_details([detail]) == point
+
+
+def test_checkpoint_without_the_stopped_key_is_not_stopped() -> None:
+    detail = {"tether": 1, "response_id": "resp_1", "sequence_number": None}
+    assert Checkpoint(response_id="resp_1", sequence_number=None).to_detail() == detail
+    point = Checkpoint.from_details([detail])
+    assert point is not None
+    assert point.stopped is False

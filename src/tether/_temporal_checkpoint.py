@@ -38,7 +38,8 @@ class Checkpoint:
 
         {"tether": 1, "response_id": "resp_...", "sequence_number": 41}
 
-    ``sequence_number`` is ``null`` until an event reached your code. Your own details, if
+    ``sequence_number`` is ``null`` until an event reached your code; ``"stopped": true``
+    is added when the attempt cancelled the response itself. Your own details, if
     you heartbeat any inside the block, follow it (see
     [`TemporalStream.user_details`][tether.temporal.TemporalStream.user_details]).
 
@@ -55,14 +56,20 @@ class Checkpoint:
     """The background response the activity streams."""
     sequence_number: int | None
     """The ``sequence_number`` of the last event received, ``None`` before the first."""
+    stopped: bool = False
+    """The attempt stopped the response itself (cancelled it when an exception left its
+    block): a retry starts a new one instead of resuming it."""
 
     def to_detail(self) -> dict[str, Any]:
         """The checkpoint as the JSON object heartbeated."""
-        return {
+        detail: dict[str, Any] = {
             "tether": FORMAT,
             "response_id": self.response_id,
             "sequence_number": self.sequence_number,
         }
+        if self.stopped:
+            detail["stopped"] = True
+        return detail
 
     @classmethod
     def from_details(cls, details: Sequence[Any]) -> Checkpoint | None:
@@ -80,6 +87,7 @@ class Checkpoint:
         return cls(
             response_id=response_id,
             sequence_number=seq if isinstance(seq, int) and not isinstance(seq, bool) else None,
+            stopped=detail.get("stopped") is True,
         )
 
     @classmethod

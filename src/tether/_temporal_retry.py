@@ -5,25 +5,29 @@ A background response belongs to the activity, not to one attempt of it. When th
 short), its ``handover`` hook (set by ``TemporalStream``) asks ``NextAttempt`` whether
 another attempt will resume the response; if so, the stream is *handed over*: closed, not
 cancelled (outcome reason ``detached``). Otherwise it is cancelled on the server, as
-``tether.guarded_stream`` does. Cancelling a response that a
-next attempt was going to resume would make that attempt fail (``ResumeFailed``,
-non-retryable) or pay for the response twice (``on_lost="restart"``).
+``tether.guarded_stream`` does. Cancelling a response that a next attempt was going to
+resume would make that attempt fail (``ResumeFailed``, non-retryable) or pay for the
+response twice (``on_lost="restart"``).
 
-Two questions, both answered from what Temporal itself decides on:
+Only an ending Temporal imposes on the attempt hands over: the attempt is over whatever the
+code does, and Temporal decides what follows. Two questions, both answered from what
+Temporal itself decides on:
 
 1. Will Temporal run another attempt? Yes when this one ends by a worker shutdown, a
-   pause, an activity reset or a timeout (the cancellation's details), by tether's own
-   deadline (the attempt's start-to-close, or ``deadline=``: ``DeadlineExceeded`` leaves
-   the block), or by an exception Temporal retries (not a non-retryable
-   ``ApplicationError``, not a type the retry policy lists); and attempts are left (fewer
-   than ``maximum_attempts``, before the schedule-to-close deadline). A workflow's cancel
-   request, a normal exit (the response finished, a ``break``) and a cancel scope of the
-   user's own stop the response.
+   pause, an activity reset or a timeout (the cancellation's details), or by tether's own
+   deadline at the attempt's start-to-close (the server times the attempt out at that
+   moment); and attempts are left (fewer than ``maximum_attempts``, before the
+   schedule-to-close deadline). A workflow's cancel request stops the response; so does
+   whatever the code itself does: a normal exit, a ``break``, an exception (the code may
+   catch it outside the block and complete the activity: no retry would come), a cancel
+   scope of its own, ``deadline=``. A retry after such a stop starts a new response: the
+   attempt's last heartbeat marks its checkpoint ``stopped``.
 2. Will that attempt find this response? Only if Temporal holds a checkpoint naming it:
    known when this attempt resumed it (its ``heartbeat_details`` named it), asked of
-   Temporal otherwise (the pending activity's last heartbeat, read with ``describe()``;
-   bounded): a new response whose first heartbeat had not reached Temporal, or an attempt
-   told "not found" whose workflow has closed (terminated), has no successor to resume it.
+   Temporal otherwise (the workflow runs, and the pending activity's last heartbeat names
+   it, read with ``describe()``; bounded): a new response whose first heartbeat had not
+   reached Temporal, or an attempt told "not found" whose workflow has closed
+   (terminated), has no successor to resume it.
 
 Where tether cannot tell (no client, no answer in time, an error), it cancels: a response
 is never left generating on a guess.
@@ -38,7 +42,6 @@ from typing import Any, final
 import anyio
 from temporalio import activity
 from temporalio.client import WorkflowExecutionStatus
-from temporalio.exceptions import ApplicationError
 
 from ._cancel import log
 from ._temporal_checkpoint import Checkpoint
@@ -55,16 +58,18 @@ _ASK_EVERY = 0.1
 class NextAttempt:
     """What an attempt knows of the next one: ``activity.info()`` and tether's deadline."""
 
-    __slots__ = ("_ends_at", "_info")
+    __slots__ = ("_attempt_left", "_ends_at", "_info")
 
-    def __init__(self, info: activity.Info) -> None:
+    def __init__(self, info: activity.Info, attempt_left: float | None) -> None:
         self._info = info
-        self._ends_at = math.inf  # when tether's own deadline (the stream's) fires
+        self._attempt_left = attempt_left  # seconds until the server ends the attempt
+        self._ends_at = math.inf
 
-    def start(self, left: float | None) -> None:
-        """The block starts; tether's deadline fires in *left* seconds (``None``: never)."""
-        if left is not None:
-            self._ends_at = anyio.current_time() + left
+    def start(self) -> None:
+        """The block starts: from now, tether's deadline fires at the attempt's end (unless
+        ``deadline=`` fires first)."""
+        if self._attempt_left is not None:
+            self._ends_at = anyio.current_time() + self._attempt_left
 
     async def resumes(
         self, exc: BaseException | None, response_id: str | None, *, checkpoint: bool | None
@@ -87,24 +92,18 @@ class NextAttempt:
 
     def _follows(self, exc: BaseException | None) -> bool | None:
         """True: another attempt follows; None: if the workflow still runs; False: none."""
-        if exc is None or isinstance(exc, GeneratorExit):
-            return False  # the block ended: the activity goes on, its response stops
-        if not self._attempts_left():
-            return False
-        if isinstance(exc, anyio.get_cancelled_exc_class()):
-            details = activity.cancellation_details()
-            if details is None:  # not Temporal: tether's deadline, or the user's own scope
-                return anyio.current_time() >= self._ends_at and self._retried("DeadlineExceeded")
-            if details.cancel_requested:
-                return False  # the workflow asked: stop the model
-            if details.not_found and not (
-                details.worker_shutdown or details.paused or details.reset or details.timed_out
-            ):
-                return None  # the attempt timed out, or the workflow closed: ask
-            return True  # worker shutdown, pause, reset, timeout: Temporal retries the attempt
-        if isinstance(exc, ApplicationError):
-            return not exc.non_retryable and self._retried(exc.type or type(exc).__name__)
-        return self._retried(type(exc).__name__)
+        if not isinstance(exc, anyio.get_cancelled_exc_class()) or not self._attempts_left():
+            return False  # the code ended the block (it may go on): stop the response
+        details = activity.cancellation_details()
+        if details is None:  # not Temporal: tether's deadline, or a scope of the code's own
+            return anyio.current_time() >= self._ends_at  # the attempt's end: it times out
+        if details.cancel_requested:
+            return False  # the workflow asked: stop the model
+        if details.not_found and not (
+            details.worker_shutdown or details.paused or details.reset or details.timed_out
+        ):
+            return None  # the attempt timed out, or the workflow closed: ask
+        return True  # worker shutdown, pause, reset, timeout: Temporal retries the attempt
 
     def _attempts_left(self) -> bool:
         info = self._info
@@ -116,10 +115,6 @@ class NextAttempt:
             if datetime.now(timezone.utc) >= ends:
                 return False
         return True
-
-    def _retried(self, error_type: str) -> bool:
-        policy = self._info.retry_policy
-        return policy is None or error_type not in (policy.non_retryable_error_types or ())
 
     async def _checkpoint_recorded(self, response_id: str) -> bool:
         """Whether Temporal's last heartbeat of this activity names *response_id* (bounded).

@@ -189,7 +189,7 @@ class TemporalStream:
         """
         guard = self._create
         checkpoint = self._checkpoint
-        if checkpoint is not None:
+        if checkpoint is not None and not checkpoint.stopped:  # stopped: its attempt cancelled it
             try:
                 response = await self._scope.client.responses.retrieve(checkpoint.response_id)
                 status = response.status
@@ -212,7 +212,7 @@ class TemporalStream:
 
     async def __aenter__(self) -> TemporalStream:
         left = self._left
-        self._next.start(left)
+        self._next.start()
         stream: GuardedStream | None = None
         with anyio.CancelScope(
             deadline=math.inf if left is None else anyio.current_time() + left
@@ -220,8 +220,12 @@ class TemporalStream:
             stream = await self._choose()
         if stream is None or bound.cancelled_caught:
             raise DeadlineExceeded(left or 0.0)
-        await stream.__aenter__()
         self._stream = stream
+        try:
+            await stream.__aenter__()
+        except BaseException:
+            self._final_beat(stream)
+            raise
         # The id reaches Temporal before the first event reaches the caller.
         self._beat(stream.last_sequence_number if self._resumed else None)
         try:
@@ -231,7 +235,10 @@ class TemporalStream:
             await tasks.start(self._keep_beating)
         except BaseException as exc:
             await self._stop_beating()
-            await stream.__aexit__(type(exc), exc, exc.__traceback__)
+            try:
+                await stream.__aexit__(type(exc), exc, exc.__traceback__)
+            finally:
+                self._final_beat(stream)
             raise
         return self
 
@@ -245,8 +252,19 @@ class TemporalStream:
         try:
             await self._stop_beating()
         finally:
-            await stream.__aexit__(exc_type, exc, tb)  # the guard asks NextAttempt: _choose
-        self._beat(stream.last_sequence_number)  # the final checkpoint
+            try:
+                await stream.__aexit__(exc_type, exc, tb)  # the guard asks NextAttempt: _choose
+            finally:
+                self._final_beat(stream)
+
+    def _final_beat(self, stream: GuardedStream) -> None:
+        """The last checkpoint, ``stopped`` when this attempt cancelled the response: a
+        retry then starts a new one instead of failing to resume it (``ResumeFailed``)."""
+        try:
+            stopped = stream.outcome.receipt is not None
+        except RuntimeError:  # the stop did not get to its end: say nothing new
+            return
+        self._beat(stream.last_sequence_number, stopped=stopped)
 
     async def _stop_beating(self) -> None:
         """End the heartbeat loop (its own scope: the task group never sees the body's
@@ -267,13 +285,14 @@ class TemporalStream:
         self._user = details
         self._beat(self.last_sequence_number)
 
-    def _beat(self, seq: int | None) -> None:
+    def _beat(self, seq: int | None, *, stopped: bool = False) -> None:
         response_id = self.response_id
         if response_id is None:
             return
         send = self._original or activity.heartbeat
         try:
-            send(Checkpoint(response_id=response_id, sequence_number=seq).to_detail(), *self._user)
+            point = Checkpoint(response_id=response_id, sequence_number=seq, stopped=stopped)
+            send(point.to_detail(), *self._user)
             self._beaten = True
         except Exception as exc:  # the SDK's own failures cancel the activity; never ours
             log.warning("heartbeat of response %s failed: %s", response_id, exc)

@@ -130,14 +130,15 @@ def guarded_stream(
     ``temporal_activity_id``, ``temporal_attempt``) and recorded in the scope's journal if it
     has one. Its id is heartbeated as soon as ``response.created`` is read, then heartbeats
     go on at half the SDK's throttle (0.8 x ``heartbeat_timeout``) whether events come or
-    not. The response belongs to the activity, not to one attempt: when the block is left
-    early and Temporal will run another attempt (a worker shutdown, a pause, a timeout,
-    tether's own deadline at the attempt's start-to-close, an exception Temporal retries),
-    the stream is closed and the response left for that attempt to resume (outcome reason
-    ``detached``), once Temporal holds a checkpoint naming it. Otherwise (the workflow's
-    cancel, the last attempt, a non-retryable error, a closed workflow, no checkpoint yet)
-    it is cancelled on the server within ``grace``. Either way, what ended the block goes
-    on.
+    not. The response belongs to the activity, not to one attempt: when Temporal ends the
+    attempt and will run another (a worker shutdown, a pause, a reset, a timeout, tether's
+    own deadline at the attempt's start-to-close), the stream is closed and the response
+    left for that attempt to resume (outcome reason ``detached``), once Temporal holds a
+    checkpoint naming it. Otherwise (the workflow's cancel, the last attempt, a closed
+    workflow, no checkpoint yet, or the code itself ending the block: an exception,
+    ``deadline=``, a ``break``) it is cancelled on the server within ``grace``, and the
+    last checkpoint says so: a retry then starts a new response. Either way, what ended
+    the block goes on.
 
     Args:
         scope: A [`Scope`][tether.Scope] or an ``openai.AsyncOpenAI``.
@@ -147,6 +148,7 @@ def guarded_stream(
         on_lost: What a retry does when its checkpoint's response was cancelled, failed or
             is gone: ``"raise"`` [`ResumeFailed`][tether.temporal.ResumeFailed]
             (non-retryable), or ``"restart"`` a new response (its tokens are generated again).
+            A response the previous attempt cancelled itself always starts anew.
         grace: Seconds the server-side cancel may take (default: the scope's).
         first_event_timeout: Seconds to wait for ``response.created`` (default: the scope's).
         idle_timeout: Seconds without any event, or ``None``.
@@ -187,7 +189,7 @@ def guarded_stream(
     if on_lost not in ("raise", "restart"):
         raise ValueError(f"on_lost must be 'raise' or 'restart', got {on_lost!r}")
     limit = check_timeout("deadline", deadline)
-    left = _attempt_left(info)
+    left = attempt_left = _attempt_left(info)
     if limit is not None:
         left = limit if left is None else min(left, limit)
     metadata: Any = create_kwargs.get("metadata") or {}
@@ -224,7 +226,7 @@ def guarded_stream(
         on_lost=on_lost,
         left=left,
         beat_every=_beat_interval(info),
-        next_attempt=NextAttempt(info),
+        next_attempt=NextAttempt(info, attempt_left),
     )
 
 
