@@ -626,6 +626,8 @@ async def _cancelled_attempt(
     attempt_info: dict[str, Any] = {
         "started_time": now,
         "scheduled_time": now,
+        "start_to_close_timeout": timedelta(minutes=1),
+        "schedule_to_close_timeout": timedelta(minutes=5),
         "retry_policy": RetryPolicy(),
     }
     if resume:
@@ -841,6 +843,8 @@ async def test_worker_shutdown_while_a_retry_queues_to_resume_leaves_the_respons
             retry_policy=RetryPolicy(),
             started_time=now,
             scheduled_time=now,
+            start_to_close_timeout=timedelta(minutes=1),
+            schedule_to_close_timeout=timedelta(minutes=5),
         )
         async with tether.open_scope(client, max_concurrency=1) as scope:
 

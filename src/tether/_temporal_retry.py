@@ -36,7 +36,7 @@ is never left generating on a guess.
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, final
 
 import anyio
@@ -52,6 +52,9 @@ _ASK_TIMEOUT = 5.0
 """Seconds tether waits for Temporal to show a checkpoint naming the response."""
 _ASK_EVERY = 0.1
 """Seconds between two looks: the first heartbeat's RPC may still be on its way."""
+_RETRY_MARGIN = timedelta(seconds=1)
+"""How close to the schedule-to-close deadline no retry is counted on (tether's deadline
+there fires on the monotonic clock, the deadline is read on the wall clock)."""
 
 
 @final
@@ -110,9 +113,9 @@ class NextAttempt:
         policy = info.retry_policy
         if policy is not None and 0 < policy.maximum_attempts <= info.attempt:
             return False
-        if info.schedule_to_close_timeout:
+        if info.schedule_to_close_timeout:  # no retry starts this close to its end
             ends = info.scheduled_time + info.schedule_to_close_timeout
-            if datetime.now(timezone.utc) >= ends:
+            if datetime.now(timezone.utc) + _RETRY_MARGIN >= ends:
                 return False
         return True
 
