@@ -11,10 +11,10 @@ run on asyncio: so does this module. See the "Running on Temporal" page of the d
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Literal, final
 
+import anyio
 import openai
 from temporalio import activity, workflow
 from temporalio.common import RetryPolicy
@@ -81,8 +81,8 @@ def _check_context() -> activity.Info:
             "outside one, use tether.guarded_stream() instead"
         )
     try:
-        asyncio.get_running_loop()
-    except RuntimeError:
+        anyio.get_current_task()
+    except RuntimeError:  # no event loop in this thread (anyio's NoEventLoopError)
         raise NotInActivity(
             "tether.temporal.guarded_stream() was called in a sync activity (run by the "
             "worker's activity_executor, in a thread): it streams in async activities; "
