@@ -608,6 +608,30 @@ async def test_terminated_workflow_cancels_the_response_its_live_worker_streams(
     assert record.stopped_by == "cancel"
 
 
+def _attempt(**info: Any) -> ActivityEnvironment:
+    """An attempt's environment, started now, with minutes to run and the default retries."""
+    now = datetime.now(timezone.utc)
+    env = ActivityEnvironment()
+    attempt_info: dict[str, Any] = {
+        "started_time": now,
+        "scheduled_time": now,
+        "start_to_close_timeout": timedelta(minutes=1),
+        "schedule_to_close_timeout": timedelta(minutes=5),
+        "retry_policy": RetryPolicy(),
+    }
+    env.info = dataclasses.replace(env.info, **{**attempt_info, **info})
+    return env
+
+
+async def _retry_of(client: Any, **info: Any) -> tuple[ActivityEnvironment, str]:
+    """A second attempt whose heartbeat details name a background response made before
+    (so Temporal holds a checkpoint of it); and that response's id."""
+    made = await client.responses.create(model="slow", input="hi", background=True)
+    point = tether.temporal.Checkpoint(response_id=made.id, sequence_number=None)
+    info = {"attempt": 2, **info, "heartbeat_details": [point.to_detail()]}
+    return _attempt(**info), made.id
+
+
 async def _cancelled_attempt(
     emulator: ResponsesEmulator,
     details: activity.ActivityCancellationDetails | None,
@@ -619,23 +643,12 @@ async def _cancelled_attempt(
 ) -> tuple[tether.StreamOutcome, BaseException | None]:
     """An attempt (ActivityEnvironment, no worker, no Temporal client) whose block is left
     mid-stream: by Temporal's cancel with *details*, or (None) by ``deadline=`` or the
-    body's *around*. With *resume*, a retry: its heartbeat details name a response made
-    before, which Temporal therefore holds a checkpoint of."""
-    now = datetime.now(timezone.utc)
-    env = ActivityEnvironment()
-    attempt_info: dict[str, Any] = {
-        "started_time": now,
-        "scheduled_time": now,
-        "start_to_close_timeout": timedelta(minutes=1),
-        "schedule_to_close_timeout": timedelta(minutes=5),
-        "retry_policy": RetryPolicy(),
-    }
+    body's *around*. With *resume*, a retry of a response made before (``_retry_of``)."""
     if resume:
         async with emulator.async_client() as client:
-            made = await client.responses.create(model="slow", input="hi", background=True)
-        point = tether.temporal.Checkpoint(response_id=made.id, sequence_number=None)
-        attempt_info |= {"attempt": 2, "heartbeat_details": [point.to_detail()]}
-    env.info = dataclasses.replace(env.info, **{**attempt_info, **info})
+            env, _ = await _retry_of(client, **info)
+    else:
+        env = _attempt(**info)
     outcomes: list[tether.StreamOutcome] = []
     streaming = anyio.Event()
 
@@ -690,32 +703,30 @@ async def test_temporal_cancel_that_retries_the_attempt_leaves_the_response_gene
     assert record.cancel_calls == 0
 
 
-async def test_new_response_temporal_holds_no_checkpoint_of_is_cancelled_not_handed_over(
+@pytest.mark.parametrize(
+    ("details", "attempt"),
+    [
+        # a new response that no checkpoint names: no attempt could find it
+        (activity.ActivityCancellationDetails(worker_shutdown=True), {"resume": False}),
+        # the workflow's cancel, attempts left or not
+        (activity.ActivityCancellationDetails(cancel_requested=True), {}),
+        # the last attempt
+        (
+            activity.ActivityCancellationDetails(worker_shutdown=True),
+            {"attempt": 3, "retry_policy": RetryPolicy(maximum_attempts=3)},
+        ),
+        # "not found" may be a closed workflow: unless Temporal says it runs, nothing is left
+        (activity.ActivityCancellationDetails(not_found=True), {}),
+    ],
+    ids=["no_checkpoint_yet", "cancel_requested", "last_attempt", "not_found_nobody_to_ask"],
+)
+async def test_temporal_cancel_no_attempt_would_resume_after_cancels_the_response(
     emulator: ResponsesEmulator,
+    details: activity.ActivityCancellationDetails,
+    attempt: dict[str, Any],
 ) -> None:
-    """No attempt could find it: a response is never left generating on a guess."""
-    details = activity.ActivityCancellationDetails(worker_shutdown=True)
-    outcome, _ = await _cancelled_attempt(emulator, details, resume=False)
-    assert outcome.reason == "scope_cancelled"
-    assert emulator.ledger.responses[0].status == "cancelled"
-
-
-async def test_workflow_cancel_request_cancels_the_response_even_with_attempts_left(
-    emulator: ResponsesEmulator,
-) -> None:
-    details = activity.ActivityCancellationDetails(cancel_requested=True)
-    outcome, _ = await _cancelled_attempt(emulator, details)
-    assert outcome.reason == "scope_cancelled"
-    assert emulator.ledger.responses[0].status == "cancelled"
-
-
-async def test_temporal_cancel_on_the_last_attempt_cancels_the_response(
-    emulator: ResponsesEmulator,
-) -> None:
-    details = activity.ActivityCancellationDetails(worker_shutdown=True)
-    outcome, _ = await _cancelled_attempt(
-        emulator, details, attempt=3, retry_policy=RetryPolicy(maximum_attempts=3)
-    )
+    """A response is never left generating on a guess."""
+    outcome, _ = await _cancelled_attempt(emulator, details, **attempt)
     assert outcome.reason == "scope_cancelled"
     assert emulator.ledger.responses[0].status == "cancelled"
 
@@ -732,16 +743,6 @@ async def test_schedule_to_close_deadline_cancels_the_response_no_attempt_can_fo
     )
     assert isinstance(raised, tether.DeadlineExceeded)
     assert outcome.reason == "deadline"
-    assert emulator.ledger.responses[0].status == "cancelled"
-
-
-async def test_not_found_without_a_temporal_client_to_ask_cancels_the_response(
-    emulator: ResponsesEmulator,
-) -> None:
-    """ "Not found" may be a closed workflow: unless Temporal says it runs, nothing is left."""
-    details = activity.ActivityCancellationDetails(not_found=True)
-    outcome, _ = await _cancelled_attempt(emulator, details)
-    assert outcome.reason == "scope_cancelled"
     assert emulator.ledger.responses[0].status == "cancelled"
 
 
@@ -832,20 +833,7 @@ async def test_worker_shutdown_while_a_retry_queues_to_resume_leaves_the_respons
 ) -> None:
     """The hand-over covers the open too: here, a resume waiting for its scope's one slot."""
     async with emulator.async_client() as client:
-        made = await client.responses.create(model="slow", input="hi", background=True)
-        point = tether.temporal.Checkpoint(response_id=made.id, sequence_number=None)
-        now = datetime.now(timezone.utc)
-        env = ActivityEnvironment()
-        env.info = dataclasses.replace(
-            env.info,
-            attempt=2,
-            heartbeat_details=[point.to_detail()],
-            retry_policy=RetryPolicy(),
-            started_time=now,
-            scheduled_time=now,
-            start_to_close_timeout=timedelta(minutes=1),
-            schedule_to_close_timeout=timedelta(minutes=5),
-        )
+        env, made_id = await _retry_of(client)
         async with tether.open_scope(client, max_concurrency=1) as scope:
 
             async def essay() -> None:
@@ -867,8 +855,8 @@ async def test_worker_shutdown_while_a_retry_queues_to_resume_leaves_the_respons
                 env.cancel(
                     cancellation_details=activity.ActivityCancellationDetails(worker_shutdown=True)
                 )
-        resumed = [o for o in scope.outcomes if o.response_id == made.id]
+        resumed = [o for o in scope.outcomes if o.response_id == made_id]
     assert [o.reason for o in resumed] == ["detached"]
-    record = emulator.ledger[made.id]
+    record = emulator.ledger[made_id]
     assert record.generating
     assert record.cancel_calls == 0
