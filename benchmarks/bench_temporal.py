@@ -191,6 +191,25 @@ async def _details(handle: Any) -> tuple[Any, ...]:
 # -------------------------------------------------------------- tokens generated twice
 
 
+async def _essay_past_100_tokens(
+    temporal: Client, emu: ResponsesEmulator, queue: str, essay_queue: str, activity_name: str
+) -> Any:
+    """Start an Essay workflow of the steady model; return its handle once 100 tokens are out."""
+    handle = await temporal.start_workflow(
+        "Essay",
+        {
+            "model": "steady",
+            "essay_queue": essay_queue,
+            "activity": activity_name,
+            "heartbeat_timeout": HEARTBEAT_TIMEOUT,
+        },
+        id=f"essay-{uuid.uuid4().hex}",
+        task_queue=queue,
+    )
+    await emu.wait_for(lambda ledger: any(r.tokens_generated >= 100 for r in ledger))
+    return handle
+
+
 async def tokens_twice(temporal: Client, address: str, activity_name: str) -> dict[str, Any]:
     with ResponsesEmulator(models=MODELS, seed=11) as emu:
         queue = f"bench-{uuid.uuid4().hex[:8]}"
@@ -204,18 +223,9 @@ async def tokens_twice(temporal: Client, address: str, activity_name: str) -> di
                 workflows=[temporal_app.EssayWorkflow],
                 workflow_runner=UnsandboxedWorkflowRunner(),
             ):
-                handle = await temporal.start_workflow(
-                    "Essay",
-                    {
-                        "model": "steady",
-                        "essay_queue": essay_queue,
-                        "activity": activity_name,
-                        "heartbeat_timeout": HEARTBEAT_TIMEOUT,
-                    },
-                    id=f"k-{uuid.uuid4().hex}",
-                    task_queue=queue,
+                handle = await _essay_past_100_tokens(
+                    temporal, emu, queue, essay_queue, activity_name
                 )
-                await emu.wait_for(lambda ledger: any(r.tokens_generated >= 100 for r in ledger))
                 temporal_app.kill(child)
                 async with (
                     activities,
@@ -253,18 +263,7 @@ async def tokens_across_a_deploy(temporal: Client, activity_name: str) -> dict[s
                 "workflow_runner": UnsandboxedWorkflowRunner(),
             }
             async with Worker(temporal, graceful_shutdown_timeout=timedelta(0), **common):
-                handle = await temporal.start_workflow(
-                    "Essay",
-                    {
-                        "model": "steady",
-                        "essay_queue": queue,
-                        "activity": activity_name,
-                        "heartbeat_timeout": HEARTBEAT_TIMEOUT,
-                    },
-                    id=f"d-{uuid.uuid4().hex}",
-                    task_queue=queue,
-                )
-                await emu.wait_for(lambda ledger: any(r.tokens_generated >= 100 for r in ledger))
+                handle = await _essay_past_100_tokens(temporal, emu, queue, queue, activity_name)
             async with Worker(temporal, **common):
                 try:
                     result: dict[str, Any] | None = await handle.result()
