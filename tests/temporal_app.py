@@ -219,6 +219,34 @@ class Activities:
             "user_details": list(stream.user_details),
         }
 
+    @activity.defn(name="turns")
+    async def turns(self, request: dict[str, Any]) -> dict[str, Any]:
+        """An agent's turns in one activity: a guarded stream per model of ``models``, one
+        after another, or all at once with ``together``."""
+        models: list[str] = request["models"]
+        done: list[dict[str, Any]] = [{} for _ in models]
+
+        async def turn(index: int) -> None:
+            stream = tether.temporal.guarded_stream(
+                self.client, model=models[index], input=f"turn {index}", grace=2.0
+            )
+            try:
+                async with stream:
+                    final = await stream.get_final_response()
+            finally:
+                with contextlib.suppress(RuntimeError):
+                    _record(stream.outcome)
+            done[index] = {"response_id": final.id, "resumed": stream.resumed}
+
+        if request.get("together"):
+            async with anyio.create_task_group() as tasks:
+                for index in range(len(models)):
+                    tasks.start_soon(turn, index)
+        else:
+            for index in range(len(models)):
+                await turn(index)
+        return {"turns": done, "attempt": activity.info().attempt}
+
     @activity.defn(name="raw_essay")
     async def raw_essay(self, request: dict[str, Any]) -> dict[str, Any]:
         """The raw SDK's background stream, for the benchmark: a retry creates a new one."""
@@ -264,6 +292,8 @@ class EssayRequest:
     on_lost: str = "raise"
     fail_after_deltas: int | None = None
     fail_with: str = "retryable"
+    models: list[str] | None = None
+    together: bool = False
 
 
 @workflow.defn(name="Essay")
@@ -284,6 +314,8 @@ class EssayWorkflow:
                     "on_lost": request.on_lost,
                     "fail_after_deltas": request.fail_after_deltas,
                     "fail_with": request.fail_with,
+                    "models": request.models,
+                    "together": request.together,
                 },
                 task_queue=request.essay_queue,
                 start_to_close_timeout=timedelta(seconds=request.start_to_close_timeout),
@@ -331,7 +363,9 @@ async def _child(address: str, task_queue: str, base_url: str) -> None:
     client = await Client.connect(address)
     activities = Activities(base_url)
     async with Worker(
-        client, task_queue=task_queue, activities=[activities.essay, activities.raw_essay]
+        client,
+        task_queue=task_queue,
+        activities=[activities.essay, activities.turns, activities.raw_essay],
     ):
         print("READY", flush=True)
         await _forever()

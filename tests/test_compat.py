@@ -300,18 +300,21 @@ def test_hypercorn_builds_its_h2_protocol_by_the_name_the_fix_replaces() -> None
 
 def test_temporal_activity_context_carries_the_heartbeat_that_activity_heartbeat_calls() -> None:
     """temporalio ``activity.py``: ``activity.heartbeat()`` calls ``_Context.current().heartbeat``,
-    a field tether swaps for the block (``swap_heartbeat``); outside an activity it raises."""
+    a field tether reads (``installed_heartbeat``) and swaps (``swap_heartbeat``) for the
+    attempt; outside an activity both raise."""
     import contextvars
 
     from temporalio import activity
 
-    from tether._compat import swap_heartbeat
+    from tether._compat import installed_heartbeat, swap_heartbeat
 
     seen: list[tuple[str, tuple[Any, ...]]] = []
     fields = set(inspect.signature(activity._Context).parameters)  # pyright: ignore[reportPrivateUsage]
     assert "heartbeat" in fields
     with pytest.raises(RuntimeError):
         swap_heartbeat(None)
+    with pytest.raises(RuntimeError):
+        installed_heartbeat()
 
     def run() -> None:
         context: Any = object.__new__(activity._Context)  # pyright: ignore[reportPrivateUsage]
@@ -319,8 +322,9 @@ def test_temporal_activity_context_carries_the_heartbeat_that_activity_heartbeat
         activity._Context.set(context)  # pyright: ignore[reportPrivateUsage]
         ours = lambda *details: seen.append(("tether", details))  # noqa: E731
         previous = swap_heartbeat(ours)
+        assert installed_heartbeat() is ours
         activity.heartbeat(1)
-        assert swap_heartbeat(previous, unless=ours) is ours
+        assert swap_heartbeat(previous) is ours
         activity.heartbeat(2)
 
     contextvars.copy_context().run(run)

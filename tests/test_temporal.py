@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import attrs
 import pytest
 from temporalio import activity
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
@@ -36,7 +37,7 @@ import tether.temporal
 from tests import temporal_app
 from tests.support import until
 from tests.temporal_app import Activities, EssayWorkflow, StreamInWorkflow
-from tether.testing import EmulatedModel, ResponsesEmulator
+from tether.testing import EmulatedModel, Faults, ResponsesEmulator
 
 
 @pytest.fixture
@@ -67,6 +68,10 @@ MODELS = {
     "slow": EmulatedModel(ttft=0.0, tokens_per_s=40.0, length=2000),  # about a minute
     "silent": EmulatedModel(ttft=120.0, tokens_per_s=40.0, length=20),  # no delta for 2 minutes
     "medium": EmulatedModel(ttft=0.0, tokens_per_s=80.0, length=480),  # about 6 s
+    "brief": EmulatedModel(ttft=0.0, tokens_per_s=400.0, length=20),  # a twentieth of a second
+    "failing": EmulatedModel(
+        ttft=0.0, tokens_per_s=400.0, length=20, faults=Faults(error_event="flat", error_after=3)
+    ),
 }
 
 
@@ -93,7 +98,7 @@ async def worker(
         temporal,
         task_queue=queue,
         workflows=[EssayWorkflow, StreamInWorkflow],
-        activities=[activities.essay, canceller.cancel_response],
+        activities=[activities.essay, activities.turns, canceller.cancel_response],
     ) as running:
         yield running
     await activities.client.close()
@@ -860,3 +865,184 @@ async def test_worker_shutdown_while_a_retry_queues_to_resume_leaves_the_respons
     record = emulator.ledger[made_id]
     assert record.generating
     assert record.cancel_calls == 0
+
+
+# ------------------------------------------------ an activity that streams several responses
+
+
+def _each_turn_resumed_its_own(emulator: ResponsesEmulator, result: Any) -> None:
+    """Every turn of the retry got the response its place had in the first attempt."""
+    records = emulator.ledger.responses
+    assert [turn["response_id"] for turn in result["turns"]] == [r.id for r in records]
+    assert [turn["resumed"] for turn in result["turns"]] == [True] * len(records)
+    assert [r.status for r in records] == ["completed"] * len(records)
+
+
+async def test_deploy_during_an_activity_s_second_stream_lets_the_retry_resume_each_its_own(
+    temporal: Client, emulator: ResponsesEmulator, queue: str
+) -> None:
+    """Turn one completed, turn two handed over: the retry replays the first and resumes the
+    second (no third response, none answered with another turn's)."""
+    async with Activities(emulator.base_url) as activities:
+        first = Worker(
+            temporal,
+            task_queue=queue,
+            workflows=[EssayWorkflow],
+            activities=[activities.turns],
+            graceful_shutdown_timeout=timedelta(0),
+        )
+        async with first:
+            handle = await start_essay(
+                temporal, queue, model="", activity="turns", models=["brief", "steady"]
+            )
+            await emulator.wait_for(
+                lambda ledger: len(ledger) == 2 and ledger.responses[1].tokens_generated > 3
+            )
+        assert emulator.ledger.responses[1].generating  # handed over, not cancelled
+        async with Worker(
+            temporal, task_queue=queue, workflows=[EssayWorkflow], activities=[activities.turns]
+        ):
+            result = await handle.result()
+    assert result["attempt"] == 2
+    _each_turn_resumed_its_own(emulator, result)
+
+
+async def test_sigkill_during_an_activity_s_second_stream_lets_the_retry_resume_each_its_own(
+    temporal: Client, emulator: ResponsesEmulator, worker: Worker, queue: str
+) -> None:
+    essay_queue = f"{queue}-essay"
+    child = temporal_app.start_worker_process(
+        temporal.service_client.config.target_host, essay_queue, emulator.base_url
+    )
+    try:
+        handle = await start_essay(
+            temporal,
+            queue,
+            model="",
+            activity="turns",
+            models=["brief", "steady"],
+            essay_queue=essay_queue,
+            heartbeat_timeout=2.0,
+        )
+
+        async def second_checkpointed() -> bool:
+            points = tether.temporal.Checkpoint.all_from_details(await checkpoint_of(handle))
+            return len(points) == 2
+
+        await until(second_checkpointed, "the second stream's checkpoint")
+    finally:
+        temporal_app.kill(child)
+    assert emulator.ledger.responses[1].generating  # killed mid-stream
+    async with (
+        Activities(emulator.base_url) as activities,
+        Worker(temporal, task_queue=essay_queue, activities=[activities.turns]),
+    ):
+        result = await handle.result()
+    assert result["attempt"] >= 2
+    _each_turn_resumed_its_own(emulator, result)
+
+
+async def test_workflow_that_gives_up_cancels_every_response_its_dead_worker_streamed(
+    temporal: Client, emulator: ResponsesEmulator, worker: Worker, queue: str
+) -> None:
+    """Two streams at once in one activity, its worker killed: both are cancelled."""
+    essay_queue = f"{queue}-essay"
+    child = temporal_app.start_worker_process(
+        temporal.service_client.config.target_host, essay_queue, emulator.base_url
+    )
+    try:
+        handle = await start_essay(
+            temporal,
+            queue,
+            model="",
+            activity="turns",
+            models=["slow", "slow"],
+            together=True,
+            essay_queue=essay_queue,
+            maximum_attempts=1,
+            heartbeat_timeout=3.0,  # the one attempt must not time out before the kill
+            cancel_left_over=True,
+        )
+
+        async def both_checkpointed() -> bool:
+            points = tether.temporal.Checkpoint.all_from_details(await checkpoint_of(handle))
+            return len(points) == 2 and all(points)
+
+        await until(both_checkpointed, "both streams' checkpoints")
+    finally:
+        temporal_app.kill(child)
+    result = await handle.result()  # the heartbeat timeout ends the only attempt
+    assert result == {"left_over": "cancelled"}
+    assert [r.status for r in emulator.ledger.responses] == ["cancelled", "cancelled"]
+
+
+def _beats(env: ActivityEnvironment) -> list[tuple[Any, ...]]:
+    """Every heartbeat the attempt sent, in order."""
+    sent: list[tuple[Any, ...]] = []
+    env.on_heartbeat = lambda *details: sent.append(details)
+    return sent
+
+
+async def test_user_heartbeat_between_two_streams_keeps_the_first_stream_s_checkpoint(
+    emulator: ResponsesEmulator,
+) -> None:
+    env = _attempt()
+    sent = _beats(env)
+
+    async def essay() -> str:
+        async with emulator.async_client() as client:
+            async with tether.temporal.guarded_stream(client, model="brief", input="1") as s:
+                await s.get_final_response()
+            activity.heartbeat("between", 1)
+            return s.response_id or ""
+
+    first = await env.run(essay)
+    point = tether.temporal.Checkpoint(response_id=first, sequence_number=None, finished=True)
+    detail, *mine = sent[-1]
+    [kept] = tether.temporal.Checkpoint.all_from_details([detail])
+    assert mine == ["between", 1]
+    assert attrs.evolve(kept, sequence_number=None) == point
+
+
+async def test_streams_open_at_once_in_an_activity_are_each_checkpointed(
+    emulator: ResponsesEmulator,
+) -> None:
+    env = _attempt()
+    sent = _beats(env)
+    ids: list[str] = []
+
+    async def essay() -> None:
+        async with emulator.async_client() as client, anyio.create_task_group() as tasks:
+            for _ in range(2):
+                tasks.start_soon(one, client)
+
+    async def one(client: Any) -> None:
+        async with tether.temporal.guarded_stream(client, model="brief", input="hi") as s:
+            ids.append(s.response_id or "")
+            await s.get_final_response()
+
+    await env.run(essay)
+    points = tether.temporal.Checkpoint.all_from_details(sent[-1])
+    assert sorted(point.response_id for point in points if point is not None) == sorted(ids)
+    assert all(point is not None and point.finished for point in points)
+
+
+async def test_a_response_that_failed_is_checkpointed_stopped_and_the_retry_creates_another(
+    emulator: ResponsesEmulator,
+) -> None:
+    """A failure on the server is what Temporal retries for: no ResumeFailed."""
+    first = _attempt()
+    sent = _beats(first)
+
+    async def essay(model: str) -> str:
+        async with emulator.async_client() as client:
+            async with tether.temporal.guarded_stream(client, model=model, input="hi") as s:
+                async for _ in s:
+                    pass
+            return s.outcome.reason
+
+    assert await first.run(essay, "failing") == "failed"
+    retry = _attempt(attempt=2, heartbeat_details=list(sent[-1]))
+    assert await retry.run(essay, "brief") == "completed"
+    failed, created = emulator.ledger.responses
+    assert (failed.status, created.status) == ("failed", "completed")

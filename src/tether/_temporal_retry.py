@@ -144,8 +144,8 @@ class NextAttempt:
                     return False  # the workflow gave the activity up
                 payloads: Any = mine[0].heartbeat_details.payloads
                 details = await client.data_converter.decode(payloads) if payloads else []
-                checkpoint = Checkpoint.from_details(details)
-                if checkpoint is not None and checkpoint.response_id == response_id:
+                named = Checkpoint.all_from_details(details)
+                if any(point is not None and point.response_id == response_id for point in named):
                     return True
                 await anyio.sleep(_ASK_EVERY)
         log.warning(

@@ -3,7 +3,8 @@
 Made by ``tether.temporal.guarded_stream`` (``temporal.py``, which checks the activity's
 context and builds the stream): on entry it resumes the checkpoint's response or creates a
 new one (``ResumeFailed`` when the checkpoint's response can no longer give its result),
-then heartbeats the checkpoint, merging the user's own heartbeat details after it.
+then keeps its checkpoint in the attempt's heartbeat (``_temporal_heartbeat.py``: every
+stream's, the user's own details after them).
 """
 
 from __future__ import annotations
@@ -14,19 +15,16 @@ from typing import TYPE_CHECKING, Any, Literal, final
 import anyio
 import anyio.abc
 import openai
-from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from ._build import resume_guard
-from ._cancel import log
-from ._compat import swap_heartbeat
 from ._errors import DeadlineExceeded, TetherError
 from ._outcome import DetachedResponse
 from ._stream import GuardedStream
 from ._temporal_checkpoint import Checkpoint
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator
     from types import TracebackType
 
     from anyio.abc import TaskGroup
@@ -35,11 +33,13 @@ if TYPE_CHECKING:
     from ._outcome import CancelReceipt, StreamOutcome
     from ._protocol import ResponseGuard
     from ._scope import Scope
+    from ._temporal_heartbeat import Heartbeats
     from ._temporal_retry import NextAttempt
 
 __all__ = ["ResumeFailed", "TemporalStream"]
 
 _GONE = frozenset({"cancelled", "failed"})
+_REPLAYABLE = frozenset({"completed", "incomplete"})  # ended on its own, with a result
 
 
 class ResumeFailed(TetherError, ApplicationError):
@@ -91,21 +91,20 @@ class TemporalStream:
 
     __slots__ = (
         "_beat_every",
-        "_beaten",
         "_beating",
+        "_beats",
         "_checkpoint",
         "_create",
+        "_index",
         "_left",
         "_next",
         "_on_lost",
         "_options",
-        "_original",
         "_resume_from",
         "_resumed",
         "_scope",
         "_stream",
         "_tasks",
-        "_user",
     )
 
     def __init__(
@@ -114,8 +113,7 @@ class TemporalStream:
         create: ResponseGuard,
         options: dict[str, Any],
         *,
-        checkpoint: Checkpoint | None,
-        user: tuple[Any, ...],
+        beats: Heartbeats,
         resume_from: Literal["start", "checkpoint"],
         on_lost: Literal["raise", "restart"],
         left: float | None,
@@ -125,19 +123,18 @@ class TemporalStream:
         self._scope = scope
         self._create = create
         self._options = options
-        self._checkpoint = checkpoint
-        self._user = user
+        self._beats = beats
+        self._checkpoint: Checkpoint | None = None  # the previous attempt's, in this place
+        self._index = -1  # this stream's place among the attempt's (Heartbeats.take)
         self._resume_from = resume_from
         self._on_lost = on_lost
         self._left = left
         self._beat_every = beat_every
         self._next = next_attempt
         self._resumed = False
-        self._beaten = False  # a heartbeat named the response: Temporal may hold it
         self._stream: GuardedStream | None = None
         self._tasks: TaskGroup | None = None
         self._beating: anyio.CancelScope | None = None
-        self._original: Callable[..., None] | None = None
 
     def __repr__(self) -> str:
         return f"<tether.temporal.TemporalStream response_id={self.response_id!r}>"
@@ -163,7 +160,7 @@ class TemporalStream:
                 done = stream.user_details  # () on a first attempt
             ```
         """
-        return self._user
+        return self._beats.user
 
     @property
     def last_sequence_number(self) -> int | None:
@@ -206,20 +203,40 @@ class TemporalStream:
                 raise ResumeFailed(checkpoint.response_id, status or "gone")
         chosen = guard
         guard.handover = lambda exc: self._next.resumes(
-            exc, chosen.response_id, checkpoint=self._resumed or (None if self._beaten else False)
+            exc, chosen.response_id, checkpoint=self._held(chosen.response_id)
         )
         return GuardedStream(guard, self._left)
+
+    def _held(self, response_id: str | None) -> bool | None:
+        """Whether Temporal holds a checkpoint naming the response: True (this attempt
+        resumed it), None (a heartbeat named it: ask), False (none did)."""
+        if self._resumed:
+            return True
+        return None if response_id is not None and self._beats.named(response_id) else False
+
+    def _point(self) -> Checkpoint | None:
+        """The checkpoint now, read at each heartbeat: nothing is done per event."""
+        stream = self._stream
+        response_id = None if stream is None else stream.response_id
+        if stream is None or response_id is None:
+            return None
+        return Checkpoint(response_id=response_id, sequence_number=stream.last_sequence_number)
 
     async def __aenter__(self) -> TemporalStream:
         left = self._left
         self._next.start()
+        self._index, self._checkpoint = self._beats.take(self._point)
         stream: GuardedStream | None = None
-        with anyio.CancelScope(
-            deadline=math.inf if left is None else anyio.current_time() + left
-        ) as bound:
-            stream = await self._choose()
-        if stream is None or bound.cancelled_caught:
-            raise DeadlineExceeded(left or 0.0)
+        try:
+            with anyio.CancelScope(
+                deadline=math.inf if left is None else anyio.current_time() + left
+            ) as bound:
+                stream = await self._choose()
+            if stream is None or bound.cancelled_caught:
+                raise DeadlineExceeded(left or 0.0)
+        except BaseException:
+            self._beats.leave(self._index, None)
+            raise
         self._stream = stream
         try:
             await stream.__aenter__()
@@ -227,9 +244,8 @@ class TemporalStream:
             self._final_beat(stream)
             raise
         # The id reaches Temporal before the first event reaches the caller.
-        self._beat(stream.last_sequence_number if self._resumed else None)
+        self._beats.beat()
         try:
-            self._merge_user_heartbeats()
             tasks = self._tasks = anyio.create_task_group()
             await tasks.__aenter__()  # inside the stream's own deadline scope
             await tasks.start(self._keep_beating)
@@ -258,44 +274,32 @@ class TemporalStream:
                 self._final_beat(stream)
 
     def _final_beat(self, stream: GuardedStream) -> None:
-        """The last checkpoint, ``stopped`` when this attempt cancelled the response: a
-        retry then starts a new one instead of failing to resume it (``ResumeFailed``)."""
+        """The last checkpoint: ``stopped`` when this attempt cancelled the response or saw
+        it fail (a retry then starts a new one instead of failing to resume it:
+        ``ResumeFailed``), ``finished`` when it ended with a result (a retry replays it)."""
+        response_id = stream.response_id
         try:
-            stopped = stream.outcome.receipt is not None
+            outcome = stream.outcome
         except RuntimeError:  # the stop did not get to its end: say nothing new
-            return
-        self._beat(stream.last_sequence_number, stopped=stopped)
+            outcome = None
+        last = None
+        if outcome is not None and response_id is not None:
+            last = Checkpoint(
+                response_id=response_id,
+                sequence_number=stream.last_sequence_number,
+                stopped=outcome.receipt is not None or outcome.reason == "failed",
+                finished=outcome.receipt is None and outcome.reason in _REPLAYABLE,
+            )
+        self._beats.leave(self._index, last)
 
     async def _stop_beating(self) -> None:
         """End the heartbeat loop (its own scope: the task group never sees the body's
-        exception, so it can neither swallow nor wrap it) and give the SDK its heartbeat back."""
-        if self._original is not None:
-            swap_heartbeat(self._original, unless=self._heartbeat)
+        exception, so it can neither swallow nor wrap it)."""
         tasks, self._tasks = self._tasks, None
         if self._beating is not None:
             self._beating.cancel()
         if tasks is not None:
             await tasks.__aexit__(None, None, None)
-
-    def _merge_user_heartbeats(self) -> None:
-        """``activity.heartbeat(*details)`` in the block: tether's checkpoint goes first."""
-        self._original = swap_heartbeat(self._heartbeat)
-
-    def _heartbeat(self, *details: Any) -> None:
-        self._user = details
-        self._beat(self.last_sequence_number)
-
-    def _beat(self, seq: int | None, *, stopped: bool = False) -> None:
-        response_id = self.response_id
-        if response_id is None:
-            return
-        send = self._original or activity.heartbeat
-        try:
-            point = Checkpoint(response_id=response_id, sequence_number=seq, stopped=stopped)
-            send(point.to_detail(), *self._user)
-            self._beaten = True
-        except Exception as exc:  # the SDK's own failures cancel the activity; never ours
-            log.warning("heartbeat of response %s failed: %s", response_id, exc)
 
     async def _keep_beating(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         """Heartbeat often enough that a cancel is heard within the SDK's throttle, events
@@ -304,7 +308,7 @@ class TemporalStream:
             task_status.started()
             while True:
                 await anyio.sleep(self._beat_every)
-                self._beat(self.last_sequence_number)
+                self._beats.beat()
 
     def __aiter__(self) -> AsyncIterator[ResponseStreamEvent]:
         return self._require("iterating the stream").__aiter__()

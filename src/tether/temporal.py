@@ -25,7 +25,8 @@ from ._cancel import cancel_on_server
 from ._errors import TetherError
 from ._public import claim as _claim
 from ._scope import Scope, as_scope
-from ._temporal_checkpoint import CANCEL_ACTIVITY, Checkpoint, split_details
+from ._temporal_checkpoint import CANCEL_ACTIVITY, Checkpoint, checkpoints_from_failure
+from ._temporal_heartbeat import Heartbeats
 from ._temporal_retry import NextAttempt
 from ._temporal_stream import ResumeFailed, TemporalStream
 from ._validate import check_positive, check_timeout
@@ -215,13 +216,11 @@ def guarded_stream(
     }
     own = StreamOptions(key=key or f"temporal:{info.workflow_id}:{info.activity_id}", **options)
     create = build_guard(the_scope, own, create_kwargs)
-    checkpoint, user = split_details(info.heartbeat_details)
     return TemporalStream(
         the_scope,
         create,
         options,
-        checkpoint=checkpoint,
-        user=user,
+        beats=Heartbeats.of_attempt(),
         resume_from=resume_from,
         on_lost=on_lost,
         left=left,
@@ -271,23 +270,26 @@ class ResponseCanceller:
         start_to_close_timeout: timedelta = timedelta(seconds=30),
         task_queue: str | None = None,
     ) -> str | None:
-        """In workflow code: cancel on the server the response a failed activity left running.
+        """In workflow code: cancel on the server the responses a failed activity left running.
 
         When the workflow gives up on an activity (its retries ran out, it timed out, or the
-        workflow is being cancelled) while the worker that streamed the response is dead, nobody
-        is left to cancel it. This runs the ``tether.cancel_response`` activity (register
-        [`ResponseCanceller`][tether.temporal.ResponseCanceller]'s method on a worker) with the
-        response id of the failure's last heartbeat. Deterministic: only Temporal's workflow API.
+        workflow is being cancelled) while the worker that streamed is dead, nobody is left
+        to cancel its responses. This runs the ``tether.cancel_response`` activity (register
+        [`ResponseCanceller`][tether.temporal.ResponseCanceller]'s method on a worker) for
+        each response the failure's last heartbeat names that may still be generating (not
+        ``finished``, not ``stopped``: usually one, more when the activity streamed several
+        at once), concurrently. Deterministic: only Temporal's workflow API.
 
         Args:
             error: What ``workflow.execute_activity`` raised.
-            start_to_close_timeout: For the cancelling activity (retried until it succeeds, within
-                Temporal's default retry policy).
+            start_to_close_timeout: For each cancelling activity (retried until it succeeds,
+                within Temporal's default retry policy).
             task_queue: Where a worker runs the cancelling activity (default: the workflow's).
 
         Returns:
-            The status the server confirmed (``"cancelled"``, ``"completed"``, ``"gone"``...), or
-            ``None`` when the failure named no response.
+            The status the server confirmed (``"cancelled"``, ``"completed"``, ``"gone"``...)
+            for the last of them (the response of the last stream the activity opened), or
+            ``None`` when the failure left none to cancel.
 
         Example:
             ```python
@@ -298,17 +300,26 @@ class ResponseCanceller:
                 raise
             ```
         """
-        checkpoint = Checkpoint.from_failure(error)
-        if checkpoint is None:
-            return None
-        return await workflow.execute_activity(
-            CANCEL_ACTIVITY,
-            checkpoint.response_id,
-            result_type=str,
-            start_to_close_timeout=start_to_close_timeout,
-            task_queue=task_queue,
-            retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=10)),
-        )
+        left = [
+            point.response_id
+            for point in checkpoints_from_failure(error)
+            if point is not None and not point.finished and not point.stopped
+        ]
+        cancels = [
+            workflow.start_activity(
+                CANCEL_ACTIVITY,
+                response_id,
+                result_type=str,
+                start_to_close_timeout=start_to_close_timeout,
+                task_queue=task_queue,
+                retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=10)),
+            )
+            for response_id in left
+        ]
+        status: str | None = None
+        for cancel in cancels:
+            status = await cancel
+        return status
 
 
 _claim(__name__, globals(), __all__)

@@ -55,7 +55,7 @@ from ._stream import (
     sdk_next,
     sdk_stream_released,
 )
-from ._temporal import swap_heartbeat
+from ._temporal import installed_heartbeat, swap_heartbeat
 
 __all__ = [
     "HTTP",
@@ -72,6 +72,7 @@ __all__ = [
     "drain_sdk_stream",
     "finish_interrupted_close",
     "install_h2_fixes",
+    "installed_heartbeat",
     "is_multiplexed",
     "is_sdk_default_http_client",
     "lean_target",

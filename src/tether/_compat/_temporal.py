@@ -5,8 +5,9 @@ last sequence number) on its own; a user's ``activity.heartbeat(*details)`` in t
 must not overwrite it. temporalio offers no public hook on heartbeats: its public
 ``activity.heartbeat`` calls the ``heartbeat`` callable of the current activity context
 (temporalio ``activity.py``, ``_Context.current()`` and ``_Context.heartbeat``, a dataclass
-field the worker sets per attempt). ``swap_heartbeat`` replaces that callable for the
-block and gives it back (tests/test_compat.py pins the shape).
+field the worker sets per attempt). ``installed_heartbeat`` reads that callable and
+``swap_heartbeat`` replaces it: tether routes the attempt's heartbeats through its own
+(tests/test_compat.py pins the shape).
 """
 
 # pyright: reportPrivateUsage=false
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["swap_heartbeat"]
+__all__ = ["installed_heartbeat", "swap_heartbeat"]
 
 
 class _ActivityContext(Protocol):
@@ -32,14 +33,16 @@ def _current() -> _ActivityContext:
     return context
 
 
-def swap_heartbeat(
-    heartbeat: Callable[..., None] | None, *, unless: Callable[..., None] | None = None
-) -> Callable[..., None] | None:
-    """Make *heartbeat* what ``activity.heartbeat()`` calls in the current activity; the one
-    it replaces. With *unless*, nothing changes when the current one is not *unless* (a
-    callable someone else installed meanwhile stays)."""
+def installed_heartbeat() -> Callable[..., None] | None:
+    """What ``activity.heartbeat()`` calls in the current activity (``None`` before the
+    worker's interceptors set it up)."""
+    return _current().heartbeat
+
+
+def swap_heartbeat(heartbeat: Callable[..., None] | None) -> Callable[..., None] | None:
+    """Make *heartbeat* what ``activity.heartbeat()`` calls in the current activity (the
+    attempt's context: it goes with the attempt); the one it replaces."""
     context = _current()
     previous = context.heartbeat
-    if unless is None or previous == unless:
-        context.heartbeat = heartbeat
+    context.heartbeat = heartbeat
     return previous

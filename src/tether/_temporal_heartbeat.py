@@ -1,0 +1,119 @@
+"""An attempt's heartbeat: tether's checkpoint of every guarded stream, the user's details after.
+
+An activity may open several guarded streams: an agent's turns one after another, or a few
+at once. Its heartbeat details hold one checkpoint, so they hold every stream's, in the
+order the activity opened them (``Checkpoint.all_from_details``); on a retry the
+activity's first stream resumes the first response, its second the second, and so on.
+
+One ``Heartbeats`` per attempt, installed as what ``activity.heartbeat()`` calls when the
+attempt's first stream opens, and left there for the rest of the attempt: the activity's
+context is the attempt's and goes with it, and a heartbeat of the user's between two
+streams must not erase the first one's checkpoint. Places this attempt has not reached
+keep the previous attempt's checkpoints: a heartbeat never forgets a response that a later
+attempt (or ``ResponseCanceller.cancel_from_failure``) may still have to resume or cancel.
+Everything runs on the activity's event loop: no lock.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, final
+
+from temporalio import activity
+
+from ._cancel import log
+from ._compat import installed_heartbeat, swap_heartbeat
+from ._temporal_checkpoint import Checkpoint, detail_of, split_details
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = ["Heartbeats"]
+
+
+@final
+class Heartbeats:
+    """The attempt's heartbeat: every stream's checkpoint first, then the user's details.
+
+    ``activity.heartbeat(*details)`` calls it (``__call__``): the user's details are kept
+    and sent after the checkpoints, now and in every later heartbeat.
+    """
+
+    __slots__ = ("_inherited", "_live", "_named", "_points", "_send", "_taken", "user")
+
+    def __init__(
+        self,
+        send: Callable[..., None] | None,
+        inherited: tuple[Checkpoint | None, ...],
+        user: tuple[Any, ...],
+    ) -> None:
+        self._send = send
+        self._inherited = inherited
+        self._points: list[Checkpoint | None] = list(inherited)
+        self._live: dict[int, Callable[[], Checkpoint | None]] = {}
+        self._taken = 0
+        self._named: set[str] = set()
+        self.user = user
+        """The user's own details: the previous attempt's until this one heartbeats."""
+
+    @classmethod
+    def of_attempt(cls) -> Heartbeats:
+        """The current attempt's: installed on its first call in the attempt."""
+        current = installed_heartbeat()
+        if isinstance(current, Heartbeats):
+            return current
+        inherited, user = split_details(activity.info().heartbeat_details)
+        beats = cls(current, inherited, user)
+        swap_heartbeat(beats)
+        return beats
+
+    def take(self, read: Callable[[], Checkpoint | None]) -> tuple[int, Checkpoint | None]:
+        """A stream opens: its place (the next one) and the previous attempt's checkpoint
+        there, if any. Its checkpoint is read with *read* at every heartbeat until ``leave``."""
+        index = self._taken
+        self._taken += 1
+        self._live[index] = read
+        if index >= len(self._points):
+            self._points.extend([None] * (index + 1 - len(self._points)))
+        return index, self._inherited[index] if index < len(self._inherited) else None
+
+    def leave(self, index: int, last: Checkpoint | None) -> None:
+        """The stream in place *index* closed. *last*, its final checkpoint, is sent; with
+        ``None`` (its stop did not get to its end) nothing new is said."""
+        self._live.pop(index, None)
+        if last is not None:
+            self._points[index] = last
+            self.beat()
+
+    def named(self, response_id: str) -> bool:
+        """Whether a heartbeat that named *response_id* was handed to Temporal's SDK."""
+        return response_id in self._named
+
+    def _refresh(self) -> bool:
+        """Read the open streams' checkpoints; whether there is any to send."""
+        for index, read in self._live.items():
+            point = read()
+            if point is not None:
+                self._points[index] = point
+        return any(self._points)
+
+    def beat(self) -> None:
+        """Send every stream's checkpoint, then the user's details. Never raises: the SDK's
+        own failures cancel the activity."""
+        if not self._refresh():
+            return  # no response yet: nothing to checkpoint
+        try:
+            if self._send is None:
+                raise RuntimeError("the activity has no heartbeat yet")
+            self._send(detail_of(self._points), *self.user)
+        except Exception as exc:
+            log.warning("heartbeat of a guarded stream's checkpoint failed: %s", exc)
+            return
+        self._named.update(point.response_id for point in self._points if point is not None)
+
+    def __call__(self, *details: Any) -> None:
+        """``activity.heartbeat(*details)``: keep the user's details, checkpoints first."""
+        self.user = details
+        if self._refresh():
+            self.beat()
+        elif self._send is not None:  # no response yet: the details go as they came
+            self._send(*details)
