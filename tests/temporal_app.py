@@ -247,6 +247,23 @@ class Activities:
                 await turn(index)
         return {"turns": done, "attempt": activity.info().attempt}
 
+    @activity.defn(name="agent")
+    async def agent(self, request: dict[str, Any]) -> dict[str, Any]:
+        """``tether.temporal.run_agent`` with one tool, ``lookup`` (its calls: ``LOOKUPS``)."""
+        result = await tether.temporal.run_agent(
+            self.client,
+            model=request["model"],
+            input="Weather in Paris?",
+            tools=[lookup],
+            grace=2.0,
+        )
+        return {
+            "reason": result.reason,
+            "text": result.output_text,
+            "response_ids": [turn.response_id for turn in result.turns],
+            "attempt": activity.info().attempt,
+        }
+
     @activity.defn(name="raw_essay")
     async def raw_essay(self, request: dict[str, Any]) -> dict[str, Any]:
         """The raw SDK's background stream, for the benchmark: a retry creates a new one."""
@@ -263,6 +280,21 @@ class Activities:
                     text.append(event.delta)
                     activity.heartbeat()  # as a raw activity must, to hear a cancel
         return {"text": "".join(text), "response_id": response_id}
+
+
+LOOKUPS: list[str] = []
+"""Every call of the ``lookup`` tool in this process, in order."""
+
+
+@tether.agent_tool
+async def lookup(city: str) -> str:
+    """The weather in a city.
+
+    Args:
+        city: The city.
+    """
+    LOOKUPS.append(city)
+    return f"{city}: 18C"
 
 
 def _fail_once(request: dict[str, Any], deltas: int) -> None:

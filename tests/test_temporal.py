@@ -37,7 +37,7 @@ import tether.temporal
 from tests import temporal_app
 from tests.support import until
 from tests.temporal_app import Activities, EssayWorkflow, StreamInWorkflow
-from tether.testing import EmulatedModel, Faults, ResponsesEmulator
+from tether.testing import EmulatedModel, Faults, FunctionCall, ResponsesEmulator, Turn
 
 
 @pytest.fixture
@@ -69,6 +69,14 @@ MODELS = {
     "silent": EmulatedModel(ttft=120.0, tokens_per_s=40.0, length=20),  # no delta for 2 minutes
     "medium": EmulatedModel(ttft=0.0, tokens_per_s=80.0, length=480),  # about 6 s
     "brief": EmulatedModel(ttft=0.0, tokens_per_s=400.0, length=20),  # a twentieth of a second
+    "agent": EmulatedModel(  # a tool call, then about 3 s of answer
+        ttft=0.0,
+        tokens_per_s=40.0,
+        script=[
+            Turn(calls=[FunctionCall(name="lookup", arguments={"city": "Paris"})]),
+            Turn(text=" ".join(["It is mild in Paris today."] * 20), echo_outputs=True),
+        ],
+    ),
     "failing": EmulatedModel(
         ttft=0.0, tokens_per_s=400.0, length=20, faults=Faults(error_event="flat", error_after=3)
     ),
@@ -98,7 +106,12 @@ async def worker(
         temporal,
         task_queue=queue,
         workflows=[EssayWorkflow, StreamInWorkflow],
-        activities=[activities.essay, activities.turns, canceller.cancel_response],
+        activities=[
+            activities.essay,
+            activities.turns,
+            activities.agent,
+            canceller.cancel_response,
+        ],
     ) as running:
         yield running
     await activities.client.close()
@@ -1046,3 +1059,54 @@ async def test_a_response_that_failed_is_checkpointed_stopped_and_the_retry_crea
     assert await retry.run(essay, "brief") == "completed"
     failed, created = emulator.ledger.responses
     assert (failed.status, created.status) == ("failed", "completed")
+
+
+# ------------------------------------------------------------- an agent in an activity
+
+
+async def test_agent_activity_retried_after_a_deploy_pays_for_no_turn_twice(
+    temporal: Client, emulator: ResponsesEmulator, queue: str
+) -> None:
+    """The tool-calling turn is replayed, the answering turn resumed: two responses in all."""
+    temporal_app.LOOKUPS.clear()
+    async with Activities(emulator.base_url) as activities:
+        first = Worker(
+            temporal,
+            task_queue=queue,
+            workflows=[EssayWorkflow],
+            activities=[activities.agent],
+            graceful_shutdown_timeout=timedelta(0),
+        )
+        async with first:
+            handle = await start_essay(temporal, queue, model="agent", activity="agent")
+            await emulator.wait_for(
+                lambda ledger: len(ledger) == 2 and ledger.responses[1].tokens_generated > 3
+            )
+        assert emulator.ledger.responses[1].generating  # handed over, not cancelled
+        async with Worker(
+            temporal, task_queue=queue, workflows=[EssayWorkflow], activities=[activities.agent]
+        ):
+            result = await handle.result()
+    records = emulator.ledger.responses
+    assert [r.status for r in records] == ["completed", "completed"]
+    assert result["response_ids"] == [r.id for r in records]
+    assert result["attempt"] == 2
+    assert result["reason"] == "completed"
+    assert result["text"].endswith("Paris: 18C")
+    assert temporal_app.LOOKUPS == ["Paris", "Paris"]  # a replayed turn's tools run again
+
+
+async def test_agent_activity_cancelled_by_its_workflow_cancels_the_live_turn_on_the_server(
+    temporal: Client, emulator: ResponsesEmulator, worker: Worker, queue: str
+) -> None:
+    handle = await start_essay(temporal, queue, model="agent", activity="agent")
+    await emulator.wait_for(
+        lambda ledger: len(ledger) == 2 and ledger.responses[1].tokens_generated > 3
+    )
+    await handle.cancel()
+    with pytest.raises(WorkflowFailureError) as caught:
+        await handle.result()
+    assert isinstance(caught.value.cause, CancelledError)
+    completed, cancelled = emulator.ledger.responses
+    assert completed.status == "completed"
+    assert (cancelled.status, cancelled.stopped_by) == ("cancelled", "cancel")

@@ -31,6 +31,14 @@ async def test_outside_an_activity_raises_not_in_activity_before_any_request(
     assert emulator.ledger.requests == 0
 
 
+async def test_run_agent_outside_an_activity_raises_not_in_activity_before_any_request(
+    client: openai.AsyncOpenAI, emulator: ResponsesEmulator
+) -> None:
+    with pytest.raises(tether.temporal.NotInActivity, match=r"use tether\.run_agent\(\)"):
+        await tether.temporal.run_agent(client, model="fast", input="hi", tools=[])
+    assert emulator.ledger.requests == 0
+
+
 def test_not_in_activity_is_a_tether_error_and_a_runtime_error() -> None:
     assert issubclass(tether.temporal.NotInActivity, tether.TetherError)
     assert issubclass(tether.temporal.NotInActivity, RuntimeError)

@@ -15,11 +15,14 @@ cancellation (``scope.cancel()``, an enclosing scope) is never caught here.
 
 ``run_agent`` reads as its steps: its arguments checked and the request every turn sends
 built (``_agent_request.py``), the loop's deadline (the reserve), then the loop, with its
-progress events and its result (``_Agent.run``).
+progress events and its result (``_Agent.run``). A turn's stream is opened by an
+``OpenTurn``: ``tether.guarded_stream``'s here, ``tether.temporal.guarded_stream``'s in
+``tether.temporal.run_agent`` (``run_checked`` is the loop both call).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
@@ -31,8 +34,7 @@ from anyio.lowlevel import checkpoint_if_cancelled
 
 from . import observe
 from ._agent_events import AgentEvent, AgentResult, AgentTurn, StopReason, ToolCall
-from ._agent_request import AgentRequest, OnToolError, check_agent_request
-from ._build import StreamOptions, build_guard
+from ._agent_request import AgentRequest, OnToolError, check_agent_request, open_guarded
 from ._cancel import log
 from ._errors import fatal_in
 from ._scope import as_scope
@@ -47,11 +49,12 @@ if TYPE_CHECKING:
     from openai import AsyncOpenAI
     from openai.types.responses import Response, ResponseFunctionToolCall, ResponseInputParam
 
-    from ._protocol import ResponseGuard
+    from ._agent_request import OpenTurn
+    from ._outcome import StreamOutcome
     from ._scope import Scope
     from ._tools import AgentTool
 
-__all__ = ["run_agent"]
+__all__ = ["run_agent", "run_checked"]
 
 
 @attrs.define
@@ -60,12 +63,12 @@ class _TurnState:
     started_at: float
     calls: list[ResponseFunctionToolCall] = attrs.Factory(list[Any])
     records: list[ToolCall | None] = attrs.Factory(list[Any])
-    stream: ResponseGuard | None = None
+    outcome: StreamOutcome | None = None
     response: Response | None = None
     node: int = attrs.Factory(observe.new_id)  # this turn's id in progress events
 
     def freeze(self) -> AgentTurn:
-        outcome = None if self.stream is None else self.stream.outcome
+        outcome = self.outcome
         # No records: the calls were not run (the loop stopped first). A None record: the
         # call was cancelled before its task started.
         records = [
@@ -91,8 +94,11 @@ class _TurnState:
 class _Agent:
     """The state of one ``run_agent`` call (internal)."""
 
-    def __init__(self, scope: Scope, checked: AgentRequest, *, deadline: float) -> None:
+    def __init__(
+        self, scope: Scope, checked: AgentRequest, *, deadline: float, open_turn: OpenTurn
+    ) -> None:
         self.scope = scope
+        self.open_turn = open_turn
         self.tools = checked.tools
         self.request = checked.request
         self.previous_response_id = checked.previous_response_id
@@ -189,9 +195,13 @@ class _Agent:
         request = dict(self.request, input=turn_input)
         if previous is not None:
             request["previous_response_id"] = previous
-        turn.stream = build_guard(self.scope, *StreamOptions.split(request))
-        async with turn.stream as stream:
-            response = await stream.read_to_end()
+        stream = self.open_turn(self.scope, request)
+        try:
+            async with stream:
+                response = await stream.get_final_response()
+        finally:
+            with contextlib.suppress(RuntimeError):  # it never opened
+                turn.outcome = stream.outcome
         turn.response = self.final = response
         if response.usage is not None:
             self.usage[0] += response.usage.input_tokens
@@ -363,9 +373,16 @@ async def run_agent(
         reserve=reserve,
         create_kwargs=create_kwargs,
     )
-    budget = _loop_deadline(the_scope, checked)
-    agent = _Agent(the_scope, checked, deadline=min(budget, the_scope.deadline))
-    return await agent.run(input, budget)
+    return await run_checked(the_scope, checked, input, open_guarded)
+
+
+async def run_checked(
+    scope: Scope, checked: AgentRequest, first_input: Any, open_turn: OpenTurn
+) -> AgentResult:
+    """The loop of a checked request, each turn's stream opened with *open_turn*."""
+    budget = _loop_deadline(scope, checked)
+    agent = _Agent(scope, checked, deadline=min(budget, scope.deadline), open_turn=open_turn)
+    return await agent.run(first_input, budget)
 
 
 def _loop_deadline(scope: Scope, checked: AgentRequest) -> float:

@@ -6,23 +6,39 @@ input, the tools (described with ``agent_tool``), the loop's limits, ``on_tool_e
 ``reserve``, the instructions, and the two request arguments a chained loop cannot take
 (``stream``, ``store=False``). What passes is an ``AgentRequest``: the request every turn
 sends but for its input, the first turn's ``previous_response_id``, and the loop's limits.
+Each turn's request is opened by an ``OpenTurn``: ``open_guarded`` (``tether.guarded_stream``'s
+stream) for ``run_agent``, ``tether.temporal.guarded_stream`` for ``tether.temporal.run_agent``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias
 
 import attrs
 import pydantic
 
+from ._build import StreamOptions, build_guard
+from ._stream import GuardedStream
 from ._tools import AgentTool, check_tools
 from ._validate import check_count, check_non_negative
 
 if TYPE_CHECKING:
-    from openai.types.responses import FunctionToolParam, ResponseInputParam
+    from types import TracebackType
 
-__all__ = ["AgentRequest", "OnToolError", "check_agent_request"]
+    from openai.types.responses import FunctionToolParam, Response, ResponseInputParam
+
+    from ._outcome import StreamOutcome
+    from ._scope import Scope
+
+__all__ = [
+    "AgentRequest",
+    "OnToolError",
+    "OpenTurn",
+    "TurnStream",
+    "check_agent_request",
+    "open_guarded",
+]
 
 OnToolError = Literal["report", "stop", "raise"]
 """What a tool's exception does to the loop (see ``run_agent``'s ``on_tool_error``)."""
@@ -121,3 +137,24 @@ def check_agent_request(
         raise_on_deadline=raise_on_deadline,
         reserve=kept,
     )
+
+
+class TurnStream(Protocol):
+    """What a turn streams through: a ``GuardedStream``, or a ``TemporalStream``."""
+
+    @property
+    def outcome(self) -> StreamOutcome: ...
+    async def __aenter__(self) -> object: ...
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None, /
+    ) -> bool | None: ...
+    async def get_final_response(self) -> Response: ...
+
+
+OpenTurn: TypeAlias = "Callable[[Scope, dict[str, Any]], TurnStream]"
+"""Opens a turn's stream on the scope, for the turn's request (create kwargs and options)."""
+
+
+def open_guarded(scope: Scope, request: dict[str, Any]) -> TurnStream:
+    """A turn's stream: ``tether.guarded_stream``'s."""
+    return GuardedStream(build_guard(scope, *StreamOptions.split(request)), None)

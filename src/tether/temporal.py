@@ -3,36 +3,44 @@
 Inside a Temporal activity, [`guarded_stream`][tether.temporal.guarded_stream] opens a
 background stream guarded like [`tether.guarded_stream`][tether.guarded_stream], and keeps
 a [`Checkpoint`][tether.temporal.Checkpoint] (the response id, the last sequence number) in
-the activity's heartbeat details. A cancelled activity cancels its response on the server
-within ``grace``; a retried one resumes the response its last heartbeat names instead of
-creating a second one. Needs the ``tether[temporal]`` extra (``temporalio``). Activities
+the activity's heartbeat details, one per stream the activity opens. A cancelled activity
+cancels its response on the server within ``grace``; a retried one resumes the responses
+its last heartbeat names instead of creating them again. [`run_agent`][tether.temporal.run_agent]
+is ``tether.run_agent`` with every turn such a stream. Needs the ``tether[temporal]`` extra (``temporalio``). Activities
 run on asyncio: so does this module. See the "Running on Temporal" page of the docs.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, Literal, final
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 import openai
 from temporalio import activity, workflow
-from temporalio.common import RetryPolicy
-from temporalio.exceptions import ApplicationError
 
+from ._agent import run_checked
+from ._agent_request import check_agent_request
 from ._build import StreamOptions, build_guard
-from ._cancel import cancel_on_server
 from ._errors import TetherError
 from ._public import claim as _claim
 from ._scope import Scope, as_scope
-from ._temporal_checkpoint import CANCEL_ACTIVITY, Checkpoint, checkpoints_from_failure
+from ._temporal_canceller import ResponseCanceller
+from ._temporal_checkpoint import Checkpoint
 from ._temporal_heartbeat import Heartbeats
 from ._temporal_retry import NextAttempt
 from ._temporal_stream import ResumeFailed, TemporalStream
-from ._validate import check_positive, check_timeout
+from ._validate import check_timeout
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
     from openai import AsyncOpenAI
+    from openai.types.responses import ResponseInputParam
+
+    from ._agent_events import AgentResult
+    from ._agent_request import OnToolError, TurnStream
+    from ._tools import AgentTool
 
 __all__ = [
     "Checkpoint",
@@ -41,6 +49,7 @@ __all__ = [
     "ResumeFailed",
     "TemporalStream",
     "guarded_stream",
+    "run_agent",
 ]
 
 _MAX_THROTTLE = 60.0  # the worker's max_heartbeat_throttle_interval default (seconds)
@@ -68,28 +77,38 @@ class NotInActivity(TetherError, RuntimeError):
     """
 
 
-def _check_context() -> activity.Info:
+def _check_context(what: str = "guarded_stream") -> activity.Info:
     if workflow.in_workflow():
         raise NotInActivity(
-            "tether.temporal.guarded_stream() was called in workflow code: a stream does "
+            f"tether.temporal.{what}() was called in workflow code: a stream does "
             "network I/O and reads the clock, which Temporal's deterministic workflow code "
             "must not; stream in an activity (@activity.defn) and run it with "
             "workflow.execute_activity()"
         )
     if not activity.in_activity():
         raise NotInActivity(
-            "tether.temporal.guarded_stream() runs inside a Temporal activity (@activity.defn); "
-            "outside one, use tether.guarded_stream() instead"
+            f"tether.temporal.{what}() runs inside a Temporal activity (@activity.defn); "
+            f"outside one, use tether.{what}() instead"
         )
     try:
         anyio.get_current_task()
     except RuntimeError:  # no event loop in this thread (anyio's NoEventLoopError)
         raise NotInActivity(
-            "tether.temporal.guarded_stream() was called in a sync activity (run by the "
+            f"tether.temporal.{what}() was called in a sync activity (run by the "
             "worker's activity_executor, in a thread): it streams in async activities; "
             "make the activity `async def` and give it an openai.AsyncOpenAI"
         ) from None
     return activity.info()
+
+
+def _async_scope(scope: Scope | AsyncOpenAI) -> Scope:
+    if isinstance(scope, openai.OpenAI):
+        raise TypeError(
+            f"scope must be an openai.AsyncOpenAI or a tether.Scope, got a sync "
+            f"{type(scope).__name__}: tether.temporal streams in async activities "
+            "(`async def`); give the activity an openai.AsyncOpenAI"
+        )
+    return as_scope(scope)
 
 
 def _attempt_left(info: activity.Info) -> float | None:
@@ -118,6 +137,7 @@ def guarded_stream(
     on_lost: Literal["raise", "restart"] = "raise",
     grace: float | None = None,
     first_event_timeout: float | None = None,
+    first_token_timeout: float | None = None,
     idle_timeout: float | None = None,
     deadline: float | None = None,
     key: str | None = None,
@@ -125,8 +145,9 @@ def guarded_stream(
 ) -> TemporalStream:
     """In an activity: a guarded background stream, checkpointed in the activity's heartbeats.
 
-    On entry, a retried attempt whose last heartbeat names a response checks it and resumes
-    it (``retrieve(id, stream=True)``) instead of creating a second one; otherwise a new
+    On entry, a retried attempt whose last heartbeat names a response in this stream's place
+    (the activity's first stream, its second...: the order in which they enter) checks it
+    and resumes it (``retrieve(id, stream=True)``) instead of creating a second one; otherwise a new
     background response is created, tagged with ``metadata`` (``temporal_workflow_id``,
     ``temporal_activity_id``, ``temporal_attempt``) and recorded in the scope's journal if it
     has one. Its id is heartbeated as soon as ``response.created`` is read, then heartbeats
@@ -152,6 +173,8 @@ def guarded_stream(
             A response the previous attempt cancelled itself always starts anew.
         grace: Seconds the server-side cancel may take (default: the scope's).
         first_event_timeout: Seconds to wait for ``response.created`` (default: the scope's).
+        first_token_timeout: Seconds from the request to the first output delta, or ``None``
+            (a new response's; a resumed one had its first token in an earlier attempt).
         idle_timeout: Seconds without any event, or ``None``.
         deadline: Seconds for the whole block, or ``None``; the attempt's own end applies too.
         key: A job key for the scope's journal (default: ``temporal:<workflow id>:<activity id>``).
@@ -202,19 +225,17 @@ def guarded_stream(
         "temporal_activity_id": info.activity_id,
         "temporal_attempt": str(info.attempt),
     }
-    if isinstance(scope, openai.OpenAI):
-        raise TypeError(
-            f"scope must be an openai.AsyncOpenAI or a tether.Scope, got a sync "
-            f"{type(scope).__name__}: tether.temporal streams in async activities "
-            "(`async def`); give the activity an openai.AsyncOpenAI"
-        )
-    the_scope = as_scope(scope)
+    the_scope = _async_scope(scope)
     options: dict[str, Any] = {
         "grace": grace,
         "first_event_timeout": first_event_timeout,
         "idle_timeout": idle_timeout,
     }
-    own = StreamOptions(key=key or f"temporal:{info.workflow_id}:{info.activity_id}", **options)
+    own = StreamOptions(
+        key=key or f"temporal:{info.workflow_id}:{info.activity_id}",
+        first_token_timeout=first_token_timeout,  # a resumed response has had its first token
+        **options,
+    )
     create = build_guard(the_scope, own, create_kwargs)
     return TemporalStream(
         the_scope,
@@ -229,97 +250,94 @@ def guarded_stream(
     )
 
 
-@final
-class ResponseCanceller:
-    """The activity that cancels a response by id, and the workflow's call that runs it.
+async def run_agent(
+    scope: Scope | AsyncOpenAI,
+    *,
+    model: str,
+    input: str | ResponseInputParam,  # the Responses API's own name
+    tools: Sequence[AgentTool[..., Any] | Callable[..., Any]],
+    instructions: str | None = None,
+    max_turns: int = 10,
+    max_tokens: int | None = None,
+    on_tool_error: OnToolError = "report",
+    raise_on_deadline: bool = False,
+    reserve: float | None = None,
+    on_lost: Literal["raise", "restart"] = "raise",
+    **create_kwargs: Any,
+) -> AgentResult:
+    """In an activity: [`tether.run_agent`][tether.run_agent], each turn checkpointed.
 
-    Register its bound method on a worker: ``activities=[canceller.cancel_response]``.
+    The same function-calling loop, under the scope's deadline, with every turn's response
+    streamed by [`guarded_stream`][tether.temporal.guarded_stream]: a background response,
+    checkpointed in the activity's heartbeats, cancelled on the server when the workflow
+    cancels the activity. On a retry, the loop runs again and each turn gets back the
+    response of its place: a completed turn is replayed (no request to create anything,
+    no token paid twice), the turn that was interrupted is resumed, and the turns after it
+    are new. The tools of a replayed turn run again: as with any Temporal activity, make
+    them idempotent, or keep their results where a retry finds them.
 
     Args:
-        scope: A [`Scope`][tether.Scope] or an ``openai.AsyncOpenAI`` (on the same API).
-        grace: Seconds the cancel may take.
+        scope: A [`Scope`][tether.Scope] (its deadline is the loop's budget), or an
+            ``openai.AsyncOpenAI`` for none; each turn also ends at the attempt's end.
+        model: The model of every turn.
+        input: The first turn's input: a string or a list of input items.
+        tools: [`agent_tool`][tether.agent_tool]s, or plain functions.
+        instructions: The system instructions, sent with every turn.
+        max_turns: At most this many responses (see ``tether.run_agent``).
+        max_tokens: Stop once the completed turns used this many tokens.
+        on_tool_error: ``"report"``, ``"stop"`` or ``"raise"`` (see ``tether.run_agent``).
+        raise_on_deadline: Let the scope's deadline cancel the loop instead of returning.
+        reserve: Seconds before the scope's deadline at which the loop stops.
+        on_lost: What a retried turn does when its checkpoint's response was cancelled,
+            failed or is gone (see ``guarded_stream``).
+        **create_kwargs: More arguments for every turn's request and stream (``grace``,
+            ``idle_timeout``...).
+
+    Returns:
+        An [`AgentResult`][tether.agents.AgentResult]: the final text, every turn, the stop reason.
+
+    Raises:
+        NotInActivity: Called outside an async activity (before any request).
+        ResumeFailed: A retried turn's checkpointed response can no longer be resumed.
+        DeadlineExceeded: The attempt ended during a turn (its response handed to the next
+            attempt while attempts are left), or ``raise_on_deadline``.
+        ResponseNotCompleted: A turn's response failed.
+        TypeError: A bad argument type, or a sync client.
+        ValueError: An argument out of range (checked before any request).
 
     Example:
         ```python
-        canceller = tether.temporal.ResponseCanceller(client)
-        worker = Worker(temporal, task_queue="q", workflows=[...],
-                        activities=[essay, canceller.cancel_response])
-        ```
-    """
-
-    def __init__(self, scope: Scope | AsyncOpenAI, *, grace: float = 5.0) -> None:
-        self._scope = as_scope(scope)
-        self._grace = check_positive("grace", grace)
-
-    @activity.defn(name=CANCEL_ACTIVITY)
-    async def cancel_response(self, response_id: str) -> str:
-        """Cancel *response_id* on the server; the status the server confirmed.
-
-        Raises:
-            ApplicationError: The server did not answer within grace (retryable).
-        """
-        receipt = await cancel_on_server(self._scope.client, response_id, grace=self._grace)
-        if receipt.status is None:
-            raise ApplicationError(f"cancel of {response_id}: {receipt.error}", type="CancelFailed")
-        return receipt.status
-
-    @staticmethod
-    async def cancel_from_failure(
-        error: BaseException,
-        *,
-        start_to_close_timeout: timedelta = timedelta(seconds=30),
-        task_queue: str | None = None,
-    ) -> str | None:
-        """In workflow code: cancel on the server the responses a failed activity left running.
-
-        When the workflow gives up on an activity (its retries ran out, it timed out, or the
-        workflow is being cancelled) while the worker that streamed is dead, nobody is left
-        to cancel its responses. This runs the ``tether.cancel_response`` activity (register
-        [`ResponseCanceller`][tether.temporal.ResponseCanceller]'s method on a worker) for
-        each response the failure's last heartbeat names that may still be generating (not
-        ``finished``, not ``stopped``: usually one, more when the activity streamed several
-        at once), concurrently. Deterministic: only Temporal's workflow API.
-
-        Args:
-            error: What ``workflow.execute_activity`` raised.
-            start_to_close_timeout: For each cancelling activity (retried until it succeeds,
-                within Temporal's default retry policy).
-            task_queue: Where a worker runs the cancelling activity (default: the workflow's).
-
-        Returns:
-            The status the server confirmed (``"cancelled"``, ``"completed"``, ``"gone"``...)
-            for the last of them (the response of the last stream the activity opened), or
-            ``None`` when the failure left none to cancel.
-
-        Example:
-            ```python
-            try:
-                return await workflow.execute_activity(essay, prompt, ...)
-            except ActivityError as err:
-                await tether.temporal.ResponseCanceller.cancel_from_failure(err)
-                raise
-            ```
-        """
-        left = [
-            point.response_id
-            for point in checkpoints_from_failure(error)
-            if point is not None and not point.finished and not point.stopped
-        ]
-        cancels = [
-            workflow.start_activity(
-                CANCEL_ACTIVITY,
-                response_id,
-                result_type=str,
-                start_to_close_timeout=start_to_close_timeout,
-                task_queue=task_queue,
-                retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=10)),
+        @activity.defn
+        async def weather(question: str) -> str:
+            result = await tether.temporal.run_agent(
+                client, model="gpt-5", input=question, tools=[get_weather], grace=5
             )
-            for response_id in left
-        ]
-        status: str | None = None
-        for cancel in cancels:
-            status = await cancel
-        return status
+            return result.output_text
+        ```
+
+    Added in version 0.2.
+    """
+    _check_context("run_agent")
+    if on_lost not in ("raise", "restart"):
+        raise ValueError(f"on_lost must be 'raise' or 'restart', got {on_lost!r}")
+    the_scope = _async_scope(scope)
+    checked = check_agent_request(
+        model=model,
+        first_input=input,
+        tools=tools,
+        instructions=instructions,
+        max_turns=max_turns,
+        max_tokens=max_tokens,
+        on_tool_error=on_tool_error,
+        raise_on_deadline=raise_on_deadline,
+        reserve=reserve,
+        create_kwargs=create_kwargs,
+    )
+
+    def open_turn(turn_scope: Scope, request: dict[str, Any]) -> TurnStream:
+        return guarded_stream(turn_scope, on_lost=on_lost, **request)
+
+    return await run_checked(the_scope, checked, input, open_turn)
 
 
 _claim(__name__, globals(), __all__)
