@@ -368,6 +368,25 @@ class EssayWorkflow:
             raise
 
 
+@workflow.defn(name="LocalEssay")
+class LocalEssayWorkflow:
+    """Runs the ``essay`` activity as a local activity (no heartbeat reaches Temporal)."""
+
+    @workflow.run
+    async def run(self, req: dict[str, Any]) -> dict[str, Any]:
+        request = EssayRequest(**req)
+        return await workflow.execute_local_activity(
+            "essay",
+            {"model": request.model},
+            start_to_close_timeout=timedelta(seconds=request.start_to_close_timeout),
+            retry_policy=RetryPolicy(
+                initial_interval=timedelta(milliseconds=100),
+                maximum_attempts=request.maximum_attempts,
+            ),
+            result_type=dict,
+        )
+
+
 @workflow.defn(name="StreamInWorkflow")
 class StreamInWorkflow:
     """Calls tether.temporal.guarded_stream in workflow code: must fail, before any request."""

@@ -36,7 +36,7 @@ import tether
 import tether.temporal
 from tests import temporal_app
 from tests.support import until
-from tests.temporal_app import Activities, EssayWorkflow, StreamInWorkflow
+from tests.temporal_app import Activities, EssayWorkflow, LocalEssayWorkflow, StreamInWorkflow
 from tether.testing import EmulatedModel, Faults, FunctionCall, ResponsesEmulator, Turn
 
 
@@ -105,7 +105,7 @@ async def worker(
     async with Worker(
         temporal,
         task_queue=queue,
-        workflows=[EssayWorkflow, StreamInWorkflow],
+        workflows=[EssayWorkflow, LocalEssayWorkflow, StreamInWorkflow],
         activities=[
             activities.essay,
             activities.turns,
@@ -1110,3 +1110,58 @@ async def test_agent_activity_cancelled_by_its_workflow_cancels_the_live_turn_on
     completed, cancelled = emulator.ledger.responses
     assert completed.status == "completed"
     assert (cancelled.status, cancelled.stopped_by) == ("cancelled", "cancel")
+
+
+# ------------------------------------------------------------------ a local activity
+
+
+async def test_stream_in_a_local_activity_sends_no_heartbeat(emulator: ResponsesEmulator) -> None:
+    """Temporal keeps no heartbeat of a local activity (its core warns of each one)."""
+    env = _attempt(is_local=True)
+    sent = _beats(env)
+
+    async def essay() -> None:
+        async with emulator.async_client() as client:
+            async with tether.temporal.guarded_stream(client, model="brief", input="hi") as s:
+                await s.get_final_response()
+            activity.heartbeat("mine")  # the user's own goes to Temporal's SDK as it came
+
+    await env.run(essay)
+    assert sent == [("mine",)]
+
+
+async def test_local_activity_cancelled_by_its_workflow_cancels_the_response(
+    temporal: Client, emulator: ResponsesEmulator, worker: Worker, queue: str
+) -> None:
+    handle = await temporal.start_workflow(
+        "LocalEssay",
+        {"model": "slow", "essay_queue": queue},
+        id=f"local-{uuid.uuid4().hex[:10]}",
+        task_queue=queue,
+    )
+    await emulator.wait_for(lambda ledger: any(r.tokens_generated > 3 for r in ledger))
+    await handle.cancel()
+    with pytest.raises(WorkflowFailureError):
+        await handle.result()
+    await emulator.wait_for(lambda ledger: not ledger.responses[0].generating)
+    [record] = emulator.ledger.responses
+    assert (record.status, record.stopped_by) == ("cancelled", "cancel")
+
+
+async def test_local_activity_s_timed_out_attempts_each_cancel_their_response(
+    temporal: Client, emulator: ResponsesEmulator, worker: Worker, queue: str
+) -> None:
+    """No checkpoint survives a local attempt: none is handed over, none is left generating."""
+    request = {"model": "slow", "essay_queue": queue, "start_to_close_timeout": 1.0}
+    handle = await temporal.start_workflow(
+        "LocalEssay",
+        {**request, "maximum_attempts": 2},
+        id=f"local-{uuid.uuid4().hex[:10]}",
+        task_queue=queue,
+    )
+    with pytest.raises(WorkflowFailureError):
+        await handle.result()
+    await emulator.wait_for(
+        lambda ledger: len(ledger) == 2 and not any(r.generating for r in ledger)
+    )
+    assert [r.status for r in emulator.ledger.responses] == ["cancelled", "cancelled"]

@@ -57,11 +57,16 @@ class Heartbeats:
 
     @classmethod
     def of_attempt(cls) -> Heartbeats:
-        """The current attempt's: installed on its first call in the attempt."""
+        """The current attempt's: installed on its first call in the attempt. In a local
+        activity, one that sends nothing: Temporal keeps no heartbeat of a local activity
+        (its core logs a warning for each one), so there is no checkpoint to keep."""
+        info = activity.info()
+        if info.is_local:
+            return cls(None, (), ())
         current = installed_heartbeat()
         if isinstance(current, Heartbeats):
             return current
-        inherited, user = split_details(activity.info().heartbeat_details)
+        inherited, user = split_details(info.heartbeat_details)
         beats = cls(current, inherited, user)
         swap_heartbeat(beats)
         return beats
@@ -84,6 +89,11 @@ class Heartbeats:
             self._points[index] = last
             self.beat()
 
+    @property
+    def durable(self) -> bool:
+        """Whether heartbeats reach Temporal (not in a local activity)."""
+        return self._send is not None
+
     def named(self, response_id: str) -> bool:
         """Whether a heartbeat that named *response_id* was handed to Temporal's SDK."""
         return response_id in self._named
@@ -99,11 +109,9 @@ class Heartbeats:
     def beat(self) -> None:
         """Send every stream's checkpoint, then the user's details. Never raises: the SDK's
         own failures cancel the activity."""
-        if not self._refresh():
-            return  # no response yet: nothing to checkpoint
+        if self._send is None or not self._refresh():
+            return  # a local activity, or no response yet: nothing to checkpoint
         try:
-            if self._send is None:
-                raise RuntimeError("the activity has no heartbeat yet")
             self._send(detail_of(self._points), *self.user)
         except Exception as exc:
             log.warning("heartbeat of a guarded stream's checkpoint failed: %s", exc)

@@ -245,6 +245,8 @@ class TemporalStream:
             raise
         # The id reaches Temporal before the first event reaches the caller.
         self._beats.beat()
+        if not self._beats.durable:
+            return self  # a local activity: no heartbeat to keep
         try:
             tasks = self._tasks = anyio.create_task_group()
             await tasks.__aenter__()  # inside the stream's own deadline scope
