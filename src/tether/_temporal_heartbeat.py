@@ -52,7 +52,7 @@ class Heartbeats:
         self._live: dict[int, Callable[[], Checkpoint | None]] = {}
         self._taken = 0
         self._named: set[str] = set()
-        self.user = user
+        self.user: tuple[Any, ...] = user
         """The user's own details: the previous attempt's until this one heartbeats."""
 
     @classmethod
