@@ -26,6 +26,8 @@ import anyio
 import attrs
 import pytest
 from temporalio import activity
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.workflowservice.v1 import ResetActivityRequest
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutError
@@ -704,11 +706,10 @@ async def _cancelled_attempt(
     "details",
     [
         activity.ActivityCancellationDetails(paused=True),
-        activity.ActivityCancellationDetails(reset=True),
         activity.ActivityCancellationDetails(timed_out=True),
         activity.ActivityCancellationDetails(worker_shutdown=True),
     ],
-    ids=["paused", "reset", "timed_out", "worker_shutdown"],
+    ids=["paused", "timed_out", "worker_shutdown"],
 )
 async def test_temporal_cancel_that_retries_the_attempt_leaves_the_response_generating(
     emulator: ResponsesEmulator, details: activity.ActivityCancellationDetails
@@ -735,8 +736,16 @@ async def test_temporal_cancel_that_retries_the_attempt_leaves_the_response_gene
         ),
         # "not found" may be a closed workflow: unless Temporal says it runs, nothing is left
         (activity.ActivityCancellationDetails(not_found=True), {}),
+        # a reset may clear the heartbeat's details: the reset attempt would not resume it
+        (activity.ActivityCancellationDetails(reset=True), {}),
     ],
-    ids=["no_checkpoint_yet", "cancel_requested", "last_attempt", "not_found_nobody_to_ask"],
+    ids=[
+        "no_checkpoint_yet",
+        "cancel_requested",
+        "last_attempt",
+        "not_found_nobody_to_ask",
+        "activity_reset",
+    ],
 )
 async def test_temporal_cancel_no_attempt_would_resume_after_cancels_the_response(
     emulator: ResponsesEmulator,
@@ -1165,3 +1174,31 @@ async def test_local_activity_s_timed_out_attempts_each_cancel_their_response(
         lambda ledger: len(ledger) == 2 and not any(r.generating for r in ledger)
     )
     assert [r.status for r in emulator.ledger.responses] == ["cancelled", "cancelled"]
+
+
+# ------------------------------------------------------------------- an activity reset
+
+
+@pytest.mark.parametrize("reset_heartbeat", [True, False], ids=["details_cleared", "details_kept"])
+async def test_activity_reset_cancels_the_response_and_the_reset_attempt_creates_another(
+    temporal: Client, emulator: ResponsesEmulator, worker: Worker, queue: str, reset_heartbeat: bool
+) -> None:
+    """The attempt cannot tell whether the reset keeps its checkpoint: handed over, the
+    response ran on unwatched beside the new one when it did not (a probe on the dev
+    server); cancelled, its checkpoint says ``stopped`` when it does."""
+    handle = await start_essay(temporal, queue, model="steady")
+    await emulator.wait_for(lambda ledger: any(r.tokens_generated > 3 for r in ledger))
+    await temporal.workflow_service.reset_activity(
+        ResetActivityRequest(
+            namespace=temporal.namespace,
+            execution=WorkflowExecution(workflow_id=handle.id),
+            id="1",
+            reset_heartbeat=reset_heartbeat,
+        )
+    )
+    result = await handle.result()
+    first, second = emulator.ledger.responses
+    assert (first.status, first.stopped_by) == ("cancelled", "cancel")
+    assert second.status == "completed"
+    assert result["response_id"] == second.id
+    assert result["resumed"] is False

@@ -14,11 +14,13 @@ code does, and Temporal decides what follows. Two questions, both answered from 
 Temporal itself decides on:
 
 1. Will Temporal run another attempt? Yes when this one ends by a worker shutdown, a
-   pause, an activity reset or a timeout (the cancellation's details), or by tether's own
+   pause or a timeout (the cancellation's details), or by tether's own
    deadline at the attempt's start-to-close (the server times the attempt out at that
    moment); and attempts are left (fewer than ``maximum_attempts``, before the
-   schedule-to-close deadline). A workflow's cancel request stops the response; so does
-   whatever the code itself does: a normal exit, a ``break``, an exception (the code may
+   schedule-to-close deadline). A workflow's cancel request stops the response; so does an
+   activity reset (the reset attempt may or may not get the heartbeat's details back, as
+   the operator chose, and the attempt is not told: handed over, the response would run
+   on unresumed when they are cleared); so does whatever the code itself does: a normal exit, a ``break``, an exception (the code may
    catch it outside the block and complete the activity: no retry would come), a cancel
    scope of its own, ``deadline=``. A retry after such a stop starts a new response: the
    attempt's last heartbeat marks its checkpoint ``stopped``.
@@ -102,11 +104,13 @@ class NextAttempt:
             return anyio.current_time() >= self._ends_at  # the attempt's end: it times out
         if details.cancel_requested:
             return False  # the workflow asked: stop the model
+        if details.reset:  # restarted; whether the checkpoint survives is not said: stop
+            return False
         if details.not_found and not (
-            details.worker_shutdown or details.paused or details.reset or details.timed_out
+            details.worker_shutdown or details.paused or details.timed_out
         ):
             return None  # the attempt timed out, or the workflow closed: ask
-        return True  # worker shutdown, pause, reset, timeout: Temporal retries the attempt
+        return True  # worker shutdown, pause, timeout: Temporal retries the attempt
 
     def _attempts_left(self) -> bool:
         info = self._info

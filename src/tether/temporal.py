@@ -153,11 +153,11 @@ def guarded_stream(
     has one. Its id is heartbeated as soon as ``response.created`` is read, then heartbeats
     go on at half the SDK's throttle (0.8 x ``heartbeat_timeout``) whether events come or
     not. The response belongs to the activity, not to one attempt: when Temporal ends the
-    attempt and will run another (a worker shutdown, a pause, a reset, a timeout, tether's
+    attempt and will run another (a worker shutdown, a pause, a timeout, tether's
     own deadline at the attempt's start-to-close), the stream is closed and the response
     left for that attempt to resume (outcome reason ``detached``), once Temporal holds a
-    checkpoint naming it. Otherwise (the workflow's cancel, the last attempt, a closed
-    workflow, no checkpoint yet, or the code itself ending the block: an exception,
+    checkpoint naming it. Otherwise (the workflow's cancel, an activity reset, the last
+    attempt, a closed workflow, no checkpoint yet, or the code itself ending the block: an exception,
     ``deadline=``, a ``break``) it is cancelled on the server within ``grace``, and the
     last checkpoint says so: a retry then starts a new response. Either way, what ended
     the block goes on.
