@@ -27,7 +27,11 @@ import attrs
 import pytest
 from temporalio import activity
 from temporalio.api.common.v1 import WorkflowExecution
-from temporalio.api.workflowservice.v1 import ResetActivityRequest
+from temporalio.api.workflowservice.v1 import (
+    PauseActivityRequest,
+    ResetActivityRequest,
+    UnpauseActivityRequest,
+)
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutError
@@ -1202,3 +1206,23 @@ async def test_activity_reset_cancels_the_response_and_the_reset_attempt_creates
     assert second.status == "completed"
     assert result["response_id"] == second.id
     assert result["resumed"] is False
+
+
+async def test_paused_activity_s_response_is_resumed_by_the_attempt_after_the_unpause(
+    temporal: Client, emulator: ResponsesEmulator, worker: Worker, queue: str
+) -> None:
+    """A pause ends the attempt and keeps the checkpoint: the response runs on meanwhile,
+    and the attempt after the unpause resumes it (one response in all)."""
+    handle = await start_essay(temporal, queue, model="steady")
+    await emulator.wait_for(lambda ledger: any(r.tokens_generated > 3 for r in ledger))
+    execution = WorkflowExecution(workflow_id=handle.id)
+    await temporal.workflow_service.pause_activity(
+        PauseActivityRequest(namespace=temporal.namespace, execution=execution, id="1")
+    )
+    assert await temporal_app.outcomes(1) == ["detached"]
+    assert emulator.ledger.responses[0].generating
+    await temporal.workflow_service.unpause_activity(
+        UnpauseActivityRequest(namespace=temporal.namespace, execution=execution, id="1")
+    )
+    result = await handle.result()
+    _one_response_completed_and_resumed(emulator, result)
