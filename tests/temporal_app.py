@@ -19,7 +19,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -284,6 +284,10 @@ class Activities:
 
 LOOKUPS: list[str] = []
 """Every call of the ``lookup`` tool in this process, in order."""
+HOLD: anyio.Event | None = None
+"""When set to an event, ``lookup`` waits for it (a tool that runs as long as a test needs)."""
+TOOL_STARTED: list[datetime] = []
+"""When each held ``lookup`` began (UTC)."""
 
 
 @tether.agent_tool
@@ -294,6 +298,9 @@ async def lookup(city: str) -> str:
         city: The city.
     """
     LOOKUPS.append(city)
+    if HOLD is not None:
+        TOOL_STARTED.append(datetime.now(timezone.utc))
+        await HOLD.wait()
     return f"{city}: 18C"
 
 

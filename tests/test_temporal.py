@@ -1109,6 +1109,34 @@ async def test_agent_activity_retried_after_a_deploy_pays_for_no_turn_twice(
     assert temporal_app.LOOKUPS == ["Paris", "Paris"]  # a replayed turn's tools run again
 
 
+async def test_agent_activity_heartbeats_while_a_tool_runs_past_the_heartbeat_timeout(
+    temporal: Client, emulator: ResponsesEmulator, worker: Worker, queue: str
+) -> None:
+    """Without a heartbeat between turns, the attempt timed out during the tool (a probe:
+    every attempt timed out, the workflow failed)."""
+    temporal_app.TOOL_STARTED.clear()
+    temporal_app.HOLD = release = anyio.Event()
+    try:
+        handle = await start_essay(temporal, queue, model="agent", activity="agent")
+
+        async def beat_well_into_the_tool() -> bool:
+            pending = (await handle.describe()).raw_description.pending_activities
+            if not pending or not temporal_app.TOOL_STARTED:
+                return False
+            [one] = pending
+            assert one.attempt == 1, "the attempt timed out during the tool"
+            beat = one.last_heartbeat_time.ToDatetime(timezone.utc)
+            return beat > temporal_app.TOOL_STARTED[0] + timedelta(seconds=2)  # 2 timeouts
+
+        await until(beat_well_into_the_tool, "a heartbeat two heartbeat timeouts into the tool")
+        release.set()
+        result = await handle.result()
+    finally:
+        temporal_app.HOLD = None
+    assert result["attempt"] == 1
+    assert result["reason"] == "completed"
+
+
 async def test_agent_activity_cancelled_by_its_workflow_cancels_the_live_turn_on_the_server(
     temporal: Client, emulator: ResponsesEmulator, worker: Worker, queue: str
 ) -> None:

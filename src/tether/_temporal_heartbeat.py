@@ -16,8 +16,10 @@ Everything runs on the activity's event loop: no lock.
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any, final
 
+import anyio
 from temporalio import activity
 
 from ._cancel import log
@@ -25,7 +27,7 @@ from ._compat import installed_heartbeat, swap_heartbeat
 from ._temporal_checkpoint import Checkpoint, detail_of, split_details
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import AsyncGenerator, Callable
 
 __all__ = ["Heartbeats"]
 
@@ -117,6 +119,31 @@ class Heartbeats:
             log.warning("heartbeat of a guarded stream's checkpoint failed: %s", exc)
             return
         self._named.update(point.response_id for point in self._points if point is not None)
+
+    @contextlib.asynccontextmanager
+    async def kept(self, every: float) -> AsyncGenerator[None]:
+        """Heartbeat every *every* seconds while the block runs, streams open or not (an
+        agent's tools run between its streams: without a heartbeat, a tool longer than the
+        heartbeat timeout timed the attempt out). The beat loop has its own scope: the task
+        group never sees the block's exception, so it can neither swallow nor wrap it."""
+        if not self.durable:
+            yield
+            return
+        tasks = anyio.create_task_group()
+        await tasks.__aenter__()
+        beating = anyio.CancelScope()
+        tasks.start_soon(self._keep, every, beating)
+        try:
+            yield
+        finally:
+            beating.cancel()
+            await tasks.__aexit__(None, None, None)
+
+    async def _keep(self, every: float, beating: anyio.CancelScope) -> None:
+        with beating:
+            while True:
+                await anyio.sleep(every)
+                self.beat()
 
     def __call__(self, *details: Any) -> None:
         """``activity.heartbeat(*details)``: keep the user's details, checkpoints first."""

@@ -270,7 +270,8 @@ async def run_agent(
     The same function-calling loop, under the scope's deadline, with every turn's response
     streamed by [`guarded_stream`][tether.temporal.guarded_stream]: a background response,
     checkpointed in the activity's heartbeats, cancelled on the server when the workflow
-    cancels the activity. On a retry, the loop runs again and each turn gets back the
+    cancels the activity. Heartbeats go on while the tools run, so a tool longer than the
+    heartbeat timeout does not time the attempt out. On a retry, the loop runs again and each turn gets back the
     response of its place: a completed turn is replayed (no request to create anything,
     no token paid twice), the turn that was interrupted is resumed, and the turns after it
     are new. The tools of a replayed turn run again: as with any Temporal activity, make
@@ -317,7 +318,7 @@ async def run_agent(
 
     Added in version 0.2.
     """
-    _check_context("run_agent")
+    info = _check_context("run_agent")
     if on_lost not in ("raise", "restart"):
         raise ValueError(f"on_lost must be 'raise' or 'restart', got {on_lost!r}")
     the_scope = _async_scope(scope)
@@ -337,7 +338,8 @@ async def run_agent(
     def open_turn(turn_scope: Scope, request: dict[str, Any]) -> TurnStream:
         return guarded_stream(turn_scope, on_lost=on_lost, **request)
 
-    return await run_checked(the_scope, checked, input, open_turn)
+    async with Heartbeats.of_attempt().kept(_beat_interval(info)):  # tools run between turns
+        return await run_checked(the_scope, checked, input, open_turn)
 
 
 _claim(__name__, globals(), __all__)
