@@ -13,6 +13,8 @@ Four figures (issue 26), each measured side by side in one run:
    creates a new background response; the first one generates to its end).
 4. The same across a deploy: the first worker shut down gracefully mid-stream (Temporal
    cancels its activities), another worker finishing the retry.
+5. An agent across a deploy, in the answering turn: ``tether.temporal.run_agent`` (each
+   turn checkpointed) against ``tether.run_agent`` in the same activity.
 
 Run: ``python benchmarks/bench_temporal.py`` (writes ``docs/benchmarks/temporal.md``).
 Asyncio only: Temporal's workers are.
@@ -33,6 +35,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import anyio
 import openai
 from temporalio import activity, workflow
 from temporalio.client import Client
@@ -44,13 +47,21 @@ from tests import temporal_app
 
 import tether
 import tether.temporal
-from tether.testing import EmulatedModel, ResponsesEmulator
+from tether.testing import EmulatedModel, FunctionCall, ResponsesEmulator, Turn
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = {
     "bulk": EmulatedModel(ttft=0.0, tokens_per_s=1e9, length=5000),
     "slow": EmulatedModel(ttft=0.0, tokens_per_s=40.0, length=2000),
     "steady": EmulatedModel(ttft=0.0, tokens_per_s=100.0, length=300),
+    "agent": EmulatedModel(  # a tool call, then a 300-token answer (3 s)
+        ttft=0.0,
+        tokens_per_s=100.0,
+        script=[
+            Turn(calls=[FunctionCall(name="lookup", arguments={"city": "Paris"})]),
+            Turn(text=" ".join(["It is mild in Paris today."] * 50), echo_outputs=True),
+        ],
+    ),
 }
 HEARTBEAT_TIMEOUT = 2.0
 
@@ -288,6 +299,71 @@ async def tokens_across_a_deploy(temporal: Client, activity_name: str) -> dict[s
         }
 
 
+class PlainAgent:
+    """``tether.run_agent`` in an activity, as a careful user writes it: heartbeating in the
+    background (its turns send none), so that the heartbeat timeout holds."""
+
+    def __init__(self, base_url: str) -> None:
+        self.client = openai.AsyncOpenAI(base_url=base_url, api_key="sk-emulator", max_retries=0)
+
+    @activity.defn(name="plain_agent")
+    async def run(self, request: dict[str, Any]) -> dict[str, Any]:
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(self._beat)
+            result = await tether.run_agent(
+                self.client,
+                model=request["model"],
+                input="Weather in Paris?",
+                tools=[temporal_app.lookup],
+                grace=2.0,
+            )
+            tasks.cancel_scope.cancel()
+        return temporal_app.agent_result(result)
+
+    async def _beat(self) -> None:
+        while True:
+            activity.heartbeat()
+            await anyio.sleep(HEARTBEAT_TIMEOUT / 4)
+
+
+async def agent_across_a_deploy(temporal: Client, activity_name: str) -> dict[str, Any]:
+    """An agent activity's worker shut down gracefully when the answering turn has 100
+    tokens out; a new worker runs the retry."""
+    with ResponsesEmulator(models=MODELS, seed=17) as emu:
+        queue = f"bench-{uuid.uuid4().hex[:8]}"
+        plain = PlainAgent(emu.base_url)
+        async with temporal_app.Activities(emu.base_url) as activities:
+            common: dict[str, Any] = {
+                "task_queue": queue,
+                "workflows": [temporal_app.EssayWorkflow],
+                "activities": [activities.agent, plain.run],
+                "workflow_runner": UnsandboxedWorkflowRunner(),
+            }
+            async with Worker(temporal, graceful_shutdown_timeout=timedelta(0), **common):
+                handle = await temporal.start_workflow(
+                    "Essay",
+                    {
+                        "model": "agent",
+                        "essay_queue": queue,
+                        "activity": activity_name,
+                        "heartbeat_timeout": HEARTBEAT_TIMEOUT,
+                    },
+                    id=f"agent-{uuid.uuid4().hex}",
+                    task_queue=queue,
+                )
+                await emu.wait_for(
+                    lambda ledger: len(ledger) == 2 and ledger.responses[1].tokens_generated >= 100
+                )
+            async with Worker(temporal, **common):
+                result = await handle.result()
+            await emu.wait_for(lambda ledger: not any(r.generating for r in ledger), 60)
+        await plain.client.close()
+        records = emu.ledger.responses
+        generated = sum(r.tokens_generated for r in records)
+        used = sum(emu.ledger[rid].tokens_generated for rid in result["response_ids"])
+        return {"responses": len(records), "generated": generated, "twice": generated - used}
+
+
 # ----------------------------------------------------------------------- report
 
 
@@ -296,6 +372,7 @@ def report(
     cancel: dict[str, list[float]],
     twice: dict[str, Any],
     deploy: dict[str, Any],
+    agent: dict[str, Any],
 ) -> str:
     ratio = eps["ratio"]
     spread = f"[{eps['ratio_q1']:.3f}-{eps['ratio_q3']:.3f}]"
@@ -366,6 +443,23 @@ def report(
         "end, and the retry creates a new one. Wasted: tokens of responses the essay did not "
         "use (all of them when the essay failed).",
         "",
+        "## An agent across a deploy, in its answering turn",
+        "",
+        "| contender | responses created | tokens generated | of which twice |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for name, row in agent.items():
+        lines.append(f"| {name} | {row['responses']} | {row['generated']} | {row['twice']} |")
+    lines += [
+        "",
+        "Two turns: one that calls a tool, then a 300-token answer; the worker is shut down "
+        "(`graceful_shutdown_timeout=0`) after the answer's first 100 tokens, and a new "
+        "worker runs the retry. `tether.temporal.run_agent` replays the first turn and "
+        "resumes the answer (each turn checkpointed in its place); `tether.run_agent` (with "
+        "a heartbeat loop of its own, as a careful activity has) cancels its live turn on "
+        "the server, as it must, and the retry runs both turns anew. Twice: tokens of "
+        "responses the result did not use.",
+        "",
     ]
     return "\n".join(lines)
 
@@ -400,11 +494,16 @@ async def main(rounds: int, cancels: int) -> None:
                 "raw SDK (background)": await tokens_across_a_deploy(temporal, "raw_essay"),
             }
             print(deploy, flush=True)
+            agent = {
+                "tether.temporal.run_agent": await agent_across_a_deploy(temporal, "agent"),
+                "tether.run_agent": await agent_across_a_deploy(temporal, "plain_agent"),
+            }
+            print(agent, flush=True)
     finally:
         assert child.stdin is not None
         child.stdin.close()
         child.wait(30)
-    text = report(eps, cancel, twice, deploy)
+    text = report(eps, cancel, twice, deploy, agent)
     (ROOT / "docs" / "benchmarks" / "temporal.md").write_text(text)
     print(text)
 

@@ -33,6 +33,7 @@ with workflow.unsafe.imports_passed_through():
     import openai
 
     import tether
+    import tether.agents
     import tether.temporal
 
 _START_TIMEOUT = 30.0
@@ -257,12 +258,7 @@ class Activities:
             tools=[lookup],
             grace=2.0,
         )
-        return {
-            "reason": result.reason,
-            "text": result.output_text,
-            "response_ids": [turn.response_id for turn in result.turns],
-            "attempt": activity.info().attempt,
-        }
+        return agent_result(result)
 
     @activity.defn(name="raw_essay")
     async def raw_essay(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -302,6 +298,16 @@ async def lookup(city: str) -> str:
         TOOL_STARTED.append(datetime.now(timezone.utc))
         await HOLD.wait()
     return f"{city}: 18C"
+
+
+def agent_result(result: tether.agents.AgentResult) -> dict[str, Any]:
+    """What an agent activity returns (also the benchmark's)."""
+    return {
+        "reason": result.reason,
+        "text": result.output_text,
+        "response_ids": [turn.response_id for turn in result.turns],
+        "attempt": activity.info().attempt,
+    }
 
 
 def _fail_once(request: dict[str, Any], deltas: int) -> None:
