@@ -1179,6 +1179,7 @@ async def test_local_activity_cancelled_by_its_workflow_cancels_the_response(
         {"model": "slow", "essay_queue": queue},
         id=f"local-{uuid.uuid4().hex[:10]}",
         task_queue=queue,
+        task_timeout=timedelta(seconds=2),  # the cancel waits for the local activity's task
     )
     await emulator.wait_for(lambda ledger: any(r.tokens_generated > 3 for r in ledger))
     await handle.cancel()
