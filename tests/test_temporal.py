@@ -1074,6 +1074,27 @@ async def test_a_response_that_failed_is_checkpointed_stopped_and_the_retry_crea
     assert (failed.status, created.status) == ("failed", "completed")
 
 
+async def test_retry_whose_response_failed_meanwhile_creates_another(
+    emulator: ResponsesEmulator,
+) -> None:
+    """A failure on the server while no worker watched: the retry tries again."""
+    async with emulator.async_client() as client:
+        made = await client.responses.create(model="failing", input="hi", background=True)
+    await emulator.wait_for(lambda ledger: ledger[made.id].status == "failed")
+    point = tether.temporal.Checkpoint(response_id=made.id, sequence_number=None)
+    retry = _attempt(attempt=2, heartbeat_details=[point.to_detail()])
+
+    async def essay() -> str:
+        async with emulator.async_client() as client:
+            async with tether.temporal.guarded_stream(client, model="brief", input="hi") as s:
+                await s.get_final_response()
+            return s.outcome.reason
+
+    assert await retry.run(essay) == "completed"
+    failed, created = emulator.ledger.responses
+    assert (failed.status, created.status) == ("failed", "completed")
+
+
 # ------------------------------------------------------------- an agent in an activity
 
 

@@ -18,6 +18,7 @@ import openai
 from temporalio.exceptions import ApplicationError
 
 from ._build import resume_guard
+from ._cancel import log
 from ._errors import DeadlineExceeded, TetherError
 from ._outcome import DetachedResponse
 from ._stream import GuardedStream
@@ -38,15 +39,16 @@ if TYPE_CHECKING:
 
 __all__ = ["ResumeFailed", "TemporalStream"]
 
-_GONE = frozenset({"cancelled", "failed"})
+_LOST = frozenset({"cancelled", "gone"})  # no result, and nothing says a retry may redo it
 _REPLAYABLE = frozenset({"completed", "incomplete"})  # ended on its own, with a result
 
 
 class ResumeFailed(TetherError, ApplicationError):
     """A retried activity's checkpoint names a response that can no longer give its result.
 
-    The response was ``cancelled`` (by a workflow's cancel, a timeout, an operator), ``failed``
-    on the server, or is ``gone`` (expired, deleted, never stored). A Temporal
+    The response was ``cancelled`` (by a workflow's cancel, a timeout, an operator) or is
+    ``gone`` (expired, deleted, never stored); one that ``failed`` on the server is created
+    anew instead, as a retry after a failure means. A Temporal
     ``ApplicationError`` of type ``"ResumeFailed"``, **non-retryable**: Temporal keeps the
     last heartbeat's details for every later attempt, which would all fail the same way.
     Pass ``on_lost="restart"`` to start a new response instead.
@@ -70,7 +72,7 @@ class ResumeFailed(TetherError, ApplicationError):
         self.response_id = response_id
         """The response the checkpoint named."""
         self.status = status
-        """``"cancelled"``, ``"failed"`` or ``"gone"``."""
+        """``"cancelled"`` or ``"gone"``."""
 
 
 @final
@@ -192,7 +194,13 @@ class TemporalStream:
                 status = response.status
             except openai.NotFoundError:
                 status = "gone"
-            if status not in _GONE and status != "gone":
+            if status == "failed":  # what Temporal retries for: a new response
+                log.warning(
+                    "tether.temporal: the checkpointed response %s failed on the server: "
+                    "this attempt creates a new one",
+                    checkpoint.response_id,
+                )
+            elif status not in _LOST:
                 self._resumed = True
                 seq = checkpoint.sequence_number if self._resume_from == "checkpoint" else None
                 handle = DetachedResponse(

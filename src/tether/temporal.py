@@ -167,10 +167,11 @@ def guarded_stream(
         resume_from: ``"start"``: a resumed response replays from ``sequence_number`` 0, so
             the attempt sees every event once. ``"checkpoint"``: from after the checkpoint's
             sequence number, for activities that keep their own progress.
-        on_lost: What a retry does when its checkpoint's response was cancelled, failed or
-            is gone: ``"raise"`` [`ResumeFailed`][tether.temporal.ResumeFailed]
+        on_lost: What a retry does when its checkpoint's response was cancelled or is
+            gone: ``"raise"`` [`ResumeFailed`][tether.temporal.ResumeFailed]
             (non-retryable), or ``"restart"`` a new response (its tokens are generated again).
-            A response the previous attempt cancelled itself always starts anew.
+            A response the previous attempt cancelled itself, or one that failed on the
+            server, always starts anew.
         grace: Seconds the server-side cancel may take (default: the scope's).
         first_event_timeout: Seconds to wait for ``response.created`` (default: the scope's).
         first_token_timeout: Seconds from the request to the first output delta, or ``None``
@@ -289,8 +290,8 @@ async def run_agent(
         on_tool_error: ``"report"``, ``"stop"`` or ``"raise"`` (see ``tether.run_agent``).
         raise_on_deadline: Let the scope's deadline cancel the loop instead of returning.
         reserve: Seconds before the scope's deadline at which the loop stops.
-        on_lost: What a retried turn does when its checkpoint's response was cancelled,
-            failed or is gone (see ``guarded_stream``).
+        on_lost: What a retried turn does when its checkpoint's response was cancelled
+            or is gone (see ``guarded_stream``).
         **create_kwargs: More arguments for every turn's request and stream (``grace``,
             ``idle_timeout``...).
 
