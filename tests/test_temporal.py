@@ -74,6 +74,7 @@ MODELS = {
     "slow": EmulatedModel(ttft=0.0, tokens_per_s=40.0, length=2000),  # about a minute
     "silent": EmulatedModel(ttft=120.0, tokens_per_s=40.0, length=20),  # no delta for 2 minutes
     "medium": EmulatedModel(ttft=0.0, tokens_per_s=80.0, length=480),  # about 6 s
+    "steady_too": EmulatedModel(ttft=0.0, tokens_per_s=80.0, length=160),  # another name
     "brief": EmulatedModel(ttft=0.0, tokens_per_s=400.0, length=20),  # a twentieth of a second
     "agent": EmulatedModel(  # a tool call, then about 3 s of answer
         ttft=0.0,
@@ -931,6 +932,39 @@ async def test_deploy_during_an_activity_s_second_stream_lets_the_retry_resume_e
             result = await handle.result()
     assert result["attempt"] == 2
     _each_turn_resumed_its_own(emulator, result)
+
+
+async def test_deploy_while_an_activity_streams_two_at_once_lets_the_retry_resume_each_its_own(
+    temporal: Client, emulator: ResponsesEmulator, queue: str
+) -> None:
+    """Streams opened at once take their places in the order their tasks start, in every
+    attempt (the server may see their creates in another order)."""
+    models = ["steady", "steady_too"]
+    async with Activities(emulator.base_url) as activities:
+        first = Worker(
+            temporal,
+            task_queue=queue,
+            workflows=[EssayWorkflow],
+            activities=[activities.turns],
+            graceful_shutdown_timeout=timedelta(0),
+        )
+        async with first:
+            handle = await start_essay(
+                temporal, queue, model="", activity="turns", models=models, together=True
+            )
+            await emulator.wait_for(
+                lambda ledger: len(ledger) == 2 and all(r.tokens_generated > 3 for r in ledger)
+            )
+        assert all(r.generating for r in emulator.ledger.responses)  # both handed over
+        async with Worker(
+            temporal, task_queue=queue, workflows=[EssayWorkflow], activities=[activities.turns]
+        ):
+            result = await handle.result()
+    assert len(emulator.ledger) == 2
+    turns = result["turns"]
+    assert [emulator.ledger[turn["response_id"]].model for turn in turns] == models
+    assert [turn["resumed"] for turn in turns] == [True, True]
+    assert [r.status for r in emulator.ledger.responses] == ["completed", "completed"]
 
 
 async def test_sigkill_during_an_activity_s_second_stream_lets_the_retry_resume_each_its_own(
