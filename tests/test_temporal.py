@@ -1043,6 +1043,26 @@ def _beats(env: ActivityEnvironment) -> list[tuple[Any, ...]]:
     return sent
 
 
+async def test_first_heartbeat_names_a_new_response_before_any_event_reached_the_code(
+    emulator: ResponsesEmulator,
+) -> None:
+    """Its sequence number is null: a retry from the checkpoint replays event 0 too."""
+    env = _attempt()
+    sent = _beats(env)
+
+    async def essay() -> tuple[Any, ...]:
+        async with emulator.async_client() as client:
+            async with tether.temporal.guarded_stream(client, model="brief", input="hi") as s:
+                first = sent[0]
+                await s.get_final_response()
+        return first
+
+    [detail] = await env.run(essay)
+    [point] = tether.temporal.Checkpoint.all_from_details([detail])
+    assert point is not None
+    assert point.sequence_number is None
+
+
 async def test_user_heartbeat_between_two_streams_keeps_the_first_stream_s_checkpoint(
     emulator: ResponsesEmulator,
 ) -> None:

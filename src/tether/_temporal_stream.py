@@ -97,6 +97,7 @@ class TemporalStream:
         "_beats",
         "_checkpoint",
         "_create",
+        "_fresh",
         "_index",
         "_left",
         "_next",
@@ -128,6 +129,7 @@ class TemporalStream:
         self._beats = beats
         self._checkpoint: Checkpoint | None = None  # the previous attempt's, in this place
         self._index = -1  # this stream's place among the attempt's (Heartbeats.take)
+        self._fresh = False  # a new response's first beat: no event reached the code yet
         self._resume_from = resume_from
         self._on_lost = on_lost
         self._left = left
@@ -228,7 +230,8 @@ class TemporalStream:
         response_id = None if stream is None else stream.response_id
         if stream is None or response_id is None:
             return None
-        return Checkpoint(response_id=response_id, sequence_number=stream.last_sequence_number)
+        seq = None if self._fresh else stream.last_sequence_number
+        return Checkpoint(response_id=response_id, sequence_number=seq)
 
     async def __aenter__(self) -> TemporalStream:
         left = self._left
@@ -252,7 +255,9 @@ class TemporalStream:
             self._final_beat(stream)
             raise
         # The id reaches Temporal before the first event reaches the caller.
+        self._fresh = not self._resumed
         self._beats.beat()
+        self._fresh = False
         if not self._beats.durable:
             return self  # a local activity: no heartbeat to keep
         try:
