@@ -36,6 +36,7 @@ from tests.support import (
 from tether import _sync_portal
 from tether._sync_buffer import READ_AHEAD
 from tether._sync_client import async_twin
+from tether._sync_session import StreamSession
 from tether.testing import EmulatedModel
 
 if TYPE_CHECKING:
@@ -340,6 +341,37 @@ def test_ctrl_c_while_opening_cancels_once_the_id_is_known(
     assert not body_ran
     assert guarded.outcome.reason == "interrupted"
     assert settled_sync(emulator, guarded.response_id).status == "cancelled"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no pthread_kill")
+def test_ctrl_c_while_the_session_starts_stops_the_session_it_started(
+    emulator: ResponsesEmulator, client: openai.OpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Ctrl-C that lands while the caller still waits for the loop to start the session
+    (under load, the request may be on its way by then): a CI run left the response
+    generating and the portal thread running. Here the loop presses it as it starts."""
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("Ctrl-C is delivered to the main thread")
+    prepare = StreamSession._prepare  # pyright: ignore[reportPrivateUsage]
+
+    def prepare_and_press_ctrl_c(session: StreamSession) -> None:
+        prepare(session)
+        press_ctrl_c_with_a_real_signal()  # the caller is waiting in the start right now
+
+    monkeypatch.setattr(StreamSession, "_prepare", prepare_and_press_ctrl_c)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    body_ran = False
+    try:
+        guarded = tether.sync.guarded_stream(client, model="slow", input="hi")
+        with pytest.raises(KeyboardInterrupt), guarded:
+            body_ran = True
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert not body_ran
+    assert guarded.outcome.reason == "interrupted"
+    assert portal_threads() == []
+    if guarded.response_id is not None:  # the request had left: cancelled, not orphaned
+        assert settled_sync(emulator, guarded.response_id).status == "cancelled"
 
 
 def test_deadline_during_iteration_raises_timeout_error_and_cancels(

@@ -23,6 +23,7 @@ import anyio
 
 from ._errors import DeadlineExceeded
 from ._sync_buffer import END, ReadAhead, Stop
+from ._sync_portal import settle
 
 if TYPE_CHECKING:
     from ._outcome import CancelReceipt, DetachedResponse
@@ -75,6 +76,36 @@ class StreamSession:
         self._interrupted = True
         if self._own is not None:
             self._own.cancel("tether.sync: KeyboardInterrupt")
+
+    def _start(self) -> BaseException | None:
+        """Start the session on the loop (under the stream's state lock). Raises what kept it
+        from starting. An interruption that lands while the caller waits for the loop to run
+        the start (a Ctrl-C: the request may already be on its way) after the session started
+        is returned, the session stopped first (bounded by grace), as a Ctrl-C while opening."""
+        try:
+            self._scope.spawn(self._session, "guarded_stream()", self._prepare)
+        except BaseException as exc:
+            if not self._started():
+                raise
+            self._interrupt(exc)
+            deferred = settle(self._done)
+            if deferred is not None:
+                deferred.__cause__ = exc
+                return deferred
+            return exc
+        return None
+
+    def _started(self) -> bool:
+        """After an interrupted start: whether the session started anyway. The loop runs its
+        callbacks in order: once one more has run, the start's has, if it was queued."""
+        while True:
+            try:
+                self._scope.call(_nothing)
+            except KeyboardInterrupt:
+                continue  # another Ctrl-C: the answer is one loop callback away
+            except Exception:  # the scope closed meanwhile: what ran, ran
+                return self._opened is not None
+            return self._opened is not None
 
     def _prepare(self) -> None:
         """(On the loop, before the session starts.) What cancel() and __exit__ wait on."""
@@ -147,3 +178,7 @@ class StreamSession:
         handle = await self._guard.detach()
         self._end("detached")
         return handle
+
+
+def _nothing() -> None:
+    """A loop callback that only marks a place in the loop's queue."""

@@ -17,9 +17,9 @@ keeps the one stop path, the async ``ResponseGuard.stop``, for every way out:
 
 - leaving the block: ``__exit__`` hands the body's exception to the session, which
   calls ``guard.close(exc)``;
-- Ctrl-C while waiting (to open, or for events): [`wait`][tether._sync_portal.wait]
-  marks the guard ``interrupted`` and cancels the session's own cancel scope; the open
-  finishes under its shield (the id first), then the guard stops;
+- Ctrl-C while waiting (to start, to open, for events; ``_start`` and
+  [`wait`][tether._sync_portal.wait]) marks the guard ``interrupted`` and cancels the
+  session's own cancel scope; the open finishes under its shield, then the guard stops;
 - the deadline: the async scope's, which cancels the session like any task;
 - ``cancel()`` and ``detach()``, from any thread: ``guard.cancel()`` / ``guard.detach()``
   on the loop, which close the stream under the reader.
@@ -32,8 +32,7 @@ once the stream has ended for you (its end handed over, an early stop, the block
 ``status`` is the guard's, which then includes what the stop learnt from the server.
 
 This module is the caller's thread's half (the hand-over, the checks, the public methods);
-the loop's half, the session task and the stops run on the loop, is its base class,
-``StreamSession`` (``_sync_session.py``).
+the loop's half (the session task, the stops on the loop) is ``StreamSession`` (``_sync_session.py``).
 """
 
 from __future__ import annotations
@@ -170,11 +169,13 @@ class GuardedStream(StreamSession):
             try:
                 if self._owns_scope:
                     scope.__enter__()
-                scope.spawn(self._session, "guarded_stream()", self._prepare)
+                failed = self._start()  # a Ctrl-C once it started: the session is stopped
             except BaseException:
                 self._state = "closed"
                 raise
         try:
+            if failed is not None:
+                raise failed
             wait(self._ready, self._interrupt, self._done)
             self._ready.result()  # what made the open fail (the guard has cleaned up)
             if self._guard.outcome is not None:  # stopped by the scope while opening
