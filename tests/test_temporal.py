@@ -17,7 +17,7 @@ import dataclasses
 import os
 import signal
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -522,6 +522,44 @@ async def test_a_retried_attempt_s_stream_gives_back_its_own_heartbeat_details(
 # ------------------------------------------------ the response outlives an attempt
 
 
+async def _start_then_deploy(
+    temporal: Client,
+    emulator: ResponsesEmulator,
+    queue: str,
+    started: Callable[[Any], bool],
+    **request: Any,
+) -> WorkflowHandle[Any, Any]:
+    """Start an Essay workflow on a worker that a deploy shuts down (graceful shutdown of 0:
+    Temporal cancels its activities) once *started* holds on the emulator's ledger."""
+    async with Activities(emulator.base_url) as activities:
+        async with Worker(
+            temporal,
+            task_queue=queue,
+            workflows=[EssayWorkflow],
+            activities=[activities.essay, activities.turns, activities.agent],
+            graceful_shutdown_timeout=timedelta(0),
+        ):
+            handle = await start_essay(temporal, queue, **request)
+            await emulator.wait_for(started)
+    return handle
+
+
+async def _finish_on_a_new_worker(
+    temporal: Client, emulator: ResponsesEmulator, queue: str, handle: WorkflowHandle[Any, Any]
+) -> Any:
+    """The workflow's result, its retry run by a worker started after the deploy."""
+    async with (
+        Activities(emulator.base_url) as activities,
+        Worker(
+            temporal,
+            task_queue=queue,
+            workflows=[EssayWorkflow],
+            activities=[activities.essay, activities.turns, activities.agent],
+        ),
+    ):
+        return await handle.result()
+
+
 def _one_response_completed_and_resumed(emulator: ResponsesEmulator, result: Any) -> None:
     [record] = emulator.ledger.responses
     assert record.status == "completed"
@@ -536,23 +574,17 @@ async def test_worker_shutdown_with_attempts_left_hands_the_response_to_the_next
 ) -> None:
     """A deploy's graceful shutdown: the retry on another worker resumes the same response."""
     temporal_app.OUTCOMES.clear()
-    async with Activities(emulator.base_url) as activities:
-        first = Worker(
-            temporal,
-            task_queue=queue,
-            workflows=[EssayWorkflow],
-            activities=[activities.essay],
-            graceful_shutdown_timeout=timedelta(0),
-        )
-        async with first:
-            handle = await start_essay(temporal, queue, model="steady", maximum_attempts=5)
-            await emulator.wait_for(lambda ledger: any(r.tokens_generated > 3 for r in ledger))
-        assert emulator.ledger.responses[0].generating  # closed, not cancelled
-        assert outcome_reasons() == ["detached"]
-        async with Worker(
-            temporal, task_queue=queue, workflows=[EssayWorkflow], activities=[activities.essay]
-        ):
-            result = await handle.result()
+    handle = await _start_then_deploy(
+        temporal,
+        emulator,
+        queue,
+        lambda ledger: any(r.tokens_generated > 3 for r in ledger),
+        model="steady",
+        maximum_attempts=5,
+    )
+    assert emulator.ledger.responses[0].generating  # closed, not cancelled
+    assert outcome_reasons() == ["detached"]
+    result = await _finish_on_a_new_worker(temporal, emulator, queue, handle)
     _one_response_completed_and_resumed(emulator, result)
     assert result["attempt"] == 2
 
@@ -910,26 +942,17 @@ async def test_deploy_during_an_activity_s_second_stream_lets_the_retry_resume_e
 ) -> None:
     """Turn one completed, turn two handed over: the retry replays the first and resumes the
     second (no third response, none answered with another turn's)."""
-    async with Activities(emulator.base_url) as activities:
-        first = Worker(
-            temporal,
-            task_queue=queue,
-            workflows=[EssayWorkflow],
-            activities=[activities.turns],
-            graceful_shutdown_timeout=timedelta(0),
-        )
-        async with first:
-            handle = await start_essay(
-                temporal, queue, model="", activity="turns", models=["brief", "steady"]
-            )
-            await emulator.wait_for(
-                lambda ledger: len(ledger) == 2 and ledger.responses[1].tokens_generated > 3
-            )
-        assert emulator.ledger.responses[1].generating  # handed over, not cancelled
-        async with Worker(
-            temporal, task_queue=queue, workflows=[EssayWorkflow], activities=[activities.turns]
-        ):
-            result = await handle.result()
+    handle = await _start_then_deploy(
+        temporal,
+        emulator,
+        queue,
+        lambda ledger: len(ledger) == 2 and ledger.responses[1].tokens_generated > 3,
+        model="",
+        activity="turns",
+        models=["brief", "steady"],
+    )
+    assert emulator.ledger.responses[1].generating  # handed over, not cancelled
+    result = await _finish_on_a_new_worker(temporal, emulator, queue, handle)
     assert result["attempt"] == 2
     _each_turn_resumed_its_own(emulator, result)
 
@@ -940,26 +963,18 @@ async def test_deploy_while_an_activity_streams_two_at_once_lets_the_retry_resum
     """Streams opened at once take their places in the order their tasks start, in every
     attempt (the server may see their creates in another order)."""
     models = ["steady", "steady_too"]
-    async with Activities(emulator.base_url) as activities:
-        first = Worker(
-            temporal,
-            task_queue=queue,
-            workflows=[EssayWorkflow],
-            activities=[activities.turns],
-            graceful_shutdown_timeout=timedelta(0),
-        )
-        async with first:
-            handle = await start_essay(
-                temporal, queue, model="", activity="turns", models=models, together=True
-            )
-            await emulator.wait_for(
-                lambda ledger: len(ledger) == 2 and all(r.tokens_generated > 3 for r in ledger)
-            )
-        assert all(r.generating for r in emulator.ledger.responses)  # both handed over
-        async with Worker(
-            temporal, task_queue=queue, workflows=[EssayWorkflow], activities=[activities.turns]
-        ):
-            result = await handle.result()
+    handle = await _start_then_deploy(
+        temporal,
+        emulator,
+        queue,
+        lambda ledger: len(ledger) == 2 and all(r.tokens_generated > 3 for r in ledger),
+        model="",
+        activity="turns",
+        models=models,
+        together=True,
+    )
+    assert all(r.generating for r in emulator.ledger.responses)  # both handed over
+    result = await _finish_on_a_new_worker(temporal, emulator, queue, handle)
     assert len(emulator.ledger) == 2
     turns = result["turns"]
     assert [emulator.ledger[turn["response_id"]].model for turn in turns] == models
@@ -1157,24 +1172,16 @@ async def test_agent_activity_retried_after_a_deploy_pays_for_no_turn_twice(
 ) -> None:
     """The tool-calling turn is replayed, the answering turn resumed: two responses in all."""
     temporal_app.LOOKUPS.clear()
-    async with Activities(emulator.base_url) as activities:
-        first = Worker(
-            temporal,
-            task_queue=queue,
-            workflows=[EssayWorkflow],
-            activities=[activities.agent],
-            graceful_shutdown_timeout=timedelta(0),
-        )
-        async with first:
-            handle = await start_essay(temporal, queue, model="agent", activity="agent")
-            await emulator.wait_for(
-                lambda ledger: len(ledger) == 2 and ledger.responses[1].tokens_generated > 3
-            )
-        assert emulator.ledger.responses[1].generating  # handed over, not cancelled
-        async with Worker(
-            temporal, task_queue=queue, workflows=[EssayWorkflow], activities=[activities.agent]
-        ):
-            result = await handle.result()
+    handle = await _start_then_deploy(
+        temporal,
+        emulator,
+        queue,
+        lambda ledger: len(ledger) == 2 and ledger.responses[1].tokens_generated > 3,
+        model="agent",
+        activity="agent",
+    )
+    assert emulator.ledger.responses[1].generating  # handed over, not cancelled
+    result = await _finish_on_a_new_worker(temporal, emulator, queue, handle)
     records = emulator.ledger.responses
     assert [r.status for r in records] == ["completed", "completed"]
     assert result["response_ids"] == [r.id for r in records]
