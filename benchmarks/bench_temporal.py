@@ -203,13 +203,19 @@ async def _details(handle: Any) -> tuple[Any, ...]:
 
 
 async def _essay_past_100_tokens(
-    temporal: Client, emu: ResponsesEmulator, queue: str, essay_queue: str, activity_name: str
+    temporal: Client,
+    emu: ResponsesEmulator,
+    queue: str,
+    essay_queue: str,
+    activity_name: str,
+    model: str = "steady",
 ) -> Any:
-    """Start an Essay workflow of the steady model; return its handle once 100 tokens are out."""
+    """Start an Essay workflow of *model*; return its handle once its last response has
+    100 tokens out (the steady model's only one, the agent's answering turn)."""
     handle = await temporal.start_workflow(
         "Essay",
         {
-            "model": "steady",
+            "model": model,
             "essay_queue": essay_queue,
             "activity": activity_name,
             "heartbeat_timeout": HEARTBEAT_TIMEOUT,
@@ -217,8 +223,21 @@ async def _essay_past_100_tokens(
         id=f"essay-{uuid.uuid4().hex}",
         task_queue=queue,
     )
-    await emu.wait_for(lambda ledger: any(r.tokens_generated >= 100 for r in ledger))
+    turns = 2 if model == "agent" else 1
+    await emu.wait_for(
+        lambda ledger: len(ledger) == turns and ledger.responses[-1].tokens_generated >= 100
+    )
     return handle
+
+
+def _worker_options(queue: str, activities: list[Any]) -> dict[str, Any]:
+    """What the deployed worker and its successor share."""
+    return {
+        "task_queue": queue,
+        "workflows": [temporal_app.EssayWorkflow],
+        "activities": activities,
+        "workflow_runner": UnsandboxedWorkflowRunner(),
+    }
 
 
 async def tokens_twice(temporal: Client, address: str, activity_name: str) -> dict[str, Any]:
@@ -267,12 +286,7 @@ async def tokens_across_a_deploy(temporal: Client, activity_name: str) -> dict[s
     with ResponsesEmulator(models=MODELS, seed=13) as emu:
         queue = f"bench-{uuid.uuid4().hex[:8]}"
         async with temporal_app.Activities(emu.base_url) as activities:
-            common: dict[str, Any] = {
-                "task_queue": queue,
-                "workflows": [temporal_app.EssayWorkflow],
-                "activities": [activities.essay, activities.raw_essay],
-                "workflow_runner": UnsandboxedWorkflowRunner(),
-            }
+            common = _worker_options(queue, [activities.essay, activities.raw_essay])
             async with Worker(temporal, graceful_shutdown_timeout=timedelta(0), **common):
                 handle = await _essay_past_100_tokens(temporal, emu, queue, queue, activity_name)
             async with Worker(temporal, **common):
@@ -333,26 +347,10 @@ async def agent_across_a_deploy(temporal: Client, activity_name: str) -> dict[st
         queue = f"bench-{uuid.uuid4().hex[:8]}"
         plain = PlainAgent(emu.base_url)
         async with temporal_app.Activities(emu.base_url) as activities:
-            common: dict[str, Any] = {
-                "task_queue": queue,
-                "workflows": [temporal_app.EssayWorkflow],
-                "activities": [activities.agent, plain.run],
-                "workflow_runner": UnsandboxedWorkflowRunner(),
-            }
+            common = _worker_options(queue, [activities.agent, plain.run])
             async with Worker(temporal, graceful_shutdown_timeout=timedelta(0), **common):
-                handle = await temporal.start_workflow(
-                    "Essay",
-                    {
-                        "model": "agent",
-                        "essay_queue": queue,
-                        "activity": activity_name,
-                        "heartbeat_timeout": HEARTBEAT_TIMEOUT,
-                    },
-                    id=f"agent-{uuid.uuid4().hex}",
-                    task_queue=queue,
-                )
-                await emu.wait_for(
-                    lambda ledger: len(ledger) == 2 and ledger.responses[1].tokens_generated >= 100
+                handle = await _essay_past_100_tokens(
+                    temporal, emu, queue, queue, activity_name, model="agent"
                 )
             async with Worker(temporal, **common):
                 result = await handle.result()
