@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import anyio
 import pytest
 
 import tether
@@ -30,9 +31,18 @@ RACE_EVENTS = (
 async def test_race_reports_start_attempts_decision_and_end_in_order(
     emulator: ResponsesEmulator, client: openai.AsyncOpenAI
 ) -> None:
+    """Both attempts are sent before anything wins (an attempt never sent ends with no
+    ``AttemptEnded``: on trio the fast one could win before the slow one's request left)."""
     events: list[Any] = []
-    with observe.observing(events.append):
-        result = await tether.race(client, [req("slow"), req("fast")])
+
+    async def both_sent_then_race_on(hold: ResponsesEmulator.Hold) -> None:
+        await emulator.wait_for(lambda ledger: len(ledger) == 2)
+        hold.release()
+
+    with observe.observing(events.append), emulator.hold("created") as hold:
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(both_sent_then_race_on, hold)
+            result = await tether.race(client, [req("slow"), req("fast")])
     kinds = [type(e).__qualname__ for e in events if isinstance(e, RACE_EVENTS)]
     assert kinds[0] == "RaceEvent.Started"
     assert kinds[1:3] == ["RaceEvent.AttemptStarted", "RaceEvent.AttemptStarted"]
