@@ -28,21 +28,27 @@ RACE_EVENTS = (
 )
 
 
-async def test_race_reports_start_attempts_decision_and_end_in_order(
-    emulator: ResponsesEmulator, client: openai.AsyncOpenAI
-) -> None:
-    """Both attempts are sent before anything wins (an attempt never sent ends with no
-    ``AttemptEnded``: on trio the fast one could win before the slow one's request left)."""
-    events: list[Any] = []
+async def _race_both_sent(emulator: ResponsesEmulator, client: openai.AsyncOpenAI) -> Any:
+    """Race slow against fast, both sent before anything wins: an attempt never sent ends
+    with no ``AttemptEnded``, and on trio the fast one could win before the slow one's
+    request left (seen once in a full run)."""
 
-    async def both_sent_then_race_on(hold: ResponsesEmulator.Hold) -> None:
+    async def release_once_both_sent(hold: ResponsesEmulator.Hold) -> None:
         await emulator.wait_for(lambda ledger: len(ledger) == 2)
         hold.release()
 
-    with observe.observing(events.append), emulator.hold("created") as hold:
+    with emulator.hold("created") as hold:
         async with anyio.create_task_group() as tasks:
-            tasks.start_soon(both_sent_then_race_on, hold)
-            result = await tether.race(client, [req("slow"), req("fast")])
+            tasks.start_soon(release_once_both_sent, hold)
+            return await tether.race(client, [req("slow"), req("fast")])
+
+
+async def test_race_reports_start_attempts_decision_and_end_in_order(
+    emulator: ResponsesEmulator, client: openai.AsyncOpenAI
+) -> None:
+    events: list[Any] = []
+    with observe.observing(events.append):
+        result = await _race_both_sent(emulator, client)
     kinds = [type(e).__qualname__ for e in events if isinstance(e, RACE_EVENTS)]
     assert kinds[0] == "RaceEvent.Started"
     assert kinds[1:3] == ["RaceEvent.AttemptStarted", "RaceEvent.AttemptStarted"]
@@ -63,7 +69,7 @@ async def test_events_form_a_tree_race_attempt_stream(
     """An attempt's parent is its race; its guarded stream's parent is the attempt."""
     events: list[Any] = []
     with observe.observing(events.append), observe.parent(4242):
-        await tether.race(client, [req("slow"), req("fast")])
+        await _race_both_sent(emulator, client)
     (started,) = [e for e in events if isinstance(e, RaceEvent.Started)]
     assert started.parent == 4242
     assert started.models == ("slow", "fast")
