@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import atexit
 import os
-import threading
 import weakref
 from concurrent import futures
 from contextlib import AbstractContextManager, suppress
@@ -50,24 +49,24 @@ BACKEND: Literal["asyncio", "trio"] = "asyncio"
 """The event loop the portal runs (tests and benchmarks run both)."""
 
 _SIGNAL_CHECK = 0.1
-"""Seconds between checks for Ctrl-C while the main thread waits on the loop. A real SIGINT
-interrupts a lock wait at once on POSIX, but ``_thread.interrupt_main`` (and Ctrl-C on
-Windows) does not wake one: waking up regularly makes them work too. A done future wakes
-the waiter at once: this is no polling delay. A timed-out wait costs CPU (about 0.2 ms on the
-2-core benchmark machine), and a hand-off wait in ``bench_sync.py``'s read lasts about 50 ms:
-with this and ``_block``'s wait, the caller's thread spent 23.0 / 21.0 ms (asyncio / trio
-portal) on a 5,000-event read where 0.05 s and ``futures.wait`` spent 27.2 / 26.7 ms (medians of
-20 alternated rounds in one run; the whole read costs about 1.1 s of CPU)."""
+"""Seconds between wake-ups of a thread waiting on the loop, to let an exception raised into
+it land: a real SIGINT interrupts a lock wait at once on POSIX, but ``_thread.interrupt_main``
+(and Ctrl-C on Windows) does not wake one, nor does an exception another thread raises into
+this one (``PyThreadState_SetAsyncExc``: Temporal cancels a sync activity that way). A done
+future wakes the waiter at once: this is no polling delay. A timed-out wait costs CPU (about
+0.2 ms on the 2-core benchmark machine), and a hand-off wait in ``bench_sync.py``'s read lasts
+about 50 ms: with this and ``_block``'s wait, the caller's thread spent 23.0 / 21.0 ms (asyncio
+/ trio portal) on a 5,000-event read where 0.05 s and ``futures.wait`` spent 27.2 / 26.7 ms
+(medians of 20 alternated rounds in one run; the whole read costs about 1.1 s of CPU)."""
 
 
 def _block(future: futures.Future[Any]) -> None:
     # ``Future.exception`` waits on the future's own condition: a wake-up cost 50-60 us of
     # CPU against ``futures.wait``'s 80-110 us, which builds and installs a waiter on every
-    # call. Only the main thread polls: Python raises ``KeyboardInterrupt`` in no other.
-    timeout = _SIGNAL_CHECK if threading.current_thread() is threading.main_thread() else None
+    # call.
     while True:
         try:
-            future.exception(timeout)
+            future.exception(_SIGNAL_CHECK)
         except futures.TimeoutError:
             continue
         except futures.CancelledError:
