@@ -34,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
 
     import tether
     import tether.agents
+    import tether.sync
     import tether.temporal
 
 _START_TIMEOUT = 30.0
@@ -284,6 +285,30 @@ HOLD: anyio.Event | None = None
 """When set to an event, ``lookup`` waits for it (a tool that runs as long as a test needs)."""
 TOOL_STARTED: list[datetime] = []
 """When each held ``lookup`` began (UTC)."""
+
+
+class SyncActivities:
+    """The ``sync_essay`` activity: a plain ``def``, which the worker runs in its thread pool."""
+
+    def __init__(self, base_url: str) -> None:
+        self.client = openai.OpenAI(base_url=base_url, api_key="sk-emulator", max_retries=0)
+
+    @activity.defn(name="sync_essay")
+    def sync_essay(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Stream with ``tether.sync``, heartbeating on every event. Temporal cancels a sync
+        activity by raising its ``CancelledError`` into this thread (answering a heartbeat):
+        wherever it lands, ``tether.sync`` stops the response as it would for Ctrl-C."""
+        guarded = tether.sync.guarded_stream(
+            self.client, model=request["model"], input="Write an essay", grace=2.0
+        )
+        try:
+            with guarded as stream:
+                for _ in stream:
+                    activity.heartbeat()
+        finally:
+            with contextlib.suppress(RuntimeError):
+                _record(guarded.outcome)
+        return {"response_id": guarded.response_id}
 
 
 @tether.agent_tool

@@ -12,6 +12,7 @@ must die, it runs in a process of its own (tests/temporal_app.py) and is SIGKILL
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import dataclasses
 import os
@@ -20,7 +21,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import attrs
@@ -43,6 +44,7 @@ import tether.temporal
 from tests import temporal_app
 from tests.support import until
 from tests.temporal_app import Activities, EssayWorkflow, LocalEssayWorkflow, StreamInWorkflow
+from tether import _sync_portal
 from tether.testing import EmulatedModel, Faults, FunctionCall, ResponsesEmulator, Turn
 
 
@@ -209,6 +211,38 @@ async def test_workflow_cancel_reaches_a_stream_that_sends_no_event(
     [record] = emulator.ledger.responses
     assert record.status == "cancelled"
     assert record.tokens_generated == 0
+
+
+@pytest.mark.parametrize("portal", ["asyncio", "trio"])
+async def test_workflow_cancel_stops_a_tether_sync_stream_in_a_sync_activity_on_the_server(
+    temporal: Client,
+    emulator: ResponsesEmulator,
+    queue: str,
+    portal: Literal["asyncio", "trio"],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A plain ``def`` activity: Temporal raises its cancel into the activity's thread."""
+    monkeypatch.setattr(_sync_portal, "BACKEND", portal)
+    temporal_app.OUTCOMES.clear()
+    activities = temporal_app.SyncActivities(emulator.base_url)
+    with activities.client, concurrent.futures.ThreadPoolExecutor() as executor:
+        async with Worker(
+            temporal,
+            task_queue=queue,
+            workflows=[EssayWorkflow],
+            activities=[activities.sync_essay],
+            activity_executor=executor,
+        ):
+            handle = await start_essay(temporal, queue, model="slow", activity="sync_essay")
+            await emulator.wait_for(lambda ledger: any(r.tokens_generated > 3 for r in ledger))
+            await handle.cancel()
+            with pytest.raises(WorkflowFailureError) as caught:
+                await handle.result()
+    assert isinstance(caught.value.cause, CancelledError)
+    [record] = emulator.ledger.responses
+    assert record.status == "cancelled"
+    assert record.stopped_by == "cancel"
+    assert outcome_reasons() == ["exception"]  # Temporal's CancelledError, raised in the thread
 
 
 async def test_start_to_close_timeout_cancels_the_response_on_the_server(

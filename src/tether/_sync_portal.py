@@ -74,13 +74,14 @@ def _block(future: futures.Future[Any]) -> None:
         return
 
 
-def settle(future: futures.Future[Any]) -> KeyboardInterrupt | None:
-    """Wait for *future* (cleanup, bounded by grace) through Ctrl-C; return the last one."""
-    deferred: KeyboardInterrupt | None = None
+def settle(future: futures.Future[Any]) -> BaseException | None:
+    """Wait for *future* (cleanup, bounded by grace) through Ctrl-C, or any exception raised
+    into this thread meanwhile (Temporal's cancel of a sync activity); return the last one."""
+    deferred: BaseException | None = None
     while True:
         try:
             _block(future)
-        except KeyboardInterrupt as interrupt:
+        except BaseException as interrupt:  # held until the cleanup is done, then raised
             deferred = interrupt
         else:
             return deferred
@@ -96,7 +97,7 @@ def wait(
     On Ctrl-C (or anything else raised while blocked): ``interrupt(exc)`` asks the loop to
     stop the work, then *cleanup* (default: *future*) is awaited through further Ctrl-Cs,
     then the exception goes on. Without *interrupt*, the wait itself is cleanup: a Ctrl-C
-    is held until *future* is done, then raised.
+    (or an exception raised into this thread) is held until *future* is done, then raised.
     """
     if interrupt is None:
         deferred = settle(future)

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any, Literal, final
 from ._errors import DeadlineExceeded
 from ._outcome import CancelReceipt, DetachedResponse
 from ._sync_buffer import END, Stop
-from ._sync_portal import settle, wait
+from ._sync_portal import wait
 from ._sync_session import StreamSession
 
 if TYPE_CHECKING:
@@ -179,7 +179,7 @@ class GuardedStream(StreamSession):
             wait(self._ready, self._interrupt, self._done)
             self._ready.result()  # what made the open fail (the guard has cleaned up)
             if self._guard.outcome is not None:  # stopped by the scope while opening
-                settle(self._done)
+                wait(self._done)  # a Ctrl-C meanwhile is raised once it is done
                 scope.raise_cancelled("guarded_stream()")
                 raise RuntimeError("the stream stopped while opening")  # pragma: no cover
         except BaseException as exc:
@@ -334,7 +334,7 @@ class GuardedStream(StreamSession):
                 return self._settled_receipt()
             future = self._scope.submit(self._cancel_on_loop)
         if future is None:  # the scope's exit stops the stream (stop_abandoned)
-            settle(self._done)
+            wait(self._done)  # a Ctrl-C meanwhile is raised once it is done
             return self._settled_receipt()
         try:
             wait(future)

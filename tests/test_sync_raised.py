@@ -1,0 +1,146 @@
+"""tether.sync when another thread raises an exception into the one that streams.
+
+Temporal cancels a sync activity (a plain ``def``, run in the worker's thread pool) that
+way: ``PyThreadState_SetAsyncExc`` raises its ``CancelledError`` into the activity's thread,
+where it lands at whatever Python code runs there next, a wait on the portal's loop included.
+These tests raise an exception of their own the same way (``tests/test_temporal.py`` has
+the real activity on a real Temporal server). Synchronised on the ledger, on holds and on
+the waiting thread's frames, never on sleeps.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import sys
+import threading
+from typing import TYPE_CHECKING
+
+import pytest
+
+import tether.sync
+from tests.support import WATCHDOG, portal_threads, read_deltas_sync, settled_sync
+from tether import _sync_portal
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    import openai
+
+    from tether.testing import ResponsesEmulator
+
+
+class Raised(Exception):
+    """What the tests raise into the streaming thread (Temporal raises its CancelledError)."""
+
+
+@pytest.fixture(autouse=True, params=["asyncio", "trio"])
+def portal_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs with the portal on asyncio and on trio."""
+    monkeypatch.setattr(_sync_portal, "BACKEND", request.param)
+    return request.param
+
+
+@pytest.fixture
+def client(emulator: ResponsesEmulator) -> Iterator[openai.OpenAI]:
+    with emulator.client() as sync_client:
+        yield sync_client
+
+
+def raise_into(thread: threading.Thread) -> None:
+    """Raise ``Raised`` in *thread*, as Temporal raises its cancel into a sync activity."""
+    assert thread.ident is not None
+    raised = ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(thread.ident), ctypes.py_object(Raised)
+    )
+    assert raised == 1
+
+
+def holds_it(thread: threading.Thread) -> bool:
+    """Whether *thread* waits for a cleanup with a ``Raised`` held, to raise once it is done."""
+    frame = sys._current_frames().get(thread.ident or 0)  # pyright: ignore[reportPrivateUsage]
+    while frame is not None:
+        if frame.f_code is _sync_portal.settle.__code__ and isinstance(
+            frame.f_locals.get("deferred"), Raised
+        ):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def wait_until(predicate: Callable[[], bool], what: str) -> None:
+    """Block until *predicate* holds (a thread's state, which nothing can signal); bounded."""
+    done = threading.Event()
+    for _ in range(int(WATCHDOG / 0.01)):
+        if predicate():
+            return
+        done.wait(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def run_in_thread(body: Callable[[], None]) -> tuple[threading.Thread, dict[str, object]]:
+    """Run *body* in a worker thread; the dict gets what it raised (``"raised"``)."""
+    result: dict[str, object] = {}
+
+    def main() -> None:
+        try:
+            body()
+        except BaseException as exc:
+            result["raised"] = exc
+
+    thread = threading.Thread(target=main)
+    thread.start()
+    return thread, result
+
+
+def test_an_exception_raised_into_the_thread_while_it_reads_cancels_and_goes_on(
+    emulator: ResponsesEmulator, client: openai.OpenAI
+) -> None:
+    streams: list[tether.sync.GuardedStream] = []
+    reading = threading.Event()
+
+    def body() -> None:
+        with tether.sync.guarded_stream(client, model="slow", input="hi") as stream:
+            streams.append(stream)
+            reading.set()
+            for _ in stream:  # the slow model streams for a minute: only the raise ends this
+                pass
+
+    thread, result = run_in_thread(body)
+    assert reading.wait(WATCHDOG)
+    raise_into(thread)
+    thread.join(WATCHDOG)
+    assert isinstance(result["raised"], Raised)
+    [stream] = streams
+    assert stream.outcome.reason == "exception"
+    assert settled_sync(emulator, stream.response_id).status == "cancelled"
+    assert portal_threads() == []
+
+
+def test_an_exception_raised_into_the_thread_while_the_exit_waits_for_the_cancel_waits_for_it(
+    emulator: ResponsesEmulator, client: openai.OpenAI
+) -> None:
+    """The block was left (a ``break``); its exit waits for the server's cancel; the raise
+    lands there: it is held until the cancel is done (bounded by grace), then goes on."""
+    seen: dict[str, str] = {}
+
+    def body() -> None:
+        with tether.sync.open_scope(client, grace=WATCHDOG) as scope:
+            guarded = tether.sync.guarded_stream(scope, model="slow", input="hi")
+            try:
+                with guarded as stream:
+                    read_deltas_sync(stream, 2)
+            finally:  # the raise went on from the block: how far had the stop gone?
+                assert guarded.response_id is not None
+                seen["status"] = emulator.ledger[guarded.response_id].status
+                seen["reason"] = guarded.outcome.reason
+
+    with emulator.hold("cancel") as hold:
+        thread, result = run_in_thread(body)
+        emulator.wait_for_sync(lambda ledger: ledger.cancels_in_flight == 1)
+        raise_into(thread)
+        wait_until(lambda: holds_it(thread), "the exit to hold the raise")
+        hold.release()
+        thread.join(WATCHDOG)
+    assert isinstance(result["raised"], Raised)
+    assert seen == {"status": "cancelled", "reason": "break"}
+    assert portal_threads() == []
