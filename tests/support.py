@@ -7,6 +7,7 @@ no response left generating, no connection left checked out).
 from __future__ import annotations
 
 import threading
+import time
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
@@ -36,8 +37,8 @@ async def until(predicate: Callable[[], Awaitable[T]], what: str, timeout: float
 
     Only for what nothing can signal: a store's own clock (a lease's TTL in Redis,
     PostgreSQL or SQLite), Temporal's ``describe()``. Everything tether or the emulator
-    can signal is waited for with an event or ``emulator.wait_for``. This is the suite's
-    one polling sleep outside virtual time.
+    can signal is waited for with an event or ``emulator.wait_for``. This and its sync
+    twin, ``until_sync``, are the suite's polling sleeps outside virtual time.
     """
     try:
         with anyio.fail_after(timeout):
@@ -46,6 +47,16 @@ async def until(predicate: Callable[[], Awaitable[T]], what: str, timeout: float
     except TimeoutError:
         raise AssertionError(f"{what}: not within {timeout} s") from None
     return value
+
+
+def until_sync(predicate: Callable[[], bool], what: str, timeout: float = WATCHDOG) -> None:
+    """``until`` for a blocking caller: only for what nothing can signal (another thread's
+    state, read off its frames)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout} s")
+        time.sleep(POLL)
 
 
 async def lease_ran_out(

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 import tether.sync
-from tests.support import WATCHDOG, portal_threads, read_deltas_sync, settled_sync
+from tests.support import WATCHDOG, portal_threads, read_deltas_sync, settled_sync, until_sync
 from tether import _sync_portal
 
 if TYPE_CHECKING:
@@ -65,16 +65,6 @@ def holds_it(thread: threading.Thread) -> bool:
             return True
         frame = frame.f_back
     return False
-
-
-def wait_until(predicate: Callable[[], bool], what: str) -> None:
-    """Block until *predicate* holds (a thread's state, which nothing can signal); bounded."""
-    done = threading.Event()
-    for _ in range(int(WATCHDOG / 0.01)):
-        if predicate():
-            return
-        done.wait(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def run_in_thread(body: Callable[[], None]) -> tuple[threading.Thread, dict[str, object]]:
@@ -138,7 +128,7 @@ def test_an_exception_raised_into_the_thread_while_the_exit_waits_for_the_cancel
         thread, result = run_in_thread(body)
         emulator.wait_for_sync(lambda ledger: ledger.cancels_in_flight == 1)
         raise_into(thread)
-        wait_until(lambda: holds_it(thread), "the exit to hold the raise")
+        until_sync(lambda: holds_it(thread), "the exit to hold the raise")
         hold.release()
         thread.join(WATCHDOG)
     assert isinstance(result["raised"], Raised)
