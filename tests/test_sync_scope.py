@@ -9,6 +9,7 @@ from __future__ import annotations
 import _thread
 import math
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -25,6 +26,7 @@ import tether.sync
 from tests._http import httpx2
 from tests.support import WATCHDOG, in_thread, portal_threads, read_deltas_sync
 from tether import _sync_portal
+from tether._sync_job import Job
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -394,6 +396,43 @@ def test_ctrl_c_in_a_scope_cancels_the_stream_and_propagates_through_the_scope(
     assert presser is not None
     presser.join()
     assert stream.outcome.reason == "interrupted"
+    assert portal_threads() == []
+
+
+def test_ctrl_c_while_a_job_starts_stops_the_job_before_it_goes_on(
+    client: openai.OpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``Scope.run`` (a sync race, one result): a Ctrl-C that lands while the caller waits for
+    the loop to start the job may come after the job started. It is cancelled, and waited
+    for, before the ``KeyboardInterrupt`` goes on, not left running until the scope exits.
+    Here the loop presses Ctrl-C as it starts the job."""
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("Ctrl-C is delivered to the main thread")
+    prepare = Job._prepare  # pyright: ignore[reportPrivateUsage]
+
+    def prepare_and_press_ctrl_c(job: Job) -> None:
+        prepare(job)
+        main = threading.main_thread().ident
+        assert main is not None
+        signal.pthread_kill(main, signal.SIGINT)  # the caller is waiting in the start
+
+    monkeypatch.setattr(Job, "_prepare", prepare_and_press_ctrl_c)
+    ended = threading.Event()
+
+    async def job() -> None:
+        try:
+            await anyio.sleep_forever()
+        finally:
+            ended.set()
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with tether.sync.open_scope(client) as scope:
+            with pytest.raises(KeyboardInterrupt):
+                scope.run(job, "the job")
+            assert ended.is_set()
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert portal_threads() == []
 
 

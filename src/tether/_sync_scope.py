@@ -301,7 +301,7 @@ class Scope:
         the ``KeyboardInterrupt``; a scope cancelled under it raises ``DeadlineExceeded``
         (its deadline) or ``TetherError`` (``scope.cancel()``)."""
         job = Job(func)
-        self.spawn(job.main, what)
+        job.start(self, what)
         wait(job.result, lambda exc: self.call(job.interrupt))
         try:
             return job.result.result()

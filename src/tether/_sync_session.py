@@ -23,6 +23,7 @@ import anyio
 
 from ._errors import DeadlineExceeded
 from ._sync_buffer import END, ReadAhead, Stop
+from ._sync_job import started_anyway
 from ._sync_portal import settle
 
 if TYPE_CHECKING:
@@ -96,16 +97,8 @@ class StreamSession:
         return None
 
     def _started(self) -> bool:
-        """After an interrupted start: whether the session started anyway. The loop runs its
-        callbacks in order: once one more has run, the start's has, if it was queued."""
-        while True:
-            try:
-                self._scope.call(_nothing)
-            except KeyboardInterrupt:
-                continue  # another Ctrl-C: the answer is one loop callback away
-            except Exception:  # the scope closed meanwhile: what ran, ran
-                return self._opened is not None
-            return self._opened is not None
+        """After an interrupted start: whether the session started anyway."""
+        return started_anyway(self._scope, lambda: self._opened is not None)
 
     def _prepare(self) -> None:
         """(On the loop, before the session starts.) What cancel() and __exit__ wait on."""
@@ -178,7 +171,3 @@ class StreamSession:
         handle = await self._guard.detach()
         self._end("detached")
         return handle
-
-
-def _nothing() -> None:
-    """A loop callback that only marks a place in the loop's queue."""
