@@ -61,7 +61,7 @@ about 50 ms: with this and ``_block``'s wait, the caller's thread spent 23.0 / 2
 
 
 def _block(future: futures.Future[Any]) -> None:
-    # ``Future.exception`` waits on the future's own condition: a wake-up cost 50-60 us of
+    # ``Future.exception`` waits on the future's own condition: a wake-up cost 50-65 us of
     # CPU against ``futures.wait``'s 80-110 us, which builds and installs a waiter on every
     # call.
     while True:
