@@ -16,6 +16,7 @@ import threading
 from typing import TYPE_CHECKING
 
 import pytest
+from anyio.from_thread import BlockingPortal
 
 import tether.sync
 from tests.support import WATCHDOG, portal_threads, read_deltas_sync, settled_sync, until_sync
@@ -56,10 +57,11 @@ def raise_into(thread: threading.Thread) -> None:
 
 
 def holds_it(thread: threading.Thread) -> bool:
-    """Whether *thread* waits for a cleanup with a ``Raised`` held, to raise once it is done."""
+    """Whether *thread* waits on the loop with a ``Raised`` held (``_sync_portal``'s
+    ``deferred``), to raise once what it waits for is done."""
     frame = sys._current_frames().get(thread.ident or 0)  # pyright: ignore[reportPrivateUsage]
     while frame is not None:
-        if frame.f_code is _sync_portal.settle.__code__ and isinstance(
+        if frame.f_code.co_filename == _sync_portal.__file__ and isinstance(
             frame.f_locals.get("deferred"), Raised
         ):
             return True
@@ -133,4 +135,37 @@ def test_an_exception_raised_into_the_thread_while_the_exit_waits_for_the_cancel
         thread.join(WATCHDOG)
     assert isinstance(result["raised"], Raised)
     assert seen == {"status": "cancelled", "reason": "break"}
+    assert portal_threads() == []
+
+
+def test_an_exception_raised_into_the_thread_while_its_portal_starts_stops_the_portal(
+    emulator: ResponsesEmulator, client: openai.OpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bare client's block starts a portal (an event loop in a thread) first. A raise that
+    lands while the caller waits for it to start used to hang the caller for good: anyio's
+    ``start_blocking_portal`` joined the portal's thread, which nothing had stopped."""
+    callers: list[threading.Thread] = []
+
+    class RaisedIntoWhileStarting(BlockingPortal):
+        async def __aenter__(self) -> BlockingPortal:
+            [caller] = callers
+            raise_into(caller)
+            until_sync(lambda: holds_it(caller), "the start to hold the raise")
+            return await super().__aenter__()
+
+    monkeypatch.setattr(_sync_portal, "BlockingPortal", RaisedIntoWhileStarting)
+    go = threading.Event()
+
+    def body() -> None:
+        go.wait(WATCHDOG)
+        with tether.sync.guarded_stream(client, model="slow", input="hi"):
+            pass  # pragma: no cover - the raise ends the entry
+
+    thread, result = run_in_thread(body)
+    callers.append(thread)
+    go.set()
+    thread.join(WATCHDOG)
+    assert not thread.is_alive()
+    assert isinstance(result["raised"], Raised)
+    assert emulator.ledger.requests == 0
     assert portal_threads() == []

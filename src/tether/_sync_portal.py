@@ -17,15 +17,19 @@ from __future__ import annotations
 
 import atexit
 import os
+import threading
 import weakref
 from concurrent import futures
-from contextlib import AbstractContextManager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from typing import TYPE_CHECKING, Any, Literal
 
-if TYPE_CHECKING:
-    from collections.abc import Callable
+import anyio
+from anyio.from_thread import BlockingPortal
 
-__all__ = ["BACKEND", "OPEN", "PORTAL_THREAD_NAME", "settle", "wait"]
+if TYPE_CHECKING:
+    from collections.abc import Callable, Generator
+
+__all__ = ["BACKEND", "OPEN", "PORTAL_THREAD_NAME", "settle", "start_portal", "wait"]
 
 OPEN: weakref.WeakSet[AbstractContextManager[Any]] = weakref.WeakSet()
 """The ``tether.sync`` scopes entered and not exited yet (each one's portal thread runs)."""
@@ -112,3 +116,65 @@ def wait(
         if deferred is not None:
             raise deferred from exc
         raise
+
+
+_START_LIMIT = 5.0
+"""Seconds a portal's thread may take to start its loop, after a ``Thread.start`` that an
+exception raised into the caller cut short (it takes milliseconds)."""
+
+
+@contextmanager
+def start_portal() -> Generator[BlockingPortal]:
+    """``anyio.from_thread.start_blocking_portal``, but safe against an exception raised into
+    this thread while the portal starts or stops (Ctrl-C, Temporal's cancel of a sync
+    activity). anyio's (4.11) joins its thread in a ``finally`` even when the wait for the
+    portal to start was interrupted, and nothing stops that portal: the caller hangs for
+    good. Here both waits go through ``settle``: what lands is held until the portal has
+    started, or stopped, and its thread is joined; then it goes on."""
+    started: futures.Future[BlockingPortal] = futures.Future()
+
+    async def run_portal() -> None:
+        async with BlockingPortal() as portal:
+            started.set_result(portal)
+            await portal.sleep_until_stopped()
+
+    def run() -> None:
+        try:
+            anyio.run(run_portal, backend=BACKEND)
+        except BaseException as exc:  # the loop did not start: the caller raises it
+            if not started.done():
+                started.set_exception(exc)
+
+    thread = threading.Thread(target=run, daemon=True, name=PORTAL_THREAD_NAME)
+    deferred: BaseException | None = None
+    try:
+        thread.start()
+    except BaseException as exc:  # raised while the thread starts: did it? (its loop: ms)
+        deferred = exc
+        if not futures.wait((started,), timeout=_START_LIMIT).done:
+            raise
+    try:
+        deferred = settle(started) or deferred
+        portal = started.result()  # what kept the loop from starting
+        if deferred is not None:
+            _stop(portal, cancel_remaining=True)
+            raise deferred
+        try:
+            yield portal
+        except BaseException:
+            _stop(portal, cancel_remaining=True)  # the body's exception goes on, not this
+            raise
+        deferred = _stop(portal, cancel_remaining=False)
+        if deferred is not None:
+            raise deferred
+    finally:
+        thread.join()
+
+
+def _stop(portal: BlockingPortal, *, cancel_remaining: bool) -> BaseException | None:
+    """Stop *portal*'s loop; return what was raised into this thread meanwhile."""
+    try:
+        stopping = portal.start_task_soon(portal.stop, cancel_remaining)
+    except RuntimeError:  # its loop has ended already
+        return None
+    return settle(stopping)

@@ -10,8 +10,8 @@ cancellation, and they stop through the async ``ResponseGuard.stop``.
 
 A bare ``OpenAI`` passed to ``tether.sync.guarded_stream`` gets a scope of its own for the
 block; ``open_scope`` shares one between blocks (and threads). A sync race runs through
-``Scope.run`` as a ``Job`` (``_sync_job.py``), which Ctrl-C can cancel. At the exit, a
-block still open (in a generator, another thread) is stopped, then its session ended.
+``Scope.run`` as a ``Job`` (``_sync_job.py``), which Ctrl-C can cancel. At the exit, a block
+still open (in a generator, another thread) is stopped, then its session ended.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, final
 
 import anyio
 from anyio import RunFinishedError
-from anyio.from_thread import run_sync, start_blocking_portal
+from anyio.from_thread import run_sync
 from anyio.lowlevel import EventLoopToken, checkpoint_if_cancelled, current_token
 
 from . import _sync_portal
@@ -34,7 +34,7 @@ from ._scope import DEFAULT_FIRST_EVENT_TIMEOUT, DEFAULT_GRACE
 from ._scope import Scope as AsyncScope
 from ._sync_client import async_twin
 from ._sync_job import Job
-from ._sync_portal import PORTAL_THREAD_NAME, settle, wait
+from ._sync_portal import settle, wait
 from ._validate import check_timeout
 
 if TYPE_CHECKING:
@@ -173,13 +173,13 @@ class Scope:
             raise RuntimeError("a tether.sync.Scope can be entered only once")
         self._entered = True
         with ExitStack() as stack:
-            portal = stack.enter_context(
-                start_blocking_portal(_sync_portal.BACKEND, name=PORTAL_THREAD_NAME)
-            )
-            self._host, _ = portal.start_task(self._run_host)
+            portal = stack.enter_context(_sync_portal.start_portal())
+            self._closing = closing = portal.call(anyio.Event)  # what the host waits for
+            stack.callback(portal.call, closing.set)  # raised into us from here on: let it end
+            self._host, _ = portal.start_task(self._run_host, closing)
             self._portal = portal
+            _sync_portal.OPEN.add(self)
             self._stack = stack.pop_all()
-        _sync_portal.OPEN.add(self)
         return self
 
     def __exit__(
@@ -203,9 +203,8 @@ class Scope:
         if error is not None and exc is None:
             raise error  # DeadlineExceeded: the deadline passed, the body exited normally
 
-    async def _run_host(self, *, task_status: Any) -> None:
+    async def _run_host(self, closing: anyio.Event, *, task_status: Any) -> None:
         """Hold the async scope and its task group open until the sync block exits."""
-        self._closing = anyio.Event()
         try:
             async with self._async.run(self._limit):
                 async with anyio.create_task_group() as group:
@@ -217,7 +216,7 @@ class Scope:
                     self._loop_thread = threading.get_ident()
                     task_status.started()
                     with anyio.CancelScope(shield=True):  # the body's lifetime, not a stop path
-                        await self._closing.wait()
+                        await closing.wait()
                     await checkpoint_if_cancelled()  # a passed deadline: the scope raises
                     await self._async.stop_abandoned()  # a `with` left open: stop, end its session
                     group.cancel_scope.cancel("tether.sync: the scope exited")
@@ -296,10 +295,9 @@ class Scope:
         return self._require_open("this call").start_task_soon(func)
 
     def run(self, func: Callable[[], Awaitable[T]], what: str) -> T:
-        """Run *func* inside the async scope and return its result. Ctrl-C cancels it
-        (every stream inside stops through the cancel protocol), waits for that, and raises
-        the ``KeyboardInterrupt``; a scope cancelled under it raises ``DeadlineExceeded``
-        (its deadline) or ``TetherError`` (``scope.cancel()``)."""
+        """Run *func* in the async scope; return its result. Ctrl-C cancels it (its streams
+        stop through the cancel protocol), waits for that, then goes on; a scope cancelled
+        under it raises ``DeadlineExceeded`` (deadline) or ``TetherError`` (``cancel()``)."""
         job = Job(func)
         job.start(self, what)
         wait(job.result, lambda exc: self.call(job.interrupt))
