@@ -127,7 +127,7 @@ exception raised into the caller cut short (it takes milliseconds)."""
 def start_portal() -> Generator[BlockingPortal]:
     """``anyio.from_thread.start_blocking_portal``, but safe against an exception raised into
     this thread while the portal starts or stops (Ctrl-C, Temporal's cancel of a sync
-    activity). anyio's (4.11) joins its thread in a ``finally`` even when the wait for the
+    activity). anyio's (4.16) joins its thread in a ``finally`` even when the wait for the
     portal to start was interrupted, and nothing stops that portal: the caller hangs for
     good. Here both waits go through ``settle``: what lands is held until the portal has
     started, or stopped, and its thread is joined; then it goes on."""
