@@ -183,6 +183,13 @@ async def test_workflow_cancel_cancels_the_response_on_the_server_and_ends_cance
     temporal: Client, emulator: ResponsesEmulator, worker: Worker, queue: str
 ) -> None:
     handle = await start_essay(temporal, queue, model="slow")
+    await _cancel_mid_stream(emulator, handle)
+    assert outcome_reasons() == ["scope_cancelled"]  # a native asyncio cancellation
+
+
+async def _cancel_mid_stream(emulator: ResponsesEmulator, handle: WorkflowHandle[Any, Any]) -> None:
+    """Cancel the workflow once its response streams; it ends cancelled, and so does the
+    response, on the server, by tether's cancel."""
     await emulator.wait_for(lambda ledger: any(r.tokens_generated > 3 for r in ledger))
     await handle.cancel()
     with pytest.raises(WorkflowFailureError) as caught:
@@ -191,7 +198,6 @@ async def test_workflow_cancel_cancels_the_response_on_the_server_and_ends_cance
     [record] = emulator.ledger.responses
     assert record.status == "cancelled"
     assert record.stopped_by == "cancel"
-    assert outcome_reasons() == ["scope_cancelled"]  # a native asyncio cancellation
 
 
 def outcome_reasons() -> list[str]:
@@ -234,14 +240,7 @@ async def test_workflow_cancel_stops_a_tether_sync_stream_in_a_sync_activity_on_
             activity_executor=executor,
         ):
             handle = await start_essay(temporal, queue, model="slow", activity="sync_essay")
-            await emulator.wait_for(lambda ledger: any(r.tokens_generated > 3 for r in ledger))
-            await handle.cancel()
-            with pytest.raises(WorkflowFailureError) as caught:
-                await handle.result()
-    assert isinstance(caught.value.cause, CancelledError)
-    [record] = emulator.ledger.responses
-    assert record.status == "cancelled"
-    assert record.stopped_by == "cancel"
+            await _cancel_mid_stream(emulator, handle)
     assert outcome_reasons() == ["exception"]  # Temporal's CancelledError, raised in the thread
 
 
