@@ -881,6 +881,7 @@ async def test_worker_stalled_past_its_heartbeat_timeout_leaves_the_response_to_
         )
         await until(lambda: checkpoint_of(handle), "the checkpoint")
         child.send_signal(signal.SIGSTOP)
+        assert await _pending_attempt(handle) == 1, "attempt 1 timed out before it was stalled"
         async with (
             Activities(emulator.base_url) as activities,
             Worker(temporal, task_queue=essay_queue, activities=[activities.essay]),
@@ -893,9 +894,14 @@ async def test_worker_stalled_past_its_heartbeat_timeout_leaves_the_response_to_
     _one_response_completed_and_resumed(emulator, result)
 
 
-async def _attempt_started(handle: WorkflowHandle[Any, Any], attempt: int) -> bool:
+async def _pending_attempt(handle: WorkflowHandle[Any, Any]) -> int:
+    """The pending activity's attempt (0: none pending)."""
     pending = (await handle.describe()).raw_description.pending_activities
-    return bool(pending) and pending[0].attempt >= attempt
+    return pending[0].attempt if pending else 0
+
+
+async def _attempt_started(handle: WorkflowHandle[Any, Any], attempt: int) -> bool:
+    return await _pending_attempt(handle) >= attempt
 
 
 def _sync_essay(client: object) -> None:
