@@ -931,6 +931,54 @@ async def test_guarded_stream_given_a_sync_client_says_to_make_the_activity_asyn
     assert len(emulator.ledger) == 0
 
 
+async def test_an_attempt_whose_stream_waits_for_a_slot_past_the_heartbeat_timeout_is_not_timed_out(
+    temporal: Client, emulator: ResponsesEmulator, worker: Worker, queue: str
+) -> None:
+    """Nothing of the response exists while its stream waits to open, but the attempt must
+    still heartbeat: queued in a full scope past its 1 s heartbeat timeout, it goes on."""
+    queued_queue = f"{queue}-queued"
+    async with (
+        emulator.async_client() as client,
+        tether.open_scope(client, max_concurrency=1) as scope,
+    ):
+
+        @activity.defn(name="queued")
+        async def queued(request: dict[str, Any]) -> dict[str, Any]:
+            async with tether.temporal.guarded_stream(
+                scope, model=request["model"], input="hi"
+            ) as s:
+                await s.get_final_response()
+            return {"attempt": activity.info().attempt, "response_id": s.response_id}
+
+        async with Worker(temporal, task_queue=queued_queue, activities=[queued]):
+            async with tether.guarded_stream(scope, model="slow", input="the one slot"):
+                handle = await start_essay(
+                    temporal,
+                    queue,
+                    model="brief",
+                    activity="queued",
+                    essay_queue=queued_queue,
+                    heartbeat_timeout=1.0,
+                )
+                await until(lambda: _queued_past(handle, timedelta(seconds=2)), "a queued beat")
+            result = await handle.result()
+    assert result["attempt"] == 1
+    assert emulator.ledger[result["response_id"]].status == "completed"
+
+
+async def _queued_past(handle: WorkflowHandle[Any, Any], wait: timedelta) -> bool:
+    """Whether attempt 1 heartbeated *wait* after it started (its stream still queued)."""
+    pending = (await handle.describe()).raw_description.pending_activities
+    if not pending:
+        return False
+    [one] = pending
+    assert one.attempt == 1, f"attempt 1 timed out: {one.last_failure.message}"
+    if not one.HasField("last_heartbeat_time"):
+        return False
+    beat = one.last_heartbeat_time.ToDatetime(timezone.utc)
+    return beat - one.last_started_time.ToDatetime(timezone.utc) >= wait
+
+
 async def test_worker_shutdown_while_a_retry_queues_to_resume_leaves_the_response_generating(
     emulator: ResponsesEmulator,
 ) -> None:

@@ -109,12 +109,17 @@ class Heartbeats:
         return any(self._points)
 
     def beat(self) -> None:
-        """Send every stream's checkpoint, then the user's details. Never raises: the SDK's
-        own failures cancel the activity."""
-        if self._send is None or not self._refresh():
-            return  # a local activity, or no response yet: nothing to checkpoint
+        """Send every stream's checkpoint, then the user's details; with no checkpoint yet
+        (a first stream opening), the user's details alone: the attempt stays alive.
+        Never raises: the SDK's own failures cancel the activity."""
+        if self._send is None:
+            return  # a local activity: Temporal keeps no heartbeat
+        points = self._refresh()
         try:
-            self._send(detail_of(self._points), *self.user)
+            if points:
+                self._send(detail_of(self._points), *self.user)
+            else:
+                self._send(*self.user)
         except Exception as exc:
             log.warning("heartbeat of a guarded stream's checkpoint failed: %s", exc)
             return

@@ -102,6 +102,7 @@ class TemporalStream:
         "_left",
         "_next",
         "_on_lost",
+        "_opened",
         "_options",
         "_resume_from",
         "_resumed",
@@ -130,6 +131,7 @@ class TemporalStream:
         self._checkpoint: Checkpoint | None = None  # the previous attempt's, in this place
         self._index = -1  # this stream's place among the attempt's (Heartbeats.take)
         self._fresh = False  # a new response's first beat: no event reached the code yet
+        self._opened = False  # the stream has opened: its checkpoint is heartbeated
         self._resume_from = resume_from
         self._on_lost = on_lost
         self._left = left
@@ -228,7 +230,7 @@ class TemporalStream:
         """The checkpoint now, read at each heartbeat: nothing is done per event."""
         stream = self._stream
         response_id = None if stream is None else stream.response_id
-        if stream is None or response_id is None:
+        if stream is None or response_id is None or not self._opened:
             return None
         seq = None if self._fresh else stream.last_sequence_number
         return Checkpoint(response_id=response_id, sequence_number=seq)
@@ -239,38 +241,29 @@ class TemporalStream:
         self._index, self._checkpoint = self._beats.take(self._point)
         stream: GuardedStream | None = None
         try:
+            # The attempt stays alive while the stream opens (a scope's slot, a resume's
+            # check): until it has, a heartbeat says only what the attempt had said.
+            await self._start_beating()
             with anyio.CancelScope(
                 deadline=math.inf if left is None else anyio.current_time() + left
             ) as bound:
                 stream = await self._choose()
             if stream is None or bound.cancelled_caught:
                 raise DeadlineExceeded(left or 0.0)
-        except BaseException:
-            self._beats.leave(self._index, None)
-            raise
-        self._stream = stream
-        try:
+            self._stream = stream
             await stream.__aenter__()
         except BaseException:
-            self._final_beat(stream)
+            await self._stop_beating()
+            if stream is None:
+                self._beats.leave(self._index, None)
+            else:
+                self._final_beat(stream)
             raise
         # The id reaches Temporal before the first event reaches the caller.
+        self._opened = True
         self._fresh = not self._resumed
         self._beats.beat()
         self._fresh = False
-        if not self._beats.durable:
-            return self  # a local activity: no heartbeat to keep
-        try:
-            tasks = self._tasks = anyio.create_task_group()
-            await tasks.__aenter__()  # inside the stream's own deadline scope
-            await tasks.start(self._keep_beating)
-        except BaseException as exc:
-            await self._stop_beating()
-            try:
-                await stream.__aexit__(type(exc), exc, exc.__traceback__)
-            finally:
-                self._final_beat(stream)
-            raise
         return self
 
     async def __aexit__(
@@ -281,10 +274,10 @@ class TemporalStream:
     ) -> None:
         stream = self._require("__aexit__")
         try:
-            await self._stop_beating()
+            await stream.__aexit__(exc_type, exc, tb)  # the guard asks NextAttempt: _choose
         finally:
             try:
-                await stream.__aexit__(exc_type, exc, tb)  # the guard asks NextAttempt: _choose
+                await self._stop_beating()
             finally:
                 self._final_beat(stream)
 
@@ -306,6 +299,16 @@ class TemporalStream:
                 finished=outcome.receipt is None and outcome.reason in _REPLAYABLE,
             )
         self._beats.leave(self._index, last)
+
+    async def _start_beating(self) -> None:
+        """Start the heartbeat loop, in a task group around the whole stream (its own
+        deadline scope opens inside it)."""
+        if not self._beats.durable:
+            return  # a local activity: no heartbeat to keep
+        tasks = anyio.create_task_group()
+        await tasks.__aenter__()
+        self._tasks = tasks
+        await tasks.start(self._keep_beating)
 
     async def _stop_beating(self) -> None:
         """End the heartbeat loop (its own scope: the task group never sees the body's
