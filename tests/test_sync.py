@@ -22,6 +22,7 @@ import pytest
 
 import tether
 import tether.sync
+from tests import sync_fixtures
 from tests._http import httpx2
 from tests.support import (
     WATCHDOG,
@@ -33,29 +34,19 @@ from tests.support import (
     settled_sync,
     threads_left_running,
 )
-from tether import _sync_portal
 from tether._sync_buffer import READ_AHEAD
 from tether._sync_client import async_twin
 from tether._sync_session import StreamSession
 from tether.testing import EmulatedModel
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable
 
     from tether.testing import ResponsesEmulator
 
 
-@pytest.fixture(autouse=True, params=["asyncio", "trio"])
-def portal_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Every test runs with the portal on asyncio and on trio."""
-    monkeypatch.setattr(_sync_portal, "BACKEND", request.param)
-    return request.param
-
-
-@pytest.fixture
-def client(emulator: ResponsesEmulator) -> Iterator[openai.OpenAI]:
-    with emulator.client() as sync_client:
-        yield sync_client
+portal_backend = sync_fixtures.portal_backend  # autouse: asyncio and trio
+client = sync_fixtures.client
 
 
 def once_generating(emulator: ResponsesEmulator, tokens: int = 2) -> Callable[[Any], bool]:

@@ -19,11 +19,12 @@ import pytest
 from anyio.from_thread import BlockingPortal
 
 import tether.sync
+from tests import sync_fixtures
 from tests.support import WATCHDOG, portal_threads, read_deltas_sync, settled_sync, until_sync
 from tether import _sync_portal
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable
 
     import openai
 
@@ -34,17 +35,8 @@ class Raised(Exception):
     """What the tests raise into the streaming thread (Temporal raises its CancelledError)."""
 
 
-@pytest.fixture(autouse=True, params=["asyncio", "trio"])
-def portal_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Every test runs with the portal on asyncio and on trio."""
-    monkeypatch.setattr(_sync_portal, "BACKEND", request.param)
-    return request.param
-
-
-@pytest.fixture
-def client(emulator: ResponsesEmulator) -> Iterator[openai.OpenAI]:
-    with emulator.client() as sync_client:
-        yield sync_client
+portal_backend = sync_fixtures.portal_backend  # autouse: asyncio and trio
+client = sync_fixtures.client
 
 
 def raise_into(thread: threading.Thread) -> None:

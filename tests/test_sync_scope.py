@@ -23,9 +23,9 @@ import pytest
 
 import tether
 import tether.sync
+from tests import sync_fixtures
 from tests._http import httpx2
 from tests.support import WATCHDOG, in_thread, portal_threads, read_deltas_sync
-from tether import _sync_portal
 from tether._sync_job import Job
 
 if TYPE_CHECKING:
@@ -37,17 +37,8 @@ if TYPE_CHECKING:
 EXIT_CHILD = Path(__file__).with_name("exit_child.py")
 
 
-@pytest.fixture(autouse=True, params=["asyncio", "trio"])
-def portal_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Every test runs with the portal on asyncio and on trio."""
-    monkeypatch.setattr(_sync_portal, "BACKEND", request.param)
-    return request.param
-
-
-@pytest.fixture
-def client(emulator: ResponsesEmulator) -> Iterator[openai.OpenAI]:
-    with emulator.client() as sync_client:
-        yield sync_client
+portal_backend = sync_fixtures.portal_backend  # autouse: asyncio and trio
+client = sync_fixtures.client
 
 
 def generating(response_id: str | None, tokens: int = 1) -> Callable[[Any], bool]:
