@@ -968,15 +968,21 @@ async def test_an_attempt_whose_stream_waits_for_a_slot_past_the_heartbeat_timeo
 
 async def _queued_past(handle: WorkflowHandle[Any, Any], wait: timedelta) -> bool:
     """Whether attempt 1 heartbeated *wait* after it started (its stream still queued)."""
-    pending = (await handle.describe()).raw_description.pending_activities
-    if not pending:
-        return False
-    [one] = pending
-    assert one.attempt == 1, f"attempt 1 timed out: {one.last_failure.message}"
-    if not one.HasField("last_heartbeat_time"):
+    one = await _first_attempt(handle)
+    if one is None or not one.HasField("last_heartbeat_time"):
         return False
     beat = one.last_heartbeat_time.ToDatetime(timezone.utc)
     return beat - one.last_started_time.ToDatetime(timezone.utc) >= wait
+
+
+async def _first_attempt(handle: WorkflowHandle[Any, Any]) -> Any:
+    """The one pending activity, which must still be in its first attempt (None: none)."""
+    pending = (await handle.describe()).raw_description.pending_activities
+    if not pending:
+        return None
+    [one] = pending
+    assert one.attempt == 1, f"attempt 1 timed out: {one.last_failure.message}"
+    return one
 
 
 async def test_worker_shutdown_while_a_retry_queues_to_resume_leaves_the_response_generating(
@@ -1289,11 +1295,9 @@ async def test_agent_activity_heartbeats_while_a_tool_runs_past_the_heartbeat_ti
         handle = await start_essay(temporal, queue, model="agent", activity="agent")
 
         async def beat_well_into_the_tool() -> bool:
-            pending = (await handle.describe()).raw_description.pending_activities
-            if not pending or not temporal_app.TOOL_STARTED:
+            one = await _first_attempt(handle)
+            if one is None or not temporal_app.TOOL_STARTED:
                 return False
-            [one] = pending
-            assert one.attempt == 1, "the attempt timed out during the tool"
             beat = one.last_heartbeat_time.ToDatetime(timezone.utc)
             return beat > temporal_app.TOOL_STARTED[0] + timedelta(seconds=2)  # 2 timeouts
 

@@ -73,15 +73,20 @@ class Heartbeats:
         swap_heartbeat(beats)
         return beats
 
-    def take(self, read: Callable[[], Checkpoint | None]) -> tuple[int, Checkpoint | None]:
-        """A stream opens: its place (the next one) and the previous attempt's checkpoint
-        there, if any. Its checkpoint is read with *read* at every heartbeat until ``leave``."""
+    def take(self) -> tuple[int, Checkpoint | None]:
+        """A stream's block is entered: its place (the next one) and the previous attempt's
+        checkpoint there, if any, kept in every heartbeat until ``follow``."""
         index = self._taken
         self._taken += 1
-        self._live[index] = read
         if index >= len(self._points):
             self._points.extend([None] * (index + 1 - len(self._points)))
         return index, self._inherited[index] if index < len(self._inherited) else None
+
+    def follow(self, index: int, read: Callable[[], Checkpoint | None]) -> None:
+        """The stream in place *index* has opened: from now its checkpoint is read with
+        *read* at every heartbeat until ``leave`` (never earlier: no beat names a response
+        before the code is told of it)."""
+        self._live[index] = read
 
     def leave(self, index: int, last: Checkpoint | None) -> None:
         """The stream in place *index* closed. *last*, its final checkpoint, is sent; with

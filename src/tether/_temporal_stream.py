@@ -102,7 +102,6 @@ class TemporalStream:
         "_left",
         "_next",
         "_on_lost",
-        "_opened",
         "_options",
         "_resume_from",
         "_resumed",
@@ -131,7 +130,6 @@ class TemporalStream:
         self._checkpoint: Checkpoint | None = None  # the previous attempt's, in this place
         self._index = -1  # this stream's place among the attempt's (Heartbeats.take)
         self._fresh = False  # a new response's first beat: no event reached the code yet
-        self._opened = False  # the stream has opened: its checkpoint is heartbeated
         self._resume_from = resume_from
         self._on_lost = on_lost
         self._left = left
@@ -230,7 +228,7 @@ class TemporalStream:
         """The checkpoint now, read at each heartbeat: nothing is done per event."""
         stream = self._stream
         response_id = None if stream is None else stream.response_id
-        if stream is None or response_id is None or not self._opened:
+        if stream is None or response_id is None:
             return None
         seq = None if self._fresh else stream.last_sequence_number
         return Checkpoint(response_id=response_id, sequence_number=seq)
@@ -238,7 +236,7 @@ class TemporalStream:
     async def __aenter__(self) -> TemporalStream:
         left = self._left
         self._next.start()
-        self._index, self._checkpoint = self._beats.take(self._point)
+        self._index, self._checkpoint = self._beats.take()
         stream: GuardedStream | None = None
         try:
             # The attempt stays alive while the stream opens (a scope's slot, a resume's
@@ -253,14 +251,16 @@ class TemporalStream:
             self._stream = stream
             await stream.__aenter__()
         except BaseException:
-            await self._stop_beating()
-            if stream is None:
-                self._beats.leave(self._index, None)
-            else:
-                self._final_beat(stream)
+            try:
+                await self._stop_beating()
+            finally:
+                if stream is None:
+                    self._beats.leave(self._index, None)
+                else:
+                    self._final_beat(stream)
             raise
         # The id reaches Temporal before the first event reaches the caller.
-        self._opened = True
+        self._beats.follow(self._index, self._point)
         self._fresh = not self._resumed
         self._beats.beat()
         self._fresh = False
