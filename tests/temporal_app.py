@@ -315,6 +315,44 @@ class SyncActivities:
                 _record(guarded.outcome)
         return {"response_id": guarded.response_id}
 
+    @activity.defn(name="sync_checkpointed")
+    def sync_checkpointed(self, request: dict[str, Any]) -> dict[str, Any]:
+        """``essay`` in a sync activity: ``tether.temporal.guarded_stream`` given the sync
+        client, checkpointed and resumed as in an async activity."""
+        text: list[str] = []
+        seqs: list[int] = []
+        stream = tether.temporal.guarded_stream(
+            self.client,
+            model=request["model"],
+            input=request.get("input", "Write an essay"),
+            grace=2.0,
+            resume_from=request.get("resume_from", "start"),
+            on_lost=request.get("on_lost", "raise"),
+        )
+        try:
+            with stream:
+                beat = request.get("user_heartbeat")
+                if beat is not None:
+                    activity.heartbeat(*beat)
+                for event in stream:
+                    seqs.append(event.sequence_number)
+                    if event.type == "response.output_text.delta":
+                        text.append(event.delta)
+                        _fail_once(request, len(text))
+                final = stream.get_final_response()
+        finally:
+            with contextlib.suppress(RuntimeError):
+                _record(stream.outcome)
+        return {
+            "text": "".join(text),
+            "final_text": final.output_text,
+            "response_id": stream.response_id,
+            "resumed": stream.resumed,
+            "attempt": activity.info().attempt,
+            "sequence_numbers": seqs,
+            "user_details": list(stream.user_details),
+        }
+
 
 @tether.agent_tool
 async def lookup(city: str) -> str:
@@ -451,18 +489,29 @@ class StreamInWorkflow:
 
 
 async def _child(address: str, task_queue: str, base_url: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
     from temporalio.client import Client
     from temporalio.worker import Worker
 
     client = await Client.connect(address)
     activities = Activities(base_url)
-    async with Worker(
-        client,
-        task_queue=task_queue,
-        activities=[activities.essay, activities.turns, activities.raw_essay],
-    ):
-        print("READY", flush=True)
-        await _forever()
+    sync = SyncActivities(base_url)
+    _ = sync.client.responses  # as Activities does: the import, as the worker starts
+    with ThreadPoolExecutor() as executor:
+        async with Worker(
+            client,
+            task_queue=task_queue,
+            activities=[
+                activities.essay,
+                activities.turns,
+                activities.raw_essay,
+                sync.sync_checkpointed,
+            ],
+            activity_executor=executor,
+        ):
+            print("READY", flush=True)
+            await _forever()
 
 
 async def _forever() -> None:

@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 import anyio
 import attrs
+import openai
 import pytest
 from temporalio import activity
 from temporalio.api.common.v1 import WorkflowExecution
@@ -40,6 +41,7 @@ from temporalio.testing import ActivityEnvironment
 from temporalio.worker import Worker
 
 import tether
+import tether.sync
 import tether.temporal
 from tests import temporal_app
 from tests.support import until
@@ -919,15 +921,30 @@ async def test_guarded_stream_in_a_sync_activity_raises_not_in_activity_before_a
     assert len(emulator.ledger) == 0
 
 
-async def test_guarded_stream_given_a_sync_client_says_to_make_the_activity_async(
+async def test_guarded_stream_given_a_sync_client_in_an_async_activity_raises_type_error(
     emulator: ResponsesEmulator,
 ) -> None:
     async def essay() -> None:
         with emulator.client() as client:
-            tether.temporal.guarded_stream(client, model="steady", input="hi")  # pyright: ignore[reportArgumentType]
+            tether.temporal.guarded_stream(client, model="steady", input="hi")
 
-    with pytest.raises(TypeError, match=r"got a sync OpenAI: tether\.temporal streams in async"):
+    with pytest.raises(TypeError, match=r"got a sync OpenAI: it would block the worker's"):
         await ActivityEnvironment().run(essay)
+    assert len(emulator.ledger) == 0
+
+
+def _stream_in_scope(client: openai.OpenAI) -> None:
+    with tether.sync.open_scope(client) as scope:
+        tether.temporal.guarded_stream(scope, model="steady", input="hi")  # pyright: ignore[reportCallIssue, reportArgumentType]
+
+
+async def test_guarded_stream_given_a_tether_sync_scope_says_to_pass_the_client(
+    emulator: ResponsesEmulator,
+) -> None:
+    env = ActivityEnvironment()
+    with emulator.client() as client:
+        with pytest.raises(TypeError, match=r"pass the openai\.OpenAI itself"):
+            await anyio.to_thread.run_sync(env.run, _stream_in_scope, client)
     assert len(emulator.ledger) == 0
 
 
@@ -1428,3 +1445,227 @@ async def test_paused_activity_s_response_is_resumed_by_the_attempt_after_the_un
     )
     result = await handle.result()
     _one_response_completed_and_resumed(emulator, result)
+
+
+# ------------------------------------------------------------ in a sync activity
+
+
+@pytest.fixture
+async def sync_worker(
+    temporal: Client, emulator: ResponsesEmulator, queue: str
+) -> AsyncIterator[Worker]:
+    """An in-process worker for the workflows and the sync ``sync_checkpointed`` activity."""
+    temporal_app.OUTCOMES.clear()
+    activities = temporal_app.SyncActivities(emulator.base_url)
+    with activities.client, concurrent.futures.ThreadPoolExecutor() as executor:
+        async with Worker(
+            temporal,
+            task_queue=queue,
+            workflows=[EssayWorkflow],
+            activities=[activities.sync_checkpointed],
+            activity_executor=executor,
+        ) as running:
+            yield running
+
+
+async def test_sync_activity_heartbeat_checkpoints_the_response_id_and_the_last_sequence_number(
+    temporal: Client, emulator: ResponsesEmulator, sync_worker: Worker, queue: str
+) -> None:
+    handle = await start_essay(temporal, queue, model="slow", activity="sync_checkpointed")
+
+    async def advanced() -> Any:
+        point = tether.temporal.Checkpoint.from_details(await checkpoint_of(handle))
+        return point if point is not None and (point.sequence_number or 0) > 5 else None
+
+    point = await until(advanced, "a checkpoint past event 5")
+    [record] = emulator.ledger.responses
+    assert point.response_id == record.id
+    await handle.cancel()
+    with pytest.raises(WorkflowFailureError):
+        await handle.result()
+
+
+async def test_sync_activity_reads_its_response_to_the_end(
+    temporal: Client, emulator: ResponsesEmulator, sync_worker: Worker, queue: str
+) -> None:
+    handle = await start_essay(temporal, queue, model="steady", activity="sync_checkpointed")
+    result = await handle.result()
+    [record] = emulator.ledger.responses
+    assert record.status == "completed"
+    assert result["response_id"] == record.id
+    assert result["resumed"] is False
+    assert result["text"] == result["final_text"] != ""
+    assert outcome_reasons() == ["completed"]
+
+
+@pytest.mark.parametrize("portal", ["asyncio", "trio"])
+async def test_workflow_cancel_cancels_a_sync_activity_s_checkpointed_response_on_the_server(
+    temporal: Client,
+    emulator: ResponsesEmulator,
+    queue: str,
+    portal: Literal["asyncio", "trio"],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Temporal's CancelledError, raised into the activity's thread, is not a hand-over."""
+    monkeypatch.setattr(_sync_portal, "BACKEND", portal)
+    temporal_app.OUTCOMES.clear()
+    activities = temporal_app.SyncActivities(emulator.base_url)
+    with activities.client, concurrent.futures.ThreadPoolExecutor() as executor:
+        async with Worker(
+            temporal,
+            task_queue=queue,
+            workflows=[EssayWorkflow],
+            activities=[activities.sync_checkpointed],
+            activity_executor=executor,
+        ):
+            handle = await start_essay(temporal, queue, model="slow", activity="sync_checkpointed")
+            await until(lambda: checkpoint_of(handle), "the first heartbeat")
+            await _cancel_mid_stream(emulator, handle)
+    assert len(temporal_app.OUTCOMES) == 1
+    assert temporal_app.OUTCOMES[0].receipt is not None  # tether's cancel, confirmed
+
+
+async def test_sigkilled_sync_worker_retry_resumes_the_same_response_exactly_once(
+    temporal: Client, emulator: ResponsesEmulator, sync_worker: Worker, queue: str
+) -> None:
+    essay_queue = f"{queue}-essay"
+    child = temporal_app.start_worker_process(
+        temporal.service_client.config.target_host, essay_queue, emulator.base_url
+    )
+    try:
+        handle = await start_essay(
+            temporal,
+            queue,
+            model="steady",
+            essay_queue=essay_queue,
+            heartbeat_timeout=2.0,
+            activity="sync_checkpointed",
+        )
+        await until(lambda: checkpoint_of(handle), "the checkpoint")
+        await emulator.wait_for(lambda ledger: ledger.responses[0].tokens_generated > 10)
+    finally:
+        temporal_app.kill(child)
+    assert emulator.ledger.responses[0].generating  # killed mid-stream
+    activities = temporal_app.SyncActivities(emulator.base_url)
+    with activities.client, concurrent.futures.ThreadPoolExecutor() as executor:
+        async with Worker(
+            temporal,
+            task_queue=essay_queue,
+            activities=[activities.sync_checkpointed],
+            activity_executor=executor,
+        ):
+            result = await handle.result()
+    [record] = emulator.ledger.responses
+    assert record.status == "completed"
+    assert result["attempt"] >= 2
+    assert result["resumed"] is True
+    assert result["response_id"] == record.id
+    assert result["sequence_numbers"] == list(range(len(result["sequence_numbers"])))
+    assert result["text"] == result["final_text"] != ""
+
+
+async def test_sync_activity_s_exception_cancels_the_response_and_the_retry_starts_a_new_one(
+    temporal: Client, emulator: ResponsesEmulator, sync_worker: Worker, queue: str
+) -> None:
+    handle = await start_essay(
+        temporal, queue, model="steady", fail_after_deltas=5, activity="sync_checkpointed"
+    )
+    result = await handle.result()
+    first, second = emulator.ledger.responses
+    assert first.status == "cancelled"
+    assert second.status == "completed"
+    assert result["response_id"] == second.id
+    assert result["resumed"] is False
+    assert result["attempt"] == 2
+    assert outcome_reasons() == ["exception", "completed"]
+
+
+async def test_deploy_cancels_a_response_a_sync_attempt_created_and_the_retry_creates_another(
+    temporal: Client, emulator: ResponsesEmulator, queue: str
+) -> None:
+    """A sync activity has no Temporal client to ask whether its checkpoint reached
+    Temporal: its new response is cancelled at a graceful shutdown, never left to a guess."""
+    temporal_app.OUTCOMES.clear()
+    activities = temporal_app.SyncActivities(emulator.base_url)
+    with activities.client, concurrent.futures.ThreadPoolExecutor() as executor:
+        async with Worker(
+            temporal,
+            task_queue=queue,
+            workflows=[EssayWorkflow],
+            activities=[activities.sync_checkpointed],
+            activity_executor=executor,
+            graceful_shutdown_timeout=timedelta(0),
+        ):
+            handle = await start_essay(
+                temporal, queue, model="steady", activity="sync_checkpointed"
+            )
+            await emulator.wait_for(lambda ledger: any(r.tokens_generated > 3 for r in ledger))
+        async with Worker(
+            temporal,
+            task_queue=queue,
+            workflows=[EssayWorkflow],
+            activities=[activities.sync_checkpointed],
+            activity_executor=executor,
+        ):
+            result = await handle.result()
+    first, second = emulator.ledger.responses
+    assert first.status == "cancelled"
+    assert second.status == "completed"
+    assert result["response_id"] == second.id
+    assert result["resumed"] is False
+    assert result["attempt"] == 2
+
+
+async def test_deploy_hands_a_response_a_sync_attempt_resumed_to_the_next_attempt(
+    temporal: Client, emulator: ResponsesEmulator, queue: str
+) -> None:
+    """A resumed response is named by the checkpoint Temporal gave the attempt: handed over."""
+    essay_queue = f"{queue}-essay"
+    child = temporal_app.start_worker_process(
+        temporal.service_client.config.target_host, essay_queue, emulator.base_url
+    )
+    activities = temporal_app.SyncActivities(emulator.base_url)
+    with activities.client, concurrent.futures.ThreadPoolExecutor() as executor:
+        async with Worker(temporal, task_queue=queue, workflows=[EssayWorkflow]):
+            try:
+                handle = await start_essay(
+                    temporal,
+                    queue,
+                    model="medium",
+                    essay_queue=essay_queue,
+                    heartbeat_timeout=2.0,
+                    activity="sync_checkpointed",
+                )
+                await until(lambda: checkpoint_of(handle), "the checkpoint")
+            finally:
+                temporal_app.kill(child)
+            temporal_app.OUTCOMES.clear()
+            async with Worker(
+                temporal,
+                task_queue=essay_queue,
+                activities=[activities.sync_checkpointed],
+                activity_executor=executor,
+                graceful_shutdown_timeout=timedelta(0),
+            ):
+                await until(lambda: _attempt_resumed_past(emulator, handle), "a resumed attempt")
+            assert [o.reason for o in temporal_app.OUTCOMES] == ["detached"]
+            assert emulator.ledger.responses[0].generating  # closed, not cancelled
+            async with Worker(
+                temporal,
+                task_queue=essay_queue,
+                activities=[activities.sync_checkpointed],
+                activity_executor=executor,
+            ):
+                result = await handle.result()
+    _one_response_completed_and_resumed(emulator, result)
+    assert result["attempt"] >= 3
+
+
+async def _attempt_resumed_past(
+    emulator: ResponsesEmulator, handle: WorkflowHandle[Any, Any]
+) -> bool:
+    """A retry of the killed worker's attempt streams the response again (the killed one's
+    connection was dropped at the emulator's next token, long before the 2 s heartbeat
+    timeout let Temporal retry)."""
+    [record] = emulator.ledger.responses
+    return record.listeners > 0 and await _pending_attempt(handle) >= 2

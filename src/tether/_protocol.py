@@ -182,7 +182,9 @@ class ResponseGuard(StopSteps):
             try:
                 handover = self.handover
                 if handover is not None and self._state < State.STOPPING and await handover(exc):
-                    self.mark_reason("detached")  # a successor resumes it: closed, not cancelled
+                    # A successor resumes it: closed, not cancelled, whatever reason the
+                    # interruption had marked (a sync activity's cancel marks "exception").
+                    self._reason = "detached"
             finally:
                 await self.stop(self.reason_for(exc))
         finally:

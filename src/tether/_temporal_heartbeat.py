@@ -11,7 +11,11 @@ context is the attempt's and goes with it, and a heartbeat of the user's between
 streams must not erase the first one's checkpoint. Places this attempt has not reached
 keep the previous attempt's checkpoints: a heartbeat never forgets a response that a later
 attempt (or ``ResponseCanceller.cancel_from_failure``) may still have to resume or cancel.
-Everything runs on the activity's event loop: no lock.
+Everything runs on the stream's event loop: no lock. In a sync activity that is a
+``tether.sync`` portal's loop (``_temporal_sync.py``), and the user's own
+``activity.heartbeat()`` runs in the activity's thread: it reads the places and sends,
+never adds or drops one, and ``take``, ``follow`` and ``leave`` run on the loop while that
+thread waits for them.
 """
 
 from __future__ import annotations

@@ -37,6 +37,7 @@ is never left generating on a guess.
 
 from __future__ import annotations
 
+import contextvars
 import math
 from datetime import datetime, timedelta, timezone
 from typing import Any, final
@@ -44,6 +45,7 @@ from typing import Any, final
 import anyio
 from temporalio import activity
 from temporalio.client import WorkflowExecutionStatus
+from temporalio.exceptions import CancelledError
 
 from ._cancel import log
 from ._temporal_checkpoint import Checkpoint
@@ -61,14 +63,20 @@ there fires on the monotonic clock, the deadline is read on the wall clock)."""
 
 @final
 class NextAttempt:
-    """What an attempt knows of the next one: ``activity.info()`` and tether's deadline."""
+    """What an attempt knows of the next one: ``activity.info()`` and tether's deadline.
 
-    __slots__ = ("_attempt_left", "_ends_at", "_info")
+    Made in the activity's context and asked on the stream's loop, which in a sync activity
+    runs in another thread: the context is kept (``contextvars.copy_context``) and what
+    ``activity`` says is read in it.
+    """
+
+    __slots__ = ("_attempt_left", "_context", "_ends_at", "_info")
 
     def __init__(self, info: activity.Info, attempt_left: float | None) -> None:
         self._info = info
         self._attempt_left = attempt_left  # seconds until the server ends the attempt
         self._ends_at = math.inf
+        self._context = contextvars.copy_context()  # the activity's, for any thread
 
     def start(self) -> None:
         """The block starts: from now, tether's deadline fires at the attempt's end (unless
@@ -97,9 +105,12 @@ class NextAttempt:
 
     def _follows(self, exc: BaseException | None) -> bool | None:
         """True: another attempt follows; None: if the workflow still runs; False: none."""
-        if not isinstance(exc, anyio.get_cancelled_exc_class()) or not self._attempts_left():
+        cancelled = (anyio.get_cancelled_exc_class(), CancelledError)  # a sync activity's
+        if not isinstance(exc, cancelled) or not self._attempts_left():
             return False  # the code ended the block (it may go on): stop the response
-        details = activity.cancellation_details()
+        details = self._context.run(activity.cancellation_details)
+        if details is None and isinstance(exc, CancelledError):
+            return False  # raised by the code itself, not by Temporal
         if details is None:  # not Temporal: tether's deadline, or a scope of the code's own
             return anyio.current_time() >= self._ends_at  # the attempt's end: it times out
         if details.cancel_requested:
@@ -133,8 +144,8 @@ class NextAttempt:
         if info.workflow_id is None:
             return False
         try:
-            client = activity.client()
-        except RuntimeError:  # a test environment without a client: nothing to ask
+            client = self._context.run(activity.client)
+        except RuntimeError:  # a sync activity, a test environment: no client to ask
             return False
         handle = client.get_workflow_handle(info.workflow_id, run_id=info.workflow_run_id)
         with anyio.CancelScope(shield=True), anyio.move_on_after(_ASK_TIMEOUT):

@@ -1,28 +1,23 @@
 """TemporalStream: a guarded stream inside a Temporal activity, checkpointed in its heartbeats.
 
 Made by ``tether.temporal.guarded_stream`` (``temporal.py``, which checks the activity's
-context and builds the stream): on entry it resumes the checkpoint's response or creates a
-new one (``ResumeFailed`` when the checkpoint's response can no longer give its result),
-then keeps its checkpoint in the attempt's heartbeat (``_temporal_heartbeat.py``: every
-stream's, the user's own details after them).
+context and builds the stream) in an ``async def`` activity: on entry it takes its place in
+the attempt's heartbeat and resumes that place's response or creates a new one
+(``_temporal_place.py``), then beats the attempt's heartbeat (``_temporal_heartbeat.py``:
+every stream's checkpoint, the user's own details after them) until it closes. Its sync
+twin is ``SyncTemporalStream`` (``_temporal_sync.py``).
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Literal, final
+from typing import TYPE_CHECKING, Any, final
 
 import anyio
 import anyio.abc
-import openai
-from temporalio.exceptions import ApplicationError
 
-from ._build import resume_guard
-from ._cancel import log
-from ._errors import DeadlineExceeded, TetherError
-from ._outcome import DetachedResponse
+from ._errors import DeadlineExceeded
 from ._stream import GuardedStream
-from ._temporal_checkpoint import Checkpoint
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -32,47 +27,9 @@ if TYPE_CHECKING:
     from openai.types.responses import Response, ResponseStreamEvent
 
     from ._outcome import CancelReceipt, StreamOutcome
-    from ._protocol import ResponseGuard
-    from ._scope import Scope
-    from ._temporal_heartbeat import Heartbeats
-    from ._temporal_retry import NextAttempt
+    from ._temporal_place import Place
 
-__all__ = ["ResumeFailed", "TemporalStream"]
-
-_LOST = frozenset({"cancelled", "gone"})  # no result, and nothing says a retry may redo it
-_REPLAYABLE = frozenset({"completed", "incomplete"})  # ended on its own, with a result
-
-
-class ResumeFailed(TetherError, ApplicationError):
-    """A retried activity's checkpoint names a response that can no longer give its result.
-
-    The response was ``cancelled`` (by a workflow's cancel, a timeout, an operator) or is
-    ``gone`` (expired, deleted, never stored); one that ``failed`` on the server is created
-    anew instead, as a retry after a failure means. A Temporal
-    ``ApplicationError`` of type ``"ResumeFailed"``, **non-retryable**: Temporal keeps the
-    last heartbeat's details for every later attempt, which would all fail the same way.
-    Pass ``on_lost="restart"`` to start a new response instead.
-
-    Example:
-        ```python
-        try:
-            await workflow.execute_activity(essay, prompt, ...)
-        except ActivityError as err:
-            cause = err.cause  # ApplicationError, type "ResumeFailed", non_retryable
-        ```
-    """
-
-    def __init__(self, response_id: str, status: str) -> None:
-        super().__init__(
-            f"the checkpointed response {response_id} is {status}: it cannot be resumed "
-            "(on_lost='restart' starts a new response instead)",
-            type="ResumeFailed",
-            non_retryable=True,
-        )
-        self.response_id = response_id
-        """The response the checkpoint named."""
-        self.status = status
-        """``"cancelled"`` or ``"gone"``."""
+__all__ = ["TemporalStream"]
 
 
 @final
@@ -91,51 +48,12 @@ class TemporalStream:
         ```
     """
 
-    __slots__ = (
-        "_beat_every",
-        "_beating",
-        "_beats",
-        "_checkpoint",
-        "_create",
-        "_fresh",
-        "_index",
-        "_left",
-        "_next",
-        "_on_lost",
-        "_options",
-        "_resume_from",
-        "_resumed",
-        "_scope",
-        "_stream",
-        "_tasks",
-    )
+    __slots__ = ("_beat_every", "_beating", "_left", "_place", "_stream", "_tasks")
 
-    def __init__(
-        self,
-        scope: Scope,
-        create: ResponseGuard,
-        options: dict[str, Any],
-        *,
-        beats: Heartbeats,
-        resume_from: Literal["start", "checkpoint"],
-        on_lost: Literal["raise", "restart"],
-        left: float | None,
-        beat_every: float,
-        next_attempt: NextAttempt,
-    ) -> None:
-        self._scope = scope
-        self._create = create
-        self._options = options
-        self._beats = beats
-        self._checkpoint: Checkpoint | None = None  # the previous attempt's, in this place
-        self._index = -1  # this stream's place among the attempt's (Heartbeats.take)
-        self._fresh = False  # a new response's first beat: no event reached the code yet
-        self._resume_from = resume_from
-        self._on_lost = on_lost
+    def __init__(self, place: Place, *, left: float | None, beat_every: float) -> None:
+        self._place = place
         self._left = left
         self._beat_every = beat_every
-        self._next = next_attempt
-        self._resumed = False
         self._stream: GuardedStream | None = None
         self._tasks: TaskGroup | None = None
         self._beating: anyio.CancelScope | None = None
@@ -151,7 +69,7 @@ class TemporalStream:
     @property
     def resumed(self) -> bool:
         """Whether this attempt resumed the response of a previous attempt's checkpoint."""
-        return self._resumed
+        return self._place.resumed
 
     @property
     def user_details(self) -> tuple[Any, ...]:
@@ -164,7 +82,7 @@ class TemporalStream:
                 done = stream.user_details  # () on a first attempt
             ```
         """
-        return self._beats.user
+        return self._place.beats.user
 
     @property
     def last_sequence_number(self) -> int | None:
@@ -181,62 +99,10 @@ class TemporalStream:
             raise RuntimeError(f"{what} needs an open stream: use it inside `async with`")
         return self._stream
 
-    async def _choose(self) -> GuardedStream:
-        """The stream to open: the checkpoint's response (checked first), or a new one.
-
-        Its guard asks ``NextAttempt`` when it closes (``_temporal_retry.py``): a stop that
-        another attempt will resume hands the response over, closed and not cancelled,
-        whether it comes during the open (a resume's) or after.
-        """
-        guard = self._create
-        checkpoint = self._checkpoint
-        if checkpoint is not None and not checkpoint.stopped:  # stopped: its attempt cancelled it
-            try:
-                response = await self._scope.client.responses.retrieve(checkpoint.response_id)
-                status = response.status
-            except openai.NotFoundError:
-                status = "gone"
-            if status == "failed":  # what Temporal retries for: a new response
-                log.warning(
-                    "tether.temporal: the checkpointed response %s failed on the server: "
-                    "this attempt creates a new one",
-                    checkpoint.response_id,
-                )
-            elif status not in _LOST:
-                self._resumed = True
-                seq = checkpoint.sequence_number if self._resume_from == "checkpoint" else None
-                handle = DetachedResponse(
-                    response_id=checkpoint.response_id, last_sequence_number=seq
-                )
-                guard = resume_guard(self._scope, handle, **self._options)
-            elif self._on_lost == "raise":
-                raise ResumeFailed(checkpoint.response_id, status or "gone")
-        chosen = guard
-        guard.handover = lambda exc: self._next.resumes(
-            exc, chosen.response_id, checkpoint=self._held(chosen.response_id)
-        )
-        return GuardedStream(guard, self._left)
-
-    def _held(self, response_id: str | None) -> bool | None:
-        """Whether Temporal holds a checkpoint naming the response: True (this attempt
-        resumed it), None (a heartbeat named it: ask), False (none did)."""
-        if self._resumed:
-            return True
-        return None if response_id is not None and self._beats.named(response_id) else False
-
-    def _point(self) -> Checkpoint | None:
-        """The checkpoint now, read at each heartbeat: nothing is done per event."""
-        stream = self._stream
-        response_id = None if stream is None else stream.response_id
-        if stream is None or response_id is None:
-            return None
-        seq = None if self._fresh else stream.last_sequence_number
-        return Checkpoint(response_id=response_id, sequence_number=seq)
-
     async def __aenter__(self) -> TemporalStream:
         left = self._left
-        self._next.start()
-        self._index, self._checkpoint = self._beats.take()
+        place = self._place
+        place.take()
         stream: GuardedStream | None = None
         try:
             # The attempt stays alive while the stream opens (a scope's slot, a resume's
@@ -245,7 +111,7 @@ class TemporalStream:
             with anyio.CancelScope(
                 deadline=math.inf if left is None else anyio.current_time() + left
             ) as bound:
-                stream = await self._choose()
+                stream = GuardedStream(await place.choose(), left)
             if stream is None or bound.cancelled_caught:
                 raise DeadlineExceeded(left or 0.0)
             self._stream = stream
@@ -254,16 +120,9 @@ class TemporalStream:
             try:
                 await self._stop_beating()
             finally:
-                if stream is None:
-                    self._beats.leave(self._index, None)
-                else:
-                    self._final_beat(stream)
+                self._leave(stream)
             raise
-        # The id reaches Temporal before the first event reaches the caller.
-        self._beats.follow(self._index, self._point)
-        self._fresh = not self._resumed
-        self._beats.beat()
-        self._fresh = False
+        place.follow(stream)  # the id reaches Temporal before the first event reaches the code
         return self
 
     async def __aexit__(
@@ -274,36 +133,24 @@ class TemporalStream:
     ) -> None:
         stream = self._require("__aexit__")
         try:
-            await stream.__aexit__(exc_type, exc, tb)  # the guard asks NextAttempt: _choose
+            await stream.__aexit__(exc_type, exc, tb)  # the guard asks NextAttempt
         finally:
             try:
                 await self._stop_beating()
             finally:
-                self._final_beat(stream)
+                self._leave(stream)
 
-    def _final_beat(self, stream: GuardedStream) -> None:
-        """The last checkpoint: ``stopped`` when this attempt cancelled the response or saw
-        it fail (a retry then starts a new one instead of failing to resume it:
-        ``ResumeFailed``), ``finished`` when it ended with a result (a retry replays it)."""
-        response_id = stream.response_id
+    def _leave(self, stream: GuardedStream | None) -> None:
         try:
-            outcome = stream.outcome
+            outcome = None if stream is None else stream.outcome
         except RuntimeError:  # the stop did not get to its end: say nothing new
             outcome = None
-        last = None
-        if outcome is not None and response_id is not None:
-            last = Checkpoint(
-                response_id=response_id,
-                sequence_number=stream.last_sequence_number,
-                stopped=outcome.receipt is not None or outcome.reason == "failed",
-                finished=outcome.receipt is None and outcome.reason in _REPLAYABLE,
-            )
-        self._beats.leave(self._index, last)
+        self._place.leave(stream, outcome)
 
     async def _start_beating(self) -> None:
         """Start the heartbeat loop, in a task group around the whole stream (its own
         deadline scope opens inside it)."""
-        if not self._beats.durable:
+        if not self._place.beats.durable:
             return  # a local activity: no heartbeat to keep
         tasks = anyio.create_task_group()
         await tasks.__aenter__()
@@ -326,7 +173,7 @@ class TemporalStream:
             task_status.started()
             while True:
                 await anyio.sleep(self._beat_every)
-                self._beats.beat()
+                self._place.beats.beat()
 
     def __aiter__(self) -> AsyncIterator[ResponseStreamEvent]:
         return self._require("iterating the stream").__aiter__()

@@ -6,30 +6,38 @@ a [`Checkpoint`][tether.temporal.Checkpoint] (the response id, the last sequence
 the activity's heartbeat details, one per stream the activity opens. A cancelled activity
 cancels its response on the server within ``grace``; a retried one resumes the responses
 its last heartbeat names instead of creating them again. [`run_agent`][tether.temporal.run_agent]
-is ``tether.run_agent`` with every turn such a stream. Needs the ``tether[temporal]`` extra (``temporalio``). Activities
-run on asyncio: so does this module. See the "Running on Temporal" page of the docs.
+is ``tether.run_agent`` with every turn such a stream. In a sync activity (a plain ``def``),
+``guarded_stream`` given an ``openai.OpenAI`` returns a
+[`SyncTemporalStream`][tether.temporal.SyncTemporalStream], checkpointed alike. Needs the
+``tether[temporal]`` extra (``temporalio``). See the "Running on Temporal" page of the docs.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, overload
 
-import anyio
 import openai
-from temporalio import activity, workflow
 
 from ._agent import run_checked
 from ._agent_request import check_agent_request
 from ._build import StreamOptions, build_guard
-from ._errors import TetherError
 from ._public import claim as _claim
-from ._scope import Scope, as_scope
+from ._scope import DEFAULT_FIRST_EVENT_TIMEOUT, DEFAULT_GRACE, Scope
+from ._sync_scope import Scope as SyncScope
 from ._temporal_canceller import ResponseCanceller
 from ._temporal_checkpoint import Checkpoint
+from ._temporal_context import (
+    NotInActivity,
+    async_scope,
+    attempt_left,
+    beat_interval,
+    check_context,
+)
 from ._temporal_heartbeat import Heartbeats
+from ._temporal_place import Place, ResumeFailed
 from ._temporal_retry import NextAttempt
-from ._temporal_stream import ResumeFailed, TemporalStream
+from ._temporal_stream import TemporalStream
+from ._temporal_sync import SyncTemporalStream
 from ._validate import check_timeout
 
 if TYPE_CHECKING:
@@ -47,89 +55,14 @@ __all__ = [
     "NotInActivity",
     "ResponseCanceller",
     "ResumeFailed",
+    "SyncTemporalStream",
     "TemporalStream",
     "guarded_stream",
     "run_agent",
 ]
 
-_MAX_THROTTLE = 60.0  # the worker's max_heartbeat_throttle_interval default (seconds)
-_DEFAULT_THROTTLE = 30.0  # its default_heartbeat_throttle_interval, with no heartbeat timeout
 
-
-class NotInActivity(TetherError, RuntimeError):
-    """``tether.temporal.guarded_stream`` was called outside an async activity.
-
-    Outside any activity, in workflow code, or in a sync activity (one the worker runs in a
-    thread of its ``activity_executor``): tether.temporal streams in ``async def``
-    activities, on the worker's event loop.
-
-    Raised before any request. Workflow code must stay deterministic (no network, no clock):
-    stream in an activity and execute it from the workflow; outside Temporal, use
-    [`tether.guarded_stream`][tether.guarded_stream].
-
-    Example:
-        ```python
-        try:
-            tether.temporal.guarded_stream(client, model="fast", input="Hi")
-        except tether.temporal.NotInActivity as exc:
-            print(exc)  # ... use tether.guarded_stream() instead
-        ```
-    """
-
-
-def _check_context(what: str = "guarded_stream") -> activity.Info:
-    if workflow.in_workflow():
-        raise NotInActivity(
-            f"tether.temporal.{what}() was called in workflow code: a stream does "
-            "network I/O and reads the clock, which Temporal's deterministic workflow code "
-            "must not; stream in an activity (@activity.defn) and run it with "
-            "workflow.execute_activity()"
-        )
-    if not activity.in_activity():
-        raise NotInActivity(
-            f"tether.temporal.{what}() runs inside a Temporal activity (@activity.defn); "
-            f"outside one, use tether.{what}() instead"
-        )
-    try:
-        anyio.get_current_task()
-    except RuntimeError:  # no event loop in this thread (anyio's NoEventLoopError)
-        raise NotInActivity(
-            f"tether.temporal.{what}() was called in a sync activity (run by the "
-            "worker's activity_executor, in a thread): it streams in async activities; "
-            "make the activity `async def` and give it an openai.AsyncOpenAI"
-        ) from None
-    return activity.info()
-
-
-def _async_scope(scope: Scope | AsyncOpenAI) -> Scope:
-    if isinstance(scope, openai.OpenAI):
-        raise TypeError(
-            f"scope must be an openai.AsyncOpenAI or a tether.Scope, got a sync "
-            f"{type(scope).__name__}: tether.temporal streams in async activities "
-            "(`async def`); give the activity an openai.AsyncOpenAI"
-        )
-    return as_scope(scope)
-
-
-def _attempt_left(info: activity.Info) -> float | None:
-    """Seconds until the server ends this attempt (start-to-close, schedule-to-close)."""
-    ends: list[datetime] = []
-    if info.start_to_close_timeout:
-        ends.append(info.started_time + info.start_to_close_timeout)
-    if info.schedule_to_close_timeout:
-        ends.append(info.scheduled_time + info.schedule_to_close_timeout)
-    if not ends:
-        return None
-    return max((min(ends) - datetime.now(timezone.utc)).total_seconds(), 1e-3)
-
-
-def _beat_interval(info: activity.Info) -> float:
-    """Half the SDK's throttle (0.8 x heartbeat_timeout): one heartbeat always pending."""
-    timeout = info.heartbeat_timeout
-    throttle = min(timeout.total_seconds() * 0.8, _MAX_THROTTLE) if timeout else _DEFAULT_THROTTLE
-    return max(throttle / 2, 0.01)
-
-
+@overload
 def guarded_stream(
     scope: Scope | AsyncOpenAI,
     *,
@@ -142,7 +75,38 @@ def guarded_stream(
     deadline: float | None = None,
     key: str | None = None,
     **create_kwargs: Any,
-) -> TemporalStream:
+) -> TemporalStream: ...
+
+
+@overload
+def guarded_stream(
+    scope: openai.OpenAI,
+    *,
+    resume_from: Literal["start", "checkpoint"] = "start",
+    on_lost: Literal["raise", "restart"] = "raise",
+    grace: float | None = None,
+    first_event_timeout: float | None = None,
+    first_token_timeout: float | None = None,
+    idle_timeout: float | None = None,
+    deadline: float | None = None,
+    key: str | None = None,
+    **create_kwargs: Any,
+) -> SyncTemporalStream: ...
+
+
+def guarded_stream(
+    scope: Scope | AsyncOpenAI | openai.OpenAI,
+    *,
+    resume_from: Literal["start", "checkpoint"] = "start",
+    on_lost: Literal["raise", "restart"] = "raise",
+    grace: float | None = None,
+    first_event_timeout: float | None = None,
+    first_token_timeout: float | None = None,
+    idle_timeout: float | None = None,
+    deadline: float | None = None,
+    key: str | None = None,
+    **create_kwargs: Any,
+) -> TemporalStream | SyncTemporalStream:
     """In an activity: a guarded background stream, checkpointed in the activity's heartbeats.
 
     On entry, a retried attempt whose last heartbeat names a response in this stream's place
@@ -162,8 +126,18 @@ def guarded_stream(
     last checkpoint says so: a retry then starts a new response. Either way, what ended
     the block goes on.
 
+    In a sync activity (a plain ``def``, run in a thread of the worker's
+    ``activity_executor``), give it the sync ``openai.OpenAI``: it returns a
+    [`SyncTemporalStream`][tether.temporal.SyncTemporalStream], used as ``with``, checkpointed
+    and resumed alike, on a ``tether.sync`` portal of its own. Temporal's ``CancelledError``,
+    raised into the activity's thread, stops it wherever it lands. A sync activity has no
+    Temporal client to ask whether a checkpoint reached Temporal, so a graceful end (a
+    worker shutdown, a timeout) hands over only a response the attempt resumed; a new one
+    is cancelled (a dead worker's is resumed all the same).
+
     Args:
-        scope: A [`Scope`][tether.Scope] or an ``openai.AsyncOpenAI``.
+        scope: A [`Scope`][tether.Scope] or an ``openai.AsyncOpenAI`` in an ``async def``
+            activity; an ``openai.OpenAI`` in a sync activity.
         resume_from: ``"start"``: a resumed response replays from ``sequence_number`` 0, so
             the attempt sees every event once. ``"checkpoint"``: from after the checkpoint's
             sequence number, for activities that keep their own progress.
@@ -182,15 +156,18 @@ def guarded_stream(
         **create_kwargs: Passed to ``client.responses.create`` (``model``, ``input``, ...).
 
     Returns:
-        A [`TemporalStream`][tether.temporal.TemporalStream], to use as ``async with``.
+        A [`TemporalStream`][tether.temporal.TemporalStream], to use as ``async with``; with
+        an ``openai.OpenAI``, a [`SyncTemporalStream`][tether.temporal.SyncTemporalStream],
+        to use as ``with``.
 
     Raises:
-        NotInActivity: Called outside an async activity: outside any, in workflow code, or
-            in a sync activity (before any request).
+        NotInActivity: Called outside an activity, in workflow code, or with an async
+            client in a sync activity (before any request).
         ResumeFailed: On entry, the checkpoint's response cannot be resumed.
         DeadlineExceeded: The attempt's deadline (or ``deadline``) ran out; the stream was
             stopped first (handed to the next attempt, or cancelled if none follows).
-        TypeError: *scope* is a sync ``openai.OpenAI``.
+        TypeError: *scope* is a sync ``openai.OpenAI`` in an ``async def`` activity, or a
+            ``tether.sync.Scope``.
         ValueError: ``background=False`` or ``stream=`` given, a timeout out of range.
 
     Example:
@@ -199,11 +176,17 @@ def guarded_stream(
         async def essay(prompt: str) -> str:
             async with tether.temporal.guarded_stream(client, model="gpt-5", input=prompt) as s:
                 return (await s.get_final_response()).output_text
+
+        @activity.defn
+        def sync_essay(prompt: str) -> str:  # a sync activity, with an openai.OpenAI
+            with tether.temporal.guarded_stream(sync_client, model="gpt-5", input=prompt) as s:
+                return s.get_final_response().output_text
         ```
 
     Added in version 0.2.
     """
-    info = _check_context()
+    sync = scope if isinstance(scope, (openai.OpenAI, SyncScope)) else None  # a sync activity's
+    info = check_context(sync=sync)
     if create_kwargs.pop("background", True) is not True:
         raise ValueError(
             "tether.temporal.guarded_stream always runs background responses: "
@@ -214,7 +197,7 @@ def guarded_stream(
     if on_lost not in ("raise", "restart"):
         raise ValueError(f"on_lost must be 'raise' or 'restart', got {on_lost!r}")
     limit = check_timeout("deadline", deadline)
-    left = attempt_left = _attempt_left(info)
+    left = attempt_end = attempt_left(info)
     if limit is not None:
         left = limit if left is None else min(left, limit)
     metadata: Any = create_kwargs.get("metadata") or {}
@@ -226,7 +209,21 @@ def guarded_stream(
         "temporal_activity_id": info.activity_id,
         "temporal_attempt": str(info.attempt),
     }
-    the_scope = _async_scope(scope)
+    portal: SyncScope | None = None
+    if isinstance(scope, openai.OpenAI):  # a sync activity: a portal of its own
+        portal = SyncScope(
+            scope,
+            deadline=left,
+            grace=DEFAULT_GRACE,
+            first_event_timeout=DEFAULT_FIRST_EVENT_TIMEOUT,
+            max_concurrency=None,
+            confirm=True,
+            journal=None,
+            instead="tether.temporal.guarded_stream",
+        )
+        the_scope = portal.async_scope
+    else:
+        the_scope = async_scope(scope)
     options: dict[str, Any] = {
         "grace": grace,
         "first_event_timeout": first_event_timeout,
@@ -237,18 +234,18 @@ def guarded_stream(
         first_token_timeout=first_token_timeout,  # a resumed response has had its first token
         **options,
     )
-    create = build_guard(the_scope, own, create_kwargs)
-    return TemporalStream(
+    place = Place(
         the_scope,
-        create,
+        build_guard(the_scope, own, create_kwargs),
         options,
         beats=Heartbeats.of_attempt(),
         resume_from=resume_from,
         on_lost=on_lost,
-        left=left,
-        beat_every=_beat_interval(info),
-        next_attempt=NextAttempt(info, attempt_left),
+        next_attempt=NextAttempt(info, attempt_end),
     )
+    if portal is not None:
+        return SyncTemporalStream(place, portal, beat_every=beat_interval(info))
+    return TemporalStream(place, left=left, beat_every=beat_interval(info))
 
 
 async def run_agent(
@@ -319,10 +316,10 @@ async def run_agent(
 
     Added in version 0.2.
     """
-    info = _check_context("run_agent")
+    info = check_context("run_agent")
     if on_lost not in ("raise", "restart"):
         raise ValueError(f"on_lost must be 'raise' or 'restart', got {on_lost!r}")
-    the_scope = _async_scope(scope)
+    the_scope = async_scope(scope)
     checked = check_agent_request(
         model=model,
         first_input=input,
@@ -339,7 +336,7 @@ async def run_agent(
     def open_turn(turn_scope: Scope, request: dict[str, Any]) -> TurnStream:
         return guarded_stream(turn_scope, on_lost=on_lost, **request)
 
-    async with Heartbeats.of_attempt().kept(_beat_interval(info)):  # tools run between turns
+    async with Heartbeats.of_attempt().kept(beat_interval(info)):  # tools run between turns
         return await run_checked(the_scope, checked, input, open_turn)
 
 
