@@ -39,10 +39,10 @@ PUBLIC = [
     "tether.testing.pytest_plugin",
 ]
 NOT_COUNTED = {"tether.cli", "tether.testing.pytest_plugin"}
-BUDGET = 61
+BUDGET = 62
 """Names counted across the public modules (108 before issue 25, which set 60 as its goal;
-``docs/design.md`` says what each cut was; 61 with ``tether.temporal.run_agent``, and why
-is there too). Lower it when a name goes; never raise it without a design note."""
+``docs/design.md`` says what each cut was; 61 with ``tether.temporal.run_agent``, 62 with
+``tether.temporal.SyncTemporalStream``, and why is there too). Lower it when a name goes; never raise it without a design note."""
 REEXPORTING = [
     "tether",
     "tether.agents",

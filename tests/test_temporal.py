@@ -44,7 +44,7 @@ import tether
 import tether.sync
 import tether.temporal
 from tests import temporal_app
-from tests.support import until
+from tests.support import until, until_sync
 from tests.temporal_app import Activities, EssayWorkflow, LocalEssayWorkflow, StreamInWorkflow
 from tether import _sync_portal
 from tether.testing import EmulatedModel, Faults, FunctionCall, ResponsesEmulator, Turn
@@ -1669,3 +1669,153 @@ async def _attempt_resumed_past(
     timeout let Temporal retry)."""
     [record] = emulator.ledger.responses
     return record.listeners > 0 and await _pending_attempt(handle) >= 2
+
+
+@contextlib.asynccontextmanager
+async def _sync_worker_until_done(
+    temporal: Client, emulator: ResponsesEmulator, queue: str
+) -> AsyncIterator[None]:
+    """A worker for the sync activity whose exit waits for its activities to end (its
+    outcomes, recorded in the activity's thread, are all in once it has exited)."""
+    temporal_app.OUTCOMES.clear()
+    activities = temporal_app.SyncActivities(emulator.base_url)
+    with activities.client, concurrent.futures.ThreadPoolExecutor() as executor:
+        async with Worker(
+            temporal,
+            task_queue=queue,
+            workflows=[EssayWorkflow],
+            activities=[activities.sync_checkpointed],
+            activity_executor=executor,
+            graceful_shutdown_timeout=timedelta(seconds=10),
+        ):
+            yield
+
+
+async def test_start_to_close_timeout_cancels_a_sync_activity_s_response_on_the_server(
+    temporal: Client, emulator: ResponsesEmulator, queue: str
+) -> None:
+    """tether's own deadline, on the sync stream's portal: the attempt's end."""
+    async with _sync_worker_until_done(temporal, emulator, queue):
+        handle = await start_essay(
+            temporal,
+            queue,
+            model="slow",
+            start_to_close_timeout=1.5,
+            heartbeat_timeout=30.0,
+            maximum_attempts=1,
+            activity="sync_checkpointed",
+        )
+        with pytest.raises(WorkflowFailureError) as caught:
+            await handle.result()
+    assert isinstance(caught.value.cause, ActivityError)
+    assert isinstance(caught.value.cause.cause, TimeoutError)
+    [record] = emulator.ledger.responses
+    assert record.status == "cancelled"
+    assert outcome_reasons() == ["deadline"]
+
+
+async def test_workflow_cancel_reaches_a_sync_activity_s_stream_that_sends_no_event(
+    temporal: Client, emulator: ResponsesEmulator, queue: str
+) -> None:
+    """No event, no heartbeat of the activity's own: tether's beats, sent from the portal's
+    loop, carry the cancel to the activity's thread."""
+    async with _sync_worker_until_done(temporal, emulator, queue):
+        handle = await start_essay(temporal, queue, model="silent", activity="sync_checkpointed")
+        await emulator.wait_for(lambda ledger: len(ledger) == 1)
+        await until(lambda: checkpoint_of(handle), "the first heartbeat")
+        await handle.cancel()
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+    [record] = emulator.ledger.responses
+    assert record.status == "cancelled"
+    assert record.tokens_generated == 0
+
+
+async def test_user_heartbeat_in_a_sync_activity_follows_the_checkpoint(
+    temporal: Client, emulator: ResponsesEmulator, sync_worker: Worker, queue: str
+) -> None:
+    handle = await start_essay(
+        temporal, queue, model="slow", user_heartbeat=["mine", 3], activity="sync_checkpointed"
+    )
+
+    async def merged() -> Any:
+        details = await checkpoint_of(handle)
+        return details if len(details) == 3 else None
+
+    details = await until(merged, "the user's heartbeat")
+    point = tether.temporal.Checkpoint.from_details(details)
+    assert point is not None
+    assert point.response_id == emulator.ledger.responses[0].id
+    assert details[1:] == ("mine", 3)
+    await handle.cancel()
+    with pytest.raises(WorkflowFailureError):
+        await handle.result()
+
+
+async def test_sync_retry_resuming_from_the_checkpoint_skips_the_events_already_handed_over(
+    temporal: Client, emulator: ResponsesEmulator, sync_worker: Worker, queue: str
+) -> None:
+    """A sync activity's retry with ``resume_from="checkpoint"`` goes on after it."""
+    essay_queue = f"{queue}-essay"
+    child = temporal_app.start_worker_process(
+        temporal.service_client.config.target_host, essay_queue, emulator.base_url
+    )
+
+    async def past_event_10() -> Any:
+        point = tether.temporal.Checkpoint.from_details(await checkpoint_of(handle))
+        return point if point is not None and (point.sequence_number or 0) > 10 else None
+
+    try:
+        handle = await start_essay(
+            temporal,
+            queue,
+            model="steady",
+            essay_queue=essay_queue,
+            heartbeat_timeout=2.0,
+            resume_from="checkpoint",
+            activity="sync_checkpointed",
+        )
+        point = await until(past_event_10, "a checkpoint past event 10")
+    finally:
+        temporal_app.kill(child)
+    activities = temporal_app.SyncActivities(emulator.base_url)
+    with activities.client, concurrent.futures.ThreadPoolExecutor() as executor:
+        async with Worker(
+            temporal,
+            task_queue=essay_queue,
+            activities=[activities.sync_checkpointed],
+            activity_executor=executor,
+        ):
+            result = await handle.result()
+    assert len(emulator.ledger) == 1
+    seqs = result["sequence_numbers"]
+    assert seqs[0] > point.sequence_number
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+
+
+def _checkpoint_after_three_events(
+    client: openai.OpenAI, emulator: ResponsesEmulator, sent: list[tuple[Any, ...]]
+) -> tuple[int | None, int]:
+    with tether.temporal.guarded_stream(client, model="brief", input="hi") as stream:
+        events = iter(stream)
+        handed = [next(events).sequence_number for _ in range(3)]
+        until_sync(lambda: emulator.ledger.responses[0].status == "completed", "its end")
+        activity.heartbeat()  # a beat now reads the checkpoint
+        point = tether.temporal.Checkpoint.from_details(sent[-1])
+        stream.get_final_response()
+    assert point is not None
+    return point.sequence_number, handed[-1]
+
+
+async def test_sync_checkpoint_is_the_last_event_handed_to_the_code_not_the_read_ahead_s(
+    emulator: ResponsesEmulator,
+) -> None:
+    """The portal reads ahead of the code (the whole response, here): a retry resuming
+    from the checkpoint must not skip what the code never saw."""
+    env = _attempt()
+    sent = _beats(env)
+    with emulator.client() as client:
+        checkpoint, handed = await anyio.to_thread.run_sync(
+            env.run, _checkpoint_after_three_events, client, emulator, sent
+        )
+    assert checkpoint == handed

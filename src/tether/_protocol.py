@@ -182,9 +182,7 @@ class ResponseGuard(StopSteps):
             try:
                 handover = self.handover
                 if handover is not None and self._state < State.STOPPING and await handover(exc):
-                    # A successor resumes it: closed, not cancelled, whatever reason the
-                    # interruption had marked (a sync activity's cancel marks "exception").
-                    self._reason = "detached"
+                    self._reason = "detached"  # not cancelled, whatever was marked before
             finally:
                 await self.stop(self.reason_for(exc))
         finally:
