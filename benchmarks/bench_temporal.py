@@ -31,6 +31,7 @@ import subprocess
 import sys
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -246,6 +247,7 @@ async def tokens_twice(temporal: Client, address: str, activity_name: str) -> di
         essay_queue = f"{queue}-essay"
         child = temporal_app.start_worker_process(address, essay_queue, emu.base_url)
         activities = temporal_app.Activities(emu.base_url)
+        sync = temporal_app.SyncActivities(emu.base_url)
         try:
             async with Worker(
                 temporal,
@@ -257,15 +259,22 @@ async def tokens_twice(temporal: Client, address: str, activity_name: str) -> di
                     temporal, emu, queue, essay_queue, activity_name
                 )
                 temporal_app.kill(child)
-                async with (
-                    activities,
-                    Worker(
-                        temporal,
-                        task_queue=essay_queue,
-                        activities=[activities.essay, activities.raw_essay],
-                    ),
-                ):
-                    result = await handle.result()
+                with sync.client, ThreadPoolExecutor() as executor:
+                    async with (
+                        activities,
+                        Worker(
+                            temporal,
+                            task_queue=essay_queue,
+                            activities=[
+                                activities.essay,
+                                activities.raw_essay,
+                                sync.sync_checkpointed,
+                                sync.sync_essay,
+                            ],
+                            activity_executor=executor,
+                        ),
+                    ):
+                        result = await handle.result()
                 await emu.wait_for(lambda ledger: not any(r.generating for r in ledger), 60)
         finally:
             if child.poll() is None:
@@ -420,7 +429,11 @@ def report(
         "",
         "The worker is SIGKILLed after the response generated 100 of its 300 tokens; another "
         "worker runs the retry. tether's retry resumes the checkpointed response; the raw "
-        "SDK's creates a new background response while the first one generates to its end.",
+        "SDK's creates a new background response while the first one generates to its end. "
+        "The sync rows run the same essay in a sync activity (a plain `def`, with an "
+        "`openai.OpenAI`): `tether.temporal.guarded_stream` checkpoints it as in an async "
+        "one; `tether.sync.guarded_stream` has no checkpoint, and its retry creates a new "
+        "response.",
         "",
         "## Tokens generated twice across a deploy (a graceful worker shutdown)",
         "",
@@ -482,9 +495,14 @@ async def main(rounds: int, cancels: int) -> None:
             print(eps, flush=True)
             cancel = await cancel_latency(temporal, base_url, cancels)
             print(cancel, flush=True)
+            address = server.address
             twice = {
-                "tether.temporal": await tokens_twice(temporal, server.address, "essay"),
-                "raw SDK (background)": await tokens_twice(temporal, server.address, "raw_essay"),
+                "tether.temporal": await tokens_twice(temporal, address, "essay"),
+                "raw SDK (background)": await tokens_twice(temporal, address, "raw_essay"),
+                "tether.temporal, sync activity": await tokens_twice(
+                    temporal, address, "sync_checkpointed"
+                ),
+                "tether.sync, sync activity": await tokens_twice(temporal, address, "sync_essay"),
             }
             print(twice, flush=True)
             deploy = {

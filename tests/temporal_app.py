@@ -507,6 +507,7 @@ async def _child(address: str, task_queue: str, base_url: str) -> None:
                 activities.turns,
                 activities.raw_essay,
                 sync.sync_checkpointed,
+                sync.sync_essay,
             ],
             activity_executor=executor,
         ):
