@@ -297,6 +297,7 @@ class SyncActivities:
 
     def __init__(self, base_url: str) -> None:
         self.client = openai.OpenAI(base_url=base_url, api_key="sk-emulator", max_retries=0)
+        _ = self.client.responses  # the SDK's Responses resources, imported as a worker starts
 
     @activity.defn(name="sync_essay")
     def sync_essay(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -497,7 +498,6 @@ async def _child(address: str, task_queue: str, base_url: str) -> None:
     client = await Client.connect(address)
     activities = Activities(base_url)
     sync = SyncActivities(base_url)
-    _ = sync.client.responses  # as Activities does: the import, as the worker starts
     with ThreadPoolExecutor() as executor:
         async with Worker(
             client,
