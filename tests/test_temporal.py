@@ -1450,22 +1450,38 @@ async def test_paused_activity_s_response_is_resumed_by_the_attempt_after_the_un
 # ------------------------------------------------------------ in a sync activity
 
 
+@contextlib.asynccontextmanager
+async def _sync_worker(
+    temporal: Client,
+    emulator: ResponsesEmulator,
+    queue: str,
+    *,
+    workflows: bool = True,
+    **options: Any,
+) -> AsyncIterator[Worker]:
+    """An in-process worker for the sync ``sync_checkpointed`` activity (and the workflows,
+    unless *workflows* is false), on a thread pool of its own; *options* go to ``Worker``."""
+    activities = temporal_app.SyncActivities(emulator.base_url)
+    with activities.client, concurrent.futures.ThreadPoolExecutor() as executor:
+        async with Worker(
+            temporal,
+            task_queue=queue,
+            workflows=[EssayWorkflow] if workflows else [],
+            activities=[activities.sync_checkpointed],
+            activity_executor=executor,
+            **options,
+        ) as running:
+            yield running
+
+
 @pytest.fixture
 async def sync_worker(
     temporal: Client, emulator: ResponsesEmulator, queue: str
 ) -> AsyncIterator[Worker]:
     """An in-process worker for the workflows and the sync ``sync_checkpointed`` activity."""
     temporal_app.OUTCOMES.clear()
-    activities = temporal_app.SyncActivities(emulator.base_url)
-    with activities.client, concurrent.futures.ThreadPoolExecutor() as executor:
-        async with Worker(
-            temporal,
-            task_queue=queue,
-            workflows=[EssayWorkflow],
-            activities=[activities.sync_checkpointed],
-            activity_executor=executor,
-        ) as running:
-            yield running
+    async with _sync_worker(temporal, emulator, queue) as running:
+        yield running
 
 
 async def test_sync_activity_heartbeat_checkpoints_the_response_id_and_the_last_sequence_number(
@@ -1509,18 +1525,10 @@ async def test_workflow_cancel_cancels_a_sync_activity_s_checkpointed_response_o
     """Temporal's CancelledError, raised into the activity's thread, is not a hand-over."""
     monkeypatch.setattr(_sync_portal, "BACKEND", portal)
     temporal_app.OUTCOMES.clear()
-    activities = temporal_app.SyncActivities(emulator.base_url)
-    with activities.client, concurrent.futures.ThreadPoolExecutor() as executor:
-        async with Worker(
-            temporal,
-            task_queue=queue,
-            workflows=[EssayWorkflow],
-            activities=[activities.sync_checkpointed],
-            activity_executor=executor,
-        ):
-            handle = await start_essay(temporal, queue, model="slow", activity="sync_checkpointed")
-            await until(lambda: checkpoint_of(handle), "the first heartbeat")
-            await _cancel_mid_stream(emulator, handle)
+    async with _sync_worker(temporal, emulator, queue):
+        handle = await start_essay(temporal, queue, model="slow", activity="sync_checkpointed")
+        await until(lambda: checkpoint_of(handle), "the first heartbeat")
+        await _cancel_mid_stream(emulator, handle)
     assert len(temporal_app.OUTCOMES) == 1
     assert temporal_app.OUTCOMES[0].receipt is not None  # tether's cancel, confirmed
 
@@ -1546,15 +1554,8 @@ async def test_sigkilled_sync_worker_retry_resumes_the_same_response_exactly_onc
     finally:
         temporal_app.kill(child)
     assert emulator.ledger.responses[0].generating  # killed mid-stream
-    activities = temporal_app.SyncActivities(emulator.base_url)
-    with activities.client, concurrent.futures.ThreadPoolExecutor() as executor:
-        async with Worker(
-            temporal,
-            task_queue=essay_queue,
-            activities=[activities.sync_checkpointed],
-            activity_executor=executor,
-        ):
-            result = await handle.result()
+    async with _sync_worker(temporal, emulator, essay_queue, workflows=False):
+        result = await handle.result()
     [record] = emulator.ledger.responses
     assert record.status == "completed"
     assert result["attempt"] >= 2
@@ -1586,28 +1587,11 @@ async def test_deploy_cancels_a_response_a_sync_attempt_created_and_the_retry_cr
     """A sync activity has no Temporal client to ask whether its checkpoint reached
     Temporal: its new response is cancelled at a graceful shutdown, never left to a guess."""
     temporal_app.OUTCOMES.clear()
-    activities = temporal_app.SyncActivities(emulator.base_url)
-    with activities.client, concurrent.futures.ThreadPoolExecutor() as executor:
-        async with Worker(
-            temporal,
-            task_queue=queue,
-            workflows=[EssayWorkflow],
-            activities=[activities.sync_checkpointed],
-            activity_executor=executor,
-            graceful_shutdown_timeout=timedelta(0),
-        ):
-            handle = await start_essay(
-                temporal, queue, model="steady", activity="sync_checkpointed"
-            )
-            await emulator.wait_for(lambda ledger: any(r.tokens_generated > 3 for r in ledger))
-        async with Worker(
-            temporal,
-            task_queue=queue,
-            workflows=[EssayWorkflow],
-            activities=[activities.sync_checkpointed],
-            activity_executor=executor,
-        ):
-            result = await handle.result()
+    async with _sync_worker(temporal, emulator, queue, graceful_shutdown_timeout=timedelta(0)):
+        handle = await start_essay(temporal, queue, model="steady", activity="sync_checkpointed")
+        await emulator.wait_for(lambda ledger: any(r.tokens_generated > 3 for r in ledger))
+    async with _sync_worker(temporal, emulator, queue):
+        result = await handle.result()
     first, second = emulator.ledger.responses
     assert first.status == "cancelled"
     assert second.status == "completed"
@@ -1624,39 +1608,32 @@ async def test_deploy_hands_a_response_a_sync_attempt_resumed_to_the_next_attemp
     child = temporal_app.start_worker_process(
         temporal.service_client.config.target_host, essay_queue, emulator.base_url
     )
-    activities = temporal_app.SyncActivities(emulator.base_url)
-    with activities.client, concurrent.futures.ThreadPoolExecutor() as executor:
-        async with Worker(temporal, task_queue=queue, workflows=[EssayWorkflow]):
-            try:
-                handle = await start_essay(
-                    temporal,
-                    queue,
-                    model="medium",
-                    essay_queue=essay_queue,
-                    heartbeat_timeout=2.0,
-                    activity="sync_checkpointed",
-                )
-                await until(lambda: checkpoint_of(handle), "the checkpoint")
-            finally:
-                temporal_app.kill(child)
-            temporal_app.OUTCOMES.clear()
-            async with Worker(
+    async with Worker(temporal, task_queue=queue, workflows=[EssayWorkflow]):
+        try:
+            handle = await start_essay(
                 temporal,
-                task_queue=essay_queue,
-                activities=[activities.sync_checkpointed],
-                activity_executor=executor,
-                graceful_shutdown_timeout=timedelta(0),
-            ):
-                await until(lambda: _attempt_resumed_past(emulator, handle), "a resumed attempt")
-            assert [o.reason for o in temporal_app.OUTCOMES] == ["detached"]
-            assert emulator.ledger.responses[0].generating  # closed, not cancelled
-            async with Worker(
-                temporal,
-                task_queue=essay_queue,
-                activities=[activities.sync_checkpointed],
-                activity_executor=executor,
-            ):
-                result = await handle.result()
+                queue,
+                model="medium",
+                essay_queue=essay_queue,
+                heartbeat_timeout=2.0,
+                activity="sync_checkpointed",
+            )
+            await until(lambda: checkpoint_of(handle), "the checkpoint")
+        finally:
+            temporal_app.kill(child)
+        temporal_app.OUTCOMES.clear()
+        async with _sync_worker(
+            temporal,
+            emulator,
+            essay_queue,
+            workflows=False,
+            graceful_shutdown_timeout=timedelta(0),
+        ):
+            await until(lambda: _attempt_resumed_past(emulator, handle), "a resumed attempt")
+        assert [o.reason for o in temporal_app.OUTCOMES] == ["detached"]
+        assert emulator.ledger.responses[0].generating  # closed, not cancelled
+        async with _sync_worker(temporal, emulator, essay_queue, workflows=False):
+            result = await handle.result()
     _one_response_completed_and_resumed(emulator, result)
     assert result["attempt"] >= 3
 
@@ -1678,17 +1655,10 @@ async def _sync_worker_until_done(
     """A worker for the sync activity whose exit waits for its activities to end (its
     outcomes, recorded in the activity's thread, are all in once it has exited)."""
     temporal_app.OUTCOMES.clear()
-    activities = temporal_app.SyncActivities(emulator.base_url)
-    with activities.client, concurrent.futures.ThreadPoolExecutor() as executor:
-        async with Worker(
-            temporal,
-            task_queue=queue,
-            workflows=[EssayWorkflow],
-            activities=[activities.sync_checkpointed],
-            activity_executor=executor,
-            graceful_shutdown_timeout=timedelta(seconds=10),
-        ):
-            yield
+    async with _sync_worker(
+        temporal, emulator, queue, graceful_shutdown_timeout=timedelta(seconds=10)
+    ):
+        yield
 
 
 async def test_start_to_close_timeout_cancels_a_sync_activity_s_response_on_the_server(
@@ -1778,15 +1748,8 @@ async def test_sync_retry_resuming_from_the_checkpoint_skips_the_events_already_
         point = await until(past_event_10, "a checkpoint past event 10")
     finally:
         temporal_app.kill(child)
-    activities = temporal_app.SyncActivities(emulator.base_url)
-    with activities.client, concurrent.futures.ThreadPoolExecutor() as executor:
-        async with Worker(
-            temporal,
-            task_queue=essay_queue,
-            activities=[activities.sync_checkpointed],
-            activity_executor=executor,
-        ):
-            result = await handle.result()
+    async with _sync_worker(temporal, emulator, essay_queue, workflows=False):
+        result = await handle.result()
     assert len(emulator.ledger) == 1
     seqs = result["sequence_numbers"]
     assert seqs[0] > point.sequence_number
