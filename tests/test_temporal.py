@@ -1533,9 +1533,16 @@ async def test_workflow_cancel_cancels_a_sync_activity_s_checkpointed_response_o
     assert temporal_app.OUTCOMES[0].receipt is not None  # tether's cancel, confirmed
 
 
+@pytest.mark.parametrize("portal", ["asyncio", "trio"])
 async def test_sigkilled_sync_worker_retry_resumes_the_same_response_exactly_once(
-    temporal: Client, emulator: ResponsesEmulator, sync_worker: Worker, queue: str
+    temporal: Client,
+    emulator: ResponsesEmulator,
+    queue: str,
+    portal: Literal["asyncio", "trio"],
+    monkeypatch: pytest.MonkeyPatch,
+    sync_worker: Worker,
 ) -> None:
+    monkeypatch.setattr(_sync_portal, "BACKEND", portal)
     essay_queue = f"{queue}-essay"
     child = temporal_app.start_worker_process(
         temporal.service_client.config.target_host, essay_queue, emulator.base_url
@@ -1600,10 +1607,16 @@ async def test_deploy_cancels_a_response_a_sync_attempt_created_and_the_retry_cr
     assert result["attempt"] == 2
 
 
+@pytest.mark.parametrize("portal", ["asyncio", "trio"])
 async def test_deploy_hands_a_response_a_sync_attempt_resumed_to_the_next_attempt(
-    temporal: Client, emulator: ResponsesEmulator, queue: str
+    temporal: Client,
+    emulator: ResponsesEmulator,
+    queue: str,
+    portal: Literal["asyncio", "trio"],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A resumed response is named by the checkpoint Temporal gave the attempt: handed over."""
+    monkeypatch.setattr(_sync_portal, "BACKEND", portal)
     essay_queue = f"{queue}-essay"
     child = temporal_app.start_worker_process(
         temporal.service_client.config.target_host, essay_queue, emulator.base_url
