@@ -44,7 +44,7 @@ import tether
 import tether.sync
 import tether.temporal
 from tests import temporal_app
-from tests.support import until, until_sync
+from tests.support import until
 from tests.temporal_app import Activities, EssayWorkflow, LocalEssayWorkflow, StreamInWorkflow
 from tether import _sync_portal
 from tether.testing import EmulatedModel, Faults, FunctionCall, ResponsesEmulator, Turn
@@ -1775,7 +1775,7 @@ def _checkpoint_after_three_events(
     with tether.temporal.guarded_stream(client, model="brief", input="hi") as stream:
         events = iter(stream)
         handed = [next(events).sequence_number for _ in range(3)]
-        until_sync(lambda: emulator.ledger.responses[0].status == "completed", "its end")
+        emulator.wait_for_sync(lambda ledger: ledger.responses[0].status == "completed")
         activity.heartbeat()  # a beat now reads the checkpoint
         point = tether.temporal.Checkpoint.from_details(sent[-1])
         stream.get_final_response()
