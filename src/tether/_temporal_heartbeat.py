@@ -136,9 +136,10 @@ class Heartbeats:
 
     @contextlib.asynccontextmanager
     async def kept(self, every: float) -> AsyncGenerator[None]:
-        """Heartbeat every *every* seconds while the block runs, streams open or not (an
-        agent's tools run between its streams: without a heartbeat, a tool longer than the
-        heartbeat timeout timed the attempt out). The beat loop has its own scope: the task
+        """Heartbeat every *every* seconds while the block runs: an async stream's whole
+        block (``TemporalStream``), or an agent's loop, streams open or not (its tools run
+        between its streams: without a heartbeat, a tool longer than the heartbeat timeout
+        timed the attempt out). The beat loop has its own scope: the task
         group never sees the block's exception, so it can neither swallow nor wrap it."""
         if not self.durable:
             yield
@@ -146,14 +147,17 @@ class Heartbeats:
         tasks = anyio.create_task_group()
         await tasks.__aenter__()
         beating = anyio.CancelScope()
-        tasks.start_soon(self._keep, every, beating)
+        tasks.start_soon(self.keep, every, beating)
         try:
             yield
         finally:
             beating.cancel()
             await tasks.__aexit__(None, None, None)
 
-    async def _keep(self, every: float, beating: anyio.CancelScope) -> None:
+    async def keep(self, every: float, beating: anyio.CancelScope) -> None:
+        """Beat every *every* seconds until *beating* is cancelled: the one beat loop, that
+        of ``kept`` and of every guarded stream's block (events or none: a model thinking
+        for a minute sends nothing, and a cancel is heard only in a heartbeat's answer)."""
         with beating:
             while True:
                 await anyio.sleep(every)

@@ -10,11 +10,11 @@ twin is ``SyncTemporalStream`` (``_temporal_sync.py``).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import TYPE_CHECKING, Any, final
 
 import anyio
-import anyio.abc
 
 from ._errors import DeadlineExceeded
 from ._stream import GuardedStream
@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
     from types import TracebackType
 
-    from anyio.abc import TaskGroup
     from openai.types.responses import Response, ResponseStreamEvent
 
     from ._outcome import CancelReceipt, StreamOutcome
@@ -48,15 +47,14 @@ class TemporalStream:
         ```
     """
 
-    __slots__ = ("_beat_every", "_beating", "_left", "_place", "_stream", "_tasks")
+    __slots__ = ("_beat_every", "_beating", "_left", "_place", "_stream")
 
     def __init__(self, place: Place, *, left: float | None, beat_every: float) -> None:
         self._place = place
         self._left = left
         self._beat_every = beat_every
         self._stream: GuardedStream | None = None
-        self._tasks: TaskGroup | None = None
-        self._beating: anyio.CancelScope | None = None
+        self._beating: contextlib.AsyncExitStack | None = None  # Heartbeats.kept, entered
 
     def __repr__(self) -> str:
         return f"<tether.temporal.TemporalStream response_id={self.response_id!r}>"
@@ -148,32 +146,18 @@ class TemporalStream:
         self._place.leave(stream, outcome)
 
     async def _start_beating(self) -> None:
-        """Start the heartbeat loop, in a task group around the whole stream (its own
-        deadline scope opens inside it)."""
-        if not self._place.beats.durable:
-            return  # a local activity: no heartbeat to keep
-        tasks = anyio.create_task_group()
-        await tasks.__aenter__()
-        self._tasks = tasks
-        await tasks.start(self._keep_beating)
+        """Start the attempt's beat loop (``Heartbeats.kept``) around the whole stream: its
+        task group encloses the stream's own deadline scope."""
+        beating = contextlib.AsyncExitStack()
+        await beating.enter_async_context(self._place.beats.kept(self._beat_every))
+        self._beating = beating
 
     async def _stop_beating(self) -> None:
-        """End the heartbeat loop (its own scope: the task group never sees the body's
-        exception, so it can neither swallow nor wrap it)."""
-        tasks, self._tasks = self._tasks, None
-        if self._beating is not None:
-            self._beating.cancel()
-        if tasks is not None:
-            await tasks.__aexit__(None, None, None)
-
-    async def _keep_beating(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
-        """Heartbeat often enough that a cancel is heard within the SDK's throttle, events
-        or none (a model thinking for a minute sends nothing): nothing is paid per event."""
-        with anyio.CancelScope() as self._beating:
-            task_status.started()
-            while True:
-                await anyio.sleep(self._beat_every)
-                self._place.beats.beat()
+        """End the beat loop (its own scope: its task group never sees the body's exception,
+        so it can neither swallow nor wrap it)."""
+        beating, self._beating = self._beating, None
+        if beating is not None:
+            await beating.aclose()
 
     def __aiter__(self) -> AsyncIterator[ResponseStreamEvent]:
         return self._require("iterating the stream").__aiter__()

@@ -181,12 +181,9 @@ class SyncTemporalStream:
         self._beating = anyio.CancelScope()
 
     async def _keep_beating(self) -> None:
-        """(On the loop.) Heartbeat at half the SDK's throttle, events or none."""
+        """(On the loop.) The attempt's beat loop (``Heartbeats.keep``) until ``_leave``."""
         assert self._beating is not None
-        with self._beating:
-            while True:
-                await anyio.sleep(self._beat_every)
-                self._place.beats.beat()
+        await self._place.beats.keep(self._beat_every, self._beating)
 
     # ---------------------------------------------------------------- reading
 
