@@ -192,39 +192,18 @@ class Activities:
     async def _essay(
         self, scope: tether.Scope | openai.AsyncOpenAI, request: dict[str, Any]
     ) -> dict[str, Any]:
-        text: list[str] = []
-        stream = tether.temporal.guarded_stream(
-            scope,
-            model=request["model"],
-            input=request.get("input", "Write an essay"),
-            grace=2.0,
-            resume_from=request.get("resume_from", "start"),
-            on_lost=request.get("on_lost", "raise"),
-        )
+        essay = _Essay(request)
+        stream = tether.temporal.guarded_stream(scope, **essay.options())
         try:
             async with stream:
-                beat = request.get("user_heartbeat")
-                if beat is not None:
-                    activity.heartbeat(*beat)
-                seqs: list[int] = []
+                essay.begin()
                 async for event in stream:
-                    seqs.append(event.sequence_number)
-                    if event.type == "response.output_text.delta":
-                        text.append(event.delta)
-                        _fail_once(request, len(text))
+                    essay.saw(event)
                 final = await stream.get_final_response()
         finally:
             with contextlib.suppress(RuntimeError):
                 _record(stream.outcome)
-        return {
-            "text": "".join(text),
-            "final_text": final.output_text,
-            "response_id": stream.response_id,
-            "resumed": stream.resumed,
-            "attempt": activity.info().attempt,
-            "sequence_numbers": seqs,
-            "user_details": list(stream.user_details),
-        }
+        return essay.result(stream, final)
 
     @activity.defn(name="turns")
     async def turns(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -320,37 +299,62 @@ class SyncActivities:
     def sync_checkpointed(self, request: dict[str, Any]) -> dict[str, Any]:
         """``essay`` in a sync activity: ``tether.temporal.guarded_stream`` given the sync
         client, checkpointed and resumed as in an async activity."""
-        text: list[str] = []
-        seqs: list[int] = []
-        stream = tether.temporal.guarded_stream(
-            self.client,
-            model=request["model"],
-            input=request.get("input", "Write an essay"),
-            grace=2.0,
-            resume_from=request.get("resume_from", "start"),
-            on_lost=request.get("on_lost", "raise"),
-        )
+        essay = _Essay(request)
+        stream = tether.temporal.guarded_stream(self.client, **essay.options())
         try:
             with stream:
-                beat = request.get("user_heartbeat")
-                if beat is not None:
-                    activity.heartbeat(*beat)
+                essay.begin()
                 for event in stream:
-                    seqs.append(event.sequence_number)
-                    if event.type == "response.output_text.delta":
-                        text.append(event.delta)
-                        _fail_once(request, len(text))
+                    essay.saw(event)
                 final = stream.get_final_response()
         finally:
             with contextlib.suppress(RuntimeError):
                 _record(stream.outcome)
+        return essay.result(stream, final)
+
+
+@attrs.define
+class _Essay:
+    """What an essay activity asks and reads, whichever face its stream has."""
+
+    request: dict[str, Any]
+    text: list[str] = attrs.Factory(list[str])
+    seqs: list[int] = attrs.Factory(list[int])
+
+    def options(self) -> dict[str, Any]:
+        request = self.request
         return {
-            "text": "".join(text),
+            "model": request["model"],
+            "input": request.get("input", "Write an essay"),
+            "grace": 2.0,
+            "resume_from": request.get("resume_from", "start"),
+            "on_lost": request.get("on_lost", "raise"),
+        }
+
+    def begin(self) -> None:
+        """The block is entered: the user's own heartbeat, if the request has one."""
+        beat = self.request.get("user_heartbeat")
+        if beat is not None:
+            activity.heartbeat(*beat)
+
+    def saw(self, event: Any) -> None:
+        self.seqs.append(event.sequence_number)
+        if event.type == "response.output_text.delta":
+            self.text.append(event.delta)
+            _fail_once(self.request, len(self.text))
+
+    def result(
+        self,
+        stream: tether.temporal.TemporalStream | tether.temporal.SyncTemporalStream,
+        final: Any,
+    ) -> dict[str, Any]:
+        return {
+            "text": "".join(self.text),
             "final_text": final.output_text,
             "response_id": stream.response_id,
             "resumed": stream.resumed,
             "attempt": activity.info().attempt,
-            "sequence_numbers": seqs,
+            "sequence_numbers": self.seqs,
             "user_details": list(stream.user_details),
         }
 
@@ -477,7 +481,7 @@ class StreamInWorkflow:
     async def run(self, base_url: str) -> str:
         try:
             tether.temporal.guarded_stream(
-                base_url,  # pyright: ignore[reportArgumentType]  # checked after the context
+                base_url,  # pyright: ignore[reportCallIssue, reportArgumentType]  # checked after the context
                 model="fast",
                 input="hi",
             )

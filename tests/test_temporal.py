@@ -18,10 +18,10 @@ import dataclasses
 import os
 import signal
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import anyio
 import attrs
@@ -48,6 +48,8 @@ from tests.support import until
 from tests.temporal_app import Activities, EssayWorkflow, LocalEssayWorkflow, StreamInWorkflow
 from tether import _sync_portal
 from tether.testing import EmulatedModel, Faults, FunctionCall, ResponsesEmulator, Turn
+
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -302,21 +304,57 @@ async def test_guarded_stream_in_workflow_code_fails_before_any_request(
 # ------------------------------------------------- a worker SIGKILLed mid-stream
 
 
-async def test_sigkilled_worker_retry_resumes_the_same_response_exactly_once(
-    temporal: Client, emulator: ResponsesEmulator, worker: Worker, queue: str
-) -> None:
+async def _on_a_killed_worker(
+    temporal: Client,
+    emulator: ResponsesEmulator,
+    queue: str,
+    ready: Callable[[WorkflowHandle[Any, Any]], Awaitable[T]],
+    **request: Any,
+) -> tuple[WorkflowHandle[Any, Any], str, T]:
+    """Start an Essay workflow whose activity runs on a worker process of its own (task
+    queue ``<queue>-essay``), wait for *ready(handle)*, then SIGKILL that worker: the
+    handle, the activity's queue, and what *ready* returned."""
     essay_queue = f"{queue}-essay"
     child = temporal_app.start_worker_process(
         temporal.service_client.config.target_host, essay_queue, emulator.base_url
     )
     try:
-        handle = await start_essay(
-            temporal, queue, model="steady", essay_queue=essay_queue, heartbeat_timeout=2.0
-        )
-        await until(lambda: checkpoint_of(handle), "the checkpoint")
-        await emulator.wait_for(lambda ledger: ledger.responses[0].tokens_generated > 10)
+        handle = await start_essay(temporal, queue, essay_queue=essay_queue, **request)
+        seen = await ready(handle)
     finally:
         temporal_app.kill(child)
+    return handle, essay_queue, seen
+
+
+def _checkpointed_past_10_tokens(
+    emulator: ResponsesEmulator,
+) -> Callable[[WorkflowHandle[Any, Any]], Awaitable[None]]:
+    async def ready(handle: WorkflowHandle[Any, Any]) -> None:
+        await until(lambda: checkpoint_of(handle), "the checkpoint")
+        await emulator.wait_for(lambda ledger: ledger.responses[0].tokens_generated > 10)
+
+    return ready
+
+
+async def _checkpoint_past_event_10(handle: WorkflowHandle[Any, Any]) -> Any:
+    async def past_event_10() -> Any:
+        point = tether.temporal.Checkpoint.from_details(await checkpoint_of(handle))
+        return point if point is not None and (point.sequence_number or 0) > 10 else None
+
+    return await until(past_event_10, "a checkpoint past event 10")
+
+
+async def test_sigkilled_worker_retry_resumes_the_same_response_exactly_once(
+    temporal: Client, emulator: ResponsesEmulator, worker: Worker, queue: str
+) -> None:
+    handle, essay_queue, _ = await _on_a_killed_worker(
+        temporal,
+        emulator,
+        queue,
+        _checkpointed_past_10_tokens(emulator),
+        model="steady",
+        heartbeat_timeout=2.0,
+    )
     assert emulator.ledger.responses[0].generating  # killed mid-stream
     async with (
         Activities(emulator.base_url) as activities,
@@ -450,27 +488,15 @@ async def test_retry_with_on_lost_restart_creates_a_new_response_after_a_cancel(
 async def test_retry_resuming_from_the_checkpoint_skips_the_events_already_seen(
     temporal: Client, emulator: ResponsesEmulator, worker: Worker, queue: str
 ) -> None:
-    essay_queue = f"{queue}-essay"
-    child = temporal_app.start_worker_process(
-        temporal.service_client.config.target_host, essay_queue, emulator.base_url
+    handle, essay_queue, point = await _on_a_killed_worker(
+        temporal,
+        emulator,
+        queue,
+        _checkpoint_past_event_10,
+        model="steady",
+        heartbeat_timeout=2.0,
+        resume_from="checkpoint",
     )
-
-    async def past_event_10() -> Any:
-        point = tether.temporal.Checkpoint.from_details(await checkpoint_of(handle))
-        return point if point is not None and (point.sequence_number or 0) > 10 else None
-
-    try:
-        handle = await start_essay(
-            temporal,
-            queue,
-            model="steady",
-            essay_queue=essay_queue,
-            heartbeat_timeout=2.0,
-            resume_from="checkpoint",
-        )
-        point = await until(past_event_10, "a checkpoint past event 10")
-    finally:
-        temporal_app.kill(child)
     async with (
         Activities(emulator.base_url) as activities,
         Worker(temporal, task_queue=essay_queue, activities=[activities.essay]),
@@ -1543,23 +1569,15 @@ async def test_sigkilled_sync_worker_retry_resumes_the_same_response_exactly_onc
     sync_worker: Worker,
 ) -> None:
     monkeypatch.setattr(_sync_portal, "BACKEND", portal)
-    essay_queue = f"{queue}-essay"
-    child = temporal_app.start_worker_process(
-        temporal.service_client.config.target_host, essay_queue, emulator.base_url
+    handle, essay_queue, _ = await _on_a_killed_worker(
+        temporal,
+        emulator,
+        queue,
+        _checkpointed_past_10_tokens(emulator),
+        model="steady",
+        heartbeat_timeout=2.0,
+        activity="sync_checkpointed",
     )
-    try:
-        handle = await start_essay(
-            temporal,
-            queue,
-            model="steady",
-            essay_queue=essay_queue,
-            heartbeat_timeout=2.0,
-            activity="sync_checkpointed",
-        )
-        await until(lambda: checkpoint_of(handle), "the checkpoint")
-        await emulator.wait_for(lambda ledger: ledger.responses[0].tokens_generated > 10)
-    finally:
-        temporal_app.kill(child)
     assert emulator.ledger.responses[0].generating  # killed mid-stream
     async with _sync_worker(temporal, emulator, essay_queue, workflows=False):
         result = await handle.result()
@@ -1614,39 +1632,28 @@ async def test_deploy_hands_a_response_a_sync_attempt_resumed_to_the_next_attemp
     queue: str,
     portal: Literal["asyncio", "trio"],
     monkeypatch: pytest.MonkeyPatch,
+    worker: Worker,
 ) -> None:
     """A resumed response is named by the checkpoint Temporal gave the attempt: handed over."""
     monkeypatch.setattr(_sync_portal, "BACKEND", portal)
-    essay_queue = f"{queue}-essay"
-    child = temporal_app.start_worker_process(
-        temporal.service_client.config.target_host, essay_queue, emulator.base_url
+    handle, essay_queue, _ = await _on_a_killed_worker(
+        temporal,
+        emulator,
+        queue,
+        lambda handle: until(lambda: checkpoint_of(handle), "the checkpoint"),
+        model="medium",
+        heartbeat_timeout=2.0,
+        activity="sync_checkpointed",
     )
-    async with Worker(temporal, task_queue=queue, workflows=[EssayWorkflow]):
-        try:
-            handle = await start_essay(
-                temporal,
-                queue,
-                model="medium",
-                essay_queue=essay_queue,
-                heartbeat_timeout=2.0,
-                activity="sync_checkpointed",
-            )
-            await until(lambda: checkpoint_of(handle), "the checkpoint")
-        finally:
-            temporal_app.kill(child)
-        temporal_app.OUTCOMES.clear()
-        async with _sync_worker(
-            temporal,
-            emulator,
-            essay_queue,
-            workflows=False,
-            graceful_shutdown_timeout=timedelta(0),
-        ):
-            await until(lambda: _attempt_resumed_past(emulator, handle), "a resumed attempt")
-        assert [o.reason for o in temporal_app.OUTCOMES] == ["detached"]
-        assert emulator.ledger.responses[0].generating  # closed, not cancelled
-        async with _sync_worker(temporal, emulator, essay_queue, workflows=False):
-            result = await handle.result()
+    temporal_app.OUTCOMES.clear()
+    async with _sync_worker(
+        temporal, emulator, essay_queue, workflows=False, graceful_shutdown_timeout=timedelta(0)
+    ):
+        await until(lambda: _attempt_resumed_past(emulator, handle), "a resumed attempt")
+    assert [o.reason for o in temporal_app.OUTCOMES] == ["detached"]
+    assert emulator.ledger.responses[0].generating  # closed, not cancelled
+    async with _sync_worker(temporal, emulator, essay_queue, workflows=False):
+        result = await handle.result()
     _one_response_completed_and_resumed(emulator, result)
     assert result["attempt"] >= 3
 
@@ -1739,28 +1746,16 @@ async def test_sync_retry_resuming_from_the_checkpoint_skips_the_events_already_
     temporal: Client, emulator: ResponsesEmulator, sync_worker: Worker, queue: str
 ) -> None:
     """A sync activity's retry with ``resume_from="checkpoint"`` goes on after it."""
-    essay_queue = f"{queue}-essay"
-    child = temporal_app.start_worker_process(
-        temporal.service_client.config.target_host, essay_queue, emulator.base_url
+    handle, essay_queue, point = await _on_a_killed_worker(
+        temporal,
+        emulator,
+        queue,
+        _checkpoint_past_event_10,
+        model="steady",
+        heartbeat_timeout=2.0,
+        resume_from="checkpoint",
+        activity="sync_checkpointed",
     )
-
-    async def past_event_10() -> Any:
-        point = tether.temporal.Checkpoint.from_details(await checkpoint_of(handle))
-        return point if point is not None and (point.sequence_number or 0) > 10 else None
-
-    try:
-        handle = await start_essay(
-            temporal,
-            queue,
-            model="steady",
-            essay_queue=essay_queue,
-            heartbeat_timeout=2.0,
-            resume_from="checkpoint",
-            activity="sync_checkpointed",
-        )
-        point = await until(past_event_10, "a checkpoint past event 10")
-    finally:
-        temporal_app.kill(child)
     async with _sync_worker(temporal, emulator, essay_queue, workflows=False):
         result = await handle.result()
     assert len(emulator.ledger) == 1
